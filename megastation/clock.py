@@ -1,0 +1,113 @@
+"""Injected time: every loop, simulator and store asks a clock, never ``datetime.now``.
+
+Three clocks share one small protocol:
+
+- :class:`SystemClock` is the wall clock, for production.
+- :class:`SimClock` only moves when told (:meth:`SimClock.advance`); tests and the
+  socket-free simulator step a whole day through it in milliseconds.
+- :class:`ScaledClock` runs ``speed`` times faster than the wall clock, for the demo,
+  where real WebSocket chargers and the controller run side by side.
+
+All timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What time it is, and a way to wait for it."""
+
+    def now(self) -> datetime:
+        """Current time, timezone-aware UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
+
+
+def utc(ts: datetime) -> datetime:
+    """Return ``ts`` in UTC; naive datetimes are refused, not guessed."""
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts.isoformat()}: give a time zone")
+    return ts.astimezone(UTC)
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class SimClock:
+    """A clock that moves only when :meth:`advance` (or :meth:`set`) is called.
+
+    Coroutines sleeping on it wake, in time order, as the clock passes their
+    wake-up time; ``advance`` yields to the event loop after each wake-up so that
+    woken tasks run before time moves on.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self._now = utc(start)
+        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(
+            self._sleepers, (self._now + timedelta(seconds=seconds), next(self._seq), fut)
+        )
+        await fut
+
+    def set(self, ts: datetime) -> None:
+        """Jump to ``ts`` without waking sleepers (only for synchronous use)."""
+        self._now = utc(ts)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``, waking every sleeper due on the way."""
+        target = self._now + timedelta(seconds=seconds)
+        while self._sleepers and self._sleepers[0][0] <= target:
+            wake, _, fut = heapq.heappop(self._sleepers)
+            self._now = max(self._now, wake)
+            if not fut.done():
+                fut.set_result(None)
+            # Let the woken task (and whatever it schedules) run at this instant.
+            for _ in range(5):
+                await asyncio.sleep(0)
+        self._now = target
+        await asyncio.sleep(0)
+
+
+class ScaledClock:
+    """Runs ``speed`` times faster than the wall clock, starting at ``start``."""
+
+    def __init__(self, start: datetime, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed: must be > 0, got {speed}")
+        self._start = utc(start)
+        self._t0 = time.monotonic()
+        self.speed = float(speed)
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.speed)
