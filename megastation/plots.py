@@ -98,7 +98,7 @@ def plot_energy_flows(
         ax2.set_ylim(0, 100)
         ax2.set_ylabel("battery SoC [%]")
         ax2.legend(loc="upper right", fontsize=8)
-    ax.legend(loc="lower left", fontsize=8, ncol=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=8, frameon=False)
     return _finish(fig, ax, tz, Path(path))
 
 
