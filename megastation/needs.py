@@ -1,0 +1,193 @@
+"""What each car needs: departure time and energy still wanted.
+
+Sources, strongest first (:attr:`Need.source`):
+
+1. ``override``: the operator set it (``megastation session ID --depart --energy-kwh``);
+2. ``charging_needs``: OCPP 2.0.1 NotifyEVChargingNeeds (departureTime, energyAmount);
+   ``energyAmount`` is taken as the session's total, so what is still wanted is
+   ``energy - delivered so far``; a missing half comes from the defaults below;
+3. ``soc``: the car reports its state of charge in MeterValues: energy to
+   :data:`TARGET_SOC` of a battery whose capacity is estimated from the SoC rise
+   per kWh delivered (or :data:`DEFAULT_EV_BATTERY_KWH`), departure from defaults;
+4. ``history``: the station's own finished sessions, median dwell and energy by
+   charger kind and local hour of arrival, once a cell has :data:`MIN_HISTORY`
+   sessions (else the kind as a whole, if it has that many);
+5. ``default``: ``station.defaults['ac'|'dc']`` (dwell minutes, energy kWh).
+
+Everything here is a pure function of its inputs except :func:`learn_defaults_from_store`
+and :func:`read_override`, which read the store.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from megastation.config import SessionDefaults
+from megastation.store import Store, iso, parse_iso
+
+MIN_HISTORY = 20  # finished sessions a (kind, hour) cell needs before it is trusted
+TARGET_SOC = {"ac": 1.0, "dc": 0.8}  # what a car charges to, by charger kind
+DEFAULT_EV_BATTERY_KWH = 64.0  # a typical Korean EV battery when nothing better is known
+MIN_DWELL_LEFT_MIN = 5.0  # a car past its assumed departure is given this much more
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a session still wants."""
+
+    departure: datetime  # UTC
+    energy_kwh: float  # still wanted from now [kWh], >= 0
+    source: str  # override | charging_needs | soc | history | default
+
+
+@dataclass(frozen=True)
+class LearnedDefaults:
+    """Session defaults learned from history, by (kind, local hour of arrival)."""
+
+    by_cell: dict[tuple[str, int], SessionDefaults]
+    by_kind: dict[str, SessionDefaults]
+
+    def get(self, kind: str, hour: int) -> SessionDefaults | None:
+        return self.by_cell.get((kind, hour)) or self.by_kind.get(kind)
+
+
+def learn_defaults(
+    sessions: Sequence[tuple[str, datetime, datetime, float]],
+    timezone: str,
+    *,
+    min_count: int = MIN_HISTORY,
+) -> LearnedDefaults:
+    """Median dwell [min] and energy [kWh] by (kind, local arrival hour).
+
+    ``sessions`` are finished sessions ``(kind 'ac'|'dc', start UTC, stop UTC, energy_kwh)``.
+    Cells (and kinds) with fewer than ``min_count`` sessions are left out.
+    """
+    tz = ZoneInfo(timezone)
+    cells: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for kind, start, stop, energy in sessions:
+        dwell = (stop - start).total_seconds() / 60.0
+        if dwell <= 0 or energy is None or energy < 0:
+            continue
+        hour = start.astimezone(tz).hour
+        cells.setdefault((kind, hour), []).append((dwell, energy))
+        kinds.setdefault(kind, []).append((dwell, energy))
+
+    def med(rows: list[tuple[float, float]]) -> SessionDefaults:
+        return SessionDefaults(
+            dwell_min=statistics.median(r[0] for r in rows),
+            energy_kwh=statistics.median(r[1] for r in rows),
+        )
+
+    return LearnedDefaults(
+        by_cell={k: med(v) for k, v in cells.items() if len(v) >= min_count},
+        by_kind={k: med(v) for k, v in kinds.items() if len(v) >= min_count},
+    )
+
+
+def estimate_need(
+    *,
+    kind: str,
+    started_at: datetime,
+    delivered_kwh: float,
+    now: datetime,
+    timezone: str,
+    defaults: Mapping[str, SessionDefaults],
+    learned: LearnedDefaults | None = None,
+    needs_departure: datetime | None = None,
+    needs_energy_kwh: float | None = None,
+    soc_frac: float | None = None,
+    soc_start_frac: float | None = None,
+    override_departure: datetime | None = None,
+    override_energy_kwh: float | None = None,
+) -> Need:
+    """Departure and energy still wanted for one session (see the module docstring).
+
+    ``kind`` is 'ac' or 'dc'; ``delivered_kwh`` the energy charged so far;
+    ``soc_start_frac`` the first SoC seen in the session (for the capacity estimate).
+    """
+    kind = kind.lower()
+    base = defaults[kind]
+    source = "default"
+    hour = started_at.astimezone(ZoneInfo(timezone)).hour
+    if learned is not None and (got := learned.get(kind, hour)) is not None:
+        base, source = got, "history"
+    departure = started_at + timedelta(minutes=base.dwell_min)
+    energy = base.energy_kwh - delivered_kwh
+
+    if soc_frac is not None:
+        capacity = DEFAULT_EV_BATTERY_KWH
+        if soc_start_frac is not None and soc_frac - soc_start_frac >= 0.05 and delivered_kwh > 1:
+            capacity = min(200.0, max(10.0, delivered_kwh / (soc_frac - soc_start_frac)))
+        energy = (TARGET_SOC.get(kind, 1.0) - soc_frac) * capacity
+        source = "soc"
+
+    if needs_departure is not None or needs_energy_kwh is not None:
+        source = "charging_needs"
+        if needs_departure is not None:
+            departure = needs_departure
+        if needs_energy_kwh is not None:
+            energy = needs_energy_kwh - delivered_kwh
+
+    if override_departure is not None or override_energy_kwh is not None:
+        source = "override"
+        if override_departure is not None:
+            departure = override_departure
+        if override_energy_kwh is not None:
+            energy = override_energy_kwh - delivered_kwh
+
+    if departure < now + timedelta(minutes=MIN_DWELL_LEFT_MIN):
+        departure = now + timedelta(minutes=MIN_DWELL_LEFT_MIN)
+    return Need(departure=departure, energy_kwh=max(0.0, energy), source=source)
+
+
+# --------------------------------------------------------------------------- store
+
+
+def learn_defaults_from_store(
+    store: Store, kind_of: Mapping[str, str], timezone: str, *, limit: int = 5000
+) -> LearnedDefaults:
+    """:func:`learn_defaults` over the latest ``limit`` closed transactions in the store.
+
+    ``kind_of`` maps charger id to 'ac' / 'dc'; unknown chargers are skipped.
+    """
+    rows = store.db.execute(
+        "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
+        "WHERE state = 'closed' AND stop_time IS NOT NULL AND energy_kwh IS NOT NULL "
+        "ORDER BY start_time DESC LIMIT ?",
+        [limit],
+    ).fetchall()
+    sessions = [
+        (kind_of[c], parse_iso(a), parse_iso(b), float(e)) for c, a, b, e in rows if c in kind_of
+    ]
+    return learn_defaults(sessions, timezone)
+
+
+def set_override(
+    store: Store,
+    transaction_id: int,
+    *,
+    departure: datetime | None,
+    energy_kwh: float | None,
+) -> None:
+    """Record an operator's departure [UTC] and/or total energy [kWh] for a session."""
+    with store.conn:
+        store.conn.execute(
+            "INSERT INTO control_session_overrides (transaction_id, departure, energy_kwh, set_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(transaction_id) DO UPDATE SET "
+            "departure = COALESCE(excluded.departure, departure), "
+            "energy_kwh = COALESCE(excluded.energy_kwh, energy_kwh), set_at = excluded.set_at",
+            (transaction_id, iso(departure) if departure else None, energy_kwh, iso(store.now())),
+        )
+
+
+def read_overrides(store: Store) -> dict[int, tuple[datetime | None, float | None]]:
+    """All operator overrides: transaction id -> (departure, total energy kWh)."""
+    rows = store.db.execute(
+        "SELECT transaction_id, departure, energy_kwh FROM control_session_overrides"
+    ).fetchall()
+    return {int(t): (parse_iso(d) if d else None, e) for t, d, e in rows}
