@@ -1,0 +1,123 @@
+"""The one call the control loop makes: :func:`forecast_pv`.
+
+Pure apart from the solar-geometry cache in :mod:`forecasts.pvmodel`; a 48-hour,
+15-minute forecast for the seed station takes a few milliseconds (see
+benchmarks/forecast.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from forecasts import bands as _bands
+from forecasts import nowcast as _nowcast
+from forecasts.pvmodel import array_column, inverter_limits_kw, pv_power_array
+from forecasts.weather import WeatherError, clear_sky_weather, resample_weather, step_grid
+from megastation.config import Station
+
+#: Columns of a forecast frame, before the per-array ``pv_ac_kw[<name>]`` columns.
+FORECAST_COLUMNS = ("pv_ac_kw", "pv_ac_p10_kw", "pv_ac_p90_kw", "pv_clear_kw", "pv_raw_kw")
+
+
+def forecast_pv(
+    station: Station,
+    start: datetime | pd.Timestamp,
+    n_steps: int,
+    step_min: int | None = None,
+    weather: pd.DataFrame | None = None,
+    measured_kw: pd.Series | None = None,
+    *,
+    bands: _bands.Bands | None = None,
+    window_h: float = _nowcast.WINDOW_H,
+    tau_h: float = _nowcast.TAU_H,
+) -> pd.DataFrame:
+    """PV AC power forecast [kW] for the station's arrays, P10/P50/P90.
+
+    Parameters
+    ----------
+    station : Station
+        Uses ``station.site`` (lat, lon, altitude) and ``station.pv_arrays``.
+    start : datetime
+        Issue time, tz-aware. The first step is the one containing it (start floored
+        to the step); the nowcast uses only measurements before ``start``.
+    n_steps : int
+        Number of steps (192 = 48 h of 15 min).
+    step_min : int, optional
+        Step [min], must divide 60; default ``site.dispatch_step_min``.
+    weather : DataFrame, optional
+        Canonical weather frame (:mod:`forecasts.weather`) covering the horizon, any
+        regular step; None = clear sky with typical temperature.
+    measured_kw : Series, optional
+        Measured total PV AC power [kW], tz-aware index, any resolution; the last
+        ``window_h`` hours before ``start`` drive the nowcast (:mod:`forecasts.nowcast`).
+    bands : Bands, optional
+        Error percentiles (:func:`forecasts.bands.fit_bands`); default
+        :data:`forecasts.bands.DEFAULT_BANDS`.
+
+    Returns
+    -------
+    DataFrame indexed by step start (UTC, named ``time``) with ``pv_ac_kw`` (P50,
+    nowcast-corrected), ``pv_ac_p10_kw``, ``pv_ac_p90_kw``, ``pv_clear_kw`` (clear
+    sky), ``pv_raw_kw`` (before the nowcast), then ``pv_ac_kw[<array>]`` (P50 per
+    array). ``attrs`` holds ``k_meas`` (measured clear-sky index or None) and ``bands``.
+
+    Raises
+    ------
+    WeatherError
+        Naive ``start``, a step that does not divide the hour, weather not covering
+        the horizon.
+    """
+    site = station.site
+    arrays = station.pv_arrays
+    if not arrays:
+        raise WeatherError("station has no pv_arrays")
+    if n_steps < 1:
+        raise WeatherError(f"n_steps: must be >= 1, got {n_steps}")
+    step_min = step_min or site.dispatch_step_min
+    grid = step_grid(start, n_steps, step_min)
+    step = pd.Timedelta(minutes=step_min)
+    issued = pd.Timestamp(start).tz_convert("UTC")
+
+    if weather is None:
+        wx = clear_sky_weather(grid)
+        raw, _ = pv_power_array(site, arrays, wx, step=step)
+        clear = raw
+    else:
+        wx = resample_weather(weather, grid)
+        raw, _ = pv_power_array(site, arrays, wx, step=step)
+        clear, _ = pv_power_array(site, arrays, wx, step=step, clear_sky=True)
+    limits = inverter_limits_kw(arrays)
+
+    k_meas = None
+    if measured_kw is not None and len(measured_kw):
+        n_win = max(1, round(window_h * 60 / step_min))
+        past = grid[0] - step * np.arange(n_win, 0, -1)
+        past = pd.DatetimeIndex(past, freq=step)
+        clear_past, _ = pv_power_array(site, arrays, clear_sky_weather(past), step=step)
+        before = measured_kw[measured_kw.index < issued]
+        meas = _nowcast.step_means(before, past, step)
+        k_meas = _nowcast.measured_clear_sky_index(meas, clear_past.sum(axis=1), limits.sum())
+    lead_h = ((grid + step / 2) - issued).total_seconds().to_numpy() / 3600.0
+    p50 = _nowcast.nowcast(raw, clear, limits, lead_h, k_meas, tau_h)
+
+    total = p50.sum(axis=1)
+    clear_total = clear.sum(axis=1)
+    b = bands or _bands.DEFAULT_BANDS
+    p10, p90 = _bands.apply_bands(total, clear_total, float(limits.sum()), b)
+    data = {
+        "pv_ac_kw": total,
+        "pv_ac_p10_kw": p10,
+        "pv_ac_p90_kw": p90,
+        "pv_clear_kw": clear_total,
+        "pv_raw_kw": raw.sum(axis=1),
+    }
+    for j, a in enumerate(arrays):
+        data[array_column(a.name)] = p50[:, j]
+    out = pd.DataFrame(data, index=grid)
+    out.index.name = "time"
+    out.attrs["k_meas"] = k_meas
+    out.attrs["bands"] = b
+    return out
