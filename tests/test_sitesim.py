@@ -83,3 +83,11 @@ def test_site_load_has_a_daytime_bump_and_is_seeded():
     assert afternoon > night + 3.0
     with pytest.raises(ValueError):
         site_load_kw(times.tz_localize(None), 8.0, seed=4)
+
+
+@pytest.mark.parametrize("name", ["clear-day.csv", "mixed-week.csv"])
+def test_weather_seed_files_read_by_the_forecast_reader(name):
+    weather = pytest.importorskip("forecasts.weather")
+    df = weather.read_csv(WEATHER / name)
+    assert len(df) == len(_read(name))
+    assert (df["ghi"] >= 0).all()

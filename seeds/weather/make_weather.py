@@ -5,7 +5,8 @@
 Reproducible (no randomness, no network): the output depends only on pvlib's bundled
 ``723170TYA.CSV`` and pvlib's clear-sky model. See ``seeds/README.md`` for the
 derivation. Writes ``clear-day.csv``, ``cloudy-day.csv`` and ``mixed-week.csv``:
-15-minute rows, ``time`` = start of the interval (ISO 8601, +09:00), ``ghi`` [W/m^2]
+15-minute rows, ``time`` = END of the interval (ISO 8601, +09:00; the TMY /
+``forecasts.weather.read_csv`` default label), ``ghi`` [W/m^2]
 (interval average), ``cloud_cover`` [%], ``temp_air`` [degC], ``wind_speed`` [m/s].
 """
 
@@ -134,6 +135,7 @@ def gwangju_weather(hours: pd.DataFrame, days: list[pd.Timestamp]) -> pd.DataFra
     cloud = np.interp(x, x_mid, hr["cloud_cover"].to_numpy())
     temp = np.interp(x, x_end, hr["temp_air"].to_numpy())
     wind = np.interp(x, x_end, hr["wind_speed"].to_numpy())
+    # Label each row with the END of its interval (TMY convention, read_csv default).
     return pd.DataFrame(
         {
             "ghi": np.round(np.where(cs > 0, k * cs, 0.0), 1),
@@ -141,7 +143,7 @@ def gwangju_weather(hours: pd.DataFrame, days: list[pd.Timestamp]) -> pd.DataFra
             "temp_air": np.round(temp, 1),
             "wind_speed": np.round(np.maximum(wind, 0.0), 1),
         },
-        index=idx,
+        index=pd.DatetimeIndex(idx + pd.Timedelta(STEP), name="time"),
     )
 
 
