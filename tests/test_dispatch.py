@@ -1,0 +1,272 @@
+"""Dispatch LP: hand-computed small cases, bad input, station helpers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from megastation.dispatch import (
+    BatteryState,
+    GridState,
+    PowerGroup,
+    Problem,
+    ProblemError,
+    SessionNeed,
+    TimeGrid,
+    connector_limit_kw,
+    solve,
+    station_battery,
+    station_grid_state,
+    station_groups,
+)
+
+T0 = datetime(2026, 6, 15, 0, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def grid_state(n: int, limit_kw: float = 500.0, price: float | list[float] = 100.0) -> GridState:
+    return GridState(
+        import_limit_kw=limit_kw,
+        export_limit_kw=0.0,
+        import_price_krw_per_kwh=np.broadcast_to(np.asarray(price, dtype=float), (n,)).copy(),
+    )
+
+
+def car(sid: str, kwh: float, kw: float, dep_h: float, arr_h: float = 0.0, **kw_) -> SessionNeed:
+    return SessionNeed(
+        session_id=sid,
+        charger_id=kw_.pop("charger_id", "C1"),
+        connector_id=kw_.pop("connector_id", 1),
+        arrival=T0 + arr_h * H,
+        departure=T0 + dep_h * H,
+        energy_kwh=kwh,
+        max_power_kw=kw,
+        **kw_,
+    )
+
+
+def battery(**kw) -> BatteryState:
+    base = dict(
+        capacity_kwh=10.0,
+        soc_frac=0.0,
+        soc_min_frac=0.0,
+        soc_max_frac=1.0,
+        max_charge_kw=20.0,
+        max_discharge_kw=20.0,
+        charge_efficiency=1.0,
+        discharge_efficiency=1.0,
+        terminal_value_krw_per_kwh=0.0,
+    )
+    base.update(kw)
+    return BatteryState(**base)
+
+
+def test_one_car_on_sun_only_charges_from_pv_as_early_as_possible():
+    # 2 h in 15-min steps; PV 10 kW from 0:30 to 1:30; the car wants 5 kWh by 2:00.
+    pv = np.array([0, 0, 10, 10, 10, 10, 0, 0.0])
+    p = Problem(TimeGrid(T0, 8), pv, np.zeros(8), grid_state(8), sessions=(car("a", 5, 20, 2),))
+    plan = solve(p)
+    assert plan.status == "optimal"
+    np.testing.assert_allclose(plan.session_kw[0], [0, 0, 10, 10, 0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(plan.grid_import_kw, 0, atol=1e-6)
+    assert plan.delivered_kwh[0] == pytest.approx(5)
+    assert plan.renewable_frac[0] == pytest.approx(1)
+    assert plan.first_step().session_kw == {"a": pytest.approx(0)}
+
+
+def test_cost_policy_charges_car_in_cheap_hours_re100_waits_for_sun():
+    # 4 one-hour steps; price 200, 50, 200, 200; sun only in the last hour.
+    pv = np.array([0, 0, 0, 30.0])
+    p = Problem(
+        TimeGrid(T0, 4, 3600),
+        pv,
+        np.zeros(4),
+        grid_state(4, price=[200, 50, 200, 200]),
+        sessions=(car("a", 20, 30, 4),),
+    )
+    re = solve(p)
+    np.testing.assert_allclose(re.session_kw[0], [0, 0, 0, 20], atol=1e-6)
+    assert re.renewable_frac[0] == pytest.approx(1)
+    cost = solve(Problem(**{**p.__dict__, "policy": "cost"}))
+    np.testing.assert_allclose(cost.session_kw[0], [0, 0, 0, 20], atol=1e-6)  # PV is free
+    dear_sun = Problem(**{**p.__dict__, "pv_kw": np.zeros(4), "policy": "cost"})
+    np.testing.assert_allclose(solve(dear_sun).session_kw[0], [0, 20, 0, 0], atol=1e-6)
+    assert solve(dear_sun).objective_parts["energy_cost_krw"] == pytest.approx(20 * 50)
+
+
+def test_battery_arbitrage_against_two_price_tariff():
+    # 1-h steps, site load 10 kW; price 50 then 150. A 10 kWh lossless battery, empty.
+    p = Problem(
+        TimeGrid(T0, 4, 3600),
+        np.zeros(4),
+        np.full(4, 10.0),
+        grid_state(4, price=[50, 50, 150, 150]),
+        battery=battery(),
+        policy="cost",
+    )
+    plan = solve(p)
+    # Buy 20 + 10 kWh cheap, 20 - 10 kWh dear: 1500 + 1500 KRW instead of 4000.
+    assert plan.objective_parts["energy_cost_krw"] == pytest.approx(3000)
+    assert plan.battery_charge_kw[:2].sum() == pytest.approx(10)
+    assert plan.battery_discharge_kw[2:].sum() == pytest.approx(10)
+    np.testing.assert_allclose(plan.soc_frac[[0, 2, 4]], [0, 1, 0], atol=1e-6)
+    # With 90 % each way a 50 -> 55 spread does not pay (50 / 0.81 > 55): battery idle.
+    lossy = Problem(
+        **{
+            **p.__dict__,
+            "grid_state": grid_state(4, price=[50, 50, 55, 55]),
+            "battery": battery(charge_efficiency=0.9, discharge_efficiency=0.9),
+        }
+    )
+    plan = solve(lossy)
+    np.testing.assert_allclose(plan.battery_charge_kw, 0, atol=1e-6)
+    assert plan.objective_parts["energy_cost_krw"] == pytest.approx(20 * 50 + 20 * 55)
+
+
+def test_grid_limit_binds_and_plan_reports_what_the_car_gets():
+    # 1 h, import limit 40 kW, site load 10 kW: the 50 kW car can only take 30 kW.
+    sessions = (car("a", 40, 50, 1),)
+    p = Problem(TimeGrid(T0, 4), np.zeros(4), np.full(4, 10.0), grid_state(4, 40), sessions)
+    plan = solve(p)
+    np.testing.assert_allclose(plan.session_kw[0], 30, atol=1e-6)
+    np.testing.assert_allclose(plan.grid_import_kw, 40, atol=1e-6)
+    assert plan.delivered_kwh[0] == pytest.approx(30)
+    assert plan.unmet_kwh[0] == pytest.approx(10)
+    assert plan.renewable_frac[0] == pytest.approx(0)
+
+
+def test_shared_dc_cabinet_limits_the_sum_of_its_chargers():
+    cab = PowerGroup("cabinet:A", (("DC1", 1), ("DC2", 1)), 150.0)
+    sessions = (
+        car("a", 30, 100, 1, charger_id="DC1"),
+        car("b", 30, 100, 1, charger_id="DC2"),
+    )
+    p = Problem(TimeGrid(T0, 4), np.zeros(4), np.zeros(4), grid_state(4), sessions, groups=(cab,))
+    plan = solve(p)
+    total = plan.session_kw.sum(axis=0)
+    assert (total <= 150 + 1e-6).all()
+    assert total[0] == pytest.approx(150)  # as early as the cabinet allows
+    np.testing.assert_allclose(plan.delivered_kwh, [30, 30], atol=1e-6)
+
+
+def test_battery_renewable_content_follows_what_charged_it():
+    # Sun in hour 0 charges the battery; the car comes at night and gets battery energy.
+    pv = np.array([10.0, 0, 0, 0])
+    sessions = (car("a", 8, 20, 4, arr_h=2),)
+    p = Problem(
+        TimeGrid(T0, 4, 3600),
+        pv,
+        np.zeros(4),
+        grid_state(4),
+        sessions,
+        battery=battery(charge_efficiency=0.9, discharge_efficiency=1.0),
+    )
+    plan = solve(p)
+    assert plan.battery_renewable_kwh[1] == pytest.approx(9)  # 10 kWh in at 90 %
+    assert plan.delivered_kwh[0] == pytest.approx(8)
+    assert plan.renewable_frac[0] == pytest.approx(1)
+    assert plan.objective_parts["grid_to_ev_kwh"] == pytest.approx(0, abs=1e-6)
+    # A battery full of grid energy counts as grid when it feeds the car.
+    grey = Problem(
+        **{**p.__dict__, "pv_kw": np.zeros(4), "battery": battery(soc_frac=1.0, renewable_frac=0.0)}
+    )
+    plan = solve(grey)
+    assert plan.delivered_kwh[0] == pytest.approx(8)
+    assert plan.renewable_frac[0] == pytest.approx(0, abs=1e-6)
+    assert plan.objective_parts["grid_to_ev_kwh"] == pytest.approx(8)
+
+
+def test_demand_charge_spreads_charging_below_the_months_peak():
+    # Two cars, 20 kWh each over 2 h; demand charge makes a flat 20 kW import best.
+    sessions = (car("a", 20, 50, 2), car("b", 20, 50, 2, charger_id="C2"))
+    gs = GridState(500.0, 0.0, np.full(8, 100.0), 0.0, 2580.0, peak_so_far_kw=10.0)
+    plan = solve(Problem(TimeGrid(T0, 8), np.zeros(8), np.zeros(8), gs, sessions, policy="cost"))
+    assert plan.grid_import_kw.max() == pytest.approx(20, abs=1e-5)
+    assert plan.objective_parts["demand_charge_krw"] == pytest.approx(2580 * 10, rel=1e-5)
+    np.testing.assert_allclose(plan.delivered_kwh, [20, 20], atol=1e-6)
+
+
+def test_departure_after_horizon_only_requires_what_cannot_wait():
+    # Horizon 1 h; car leaves in 3 h at 10 kW max wanting 25 kWh: 5 kWh must come now.
+    # No sun, grid only: re100 delivers just the 5 kWh it must.
+    p = Problem(TimeGrid(T0, 4), np.zeros(4), np.zeros(4), grid_state(4), (car("a", 25, 10, 3),))
+    plan = solve(p)
+    assert plan.delivered_kwh[0] == pytest.approx(5, abs=1e-6)
+
+
+def test_first_step_may_be_shorter_to_align_with_the_clock():
+    now = T0 + timedelta(minutes=7)
+    grid = TimeGrid.aligned(now, horizon_h=1)
+    assert grid.first_step_s == 480
+    np.testing.assert_allclose(grid.durations_h * 60, [8, 15, 15, 15, 15])  # covers 1 h
+    assert grid.times[1] == T0 + timedelta(minutes=15)
+    # A car plugged in for the remaining 8 min + 15 min wants 20 kWh at 40 kW max.
+    s = SessionNeed("a", "C1", 1, T0, T0 + timedelta(minutes=30), 20.0, 40.0)
+    plan = solve(Problem(grid, np.zeros(5), np.zeros(5), grid_state(5), (s,)))
+    assert plan.first_step().duration_s == 480
+    assert plan.delivered_kwh[0] == pytest.approx(40 * 23 / 60)
+
+
+def test_min_power_rounds_in_first_step():
+    s = car("a", 1.0, 7.0, 1, min_power_kw=4.0)  # 1 kWh over 1 h: any profile works
+    plan = solve(Problem(TimeGrid(T0, 4), np.zeros(4), np.zeros(4), grid_state(4), (s,)))
+    v = plan.first_step().session_kw["a"]
+    assert v == 0 or v >= 4.0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (dict(pv_kw=np.array([0, 1, np.nan, 0])), "pv_kw[2]"),
+        (dict(site_load_kw=np.zeros(3)), "site_load_kw"),
+        (dict(battery=battery(capacity_kwh=-1)), "battery.capacity_kwh"),
+        (dict(battery=battery(soc_frac=0.05, soc_min_frac=0.1)), "battery.soc_frac"),
+        (dict(sessions=(car("a", 5, 10, -0.5, arr_h=-1),)), "sessions[0].departure"),
+        (dict(sessions=(car("a", -5, 10, 1),)), "sessions[0].energy_kwh"),
+        (dict(policy="greenest"), "policy"),
+    ],
+)
+def test_bad_input_names_the_field(change, field):
+    base = dict(
+        grid=TimeGrid(T0, 4),
+        pv_kw=np.zeros(4),
+        site_load_kw=np.zeros(4),
+        grid_state=grid_state(4),
+    )
+    with pytest.raises(ProblemError, match=re.escape(field)):
+        solve(Problem(**{**base, **change}))
+
+
+def test_naive_start_is_refused():
+    with pytest.raises(ProblemError, match=r"grid\.start"):
+        TimeGrid(datetime(2026, 6, 15), 4)
+
+
+def test_station_helpers_build_groups_prices_and_battery(station):
+    groups = {g.name: g for g in station_groups(station)}
+    assert groups["cabinet:CAB-A"].members == (("GJDG-DC-01", 1), ("GJDG-DC-02", 1))
+    assert groups["cabinet:CAB-A"].max_power_kw == 300
+    assert "charger:GJDG-AC-01" not in groups  # 2 x 7 kW fit its 14 kW
+    assert connector_limit_kw(station, "GJDG-AC-01", 2) == 7
+    grid = TimeGrid(T0, 96)  # 09:00 Seoul, summer
+    gs = station_grid_state(station, grid)
+    assert gs.import_price_krw_per_kwh[0] == pytest.approx(103.2)  # mid
+    assert gs.import_price_krw_per_kwh[4] == pytest.approx(124.5)  # 10:00 peak
+    assert gs.demand_charge_krw_per_kw == 2580
+    b = station_battery(station, soc_frac=0.5)
+    assert b.capacity_kwh == 500
+    # An afternoon with three cars on the real station solves.
+    sessions = (
+        SessionNeed("s1", "GJDG-DC-01", 1, T0, T0 + H, 40, 200),
+        SessionNeed("s2", "GJDG-DC-02", 1, T0, T0 + H, 40, 200),
+        SessionNeed("s3", "GJDG-AC-01", 1, T0, T0 + 4 * H, 20, 7),
+    )
+    pv = np.clip(150 * np.sin(np.linspace(0, np.pi, 96)), 0, None)
+    p = Problem(grid, pv, np.full(96, 8.0), gs, sessions, b, tuple(groups.values()))
+    plan = solve(p)
+    assert plan.status == "optimal"
+    assert (plan.session_kw[:2].sum(axis=0) <= 300 + 1e-6).all()
+    np.testing.assert_allclose(plan.delivered_kwh, [40, 40, 20], atol=1e-5)
