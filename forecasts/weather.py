@@ -92,8 +92,9 @@ def read_csv(
         and/or ``cloud_cover`` [%], ``temp_air`` [°C], ``wind_speed`` [m/s];
         optionally ``dni``, ``dhi`` [W/m²], ``albedo``. Aliases: :data:`VARIABLE_MAP`.
     label : {"end", "start", "instant"}
-        What ``time`` labels: the end of an averaging interval (TMY, Open-Meteo,
-        Solcast: default), its start, or an instantaneous sample.
+        What ``time`` labels: the end of an averaging interval (default, as in TMY,
+        Open-Meteo, Solcast and seeds/weather/*.csv), its start, or an instantaneous
+        sample.
     max_gap : str or timedelta
         Longest gap interpolated; longer gaps are errors.
     """

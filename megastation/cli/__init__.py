@@ -49,6 +49,9 @@ def main(ctx: click.Context, config_path: Path | None, db_path: Path) -> None:
 
 
 # Command modules register themselves on `main` when imported.
-_COMMAND_MODULES = ("megastation.cli.config_cmd",)
+_COMMAND_MODULES = (
+    "megastation.cli.config_cmd",
+    "megastation.cli.forecast_cmd",
+)
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)
