@@ -1,0 +1,1 @@
+"""Simulated station parts: composite charging schedules, car physics, OCPP charge points."""
