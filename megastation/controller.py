@@ -1,0 +1,864 @@
+"""The live control loop: gather -> forecast -> dispatch -> apply -> record.
+
+:class:`Controller` re-plans every ``site.dispatch_interval_s`` seconds of its injected
+clock and at once when something happens (:meth:`Controller.notify` is given the
+central system's domain events): a car plugged in or left, ChargingNeeds arrived, a
+charger went offline, the battery reports a fault, or the grid import is above the
+limit. The over-limit guard polls the site meter every ``guard_interval_s`` (and checks
+the import computed from the chargers' meter values on every sample), so a cut
+reaches the chargers within about a second of clock time.
+
+The controller talks only to protocols: :class:`ChargerGateway` (OCPP in
+``ocpp_central.gateway``, or :class:`DirectGateway` for the socket-free simulator),
+:class:`megastation.devices.Battery`, ``SiteMeter``, ``PVMeter`` and a forecaster
+callable. It never imports ``ocpp``. Everything it needs after a restart is in the
+store (open transactions, needs, overrides, profiles already sent), so
+:class:`ControlSupervisor` can restart a crashed loop with backoff and it carries on.
+
+Safety when the controller is *not* running rests on the fail-safe profiles installed
+when a charger boots (see :mod:`ocpp_central.profiles`): a station maximum and a
+TxDefaultProfile that share the grid limit among chargers. TxProfiles carry the plan's
+whole horizon, but beyond ``lease_s`` after they are sent each connector is capped at
+its fail-safe share: a charger that loses the controller keeps following the plan for
+the lease, then falls back to a share that holds whatever the battery does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from megastation import control_records as cr
+from megastation import events as ev
+from megastation import records
+from megastation.clock import Clock
+from megastation.config import Station
+from megastation.devices import Battery, BatteryReading, GridReading, PVMeter, SiteMeter
+from megastation.dispatch import (
+    Problem,
+    SessionNeed,
+    TimeGrid,
+    solve,
+    station_battery,
+    station_grid_state,
+    station_groups,
+)
+from megastation.needs import (
+    LearnedDefaults,
+    estimate_need,
+    learn_defaults_from_store,
+    read_overrides,
+)
+from megastation.store import Store, iso
+from ocpp_central.profiles import FailSafe, KwSchedule, failsafe_limits_kw
+
+log = logging.getLogger(__name__)
+
+GUARD_TOLERANCE_KW = 0.5  # import above limit + this triggers the guard
+DEFAULT_LEASE_INTERVALS = 5  # TxProfile follows the plan this many intervals, then fail-safe
+
+
+# --------------------------------------------------------------------------- gateway protocol
+
+
+@dataclass(frozen=True)
+class ConnectorSetpoint:
+    """A power limit schedule for one session's connector."""
+
+    charger_id: str
+    connector_id: int  # 1.6 connectorId / 2.0.1 evseId
+    transaction_id: int  # internal transactions.id
+    ocpp_tx_id: str  # the charger's transaction id (for the TxProfile)
+    schedule: KwSchedule  # kW; the first period holds the first-step set point
+    power_kw: float  # first-step set point [kW]
+    force: bool = False  # send even within the deadband (over-limit guard)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What became of one profile."""
+
+    charger_id: str
+    connector_id: int
+    target: str  # tx | max | tx_default
+    status: str  # accepted | rejected | timeout | offline | error | deadband | uncontrollable
+    power_kw: float | None = None
+    transaction_id: int | None = None
+    payload: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+@runtime_checkable
+class ChargerGateway(Protocol):
+    """How set points reach chargers."""
+
+    async def apply(self, setpoints: Sequence[ConnectorSetpoint]) -> list[ApplyOutcome]:
+        """Send each session's schedule; one outcome per set point."""
+        ...
+
+    async def install_failsafe(
+        self, charger_id: str, *, grid_import_limit_kw: float
+    ) -> list[ApplyOutcome]:
+        """Install the station maximum and TxDefault profiles on a charger."""
+        ...
+
+
+class DirectGateway:
+    """Set points for the socket-free simulator: kept in memory, read by simulated chargers.
+
+    ``limit_kw(charger, connector, t)`` is the composite limit a charger would follow:
+    the TxProfile (while its transaction is the one given) else the TxDefault, capped
+    by the station maximum.
+    """
+
+    def __init__(self, station: Station, store: Store, clock: Clock) -> None:
+        self.station = station
+        self.store = store
+        self.clock = clock
+        self.tx: dict[tuple[str, int], tuple[int, KwSchedule]] = {}  # (charger, connector) -> tx
+        self.failsafe: dict[str, FailSafe] = {}
+        self.sent = 0  # profiles "sent"
+
+    async def apply(self, setpoints: Sequence[ConnectorSetpoint]) -> list[ApplyOutcome]:
+        out = []
+        for sp in setpoints:
+            self.tx[(sp.charger_id, sp.connector_id)] = (sp.transaction_id, sp.schedule)
+            self.sent += 1
+            out.append(
+                ApplyOutcome(
+                    sp.charger_id, sp.connector_id, "tx", "accepted", sp.power_kw, sp.transaction_id
+                )
+            )
+        return out
+
+    async def install_failsafe(
+        self, charger_id: str, *, grid_import_limit_kw: float
+    ) -> list[ApplyOutcome]:
+        limits = failsafe_limits_kw(
+            self.station.chargers, grid_import_limit_kw, self.station.site.base_load_kw
+        )
+        self.failsafe[charger_id] = limits[charger_id]
+        return [
+            ApplyOutcome(charger_id, 0, "max", "accepted", limits[charger_id].max_kw),
+            ApplyOutcome(charger_id, 0, "tx_default", "accepted", limits[charger_id].connector_kw),
+        ]
+
+    def limit_kw(
+        self, charger_id: str, connector_id: int, transaction_id: int | None, t: datetime
+    ) -> float:
+        ch = self.station.charger(charger_id)
+        limit = ch.connector_power_kw if ch else math.inf
+        fs = self.failsafe.get(charger_id)
+        if fs is not None:
+            limit = min(limit, fs.max_kw)
+        got = self.tx.get((charger_id, connector_id))
+        value = None
+        if got is not None and got[0] == transaction_id:
+            value = got[1].value_at(t)
+        if value is None and fs is not None:
+            value = fs.connector_kw
+        return limit if value is None else min(limit, value)
+
+
+# --------------------------------------------------------------------------- forecaster
+
+
+Forecaster = Callable[..., pd.DataFrame]
+"""``forecaster(station, start, n_steps, step_min, weather=None, measured_kw=None)``
+returning a DataFrame indexed by step start (UTC) with ``pv_ac_kw`` (P50) [kW] and
+optionally ``pv_ac_p10_kw``; :func:`forecasts.forecast.forecast_pv` is the default."""
+
+
+def default_forecaster() -> Forecaster:
+    """The forecasts package's entry point, or clear-sky zero if it is not available."""
+    try:
+        from forecasts.forecast import forecast_pv
+
+        return forecast_pv
+    except ImportError:  # pragma: no cover - forecasts not installed
+        log.warning("forecasts.forecast_pv not available: PV forecast is zero")
+
+        def zero(station, start, n_steps, step_min, weather=None, measured_kw=None):
+            idx = pd.date_range(start, periods=n_steps, freq=f"{step_min}min")
+            return pd.DataFrame({"p50": np.zeros(n_steps)}, index=idx)
+
+        return zero
+
+
+def _column(df: pd.DataFrame, names: Sequence[str]) -> pd.Series | None:
+    for n in names:
+        if n in df.columns:
+            return df[n]
+    return None
+
+
+def _on_grid(series: pd.Series, times: pd.DatetimeIndex) -> np.ndarray:
+    """Values of a step series at each grid step start (the step it falls in)."""
+    s = series.sort_index()
+    idx = s.index
+    if idx.tz is None:
+        idx = idx.tz_localize("UTC")
+    pos = np.searchsorted(idx.asi8, times.tz_convert("UTC").asi8, side="right") - 1
+    vals = np.asarray(s.to_numpy(dtype=float))
+    out = np.where(pos >= 0, vals[np.clip(pos, 0, len(vals) - 1)], 0.0)
+    return np.nan_to_num(np.maximum(out, 0.0))
+
+
+# --------------------------------------------------------------------------- controller
+
+
+@dataclass
+class CycleResult:
+    """Summary of one control cycle."""
+
+    plan_id: int | None
+    reason: str
+    status: str
+    cycle_s: float  # wall time of the whole cycle
+    solve_s: float
+    n_sessions: int
+    outcomes: list[ApplyOutcome] = field(default_factory=list)
+
+
+class Controller:
+    """The control loop of one station (see the module docstring)."""
+
+    def __init__(
+        self,
+        station: Station,
+        store: Store,
+        clock: Clock,
+        *,
+        gateway: ChargerGateway,
+        battery: Battery | None = None,
+        site_meter: SiteMeter | None = None,
+        pv_meter: PVMeter | None = None,
+        forecaster: Forecaster | None = None,
+        weather: pd.DataFrame | None = None,
+        guard_interval_s: float | None = 0.5,
+        lease_s: float | None = None,
+        deadband_kw: float = 1.0,
+    ) -> None:
+        self.station = station  # the station config
+        self.store = store  # source of truth (transactions, needs, overrides, sent profiles)
+        self.clock = clock  # injected time
+        self.gateway = gateway  # reaches the chargers
+        self.battery = battery  # None: no battery or not steerable
+        self.site_meter = site_meter  # None: import computed from known flows
+        self.pv_meter = pv_meter  # None: PV unmeasured (forecast only)
+        self.forecaster = forecaster or default_forecaster()
+        self.weather = weather  # weather DataFrame for the forecaster, or None = clear sky
+        self.guard_interval_s = guard_interval_s  # None disables the polling guard
+        site = station.site
+        self.interval_s = float(site.dispatch_interval_s)
+        self.lease_s = lease_s if lease_s is not None else DEFAULT_LEASE_INTERVALS * self.interval_s
+        self.deadband_kw = deadband_kw  # profile changes smaller than this are not re-sent
+        self.cycles = 0  # completed cycles
+        self.last: CycleResult | None = None
+        self.pv_history: list[tuple[datetime, float]] = []  # measured PV for the nowcast
+        self._kind = {c.id: c.kind.lower() for c in station.chargers}
+        self._reasons: set[str] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._cycle_done = asyncio.Condition()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ev_kw: dict[tuple[str, int], float] = {}  # latest EV power per connector
+        self._failsafe_limit_kw: float | None = None  # grid limit the fail-safe was built for
+        self._learned: LearnedDefaults | None = None
+        self._learned_at: datetime | None = None
+        self._battery_fault: str | None = None
+        self.guard_trips = 0
+
+    # ----------------------------------------------------------------- events
+
+    def trigger(self, reason: str) -> None:
+        """Ask for a re-plan now."""
+        self._reasons.add(reason)
+        self._idle.clear()
+        self._wake.set()
+
+    def notify(self, event: ev.Event) -> None:
+        """Receive a central-system domain event (synchronous, never blocks)."""
+        if isinstance(event, ev.ChargerBooted | ev.ChargerConnected):
+            self._spawn(self._install_failsafe(event.charger_id, rebooted=True))
+            self.trigger("charger_online")
+        elif isinstance(event, ev.TransactionStarted):
+            self.trigger("car_plugged_in")
+        elif isinstance(event, ev.TransactionEnded):
+            self._ev_kw.pop((event.charger_id, event.connector_id or 0), None)
+            self.trigger("car_left")
+        elif isinstance(event, ev.ChargingNeedsReceived):
+            self.trigger("charging_needs")
+        elif isinstance(event, ev.ChargerDisconnected):
+            for key in [k for k in self._ev_kw if k[0] == event.charger_id]:
+                self._ev_kw.pop(key, None)
+            self.trigger("charger_offline")
+        elif isinstance(event, ev.MeterSampleReceived) and event.power_kw is not None:
+            self._ev_kw[(event.charger_id, event.connector_id)] = event.power_kw
+            if (
+                self.site_meter is None
+                and self._computed_import_kw() > self._limit_now() + GUARD_TOLERANCE_KW
+            ):
+                self._over_limit()
+
+    def _spawn(self, coro: Any) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:
+            coro.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Wait (real time) until no cycle is running or pending: for tests and the demo."""
+        for _ in range(3):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            if self._tasks:
+                await asyncio.wait_for(
+                    asyncio.gather(*list(self._tasks), return_exceptions=True), timeout_s
+                )
+            await asyncio.sleep(0)
+            if self._idle.is_set() and not self._tasks:
+                return
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        """Run until cancelled: start-up (resume from the store), then cycles."""
+        await self.startup()
+        guard = asyncio.create_task(self._guard_loop()) if self.guard_interval_s else None
+        try:
+            next_at = self.clock.now()
+            self.trigger("start")
+            while True:
+                wait_s = (next_at - self.clock.now()).total_seconds()
+                if wait_s > 0 and not self._wake.is_set():
+                    await self._wait(wait_s)
+                if self.clock.now() >= next_at:
+                    self._reasons.add("interval")
+                reasons = self._reasons or {"interval"}
+                self._reasons = set()
+                self._wake.clear()
+                await self.cycle(",".join(sorted(reasons)))
+                if "interval" in reasons or self.clock.now() >= next_at:
+                    next_at = self.clock.now() + timedelta(seconds=self.interval_s)
+                if not self._reasons:
+                    self._idle.set()
+        finally:
+            self._idle.set()
+            if guard:
+                guard.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+
+    async def _wait(self, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
+    async def startup(self) -> None:
+        """Install (or confirm) fail-safe profiles on connected chargers; learn defaults."""
+        for ch in self.station.chargers:
+            if self._connected(ch.id):
+                await self._install_failsafe(ch.id, rebooted=False)
+
+    def _connected(self, charger_id: str) -> bool:
+        row = records.get_charger(self.store, charger_id)
+        return bool(row and row.get("connected"))
+
+    async def _install_failsafe(self, charger_id: str, *, rebooted: bool) -> None:
+        if self.station.charger(charger_id) is None:
+            return
+        if rebooted:
+            cr.forget_active_profiles(self.store, charger_id)
+        limit, _ = cr.grid_limit_kw(
+            self.store, self.station.site.grid_import_limit_kw, self.clock.now()
+        )
+        self._failsafe_limit_kw = limit
+        try:
+            outcomes = await self.gateway.install_failsafe(charger_id, grid_import_limit_kw=limit)
+        except Exception as exc:  # a charger vanishing mid-call must not stop the loop
+            log.warning("fail-safe for %s failed: %s", charger_id, exc)
+            return
+        cr.record_setpoints(self.store, None, [_record(o) for o in outcomes], self.clock.now())
+
+    async def _guard_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.guard_interval_s)
+            try:
+                import_kw = await self._measured_import_kw()
+            except Exception as exc:
+                log.warning("guard: site meter read failed: %s", exc)
+                continue
+            if import_kw is not None and import_kw > self._limit_now() + GUARD_TOLERANCE_KW:
+                self._over_limit()
+
+    def _over_limit(self) -> None:
+        if "over_limit" not in self._reasons:
+            self.guard_trips += 1
+        self.trigger("over_limit")
+
+    def _limit_now(self) -> float:
+        return cr.grid_limit_kw(
+            self.store, self.station.site.grid_import_limit_kw, self.clock.now()
+        )[0]
+
+    async def _measured_import_kw(self) -> float | None:
+        if self.site_meter is None:
+            return None
+        return (await self.site_meter.read()).net_import_kw
+
+    def _computed_import_kw(self, pv_kw: float = 0.0, battery_kw: float = 0.0) -> float:
+        return sum(self._ev_kw.values()) + self.station.site.base_load_kw - pv_kw - battery_kw
+
+    # ----------------------------------------------------------------- one cycle
+
+    async def cycle(self, reason: str = "manual") -> CycleResult:
+        """One gather -> forecast -> dispatch -> apply -> record pass."""
+        t_wall = time.perf_counter()
+        now = self.clock.now()
+        site = self.station.site
+
+        # gather
+        batt = await self._read_battery()
+        pv_now = await self._read_pv()
+        grid_reading = await self._read_grid()
+        limit_kw, limit_source = cr.grid_limit_kw(self.store, site.grid_import_limit_kw, now)
+        policy = cr.policy(self.store, site.policy)
+        if self._failsafe_limit_kw is not None and abs(limit_kw - self._failsafe_limit_kw) > 1e-6:
+            for ch in self.station.chargers:  # the site limit changed: new fail-safe shares
+                if self._connected(ch.id):
+                    await self._install_failsafe(ch.id, rebooted=False)
+        fs = failsafe_limits_kw(self.station.chargers, limit_kw, site.base_load_kw)
+        uncontrollable = cr.uncontrollable_chargers(self.store)
+        txs = [t for t in records.open_transactions(self.store) if t.connector_id]
+        for t in txs:
+            if t.power_kw is not None:
+                self._ev_kw.setdefault((t.charger_id, t.connector_id), t.power_kw)
+
+        # grid of the plan
+        step_s = site.dispatch_step_min * 60
+        grid = TimeGrid.aligned(now, site.horizon_h, step_s)
+        times = grid.times
+        n = grid.n_steps
+
+        # forecast with nowcast
+        pv_kw, pv_p10 = self._forecast(now, grid)
+
+        # site load: base load, plus load the site meter sees that nothing explains
+        batt_kw = batt.power_kw if batt else 0.0
+        computed = self._computed_import_kw(pv_now or 0.0, batt_kw)
+        unexplained_kw = 0.0
+        if grid_reading is not None:
+            unexplained_kw = max(0.0, grid_reading.net_import_kw - computed)
+        load = np.full(n, site.base_load_kw)
+        hour = grid.edges_s[:-1] < 3600
+        load[hour] += unexplained_kw
+
+        # sessions
+        learned = self._learned_defaults(now)
+        overrides = read_overrides(self.store)
+        sessions: list[SessionNeed] = []
+        controlled: dict[str, records.OpenTransaction] = {}
+        uncontrolled = np.zeros(n)
+        needs_summary = []
+        for t in txs:
+            ch = self.station.charger(t.charger_id)
+            if ch is None:
+                continue
+            kind = self._kind[t.charger_id]
+            cn = records.latest_charging_needs(self.store, t.transaction_id)
+            ov = overrides.get(t.transaction_id, (None, None))
+            need = estimate_need(
+                kind=kind,
+                started_at=t.start_time,
+                delivered_kwh=t.energy_kwh,
+                now=now,
+                timezone=site.timezone,
+                defaults=self.station.defaults,
+                learned=learned,
+                needs_departure=cn.departure_time if cn else None,
+                needs_energy_kwh=cn.requested_energy_kwh if cn else None,
+                soc_frac=t.soc_frac,
+                soc_start_frac=self._first_soc(t.transaction_id)
+                if t.soc_frac is not None
+                else None,
+                override_departure=ov[0],
+                override_energy_kwh=ov[1],
+            )
+            max_kw = ch.connector_power_kw
+            if cn and cn.max_power_kw:
+                max_kw = min(max_kw, cn.max_power_kw)
+            needs_summary.append(
+                {
+                    "transaction_id": t.transaction_id,
+                    "charger_id": t.charger_id,
+                    "connector_id": t.connector_id,
+                    "departure": need.departure.isoformat(),
+                    "energy_kwh": round(need.energy_kwh, 3),
+                    "source": need.source,
+                    "controllable": t.charger_id not in uncontrollable,
+                }
+            )
+            if t.charger_id in uncontrollable:
+                kw = t.power_kw if t.power_kw is not None else max_kw
+                until = (need.departure - grid.start).total_seconds()
+                uncontrolled[grid.edges_s[:-1] < until] += kw
+                continue
+            sid = str(t.transaction_id)
+            controlled[sid] = t
+            sessions.append(
+                SessionNeed(
+                    session_id=sid,
+                    charger_id=t.charger_id,
+                    connector_id=int(t.connector_id),
+                    arrival=min(t.start_time, grid.start),
+                    departure=need.departure,
+                    energy_kwh=need.energy_kwh,
+                    max_power_kw=max_kw,
+                    current_power_kw=max(0.0, t.power_kw or 0.0),
+                )
+            )
+
+        # problem
+        soc = None
+        if batt is not None and self.station.battery is not None:
+            b = self.station.battery
+            soc = min(max(batt.soc_frac, b.soc_min_frac), b.soc_max_frac)
+        battery_state = (
+            station_battery(self.station, soc) if (batt is not None and not batt.fault) else None
+        )
+        gs = station_grid_state(self.station, grid, peak_so_far_kw=self._peak_so_far(now))
+        gs = type(gs)(**{**gs.__dict__, "import_limit_kw": limit_kw})
+        problem = Problem(
+            grid=grid,
+            pv_kw=pv_kw,
+            site_load_kw=load,
+            grid_state=gs,
+            sessions=tuple(sessions),
+            battery=battery_state,
+            groups=station_groups(self.station),
+            pv_p10_kw=pv_p10,
+            uncontrolled_kw=uncontrolled if uncontrolled.any() else None,
+            policy=policy,
+        )
+        plan = await asyncio.to_thread(solve, problem)
+        first = plan.first_step()
+
+        # apply
+        lease_end = now + timedelta(seconds=self.lease_s)
+        force = "over_limit" in reason
+        setpoints = []
+        for i, sid in enumerate(plan.session_ids):
+            t = controlled[sid]
+            limits = plan.session_kw[i].copy()
+            limits[0] = first.session_kw[sid]
+            sched = KwSchedule(
+                tuple(ts.to_pydatetime() for ts in times), tuple(float(x) for x in limits), grid.end
+            )
+            sched = sched.capped_after(lease_end, fs[t.charger_id].connector_kw)
+            setpoints.append(
+                ConnectorSetpoint(
+                    charger_id=t.charger_id,
+                    connector_id=int(t.connector_id),
+                    transaction_id=t.transaction_id,
+                    ocpp_tx_id=self._ocpp_tx_id(t.transaction_id),
+                    schedule=sched,
+                    power_kw=first.session_kw[sid],
+                    force=force,
+                )
+            )
+        try:
+            outcomes = await self.gateway.apply(setpoints)
+        except Exception as exc:
+            log.exception("applying set points failed")
+            outcomes = [
+                ApplyOutcome(s.charger_id, s.connector_id, "tx", "error", s.power_kw,
+                             s.transaction_id, detail=str(exc))
+                for s in setpoints
+            ]  # fmt: skip
+        if self.battery is not None and battery_state is not None:
+            try:
+                await self.battery.set_power_kw(-first.battery_kw)  # dispatch: + charge
+            except Exception as exc:
+                log.warning("battery set point failed: %s", exc)
+        rejected = {o.charger_id for o in outcomes if o.status == "uncontrollable"}
+
+        # record
+        solve_s = plan.build_time_s + plan.solve_time_s
+        first_step = {
+            "session_kw": first.session_kw,
+            "battery_kw": -first.battery_kw,  # > 0 discharge (device convention)
+            "grid_import_kw": first.grid_import_kw,
+            "grid_export_kw": first.grid_export_kw,
+            "pv_kw": float(pv_kw[0]),
+            "ev_kw": float(sum(first.session_kw.values())),
+            "uncontrolled_kw": float(uncontrolled[0]),
+            "curtailed_kw": first.curtailed_kw,
+        }
+        horizon = {
+            "times": [ts.isoformat() for ts in times],
+            "pv_kw": _r(pv_kw),
+            "grid_import_kw": _r(plan.grid_import_kw),
+            "battery_kw": _r(plan.battery_discharge_kw - plan.battery_charge_kw),
+            "soc_frac": _r(plan.soc_frac, 4),
+            "ev_kw": _r(plan.ev_kw),
+            "session_kw": {sid: _r(plan.session_kw[i]) for i, sid in enumerate(plan.session_ids)},
+            "delivered_kwh": dict(zip(plan.session_ids, _r(plan.delivered_kwh), strict=True)),
+            "unmet_kwh": dict(zip(plan.session_ids, _r(plan.unmet_kwh), strict=True)),
+        }
+        inputs = {
+            "grid_limit_source": limit_source,
+            "sessions": needs_summary,
+            "battery": None
+            if batt is None
+            else {"soc_frac": batt.soc_frac, "power_kw": batt.power_kw, "fault": batt.fault},
+            "pv_now_kw": pv_now,
+            "grid_import_measured_kw": None if grid_reading is None else grid_reading.net_import_kw,
+            "unexplained_load_kw": unexplained_kw,
+            "uncontrollable": sorted(set(uncontrollable) | rejected),
+            "n_steps": n,
+        }
+        cycle_s = time.perf_counter() - t_wall
+        plan_id = cr.record_plan(
+            self.store,
+            created_at=now,
+            reason=reason,
+            policy=policy,
+            grid_limit_kw=limit_kw,
+            status=plan.status,
+            solve_ms=solve_s * 1000,
+            cycle_ms=cycle_s * 1000,
+            grid_import_kw=grid_reading.net_import_kw if grid_reading else computed,
+            pv_kw=pv_now,
+            battery_soc_frac=batt.soc_frac if batt else None,
+            battery_kw=batt.power_kw if batt else None,
+            inputs=inputs,
+            first_step=first_step,
+            horizon=horizon,
+        )
+        cr.record_setpoints(self.store, plan_id, [_record(o) for o in outcomes], now)
+        if self.battery is not None and battery_state is not None:
+            cr.record_setpoints(
+                self.store,
+                plan_id,
+                [
+                    cr.SetpointRecord(
+                        None, None, None, "battery", -first.battery_kw, None, "accepted"
+                    )
+                ],
+                now,
+            )
+        self.cycles += 1
+        self.last = CycleResult(
+            plan_id, reason, plan.status, cycle_s, solve_s, len(sessions), outcomes
+        )
+        if rejected:
+            self.trigger("uncontrollable")  # re-plan with them as uncontrolled load
+        return self.last
+
+    # ----------------------------------------------------------------- helpers
+
+    async def _read_battery(self) -> BatteryReading | None:
+        if self.battery is None:
+            return None
+        try:
+            r = await self.battery.read()
+        except Exception as exc:
+            log.warning("battery read failed: %s", exc)
+            return None
+        if r.fault and r.fault != self._battery_fault:
+            self.trigger("battery_fault")
+        self._battery_fault = r.fault
+        return r
+
+    async def _read_pv(self) -> float | None:
+        if self.pv_meter is None:
+            return None
+        try:
+            kw = float(await self.pv_meter.read_pv_kw())
+        except Exception as exc:
+            log.warning("PV meter read failed: %s", exc)
+            return None
+        self.pv_history.append((self.clock.now(), kw))
+        cutoff = self.clock.now() - timedelta(hours=6)
+        while self.pv_history and self.pv_history[0][0] < cutoff:
+            self.pv_history.pop(0)
+        return kw
+
+    async def _read_grid(self) -> GridReading | None:
+        if self.site_meter is None:
+            return None
+        try:
+            return await self.site_meter.read()
+        except Exception as exc:
+            log.warning("site meter read failed: %s", exc)
+            return None
+
+    def _forecast(self, now: datetime, grid: TimeGrid) -> tuple[np.ndarray, np.ndarray | None]:
+        step_min = self.station.site.dispatch_step_min
+        start = pd.Timestamp(grid.start)  # the forecaster floors it to its step
+        n_steps = grid.n_steps + 1
+        measured = None
+        if self.pv_history:
+            measured = pd.Series(
+                [kw for _, kw in self.pv_history],
+                index=pd.DatetimeIndex([t for t, _ in self.pv_history]),
+                name="pv_kw",
+            )
+        try:
+            df = self.forecaster(
+                self.station, start, n_steps, step_min, weather=self.weather, measured_kw=measured
+            )
+        except Exception as exc:
+            log.warning("PV forecast failed (%s): planning with zero PV", exc)
+            return np.zeros(grid.n_steps), None
+        p50 = _column(df, ("pv_ac_kw", "p50", "p50_kw", "pv_kw"))
+        p10 = _column(df, ("pv_ac_p10_kw", "p10", "p10_kw"))
+        times = grid.times
+        pv = _on_grid(p50, times) if p50 is not None else np.zeros(grid.n_steps)
+        return pv, (_on_grid(p10, times) if p10 is not None else None)
+
+    def _learned_defaults(self, now: datetime) -> LearnedDefaults | None:
+        if self._learned_at is None or now - self._learned_at > timedelta(hours=1):
+            self._learned = learn_defaults_from_store(
+                self.store, self._kind, self.station.site.timezone
+            )
+            self._learned_at = now
+        return self._learned
+
+    def _first_soc(self, transaction_id: int) -> float | None:
+        row = self.store.conn.execute(
+            "SELECT value FROM meter_samples WHERE transaction_id = ? AND measurand = 'SoC' "
+            "ORDER BY ts LIMIT 1",
+            (transaction_id,),
+        ).fetchone()
+        return row[0] / 100.0 if row else None
+
+    def _ocpp_tx_id(self, transaction_id: int) -> str:
+        tx = records.get_transaction(self.store, transaction_id)
+        return str(tx["ocpp_tx_id"]) if tx else str(transaction_id)
+
+    def _peak_so_far(self, now: datetime) -> float:
+        month = now.astimezone(self.station.site.tz).replace(
+            day=1, hour=0, minute=0, second=0, microsecond=0
+        )
+        row = self.store.conn.execute(
+            "SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ?",
+            (iso(month),),
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None and row[0] > 0 else 0.0
+
+
+def _r(a: Any, nd: int = 3) -> list[float]:
+    return [round(float(x), nd) for x in np.asarray(a).ravel()]
+
+
+def _record(o: ApplyOutcome) -> cr.SetpointRecord:
+    return cr.SetpointRecord(
+        o.charger_id, o.connector_id, o.transaction_id, o.target, o.power_kw, o.payload, o.status,
+        o.detail,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+class ControlSupervisor:
+    """Runs a controller and restarts it with backoff when it crashes.
+
+    ``make`` builds a fresh :class:`Controller` (which resumes from the store). Events
+    go to whichever controller is running; the OCPP server is never affected.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], Controller],
+        clock: Clock,
+        *,
+        backoff_s: Sequence[float] = (1, 2, 5, 10, 30),
+    ) -> None:
+        self.make = make
+        self.clock = clock
+        self.backoff_s = tuple(backoff_s)
+        self.controller: Controller | None = None
+        self.restarts = 0
+        self.errors: list[str] = []
+
+    def notify(self, event: ev.Event) -> None:
+        if self.controller is not None:
+            self.controller.notify(event)
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            self.controller = self.make()
+            started = self.clock.now()
+            try:
+                await self.controller.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("control loop crashed; restarting")
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                if (self.clock.now() - started).total_seconds() > 600:
+                    failures = 0
+                delay = self.backoff_s[min(failures, len(self.backoff_s) - 1)]
+                failures += 1
+                self.restarts += 1
+                await self.clock.sleep(delay)
+
+
+def controller_from_station(
+    station: Station,
+    store: Store,
+    clock: Clock,
+    *,
+    gateway: ChargerGateway,
+    pv_kw: Callable[[datetime], float] | None = None,
+    forecaster: Forecaster | None = None,
+    weather: pd.DataFrame | None = None,
+    **kwargs: Any,
+) -> Controller:
+    """A controller with the default simulated devices (battery, PV meter, no site meter).
+
+    ``pv_kw(t)`` gives simulated PV actuals [kW]; without it PV is not metered.
+    """
+    from megastation.devices import SimulatedBattery, SimulatedPVMeter
+
+    battery = SimulatedBattery(station.battery, clock) if station.battery else None
+    pv = SimulatedPVMeter(pv_kw, clock) if pv_kw else None
+    return Controller(
+        station, store, clock, gateway=gateway, battery=battery, pv_meter=pv,
+        forecaster=forecaster, weather=weather, **kwargs,
+    )  # fmt: skip
+
+
+__all__ = [
+    "ApplyOutcome",
+    "ChargerGateway",
+    "ConnectorSetpoint",
+    "ControlSupervisor",
+    "Controller",
+    "CycleResult",
+    "DirectGateway",
+    "Forecaster",
+    "controller_from_station",
+    "default_forecaster",
+]
