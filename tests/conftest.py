@@ -40,3 +40,26 @@ def store(db_path: Path, clock: SimClock) -> Store:
     s = Store(db_path, clock)
     yield s
     s.close()
+
+
+# --------------------------------------------------------------------------- OCPP central system
+
+
+@pytest.fixture
+def ocpp_events() -> list:
+    """Domain events the `central` fixture's server published, in order."""
+    return []
+
+
+@pytest.fixture
+async def central(station: Station, store: Store, clock: SimClock, ocpp_events: list):
+    """A CentralSystem on 127.0.0.1 (free port, `central.port`) with the seed station.
+
+    Connect chargers with ``tests.ocpp_clients.connect_charger(central.port, id, version)``.
+    """
+    from ocpp_central.server import CentralSystem
+
+    cs = CentralSystem(station, store, clock, on_event=ocpp_events.append, response_timeout_s=2)
+    await cs.start("127.0.0.1", 0)
+    yield cs
+    await cs.close()

@@ -1,0 +1,492 @@
+"""The OCPP-J central system: a websockets server speaking OCPP 1.6 and 2.0.1.
+
+One :class:`ChargerSession` per connected charger routes its frames to the version's
+``@on`` handlers (:mod:`ocpp_central.handlers`) and carries calls back to it. Calls to
+a charger (:meth:`CentralSystem.call`) always run in the caller's own task, never
+inside a handler. Operators reach the running server through the durable command
+table (:mod:`megastation.commands`), polled on the injected clock.
+
+Network timeouts (a charger's answer to a call) are real seconds, not clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import http
+import inspect
+import logging
+import ssl
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote
+
+import websockets
+from ocpp.exceptions import OCPPError
+from ocpp.routing import create_route_map
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from megastation import commands, events, records
+from megastation.clock import Clock
+from megastation.commands import CommandOutcome
+from megastation.config import Station
+from megastation.store import Store, iso
+from ocpp_central import protocol
+from ocpp_central.auth import verify_password
+from ocpp_central.handlers import Handlers16, Handlers201
+from ocpp_central.protocol import CALL, CALLERROR, CALLRESULT, FrameError
+
+log = logging.getLogger("megastation.ocpp")
+
+MAX_FRAME_BYTES = 64 * 1024  # larger frames close the connection (1009)
+_REPLAY_CACHE = 64  # answers remembered per charger, for CALLs re-sent after a reconnect
+
+
+def charger_id_from_path(path: str) -> str:
+    """The charger identity: the last URL path segment, percent-decoded."""
+    path = path.split("?", 1)[0].rstrip("/")
+    return unquote(path.rsplit("/", 1)[-1])
+
+
+class ChargerSession:
+    """One charger's live connection: frame routing both ways."""
+
+    def __init__(self, system: CentralSystem, charger_id: str, ws: ServerConnection,
+                 version: str) -> None:
+        self.system = system  # the central system that owns this session
+        self.charger_id = charger_id  # identity from the URL path
+        self.ws = ws  # the websockets connection
+        self.version = version  # "1.6" or "2.0.1"
+        self.handlers = Handlers16(self) if version == protocol.V16 else Handlers201(self)
+        self.routes = create_route_map(self.handlers)  # action -> {"_on_action": fn, ...}
+        self._call_lock = asyncio.Lock()  # one outstanding CALL per direction
+        self._pending: tuple[str, asyncio.Future[list[Any]]] | None = None
+        self.closed = False
+
+    # ----------------------------------------------------------------- incoming
+
+    async def run(self) -> None:
+        try:
+            async for frame in self.ws:
+                await self.on_frame(frame)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            if self._pending and not self._pending[1].done():
+                self._pending[1].set_exception(ConnectionError("connection closed"))
+
+    async def on_frame(self, frame: str | bytes) -> None:
+        sys = self.system
+        try:
+            msg = protocol.parse_frame(frame)
+        except FrameError as e:
+            sys.log_raw(self.charger_id, "in", None, e.unique_id, None, frame)
+            await self._send_error(e.unique_id, e.code(self.version), e.description)
+            return
+        mtype = msg[0]
+        if mtype != CALL:
+            sys.log_raw(self.charger_id, "in", mtype, msg[1], None, frame)
+            if self._pending and self._pending[0] == msg[1] and not self._pending[1].done():
+                self._pending[1].set_result(msg)
+            else:
+                log.warning("%s: answer to no pending call: %.200s", self.charger_id, frame)
+            return
+        uid, action, payload = msg[1], msg[2], msg[3]
+        sys.log_raw(self.charger_id, "in", CALL, uid, action, frame)
+        cache = sys._answers.setdefault(self.charger_id, OrderedDict())
+        cached = cache.get(uid)
+        if cached is not None and cached[0] == frame:
+            await self._send(cached[1], CALLRESULT, uid, action)  # re-sent: same answer again
+            return
+        route = self.routes.get(action)
+        try:
+            if route is None or "_on_action" not in route:
+                if protocol.known_action(action, self.version):
+                    raise FrameError("not_implemented", f"no handler for {action}", uid)
+                raise FrameError("not_supported", f"{action} is not an OCPP {self.version} action",
+                                 uid)
+            protocol.validate_request(action, payload, self.version)
+            kwargs = protocol.to_snake(payload)
+            result = route["_on_action"](**kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            answer = protocol.to_camel(result)
+            if sys.validate_responses:
+                protocol.validate_response(action, answer, self.version)
+        except FrameError as e:
+            await self._send_error(uid, e.code(self.version), e.description)
+            return
+        except OCPPError as e:
+            await self._send_error(uid, e.code, str(e.description))
+            return
+        except TypeError as e:  # a handler signature the payload does not fit
+            log.warning("%s: %s: %s", self.charger_id, action, e)
+            await self._send_error(uid, protocol._CODES[self.version]["format"], str(e))
+            return
+        except Exception:
+            log.exception("%s: %s handler failed", self.charger_id, action)
+            await self._send_error(uid, "InternalError", "the central system failed to handle it")
+            return
+        text = protocol.call_result(uid, answer)
+        cache[uid] = (frame, text)
+        if len(cache) > _REPLAY_CACHE:
+            cache.popitem(last=False)
+        await self._send(text, CALLRESULT, uid, action)
+        after = route.get("_after_action")
+        if after is not None:
+            res = after(**kwargs)
+            if inspect.isawaitable(res):
+                sys._spawn(res)
+
+    async def _send(self, text: str, mtype: int, uid: str, action: str | None) -> None:
+        self.system.log_raw(self.charger_id, "out", mtype, uid, action, text)
+        try:
+            await self.ws.send(text)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def _send_error(self, uid: str, code: str, description: str) -> None:
+        await self._send(protocol.call_error(uid, code, description), CALLERROR, uid, None)
+
+    # ----------------------------------------------------------------- outgoing
+
+    async def call(self, action: str, payload: dict[str, Any], timeout_s: float) -> CommandOutcome:
+        """Send one CALL and wait for its answer (never raises)."""
+        camel = protocol.to_camel(payload)
+        try:
+            protocol.validate_outgoing_call(action, camel, self.version)
+        except OCPPError as e:
+            return CommandOutcome(commands.ERROR, error=f"{e.code}: {e.details or e.description}")
+        except (OSError, ValueError) as e:
+            return CommandOutcome(commands.ERROR, error=f"{action}: {e}")
+        async with self._call_lock:
+            if self.closed:
+                return CommandOutcome(commands.OFFLINE, error="charger disconnected")
+            uid = str(uuid.uuid4())
+            fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._pending = (uid, fut)
+            try:
+                text = protocol.json.dumps([CALL, uid, action, camel], separators=(",", ":"))
+                self.system.log_raw(self.charger_id, "out", CALL, uid, action, text)
+                await self.ws.send(text)
+                answer = await asyncio.wait_for(fut, timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                return CommandOutcome(commands.TIMEOUT, error=f"no answer within {timeout_s:g} s")
+            except (websockets.ConnectionClosed, ConnectionError):
+                return CommandOutcome(commands.OFFLINE, error="charger disconnected during the call")
+            finally:
+                self._pending = None
+        if answer[0] == CALLERROR:
+            code = answer[2] if len(answer) > 2 else "GenericError"
+            text = answer[3] if len(answer) > 3 else ""
+            return CommandOutcome(commands.ERROR, error=f"{code}: {text}")
+        try:
+            protocol.validate_response(action, answer[2], self.version)
+        except FrameError as e:
+            return CommandOutcome(commands.ERROR, protocol.to_snake(answer[2]),
+                                  error=f"invalid response: {e.description}")
+        return commands.outcome_from_response(protocol.to_snake(answer[2]))
+
+
+class CentralSystem:
+    """The OCPP central system of one station.
+
+    ``on_event`` receives :mod:`megastation.events` after they are stored; it may be a
+    coroutine function (run as a task). ``response_timeout_s`` bounds a charger's
+    answer to a call [s, real time].
+    """
+
+    def __init__(
+        self,
+        station: Station,
+        store: Store,
+        clock: Clock,
+        *,
+        on_event: Callable[[events.Event], Any] | None = None,
+        response_timeout_s: float = 30,
+        command_poll_s: float = 1.0,
+        validate_responses: bool = True,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
+        self.station = station  # the station config
+        self.store = store  # source of truth; in-memory state is a cache of it
+        self.clock = clock  # injected time: timestamps, command poller, log retention
+        self.on_event = on_event  # subscriber to domain events
+        self.response_timeout_s = response_timeout_s  # charger's answer to a call [s]
+        self.command_poll_s = command_poll_s  # command table poll interval [clock s]
+        self.validate_responses = validate_responses  # check our answers against schemas
+        self.max_frame_bytes = max_frame_bytes  # larger incoming frames close the connection
+        self.sessions: dict[str, ChargerSession] = {}  # connected chargers by id
+        self.server: websockets.asyncio.server.Server | None = None
+        self.port: int | None = None  # bound port after start()
+        self._answers: dict[str, OrderedDict[str, tuple[Any, str]]] = {}  # replay cache
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._log_rows: list[tuple] = []
+        self._log_flush: asyncio.TimerHandle | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> websockets.asyncio.server.Server:
+        """Register the configured chargers, listen, and start the command poller."""
+        records.register_station_chargers(self.store, self.station)
+        ssl_ctx = None
+        if self.station.server.tls_cert:
+            ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_ctx.load_cert_chain(self.station.server.tls_cert, self.station.server.tls_key)
+        self.server = await serve(
+            self._handler,
+            host,
+            port,
+            subprotocols=list(protocol.SUBPROTOCOLS),
+            select_subprotocol=self._select_subprotocol,
+            process_request=self._process_request,
+            max_size=self.max_frame_bytes,
+            ssl=ssl_ctx,
+            ping_interval=None,
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._poller = asyncio.create_task(self._poll_commands())
+        log.info("OCPP central system listening on %s:%s", host, self.port)
+        return self.server
+
+    async def close(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.flush_log()
+
+    # ----------------------------------------------------------------- handshake
+
+    @staticmethod
+    def _select_subprotocol(conn: ServerConnection, offered: Iterable[str]) -> str | None:
+        for proto in protocol.SUBPROTOCOLS:  # 2.0.1 preferred
+            if proto in offered:
+                return proto
+        return None  # OCPP-J: finish the handshake without one, then close
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        charger_id = charger_id_from_path(request.path)
+        reason = await self._check_request(charger_id, request)
+        if reason is None:
+            conn.username = charger_id
+            return None
+        status, text = reason
+        log.warning("refused %r from %s: %s", charger_id, conn.remote_address, text)
+        self.log_raw(charger_id or None, "in", None, None, "Handshake", f"refused: {text}")
+        response = conn.respond(status, text + "\n")
+        if status == http.HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Basic realm="megastation", charset="UTF-8"'
+        return response
+
+    async def _check_request(self, charger_id: str, request: Request) -> tuple[int, str] | None:
+        if not charger_id:
+            return http.HTTPStatus.NOT_FOUND, "no charger identity in the URL"
+        row = records.get_charger(self.store, charger_id)
+        if row is None:
+            if not self.station.site.auto_register:
+                return http.HTTPStatus.NOT_FOUND, f"unknown charger {charger_id}"
+            records.add_pending_charger(self.store, charger_id)
+            row = records.get_charger(self.store, charger_id)
+        if row["registration"] == "Rejected":
+            return http.HTTPStatus.FORBIDDEN, f"charger {charger_id} is rejected"
+        stored = row["password_hash"]
+        if stored:
+            creds = _basic_credentials(request.headers.get("Authorization"))
+            if creds is None:
+                return http.HTTPStatus.UNAUTHORIZED, "missing credentials"
+            username, password = creds
+            if username != charger_id:
+                return http.HTTPStatus.UNAUTHORIZED, "username must be the charger identity"
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, verify_password, password, stored
+            )
+            if not ok:
+                return http.HTTPStatus.UNAUTHORIZED, "wrong password"
+        return None
+
+    # ----------------------------------------------------------------- connections
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        charger_id = ws.username
+        if ws.subprotocol is None:
+            log.warning("%s offered no supported subprotocol; closing", charger_id)
+            self.log_raw(charger_id, "in", None, None, "Handshake", "refused: no OCPP subprotocol")
+            await ws.close(1002, "no supported OCPP subprotocol (ocpp2.0.1, ocpp1.6)")
+            return
+        version = protocol.SUBPROTOCOLS[ws.subprotocol]
+        old = self.sessions.get(charger_id)
+        session = ChargerSession(self, charger_id, ws, version)
+        self.sessions[charger_id] = session
+        if old is not None:
+            log.info("%s reconnected; closing its old connection", charger_id)
+            old.closed = True
+            await old.ws.close(1000, "replaced by a new connection")
+        now = self.clock.now()
+        records.set_connected(self.store, charger_id, True, now, version)
+        self.emit(events.ChargerConnected(charger_id, now, version))
+        log.info("%s connected (OCPP %s)", charger_id, version)
+        try:
+            await session.run()
+        finally:
+            if self.sessions.get(charger_id) is session:
+                del self.sessions[charger_id]
+                now = self.clock.now()
+                records.set_connected(self.store, charger_id, False, now)
+                self.emit(events.ChargerDisconnected(charger_id, now))
+                log.info("%s disconnected", charger_id)
+
+    def is_connected(self, charger_id: str) -> bool:
+        return charger_id in self.sessions
+
+    def ocpp_version(self, charger_id: str) -> str | None:
+        s = self.sessions.get(charger_id)
+        return s.version if s else None
+
+    # ----------------------------------------------------------------- calls to chargers
+
+    async def call(self, charger_id: str, action: str, payload: dict[str, Any]) -> CommandOutcome:
+        """Send ``action`` with a snake_case payload for the charger's version; record the outcome.
+
+        Never raises for offline, timeout or CALLERROR: the outcome says so. Await it from
+        your own task, never from inside an ``@on`` handler.
+        """
+        sent_at = self.clock.now()
+        outcome = await self._send_call(charger_id, action, payload)
+        cid = commands.record_command(self.store, charger_id, action, payload, outcome,
+                                      source="api", sent_at=sent_at)
+        return CommandOutcome(outcome.status, outcome.response, outcome.error, cid)
+
+    async def _send_call(self, charger_id: str, action: str, payload: dict[str, Any]) -> CommandOutcome:
+        session = self.sessions.get(charger_id)
+        if session is None:
+            return CommandOutcome(commands.OFFLINE, error="charger not connected")
+        try:
+            return await session.call(action, payload, self.response_timeout_s)
+        except Exception as e:  # never raise to the caller
+            log.exception("%s: %s failed", charger_id, action)
+            return CommandOutcome(commands.ERROR, error=repr(e))
+
+    async def process_pending_commands(self) -> list[int]:
+        """Pick up queued operator commands and send each from its own task; return ids."""
+        rows = commands.claim_pending_commands(self.store)
+        for row in rows:
+            self._spawn(self._run_command(row))
+        return [r["id"] for r in rows]
+
+    async def _run_command(self, row: dict[str, Any]) -> None:
+        outcome = await self._send_call(row["charger_id"], row["action"], row["payload"])
+        commands.finish_command(self.store, row["id"], outcome)
+        log.info("command %s %s -> %s: %s", row["id"], row["action"], row["charger_id"],
+                 outcome.status)
+
+    async def _poll_commands(self) -> None:
+        last_prune = None
+        while True:
+            try:
+                await self.process_pending_commands()
+                now = self.clock.now()
+                if last_prune is None or now - last_prune > timedelta(hours=1):
+                    self.prune_message_log()
+                    last_prune = now
+            except Exception:
+                log.exception("command poller")
+            await self.clock.sleep(self.command_poll_s)
+
+    # ----------------------------------------------------------------- events and raw log
+
+    def emit(self, event: events.Event) -> None:
+        if self.on_event is None:
+            return
+        try:
+            res = self.on_event(event)
+            if inspect.isawaitable(res):
+                self._spawn(res)
+        except Exception:
+            log.exception("on_event failed for %r", event)
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def log_raw(self, charger_id: str | None, direction: str, mtype: int | None,
+                uid: str | None, action: str | None, payload: str | bytes) -> None:
+        """Buffer one raw message; written in batches (at most ~0.5 s later)."""
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8", "replace")
+        self._log_rows.append((charger_id, direction, mtype, uid, action, payload,
+                               iso(self.clock.now())))
+        if len(self._log_rows) >= 500:
+            self.flush_log()
+        elif self._log_flush is None:
+            self._log_flush = asyncio.get_running_loop().call_later(0.5, self.flush_log)
+
+    def flush_log(self) -> None:
+        if self._log_flush is not None:
+            self._log_flush.cancel()
+            self._log_flush = None
+        rows, self._log_rows = self._log_rows, []
+        try:
+            records.log_messages(self.store, rows)
+        except Exception:
+            log.exception("writing the message log")
+
+    def prune_message_log(self) -> int:
+        days = self.station.server.message_log_retention_days
+        if days <= 0:
+            return 0
+        return records.prune_message_log(self.store, self.clock.now() - timedelta(days=days))
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+async def run_server(
+    station: Station,
+    store: Store,
+    clock: Clock,
+    host: str,
+    port: int,
+    *,
+    extra_tasks: Iterable[Callable[[CentralSystem], Awaitable[Any]]] = (),
+    on_event: Callable[[events.Event], Any] | None = None,
+    ready: Callable[[CentralSystem], Any] | None = None,
+) -> None:
+    """Run the central system until cancelled, with ``extra_tasks`` alongside.
+
+    Each extra task is a coroutine function taking the :class:`CentralSystem` (the
+    controller loop goes here); if one ends with an error the server stops.
+    """
+    system = CentralSystem(station, store, clock, on_event=on_event)
+    await system.start(host, port)
+    if ready is not None:
+        ready(system)
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        tasks = [asyncio.create_task(t(system)) for t in extra_tasks]
+        await asyncio.gather(asyncio.Future(), *tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await system.close()
