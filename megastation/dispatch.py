@@ -165,7 +165,11 @@ class Policy:
     grid_to_ev_weight_per_kwh: float = 1e4  # tier 2: grid (and grey battery) energy into cars
     cost_weight_per_krw: float = 1e-1  # tier 3: money (energy by time of use, demand charge)
     early_weight_per_kwh: float = 1e-2  # tier 4: later in a car's stay costs more
-    chatter_weight_per_kw: float = 1e-4  # tier 5: step-to-step increase of a car's power
+    chatter_weight_per_kw: float = 1e-4  # tier 5: step-to-step change of power (see below)
+    # Chatter of each car at every step (one more column and row per car-step, solve
+    # several times slower); False: each car's change from its current power in the
+    # first step, and step-to-step changes of total car power and battery power.
+    chatter_per_session: bool = False
     battery_wear_krw_per_kwh: float = 0.0  # throughput cost (AC kWh discharged)
     green_terminal_frac: float = 0.5  # PV kWh left in the battery at the end, as avoided grid kWh
     beyond_horizon_frac: float = 0.5  # energy that could still come after the horizon is
@@ -378,7 +382,7 @@ _BLOCKS = (
     "pv_ev", "pv_load", "pv_bat", "pv_exp", "curt",
     "gr_ev", "gr_load", "gr_bat",
     "bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp",
-    "shed", "soc_kwh", "green_kwh",
+    "shed", "soc_kwh", "green_kwh", "d_ev", "d_bat",
 )  # fmt: skip
 _B = {name: i for i, name in enumerate(_BLOCKS)}
 
@@ -477,11 +481,18 @@ def solve(problem: Problem) -> Plan:
     avail, progress, dep_s = _session_windows(problem)
     ps, pt = np.nonzero(avail > 1e-9)  # session pairs, sorted by session then step
     P = ps.size
+    if pol.chatter_weight_per_kw <= 0:
+        chat_pairs = np.zeros(0, dtype=int)
+    elif pol.chatter_per_session:
+        chat_pairs = np.arange(P)
+    else:
+        chat_pairs = np.flatnonzero(pt == 0)
+    Z = chat_pairs.size
     i_pair = i_peak + 1 + np.arange(P)
-    i_chat = i_pair + P
-    i_u1 = i_peak + 1 + 2 * P + np.arange(S)
+    i_chat = i_peak + 1 + P + np.arange(Z)
+    i_u1 = i_peak + 1 + P + Z + np.arange(S)
     i_u2 = i_u1 + S
-    n_var = i_peak + 1 + 2 * P + 2 * S
+    n_var = i_peak + 1 + P + Z + 2 * S
 
     lb = np.zeros(n_var)
     ub = np.full(n_var, np.inf)
@@ -525,6 +536,8 @@ def solve(problem: Problem) -> Plan:
     if P:
         c[i_pair] = pol.early_weight_per_kwh * dt[pt] * (0.5 + progress[ps, pt])
         c[i_chat] = pol.chatter_weight_per_kw
+    c[col["d_ev"]] = pol.chatter_weight_per_kw
+    c[col["d_bat"][1:]] = pol.chatter_weight_per_kw
     # shortfall: energy needed within the horizon at full weight, the rest discounted
     c[i_u1] = pol.unmet_weight_per_kwh * prio
     c[i_u2] = pol.beyond_horizon_frac * (w_grid + w_cost * float(price.mean())) * prio
@@ -586,17 +599,42 @@ def solve(problem: Problem) -> Plan:
     r = ub_rows.add(T, 0.0) + steps  # green <= stored
     ub_rows.coef(r, col["green_kwh"], 1.0)
     ub_rows.coef(r, col["soc_kwh"], -1.0)
-    if P:
-        # chatter: p[s,t] - p[s,t-1] - z[s,t] <= 0 (first pair: <= current power)
+    # aggregate chatter: |ev[t] - ev[t-1]| <= d_ev[t], |bat[t] - bat[t-1]| <= d_bat[t]
+    cur = np.array([s.current_power_kw for s in problem.sessions])
+    ev_cols = ("pv_ev", "gr_ev", "bg_ev", "by_ev")
+    bat_cols = [("pv_bat", 1.0), ("gr_bat", 1.0)]
+    bat_cols += [(n, -1.0) for n in ("bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp")]
+    cur_sum = float(cur.sum()) if S else 0.0
+    for sign in (1.0, -1.0):
+        rhs = np.zeros(T)
+        rhs[0] = sign * cur_sum
+        r = ub_rows.add(T, rhs) + steps
+        for name in ev_cols:
+            ub_rows.coef(r, col[name], sign)
+            ub_rows.coef(r[1:], col[name][:-1], -sign)
+        ub_rows.coef(r, col["d_ev"], -1.0)
+        r = ub_rows.add(T - 1, 0.0) + steps[:-1]
+        for name, v in bat_cols:
+            ub_rows.coef(r, col[name][1:], sign * v)
+            ub_rows.coef(r, col[name][:-1], -sign * v)
+        ub_rows.coef(r, col["d_bat"][1:], -1.0)
+    if Z:
+        # per car: p[s,t] - p[s,t-1] <= z (every step; first pair against current power)
+        # or |p[s,0] - current| <= z (first step only)
+        cp = chat_pairs
         first = np.ones(P, dtype=bool)
         first[1:] = ps[1:] != ps[:-1]
-        cur = np.array([s.current_power_kw for s in problem.sessions])
-        rhs = np.where(first & (pt == 0), cur[ps], 0.0)
-        r = ub_rows.add(P, rhs) + np.arange(P)
-        ub_rows.coef(r, i_pair, 1.0)
+        rhs = np.where(first[cp] & (pt[cp] == 0), cur[ps[cp]], 0.0)
+        r = ub_rows.add(Z, rhs) + np.arange(Z)
+        ub_rows.coef(r, i_pair[cp], 1.0)
         ub_rows.coef(r, i_chat, -1.0)
-        nf = np.flatnonzero(~first)
-        ub_rows.coef(r[nf], i_pair[nf - 1], -1.0)
+        nf = np.flatnonzero(~first[cp])
+        ub_rows.coef(r[nf], i_pair[cp[nf] - 1], -1.0)
+        if not pol.chatter_per_session:
+            r = ub_rows.add(Z, -rhs) + np.arange(Z)
+            ub_rows.coef(r, i_pair[cp], -1.0)
+            ub_rows.coef(r, i_chat, -1.0)
+    if P:
         # power groups: sum of member sessions' power <= limit, per step
         keys = [(s.charger_id, s.connector_id) for s in problem.sessions]
         for grp in problem.groups:
@@ -657,7 +695,7 @@ def solve(problem: Problem) -> Plan:
         "new_peak_kw": float(max(gs.peak_so_far_kw, imp.max(initial=0.0))),
         "terminal_value_krw": float(term_val * (soc[-1] * cap)),
         "load_shed_kwh": float(f["shed"] @ dt),
-        "chatter_kw": float(x[i_chat].sum()) if P else 0.0,
+        "chatter_kw": float(x[i_chat].sum()) if Z else 0.0,
         "objective": float(res.fun),
     }
     status = {0: "optimal", 1: "iteration_limit", 4: "numerical_difficulties"}.get(
