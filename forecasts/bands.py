@@ -35,7 +35,7 @@ class Bands:
 
 
 #: Default spread when there is no history (Greensboro TMY3, cloud-cover forecast).
-DEFAULT_BANDS = Bands(q10=-0.22, q90=0.17)
+DEFAULT_BANDS = Bands(q10=-0.18, q90=0.23)
 
 
 def fit_bands(

@@ -165,7 +165,7 @@ def _parse_times(col: pd.Series, source: str) -> pd.DatetimeIndex:
     for i, t in enumerate(text):
         if not t:
             raise WeatherError(f"{source}: line {_line(i)}: column 'time' is empty")
-        if "T" not in t and " " not in t or not _OFFSET.search(t):
+        if ("T" not in t and " " not in t) or not _OFFSET.search(t):
             raise WeatherError(
                 f"{source}: line {_line(i)}: time {t!r} has no UTC offset "
                 "(write e.g. 2026-06-15T09:00+09:00 or ...Z)"
@@ -319,9 +319,7 @@ def read_tmy3(
     return _pvlib_frame(out, path), meta
 
 
-def read_epw(
-    path: str | os.PathLike[str], *, year: int | None = 2021
-) -> tuple[pd.DataFrame, dict]:
+def read_epw(path: str | os.PathLike[str], *, year: int | None = 2021) -> tuple[pd.DataFrame, dict]:
     """Read an EnergyPlus weather file with :func:`pvlib.iotools.read_epw`.
 
     Maps ``total_sky_cover`` [tenths] to ``cloud_cover`` [%]; rows label hour ends.
@@ -416,7 +414,9 @@ def resample_weather(
                 f"weather does not cover {index[missing[0]].isoformat()} "
                 f"(weather runs {weather.index[0].isoformat()} .. {weather.index[-1].isoformat()})"
             )
-        sums = np.stack([np.bincount(bins[ok], src[ok, j], minlength=n) for j in range(len(cols))], 1)
+        sums = np.stack(
+            [np.bincount(bins[ok], src[ok, j], minlength=n) for j in range(len(cols))], 1
+        )
         return pd.DataFrame(sums / counts[:, None], index=index, columns=cols)
     x_in = ((weather.index + step_in / 2).asi8).astype(float)
     x_out = ((index + step_out / 2).asi8).astype(float)

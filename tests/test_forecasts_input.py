@@ -21,7 +21,9 @@ def rows(n=6, step_min=60, start="2026-06-15T06:00+09:00", over=None):
         t = (t0 + pd.Timedelta(minutes=step_min * i)).isoformat()
         vals = {"time": t, "ghi": 300 + i, "cloud_cover": 40, "temp_air": 20, "wind_speed": 2}
         vals.update(over.get(i, {}))
-        lines.append(",".join(str(vals[k]) for k in ("time", "ghi", "cloud_cover", "temp_air", "wind_speed")))
+        lines.append(
+            ",".join(str(vals[k]) for k in ("time", "ghi", "cloud_cover", "temp_air", "wind_speed"))
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -31,7 +33,9 @@ def test_good_csv_is_mapped_to_start_labelled_utc():
     assert str(wx.index.tz) == "UTC"
     # default label "end": the 07:00 row is the hour 06:00-07:00 -> starts 21:00 UTC... 05:00 local
     assert wx.index[0] == pd.Timestamp("2026-06-15T05:00+09:00")
-    assert parse_csv(HEAD + rows(), label="start").index[0] == pd.Timestamp("2026-06-15T06:00+09:00")
+    assert parse_csv(HEAD + rows(), label="start").index[0] == pd.Timestamp(
+        "2026-06-15T06:00+09:00"
+    )
 
 
 @pytest.mark.parametrize(
@@ -39,14 +43,32 @@ def test_good_csv_is_mapped_to_start_labelled_utc():
     [
         ("tiem,ghi,temp_air,wind_speed\n2026-06-15T06:00Z,1,2,3\n", "no 'time' column"),
         ("time,gih,temp_air,wind_speed\n", "column 'gih': unknown (misspelt?)"),
-        ("time,ghi,wind_speed\n2026-06-15T06:00Z,1,3\n2026-06-15T07:00Z,1,3\n", "'temp_air' is missing"),
-        ("time,temp_air,wind_speed\n2026-06-15T06:00Z,1,3\n2026-06-15T07:00Z,1,3\n", "'ghi' or a 'cloud_cover'"),
-        (HEAD + rows(start="2026-06-15T06:00"), "line 2: time '2026-06-15T06:00:00' has no UTC offset"),
+        (
+            "time,ghi,wind_speed\n2026-06-15T06:00Z,1,3\n2026-06-15T07:00Z,1,3\n",
+            "'temp_air' is missing",
+        ),
+        (
+            "time,temp_air,wind_speed\n2026-06-15T06:00Z,1,3\n2026-06-15T07:00Z,1,3\n",
+            "'ghi' or a 'cloud_cover'",
+        ),
+        (
+            HEAD + rows(start="2026-06-15T06:00"),
+            "line 2: time '2026-06-15T06:00:00' has no UTC offset",
+        ),
         (HEAD + rows(over={3: {"time": "2026-06-15T06:00+09:00"}}), "line 5: time"),
-        (HEAD + rows(over={2: {"time": "2026-06-15T07:00+09:00"}}), "line 4: time 2026-06-14T22:00:00+00:00 is duplicated"),
+        (
+            HEAD + rows(over={2: {"time": "2026-06-15T07:00+09:00"}}),
+            "line 4: time 2026-06-14T22:00:00+00:00 is duplicated",
+        ),
         (HEAD + rows(over={2: {"ghi": -5}}), "line 4: column 'ghi': -5 is outside 0..1500"),
-        (HEAD + rows(over={1: {"cloud_cover": 120}}), "line 3: column 'cloud_cover': 120% is outside 0..100"),
-        (HEAD + rows(over={1: {"temp_air": "warm"}}), "line 3: column 'temp_air': 'warm' is not a number"),
+        (
+            HEAD + rows(over={1: {"cloud_cover": 120}}),
+            "line 3: column 'cloud_cover': 120% is outside 0..100",
+        ),
+        (
+            HEAD + rows(over={1: {"temp_air": "warm"}}),
+            "line 3: column 'temp_air': 'warm' is not a number",
+        ),
         (HEAD + rows(step_min=7), "7 min neither divides the hour"),
         (HEAD + rows(step_min=60) + "2026-06-15T18:00+09:00,0,40,20,2\n", "line 8: gap of 7 h"),
     ],
@@ -60,7 +82,7 @@ def test_bad_input_names_the_column_or_line(text, message):
 
 def test_unsorted_rows_are_refused():
     text = HEAD + rows(over={2: {"time": "2026-06-15T05:00+09:00"}})
-    with pytest.raises(WeatherError, match="line 4: .* earlier than the row before"):
+    with pytest.raises(WeatherError, match=r"line 4: .* earlier than the row before"):
         parse_csv(text)
 
 
@@ -73,7 +95,7 @@ def test_short_gaps_are_interpolated():
     assert len(wx) == 6
     assert wx["ghi"].iloc[2] == pytest.approx(302.0)
     assert wx["ghi"].iloc[3] == pytest.approx(303.0)
-    with pytest.raises(WeatherError, match="line 4: gap of 2 h .* longer than max_gap=1 h"):
+    with pytest.raises(WeatherError, match=r"line 4: gap of 2 h .* longer than max_gap=1 h"):
         parse_csv(text, max_gap="1h")
 
 
@@ -108,7 +130,9 @@ def _weather_csv(path, n=96 * 2):
 def test_cli_forecast_clear_sky_and_weather(tmp_path):
     runner = CliRunner()
     out = tmp_path / "f.csv"
-    r = runner.invoke(main, ["forecast", "--start", "2026-07-02T00:00+09:00", "--hours", "48", "-o", str(out)])
+    r = runner.invoke(
+        main, ["forecast", "--start", "2026-07-02T00:00+09:00", "--hours", "48", "-o", str(out)]
+    )
     assert r.exit_code == 0, r.output
     df = pd.read_csv(out)
     assert list(df.columns[:4]) == ["time", "pv_ac_kw", "pv_ac_p10_kw", "pv_ac_p90_kw"]
@@ -116,8 +140,20 @@ def test_cli_forecast_clear_sky_and_weather(tmp_path):
     assert df["time"][0] == "2026-07-02T00:00:00+09:00"
     wx = tmp_path / "wx.csv"
     _weather_csv(wx)
-    r = runner.invoke(main, ["forecast", "--weather", str(wx), "--start", "2026-07-02T00:00+09:00",
-                             "--hours", "48", "-o", str(out)])
+    r = runner.invoke(
+        main,
+        [
+            "forecast",
+            "--weather",
+            str(wx),
+            "--start",
+            "2026-07-02T00:00+09:00",
+            "--hours",
+            "48",
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert pd.read_csv(out)["pv_ac_kw"].max() > 50
 
@@ -145,13 +181,28 @@ def test_cli_score_reports_skill(tmp_path, station):
     )
     out = tmp_path / "s.csv"
     runner = CliRunner()
-    r = runner.invoke(main, ["--db", str(tmp_path / "db"), "forecast", "score", "--measured",
-                             str(measured), "--weather", str(wx), "-o", str(out)])
+    r = runner.invoke(
+        main,
+        [
+            "--db",
+            str(tmp_path / "db"),
+            "forecast",
+            "score",
+            "--measured",
+            str(measured),
+            "--weather",
+            str(wx),
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "overall" in r.output
     s = pd.read_csv(out)
     assert list(s["day"]) == ["2026-07-02", "2026-07-03", "overall"]
     assert s["nbias"].iloc[-1] > 0  # the weather forecast is 10 % above "measured"
     assert s["skill"].iloc[-1] < 0.5
-    r = runner.invoke(main, ["--db", str(tmp_path / "db"), "forecast", "score", "--measured", str(measured)])
+    r = runner.invoke(
+        main, ["--db", str(tmp_path / "db"), "forecast", "score", "--measured", str(measured)]
+    )
     assert r.exit_code == 0 and "clear sky" in r.output

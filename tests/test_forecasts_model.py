@@ -147,7 +147,9 @@ def test_nowcast_follows_measured_pv_then_decays(station):
     # the last hour produced half the clear-sky PV
     past = pd.date_range(T - timedelta(hours=1), T, freq="1min", inclusive="left")
     past_fc = forecast_pv(station, T - timedelta(hours=1), 4)
-    measured = pd.Series(0.5 * past_fc["pv_clear_kw"].reindex(past, method="ffill").to_numpy(), index=past)
+    measured = pd.Series(
+        0.5 * past_fc["pv_clear_kw"].reindex(past, method="ffill").to_numpy(), index=past
+    )
     fc = forecast_pv(station, T, 192, measured_kw=measured)
     assert fc.attrs["k_meas"] == pytest.approx(0.5, abs=0.01)
     first = fc["pv_ac_kw"].iloc[0] / fc["pv_clear_kw"].iloc[0]

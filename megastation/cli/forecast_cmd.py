@@ -77,23 +77,50 @@ _label = click.option(
 
 
 @main.group("forecast", invoke_without_command=True)
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Station TOML file (default: the global --config).")
-@click.option("--weather", "weather_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Weather CSV, TMY3 or EPW file (default: clear sky).")
-@click.option("--start", default=None, help="First step, ISO 8601 (naive = site time; default: now).")
-@click.option("--hours", type=click.IntRange(1, 24 * 366), default=48, show_default=True,
-              help="Horizon [h].")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Station TOML file (default: the global --config).",
+)
+@click.option(
+    "--weather",
+    "weather_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Weather CSV, TMY3 or EPW file (default: clear sky).",
+)
+@click.option(
+    "--start", default=None, help="First step, ISO 8601 (naive = site time; default: now)."
+)
+@click.option(
+    "--hours", type=click.IntRange(1, 24 * 366), default=48, show_default=True, help="Horizon [h]."
+)
 @click.option("--step", default="15min", show_default=True, help="Step, must divide the hour.")
 @_label
 @click.option("--save", is_flag=True, help="Also store the forecast in the database as issued.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV to write: time (site time with offset), pv_ac_kw, p10/p90, per array.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV to write: time (site time with offset), pv_ac_kw, p10/p90, per array.",
+)
 @pass_ctx
 @click.pass_context
-def forecast_group(click_ctx: click.Context, ctx: Context, config: Path | None,
-                   weather_path: Path | None, start: str | None, hours: int, step: str,
-                   label: str, save: bool, output: Path | None) -> None:
+def forecast_group(
+    click_ctx: click.Context,
+    ctx: Context,
+    config: Path | None,
+    weather_path: Path | None,
+    start: str | None,
+    hours: int,
+    step: str,
+    label: str,
+    save: bool,
+    output: Path | None,
+) -> None:
     """PV power forecast of the station's arrays (pvlib; clear sky without --weather)."""
     if click_ctx.invoked_subcommand is not None:
         click_ctx.obj = ctx
@@ -116,33 +143,71 @@ def forecast_group(click_ctx: click.Context, ctx: Context, config: Path | None,
         raise click.ClickException(str(exc)) from None
     _write_csv(fc.drop(columns=["pv_raw_kw"]), output, station.site.timezone)
     if save:
-        save_forecast(ctx.store, fc, issued_at=t0.to_pydatetime(),
-                      source="clearsky" if wx is None else "weather")
+        save_forecast(
+            ctx.store,
+            fc,
+            issued_at=t0.to_pydatetime(),
+            source="clearsky" if wx is None else "weather",
+        )
     energy = fc["pv_ac_kw"].sum() * step_min / 60
-    click.echo(f"{output}: {n} steps of {step_min} min from "
-               f"{fc.index[0].tz_convert(station.site.timezone).isoformat()}, "
-               f"{energy:.1f} kWh, peak {fc['pv_ac_kw'].max():.1f} kW "
-               f"({'clear sky' if wx is None else weather_path})")
+    click.echo(
+        f"{output}: {n} steps of {step_min} min from "
+        f"{fc.index[0].tz_convert(station.site.timezone).isoformat()}, "
+        f"{energy:.1f} kWh, peak {fc['pv_ac_kw'].max():.1f} kW "
+        f"({'clear sky' if wx is None else weather_path})"
+    )
 
 
 @forecast_group.command("score")
-@click.option("--measured", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="CSV of measured PV: time (with offset), pv_ac_kw.")
-@click.option("--weather", "weather_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Weather to forecast from (default: issued forecasts, else clear sky).")
-@click.option("--forecast", "forecast_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="CSV of a forecast to score instead (time, pv_ac_kw).")
-@click.option("--lead-hours", type=float, default=0.0, show_default=True,
-              help="For issued forecasts: issued at least this long before each step.")
+@click.option(
+    "--measured",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV of measured PV: time (with offset), pv_ac_kw.",
+)
+@click.option(
+    "--weather",
+    "weather_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Weather to forecast from (default: issued forecasts, else clear sky).",
+)
+@click.option(
+    "--forecast",
+    "forecast_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV of a forecast to score instead (time, pv_ac_kw).",
+)
+@click.option(
+    "--lead-hours",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="For issued forecasts: issued at least this long before each step.",
+)
 @click.option("--step", default="15min", show_default=True, help="Scoring step, divides the hour.")
 @_label
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV to write the scores to (one row per day, then overall).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV to write the scores to (one row per day, then overall).",
+)
 @pass_ctx
 @click.pass_context
-def score_cmd(click_ctx: click.Context, ctx: Context, measured: Path, weather_path: Path | None,
-              forecast_path: Path | None, lead_hours: float, step: str, label: str,
-              output: Path | None) -> None:
+def score_cmd(
+    click_ctx: click.Context,
+    ctx: Context,
+    measured: Path,
+    weather_path: Path | None,
+    forecast_path: Path | None,
+    lead_hours: float,
+    step: str,
+    label: str,
+    output: Path | None,
+) -> None:
     """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence."""
     from forecasts.issued import load_issued
     from forecasts.nowcast import step_means
@@ -180,9 +245,13 @@ def score_cmd(click_ctx: click.Context, ctx: Context, measured: Path, weather_pa
         raise click.ClickException(str(exc)) from None
     table = score(m_kw, f_kw, clear, station.pv_peak_kw, tz=site.timezone)
     click.echo(f"scoring {what} against {measured}, capacity {station.pv_peak_kw:g} kWp")
-    click.echo(f"{'day':<11}{'steps':>6}{'nMAE':>8}{'nRMSE':>8}{'nBias':>8}{'nRMSE_sp':>10}{'skill':>8}")
+    click.echo(
+        f"{'day':<11}{'steps':>6}{'nMAE':>8}{'nRMSE':>8}{'nBias':>8}{'nRMSE_sp':>10}{'skill':>8}"
+    )
     for r in table.itertuples():
-        click.echo(f"{r.day:<11}{r.n_steps:>6}{r.nmae:>8.3f}{r.nrmse:>8.3f}{r.nbias:>+8.3f}"
-                   f"{r.nrmse_persistence:>10.3f}{r.skill:>+8.3f}")
+        click.echo(
+            f"{r.day:<11}{r.n_steps:>6}{r.nmae:>8.3f}{r.nrmse:>8.3f}{r.nbias:>+8.3f}"
+            f"{r.nrmse_persistence:>10.3f}{r.skill:>+8.3f}"
+        )
     if output is not None:
         table.round(4).to_csv(output, index=False)
