@@ -474,7 +474,8 @@ def _update_energy(store: Store, transaction_id: int) -> None:
     if bounds is None:
         return
     first_kwh, last_kwh = bounds
-    if meter_start_wh is None:
+    if meter_start_wh is None or version != "1.6":
+        # 2.0.1 has no meterStart: the earliest register by timestamp (late ones move it).
         meter_start_wh = first_kwh * 1000.0
     energy_kwh = max(0.0, last_kwh - meter_start_wh / 1000.0)
     store.conn.execute(

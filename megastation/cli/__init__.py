@@ -52,6 +52,8 @@ def main(ctx: click.Context, config_path: Path | None, db_path: Path) -> None:
 _COMMAND_MODULES = (
     "megastation.cli.config_cmd",
     "megastation.cli.forecast_cmd",
+    "megastation.cli.serve_cmd",
+    "megastation.cli.ocpp_cmd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

@@ -1,0 +1,290 @@
+"""Operator commands over the OCPP store: chargers, sessions, status, tags, commands, exports."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, time as dtime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from megastation import commands, records, session_export
+from megastation.cli import main
+from megastation.cli.common import Context, pass_ctx
+from megastation.config import Station
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        _table(rows, columns)
+
+
+def _when(text: str | None, station: Station, *, end: bool = False) -> datetime | None:
+    """A --from/--to value: ISO date or datetime; without a zone it is station local time."""
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            ts = datetime.combine(datetime.fromisoformat(text).date(), dtime(0))
+        else:
+            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"not an ISO date or time: {text!r}") from None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=station.site.tz)
+    return ts
+
+
+# --------------------------------------------------------------------------- chargers
+
+
+@main.group("chargers", invoke_without_command=True)
+@json_option
+@click.pass_context
+def chargers_group(click_ctx: click.Context, as_json: bool) -> None:
+    """Chargers known to the station (lists them without a subcommand)."""
+    if click_ctx.invoked_subcommand is None:
+        ctx: Context = click_ctx.obj
+        rows = records.list_chargers(ctx.store)
+        for r in rows:
+            r.pop("password_hash", None)
+            r.pop("boot_payload", None)
+        _emit(rows, ["id", "registration", "ocpp_version", "vendor", "model",
+                     "firmware_version", "connected", "last_seen_at"], as_json)
+
+
+@chargers_group.command("set-password")
+@click.argument("charger_id")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="The new password (prompted when left out).")
+@pass_ctx
+def set_password(ctx: Context, charger_id: str, password: str) -> None:
+    """Set the HTTP Basic password a charger must present (security profile 1/2)."""
+    from ocpp_central.auth import hash_password
+
+    if len(password) < 8:
+        raise click.ClickException("password: at least 8 characters")
+    if not records.set_password_hash(ctx.store, charger_id, hash_password(password)):
+        raise click.ClickException(f"no charger {charger_id!r} (start `megastation serve` once?)")
+    click.echo(f"{charger_id}: password set")
+
+
+@chargers_group.command("accept")
+@click.argument("charger_id")
+@pass_ctx
+def accept(ctx: Context, charger_id: str) -> None:
+    """Accept an auto-registered (Pending) charger."""
+    if not records.accept_charger(ctx.store, charger_id):
+        raise click.ClickException(f"no charger {charger_id!r}")
+    click.echo(f"{charger_id}: Accepted (it is told at its next BootNotification)")
+
+
+# --------------------------------------------------------------------------- sessions / status
+
+
+@main.command("sessions")
+@click.option("--from", "start", help="Sessions starting at or after (ISO; local if no zone).")
+@click.option("--to", "end", help="Sessions starting before (ISO; local if no zone).")
+@click.option("--charger", help="Only this charger.")
+@json_option
+@pass_ctx
+def sessions(ctx: Context, start: str | None, end: str | None, charger: str | None,
+             as_json: bool) -> None:
+    """Charging sessions (transactions) with their energy in kWh."""
+    rows = session_export.session_rows(ctx.store, _when(start, ctx.station),
+                                       _when(end, ctx.station))
+    if charger:
+        rows = [r for r in rows if r["charger_id"] == charger]
+    _emit(rows, ["transaction_id", "charger_id", "connector_id", "id_token", "start_time_utc",
+                 "stop_time_utc", "energy_kwh", "stop_reason", "state"], as_json)
+
+
+@main.command("status")
+@json_option
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """What is connected, each connector's status and the sessions in progress."""
+    store = ctx.store
+    chargers = {c["id"]: c for c in records.list_chargers(store)}
+    conns = records.connector_statuses(store)
+    open_tx = {(t.charger_id, t.connector_id): t for t in records.open_transactions(store)}
+    rows = []
+    for cid, c in chargers.items():
+        mine = [x for x in conns if x["charger_id"] == cid] or [
+            {"connector_id": None, "status": None, "error_code": None}]
+        for x in mine:
+            t = open_tx.get((cid, x["connector_id"]))
+            rows.append({
+                "charger_id": cid,
+                "connected": bool(c["connected"]),
+                "registration": c["registration"],
+                "connector_id": x["connector_id"],
+                "status": x["status"],
+                "error_code": x["error_code"],
+                "transaction_id": t.transaction_id if t else None,
+                "energy_kwh": round(t.energy_kwh, 3) if t else None,
+                "power_kw": t.power_kw if t else None,
+                "soc_frac": t.soc_frac if t else None,
+            })
+    _emit(rows, ["charger_id", "connected", "connector_id", "status", "error_code",
+                 "transaction_id", "energy_kwh", "power_kw", "soc_frac"], as_json)
+
+
+# --------------------------------------------------------------------------- tags
+
+
+@main.group("tags", invoke_without_command=True)
+@json_option
+@click.pass_context
+def tags_group(click_ctx: click.Context, as_json: bool) -> None:
+    """Id tokens (RFID cards, app tokens) and their status (lists them without a subcommand)."""
+    if click_ctx.invoked_subcommand is None:
+        _emit(records.list_id_tokens(click_ctx.obj.store),
+              ["id_token", "status", "expiry", "parent_id_token", "note"], as_json)
+
+
+@tags_group.command("add")
+@click.argument("id_token")
+@click.option("--status", type=click.Choice(records.ID_TOKEN_STATUSES), default="Accepted",
+              show_default=True, help="Authorisation status.")
+@click.option("--expiry", help="Expiry (ISO; local if no zone).")
+@click.option("--parent", help="Parent (group) id token.")
+@click.option("--note", help="Free text, e.g. the owner.")
+@pass_ctx
+def tags_add(ctx: Context, id_token: str, status: str, expiry: str | None, parent: str | None,
+             note: str | None) -> None:
+    """Add or update an id token."""
+    records.set_id_token(ctx.store, id_token, status, expiry=_when(expiry, ctx.station),
+                         parent_id_token=parent, note=note)
+    click.echo(f"{id_token}: {status}")
+
+
+@tags_group.command("block")
+@click.argument("id_token")
+@pass_ctx
+def tags_block(ctx: Context, id_token: str) -> None:
+    """Block an id token."""
+    records.set_id_token(ctx.store, id_token, "Blocked")
+    click.echo(f"{id_token}: Blocked")
+
+
+@tags_group.command("remove")
+@click.argument("id_token")
+@pass_ctx
+def tags_remove(ctx: Context, id_token: str) -> None:
+    """Remove an id token (it becomes Invalid)."""
+    if not records.remove_id_token(ctx.store, id_token):
+        raise click.ClickException(f"no id token {id_token!r}")
+    click.echo(f"{id_token}: removed")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@main.group("command", invoke_without_command=True)
+@json_option
+@click.pass_context
+def command_group(click_ctx: click.Context, as_json: bool) -> None:
+    """Commands to chargers and their outcomes (lists recent ones without a subcommand)."""
+    if click_ctx.invoked_subcommand is None:
+        _emit(commands.list_commands(click_ctx.obj.store),
+              ["id", "charger_id", "action", "source", "status", "error", "created_at",
+               "finished_at"], as_json)
+
+
+@command_group.command("send")
+@click.argument("charger_id")
+@click.argument("action")
+@click.argument("payload", default="{}")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the outcome (0: queue and return).")
+@pass_ctx
+def command_send(ctx: Context, charger_id: str, action: str, payload: str, wait_s: float) -> None:
+    """Queue ACTION (e.g. Reset) for CHARGER_ID with a snake_case JSON PAYLOAD.
+
+    The running `megastation serve` picks it up and records the outcome: accepted,
+    rejected, timeout, offline or error. Example:
+    megastation command send GJDG-AC-01 Reset '{"type": "Soft"}'
+    """
+    try:
+        body = json.loads(payload)
+    except ValueError as e:
+        raise click.BadParameter(f"PAYLOAD is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter("PAYLOAD must be a JSON object")
+    cid = commands.enqueue_command(ctx.store, charger_id, action, body)
+    click.echo(f"command {cid} queued")
+    deadline = time.monotonic() + wait_s
+    row = commands.get_command(ctx.store, cid)
+    while row["status"] in ("pending", "sent") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row = commands.get_command(ctx.store, cid)
+    if row["status"] in ("pending", "sent"):
+        click.echo(f"command {cid}: {row['status']} (is `megastation serve` running?)")
+        return
+    click.echo(f"command {cid}: {row['status']}"
+               + (f" {json.dumps(row['response'])}" if row["response"] else "")
+               + (f" ({row['error']})" if row["error"] else ""))
+    if row["status"] != commands.ACCEPTED:
+        raise SystemExit(1)
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def _export_group() -> click.Group:
+    existing = main.commands.get("export")
+    if isinstance(existing, click.Group):
+        return existing
+
+    @main.group("export")
+    def export_group() -> None:
+        """Export sessions and meter values to CSV (unit-suffixed headers)."""
+
+    return export_group
+
+
+_export = _export_group()
+
+
+@_export.command("sessions")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV file to write.")
+@click.option("--from", "start", help="Sessions starting at or after (ISO; local if no zone).")
+@click.option("--to", "end", help="Sessions starting before (ISO; local if no zone).")
+@pass_ctx
+def export_sessions(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
+    """Charging sessions to CSV (energy_kwh, meter_start_wh, ...)."""
+    n = session_export.export_sessions(ctx.store, output, _when(start, ctx.station),
+                                       _when(end, ctx.station))
+    click.echo(f"{output}: {n} sessions")
+
+
+@_export.command("meter-values")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV file to write.")
+@click.option("--from", "start", help="Samples at or after (ISO; local if no zone).")
+@click.option("--to", "end", help="Samples before (ISO; local if no zone).")
+@pass_ctx
+def export_meter_values(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
+    """Meter values to CSV (power_kw, energy_register_kwh, soc_percent, ...)."""
+    n = session_export.export_meter_values(ctx.store, output, _when(start, ctx.station),
+                                           _when(end, ctx.station))
+    click.echo(f"{output}: {n} rows")

@@ -1,0 +1,48 @@
+"""`megastation serve`: run the OCPP central system."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+
+import click
+
+from megastation.cli import main
+from megastation.cli.common import Context, pass_ctx
+from megastation.clock import SystemClock
+
+
+@main.command("serve")
+@click.option("--host", default=None, help="Address to listen on [default: [server].host].")
+@click.option("--port", type=int, default=None, help="Port [default: [server].port; 0 = any free].")
+@click.option("-v", "--verbose", is_flag=True, help="Log every OCPP frame.")
+@pass_ctx
+def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> None:
+    """Run the OCPP central system: chargers connect over OCPP-J 1.6 / 2.0.1.
+
+    Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
+    Ctrl-C stops cleanly.
+    """
+    from ocpp_central.server import run_server
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    station = ctx.station
+    store = ctx.store
+    h = host or station.server.host
+    p = station.server.port if port is None else port
+
+    def ready(system) -> None:
+        logging.getLogger("megastation").info("listening on %s:%s", h, system.port)
+
+    # The controller loop joins here later: extra_tasks=[controller_task].
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_server(station, store, SystemClock(), h, p, ready=ready))
+    click.echo("stopped", err=True)
