@@ -200,3 +200,47 @@ async def test_commands_reach_the_charger(central: CentralSystem, store: Store):
     await central.process_pending_commands()
     await asyncio.sleep(0.05)
     assert commands.get_command(store, cid)["status"] == commands.OFFLINE
+
+
+async def test_charging_profiles_both_versions(central: CentralSystem):
+    from ocpp.v16 import call_result as r16
+    from ocpp.v201 import ChargePoint as CP201
+    from ocpp.v201 import call_result as r201
+    from ocpp.v201.enums import Action as A201
+
+    seen = {}
+
+    class C16(CP16):
+        @on(Action.set_charging_profile)
+        def on_scp(self, connector_id, cs_charging_profiles, **kw):
+            seen["1.6"] = cs_charging_profiles
+            return r16.SetChargingProfile(status="Accepted")
+
+    class C201(CP201):
+        @on(A201.set_charging_profile)
+        def on_scp(self, evse_id, charging_profile, **kw):
+            seen["2.0.1"] = charging_profile
+            return r201.SetChargingProfile(status="Accepted")
+
+    async with connect_charger(central.port, "GJDG-AC-01", "1.6", cp_class=C16), \
+            connect_charger(central.port, "GJDG-AC-03", "2.0.1", cp_class=C201):
+        o16 = await central.call("GJDG-AC-01", "SetChargingProfile", {
+            "connector_id": 1, "cs_charging_profiles": {
+                "charging_profile_id": 1, "stack_level": 0,
+                "charging_profile_purpose": "TxDefaultProfile",
+                "charging_profile_kind": "Absolute",
+                "charging_schedule": {"charging_rate_unit": "W", "start_schedule": TS.format(0),
+                                      "charging_schedule_period": [
+                                          {"start_period": 0, "limit": 7000.5}]}}})
+        assert o16.status == commands.ACCEPTED, o16
+        o201 = await central.call("GJDG-AC-03", "SetChargingProfile", {
+            "evse_id": 1, "charging_profile": {
+                "id": 1, "stack_level": 0, "charging_profile_purpose": "TxDefaultProfile",
+                "charging_profile_kind": "Absolute",
+                "charging_schedule": [{"id": 1, "charging_rate_unit": "W",
+                                       "start_schedule": TS.format(0),
+                                       "charging_schedule_period": [
+                                           {"start_period": 0, "limit": 7000.0}]}]}})
+        assert o201.status == commands.ACCEPTED, o201
+    assert seen["1.6"]["charging_schedule"]["charging_schedule_period"][0]["limit"] == 7000.5
+    assert seen["2.0.1"]["charging_schedule"][0]["charging_rate_unit"] == "W"
