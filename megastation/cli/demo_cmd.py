@@ -1,0 +1,60 @@
+"""`megastation demo`: a simulated day of the station over real OCPP, in about a minute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from megastation.cli import main
+from megastation.cli.common import Context, pass_ctx
+
+
+@main.command("demo")
+@click.option("--hours", type=float, default=24.0, show_default=True, help="Station hours.")
+@click.option("--speed", type=float, default=1440.0, show_default=True, help="Clock speed-up.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--weather",
+    default="clear-day",
+    show_default=True,
+    help="clear-day, cloudy-day, mixed-week or a weather CSV file.",
+)
+@click.option("--policy", type=click.Choice(["re100", "cost"]), default="re100", show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Folder for the database, CSVs and plots.",
+)
+@pass_ctx
+def demo(
+    ctx: Context, hours: float, speed: float, seed: int, weather: str, policy: str, out_dir: Path
+) -> None:
+    """Server, controller and simulated chargers on an accelerated clock; summary at the end."""
+    from rich.console import Console
+
+    from megastation.demo import kpi_table, run_demo
+
+    console = Console()
+    station = ctx.station
+    console.print(
+        f"[bold]{station.site.name}[/]: {hours:g} h at {speed:g}x "
+        f"(about {hours * 3600 / speed:.0f} s), policy {policy}, weather {weather}"
+    )
+    r = run_demo(
+        station, hours=hours, speed=speed, seed=seed, weather=weather, policy=policy,
+        out_dir=out_dir, console=console,
+    )  # fmt: skip
+    console.print(
+        kpi_table(
+            {"this run": r.kpis, "uncontrolled": r.uncontrolled},
+            r.perfect_foresight,
+            title=f"Summary ({r.sessions} sessions over OCPP, {r.wall_s:.0f} s wall time)",
+        )
+    )
+    console.print(f"Database, CSVs and plots in {out_dir}/:")
+    for p in r.files:
+        console.print(f"  {p}")

@@ -1,0 +1,112 @@
+"""`megastation export energy-flows|daily|sessions-by-source` and `megastation report`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+
+import click
+
+from megastation import exports
+from megastation.cli import main
+from megastation.cli.common import Context, pass_ctx
+from megastation.config import Station
+
+
+def _when(text: str | None, station: Station) -> datetime | None:
+    """ISO date or datetime; without a zone it is station local time."""
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            ts = datetime.combine(datetime.fromisoformat(text).date(), dtime(0))
+        else:
+            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"not an ISO date or time: {text!r}") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=station.site.tz)
+
+
+def _export_group() -> click.Group:
+    existing = main.commands.get("export")
+    if isinstance(existing, click.Group):
+        return existing
+
+    @main.group("export")
+    def export_group() -> None:
+        """Export the store to CSV (unit-suffixed headers) or Parquet."""
+
+    return export_group
+
+
+_export = _export_group()
+_OUTPUT = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="File to write: .csv, or .parquet (needs pyarrow).",
+)
+_FROM = click.option("--from", "start", help="From (ISO date/time; local if no zone).")
+_TO = click.option("--to", "end", help="Until, exclusive (ISO date/time; local if no zone).")
+
+
+def _run(fn, ctx: Context, output: Path, start: str | None, end: str | None, what: str) -> None:
+    st = ctx.station
+    try:
+        n = fn(ctx.store, st, output, _when(start, st), _when(end, st))
+    except exports.ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{output}: {n} {what}")
+
+
+@_export.command("energy-flows")
+@_OUTPUT
+@_FROM
+@_TO
+@pass_ctx
+def export_energy_flows(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
+    """Site energy flows per step: pv_kw, ev_kw, battery_kw, grid_import_kw, soc_frac, ..."""
+    _run(exports.export_energy_flows, ctx, output, start, end, "steps")
+
+
+@_export.command("daily")
+@_OUTPUT
+@_FROM
+@_TO
+@pass_ctx
+def export_daily(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
+    """Per day: energy_kwh, renewable_frac, grid_import_kwh, peak_import_kw, cost_krw, gaps."""
+    _run(exports.export_daily, ctx, output, start, end, "days")
+
+
+@_export.command("sessions-by-source")
+@_OUTPUT
+@_FROM
+@_TO
+@pass_ctx
+def export_sessions_by_source(
+    ctx: Context, output: Path, start: str | None, end: str | None
+) -> None:
+    """Sessions with energy by source: pv_direct_kwh, battery_kwh, grid_kwh, renewable_frac."""
+    _run(exports.export_sessions_by_source, ctx, output, start, end, "sessions")
+
+
+@main.command("report")
+@click.option("--day", required=True, help="Local date, YYYY-MM-DD.")
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".")
+)
+@pass_ctx
+def report(ctx: Context, day: str, out_dir: Path) -> None:
+    """Write a stored day's three PNG plots (energy flows, connectors, PV forecast)."""
+    start = _when(day, ctx.station)
+    try:
+        paths = exports.write_day_plots(
+            ctx.store, ctx.station, start, start + timedelta(days=1), out_dir
+        )
+    except exports.ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    for p in paths:
+        click.echo(str(p))

@@ -1,0 +1,420 @@
+"""The station in a box: server, controller and a simulated fleet over real OCPP.
+
+:func:`run_demo` starts, on one accelerated clock (:class:`ScaledClock`): the OCPP
+central system on 127.0.0.1 (a free port), the :class:`Controller` with the OCPP
+gateway, the simulated battery and PV meter, one simulated charge point per charger
+(:class:`megastation.sim.chargepoint.Fleet`, real WebSockets) and the simulated site,
+which records the energy flows every minute of station time. At the end it compares
+the run with uncontrolled charging (socket-free, same cars and sun) and the
+perfect-foresight optimum, and writes the database, CSVs and PNG plots to ``out_dir``.
+
+:func:`run_simulations` is the multi-policy socket-free runner behind ``megastation
+simulate``; :func:`kpi_table` renders KPIs side by side with rich.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from megastation import exports, flows, records
+from megastation.clock import ScaledClock
+from megastation.config import Station
+from megastation.fleet import generate_visits
+from megastation.simulation import (
+    Kpis,
+    SimulationResult,
+    _Bucket,
+    _store_reference,
+    flow_kpis,
+    perfect_foresight,
+    prepare_site,
+    read_weather,
+    simulate,
+    weather_start,
+)
+from megastation.store import Store
+
+# rows of the comparison table: (label, Kpis field, format)
+_ROWS = (
+    ("energy delivered [kWh]", "energy_delivered_kwh", "{:,.0f}"),
+    ("unmet energy [kWh]", "unmet_kwh", "{:,.0f}"),
+    ("renewable share [%]", "renewable_frac", "pct"),
+    ("grid import [kWh]", "grid_import_kwh", "{:,.0f}"),
+    ("peak import [kW]", "peak_import_kw", "{:,.0f}"),
+    ("grid limit [kW]", "grid_limit_kw", "{:,.0f}"),
+    ("steps over limit", "steps_over_limit", "{:d}"),
+    ("cost [KRW]", "cost_krw", "{:,.0f}"),
+    ("PV used [kWh]", "pv_kwh", "{:,.0f}"),
+    ("sessions", "sessions", "{:d}"),
+)
+
+
+def kpi_table(results: dict[str, Kpis], pf: Kpis | None = None, *, title: str = "") -> object:
+    """A rich Table: one column per run (and the perfect-foresight optimum)."""
+    from rich.table import Table
+
+    cols = dict(results)
+    if pf is not None:
+        cols["perfect foresight"] = pf
+    t = Table(title=title or None)
+    t.add_column("")
+    for name in cols:
+        t.add_column(name, justify="right")
+    for label, key, fmt in _ROWS:
+        vals = []
+        for k in cols.values():
+            v = getattr(k, key)
+            vals.append(
+                f"{100 * v:.1f}" if fmt == "pct" else fmt.format(int(v) if fmt == "{:d}" else v)
+            )
+        t.add_row(label, *vals)
+    return t
+
+
+def write_run_csvs(result: SimulationResult, station: Station, out_dir: Path) -> list[Path]:
+    """Energy flows, sessions by source and daily CSVs of one simulated run's store."""
+    paths = []
+    store = Store(result.db_path)
+    try:
+        for name, fn in (
+            ("energy-flows", exports.energy_flows_frame),
+            ("sessions", exports.sessions_by_source_frame),
+            ("daily", exports.daily_frame),
+        ):
+            p = out_dir / f"{result.policy}-{name}.csv"
+            exports.write_frame(fn(store, station), p)
+            paths.append(p)
+    finally:
+        store.close()
+    return paths
+
+
+def run_simulations(
+    station: Station,
+    policies: Sequence[str],
+    *,
+    days: float = 1.0,
+    start: datetime | None = None,
+    weather: str | Path = "mixed-week",
+    seed: int = 1,
+    out_dir: str | Path = "simulate-out",
+    plan_interval_s: float = 900.0,
+    console: object | None = None,
+) -> tuple[dict[str, Kpis], Kpis]:
+    """Run each policy on the same site and cars; write DBs, CSVs and a summary CSV."""
+    from rich.progress import Progress
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wx = read_weather(weather)
+    t0 = start or weather_start(wx, station.site.timezone)
+    end = t0 + timedelta(days=days)
+    site = prepare_site(station, t0, end, wx, seed)
+    visits = generate_visits(station, t0, end, seed)
+    results: dict[str, Kpis] = {}
+    pf: Kpis | None = None
+    with Progress(console=console, transient=True, disable=console is None) as prog:
+        for i, pol in enumerate(policies):
+            task = prog.add_task(f"{pol}", total=1.0)
+            r = simulate(
+                station,
+                start=t0,
+                days=days,
+                policy=pol,
+                weather=wx,
+                seed=seed,
+                db_path=out / f"{pol}.db",
+                plan_interval_s=plan_interval_s,
+                visits=visits,
+                site=site,
+                with_perfect_foresight=(i == 0),
+                progress=lambda x, task=task: prog.update(task, completed=x),
+            )
+            results[pol] = r.kpis
+            pf = pf or r.perfect_foresight
+            write_run_csvs(r, station, out)
+    rows = [{"run": k, **v.as_dict()} for k, v in results.items()]
+    rows.append({"run": "perfect_foresight", **pf.as_dict()})
+    exports.write_frame(pd.DataFrame(rows), out / "summary.csv")
+    return results, pf
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` returns."""
+
+    kpis: Kpis  # the live run
+    uncontrolled: Kpis  # same cars and sun, socket-free, no control
+    perfect_foresight: Kpis
+    out_dir: Path
+    db_path: Path
+    files: list[Path] = field(default_factory=list)
+    wall_s: float = 0.0
+    start: datetime | None = None
+    end: datetime | None = None
+    sessions: int = 0  # transactions stored over OCPP
+
+
+def _live_table(station: Station, fleet, battery, pv_kw: float, import_kw: float, now, limits):
+    from rich.table import Table
+
+    t = Table(
+        title=f"{station.site.name}  {now.astimezone(station.site.tz):%Y-%m-%d %H:%M}",
+        caption=(
+            f"PV {pv_kw:.0f} kW | battery SoC {100 * battery.soc_frac:.0f}% "
+            f"({battery.setpoint_kw:+.0f} kW) | grid import {import_kw:.0f} / "
+            f"{station.site.grid_import_limit_kw:.0f} kW"
+        ),
+    )
+    for c in ("connector", "power kW", "limit kW"):
+        t.add_column(c, justify="right" if c != "connector" else "left")
+    for (cid, n), p in fleet.power_kw().items():
+        lim = limits.get((cid, n))
+        t.add_row(f"{cid}/{n}", f"{p:.1f}", "" if lim is None else f"{lim:.1f}")
+    return t
+
+
+async def _demo_async(
+    station: Station,
+    *,
+    start: datetime,
+    end: datetime,
+    speed: float,
+    policy: str,
+    site,
+    visits,
+    db_path: Path,
+    console,
+    record_step_s: float = 60.0,
+):
+    from megastation import control_records as cr
+    from megastation.controller import Controller
+    from megastation.devices import SimulatedBattery, SimulatedPVMeter
+    from megastation.sim.chargepoint import Fleet
+    from ocpp_central.gateway import OcppGateway
+    from ocpp_central.server import CentralSystem
+
+    clock = ScaledClock(start, speed)
+    store = Store(db_path, clock)
+    cr.set_policy(store, policy)
+    step = pd.Timedelta(minutes=15)
+
+    def row(t: datetime) -> int:
+        return min(int((pd.Timestamp(t) - site.index[0]) // step), len(site.index) - 1)
+
+    def pv_at(t: datetime) -> float:
+        return float(site.pv_actual_kw[row(t)])
+
+    battery = SimulatedBattery(station.battery, clock) if station.battery else None
+    holder: dict[str, Controller] = {}
+    central = CentralSystem(
+        station, store, clock, on_event=lambda e: holder["c"].notify(e) if "c" in holder else None
+    )
+    gateway = OcppGateway(station, store, clock, central)
+    controller = Controller(
+        station,
+        store,
+        clock,
+        gateway=gateway,
+        battery=battery,
+        pv_meter=SimulatedPVMeter(pv_at, clock),
+        weather=site.forecast_weather,
+    )
+    holder["c"] = controller
+    await central.start("127.0.0.1", 0)
+    fleet = Fleet(station, visits, f"ws://127.0.0.1:{central.port}", clock)
+    ctl_task = asyncio.create_task(controller.run())
+    fleet_task = asyncio.create_task(fleet.run(end))
+    from forecasts.forecast import forecast_pv
+
+    n_fc = max(1, int((end - start).total_seconds() // 900) + 1)
+    day_ahead = forecast_pv(station, start, n_fc, 15, site.forecast_weather)
+    bucket: _Bucket | None = None
+    flow_step_s = station.site.dispatch_step_min * 60
+    limits: dict[tuple[str, int], float] = {}
+
+    def flush(b: _Bucket | None) -> None:
+        if b is None or b.seconds <= 0:
+            return
+        mean = {k: v / b.seconds for k, v in b.sums.items()}
+        t = pd.Timestamp(b.ts).floor("15min")
+        fc = day_ahead.loc[t] if t in day_ahead.index else None
+        flows.record_flows(
+            store,
+            flows.FlowStep(
+                ts=b.ts,
+                step_s=b.seconds,
+                soc_frac=b.soc_frac,
+                grid_limit_kw=station.site.grid_import_limit_kw,
+                pv_forecast_kw=None if fc is None else float(fc["pv_ac_kw"]),
+                pv_p10_kw=None if fc is None else float(fc["pv_ac_p10_kw"]),
+                pv_p90_kw=None if fc is None else float(fc["pv_ac_p90_kw"]),
+                **mean,
+            ),
+        )
+        flows.record_connector_flows(
+            store,
+            [
+                flows.ConnectorStep(b.ts, c, n, e / b.seconds, tx, None)
+                for (c, n), (e, tx, _) in b.connector.items()
+            ],
+        )
+
+    from rich.live import Live
+
+    live = Live(console=console, refresh_per_second=4, transient=False) if console else None
+    if live:
+        live.start()
+    try:
+        last = clock.now()
+        while not fleet_task.done() and clock.now() < end:
+            await asyncio.sleep(record_step_s / speed)
+            now = min(clock.now(), end)
+            dt_s = (now - last).total_seconds()
+            if dt_s <= 0:
+                continue
+            ts = pd.Timestamp(last).floor(f"{flow_step_s}s").to_pydatetime()
+            if bucket is None or bucket.ts != ts:
+                flush(bucket)
+                bucket = _Bucket(ts)
+            power = fleet.power_kw()
+            ev_kw = sum(power.values())
+            pv = pv_at(last)
+            base = float(site.base_load_kw[row(last)])
+            batt = battery.power_kw if battery else 0.0
+            net = ev_kw + base - pv - batt
+            curtailed = max(0.0, -net - station.site.grid_export_limit_kw)
+            net += curtailed
+            if bucket.soc_frac is None and battery:
+                bucket.soc_frac = battery.soc_frac
+            bucket.add(
+                dt_s,
+                pv_kw=pv - curtailed,
+                curtailed_kw=curtailed,
+                ev_kw=ev_kw,
+                base_load_kw=base,
+                battery_charge_kw=max(-batt, 0.0),
+                battery_discharge_kw=max(batt, 0.0),
+                grid_import_kw=max(net, 0.0),
+                grid_export_kw=max(-net, 0.0),
+            )
+            open_tx = {
+                (t.charger_id, t.connector_id): t.transaction_id
+                for t in records.open_transactions(store)
+            }
+            for conn, p in power.items():
+                if p > 0 or conn in open_tx:
+                    old = bucket.connector.get(conn, (0.0, open_tx.get(conn), None))
+                    bucket.connector[conn] = (old[0] + p * dt_s, open_tx.get(conn) or old[1], None)
+            last = now
+            if live:
+                live.update(_live_table(station, fleet, battery, pv, max(net, 0.0), now, limits))
+        await fleet_task
+        flush(bucket)
+    finally:
+        if live:
+            live.stop()
+        ctl_task.cancel()
+        await asyncio.gather(ctl_task, return_exceptions=True)
+        if not fleet_task.done():
+            fleet_task.cancel()
+        await central.close()
+    n_tx = len(records.list_transactions(store))
+    store.close()
+    return n_tx
+
+
+def run_demo(
+    station: Station,
+    *,
+    hours: float = 24.0,
+    speed: float = 1440.0,
+    seed: int = 1,
+    weather: str | Path = "clear-day",
+    policy: str = "re100",
+    out_dir: str | Path = "demo-out",
+    console: object | None = None,
+) -> DemoResult:
+    """Run the station in a box; see the module docstring. Returns the KPIs and files."""
+    t_wall = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    db_path = out / "megastation.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db_path) + suffix).unlink(missing_ok=True)
+    wx = read_weather(weather)
+    start = weather_start(wx, station.site.timezone)
+    end = start + timedelta(hours=hours)
+    site = prepare_site(station, start, end, wx, seed)
+    visits = [v for v in generate_visits(station, start, end, seed) if v.arrival < end]
+    n_tx = asyncio.run(
+        _demo_async(
+            station,
+            start=start,
+            end=end,
+            speed=speed,
+            policy=policy,
+            site=site,
+            visits=visits,
+            db_path=db_path,
+            console=console,
+        )
+    )
+    wanted = sum(v.energy_wanted_kwh for v in visits)
+    store = Store(db_path)
+    try:
+        frame = flows.read_flows(store)
+        kpis = flow_kpis(station, frame, energy_wanted_kwh=wanted, sessions=len(visits))
+        pf, pf_frame = perfect_foresight(station, start, end, site, visits)
+        _store_reference(store, station, "perfect_foresight", pf_frame=pf_frame, kpis=pf)
+        files = []
+        for name, fn in (
+            ("energy-flows.csv", exports.energy_flows_frame),
+            ("sessions.csv", exports.sessions_by_source_frame),
+            ("daily.csv", exports.daily_frame),
+        ):
+            exports.write_frame(fn(store, station), out / name)
+            files.append(out / name)
+        files += exports.write_day_plots(store, station, start, end, out)
+    finally:
+        store.close()
+    unc = simulate(
+        station,
+        start=start,
+        hours=hours,
+        policy="uncontrolled",
+        weather=wx,
+        seed=seed,
+        visits=visits,
+        site=site,
+        with_perfect_foresight=False,
+    ).kpis
+    rows = [
+        {"run": "demo", **kpis.as_dict()},
+        {"run": "uncontrolled", **unc.as_dict()},
+        {"run": "perfect_foresight", **pf.as_dict()},
+    ]
+    exports.write_frame(pd.DataFrame(rows), out / "summary.csv")
+    files.append(out / "summary.csv")
+    return DemoResult(
+        kpis=kpis,
+        uncontrolled=unc,
+        perfect_foresight=pf,
+        out_dir=out,
+        db_path=db_path,
+        files=files,
+        wall_s=time.perf_counter() - t_wall,
+        start=start,
+        end=end,
+        sessions=n_tx,
+    )
