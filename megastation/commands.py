@@ -86,9 +86,7 @@ def claim_pending_commands(store: Store, limit: int = 100) -> list[dict[str, Any
                 "UPDATE commands SET status = 'sent', sent_at = ? WHERE id = ? AND status = 'pending'",
                 [(now, r[0]) for r in rows],
             )
-    return [
-        dict(id=r[0], charger_id=r[1], action=r[2], payload=json.loads(r[3])) for r in rows
-    ]
+    return [dict(id=r[0], charger_id=r[1], action=r[2], payload=json.loads(r[3])) for r in rows]
 
 
 def finish_command(store: Store, command_id: int, outcome: CommandOutcome) -> None:

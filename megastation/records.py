@@ -619,7 +619,16 @@ def transaction_event(
         cur = store.conn.execute(
             "INSERT OR IGNORE INTO transaction_events (charger_id, ocpp_tx_id, seq_no, event_type, "
             "trigger_reason, ts, offline, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (charger_id, ocpp_tx_id, seq_no, event_type, trigger_reason, iso(ts), int(offline), now),
+            (
+                charger_id,
+                ocpp_tx_id,
+                seq_no,
+                event_type,
+                trigger_reason,
+                iso(ts),
+                int(offline),
+                now,
+            ),
         )
         duplicate = cur.rowcount == 0
         row = store.conn.execute(
@@ -696,7 +705,9 @@ def transaction_event(
 
 
 def get_transaction(store: Store, transaction_id: int) -> dict[str, Any] | None:
-    row = store.conn.execute("SELECT * FROM transactions WHERE id = ?", (transaction_id,)).fetchone()
+    row = store.conn.execute(
+        "SELECT * FROM transactions WHERE id = ?", (transaction_id,)
+    ).fetchone()
     return _row(store, "transactions", row)
 
 

@@ -71,8 +71,15 @@ class _Base:
     def now(self):
         return self.session.system.clock.now()
 
-    def _boot(self, vendor: str, model: str, serial: str | None, firmware: str | None,
-              reason: str | None, payload: dict[str, Any]) -> dict[str, Any]:
+    def _boot(
+        self,
+        vendor: str,
+        model: str,
+        serial: str | None,
+        firmware: str | None,
+        reason: str | None,
+        payload: dict[str, Any],
+    ) -> dict[str, Any]:
         ts = self.now()
         registration = records.record_boot(
             self.store,
@@ -88,22 +95,38 @@ class _Base:
         )
         self.emit(events.ChargerBooted(self.charger_id, ts, vendor, model, firmware, registration))
         interval = self.station.server.heartbeat_interval_s
-        return {"current_time": _ocpp_time(self.session), "interval": interval,
-                "status": registration}
+        return {
+            "current_time": _ocpp_time(self.session),
+            "interval": interval,
+            "status": registration,
+        }
 
-    def _status(self, connector_id: int, status: str, ts_text: str | None,
-                error_code: str | None, info: str | None = None) -> None:
+    def _status(
+        self,
+        connector_id: int,
+        status: str,
+        ts_text: str | None,
+        error_code: str | None,
+        info: str | None = None,
+    ) -> None:
         ts = records.parse_time(ts_text) or self.now()
-        if records.record_status(self.store, self.charger_id, connector_id, status, ts,
-                                 error_code=error_code, info=info):
-            self.emit(events.ConnectorStatusChanged(self.charger_id, ts, connector_id, status,
-                                                    error_code))
+        if records.record_status(
+            self.store, self.charger_id, connector_id, status, ts, error_code=error_code, info=info
+        ):
+            self.emit(
+                events.ConnectorStatusChanged(self.charger_id, ts, connector_id, status, error_code)
+            )
 
-    def _meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
-                      transaction_id: int | None) -> None:
+    def _meter_values(
+        self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None
+    ) -> None:
         samples = records.normalise_meter_values(meter_value)
-        if records.record_meter_values(self.store, self.charger_id, connector_id, samples,
-                                       transaction_id=transaction_id):
+        if (
+            records.record_meter_values(
+                self.store, self.charger_id, connector_id, samples, transaction_id=transaction_id
+            )
+            and self.session.system.on_event
+        ):
             ev = _sample_event(self.session, connector_id, transaction_id, samples)
             if ev:
                 self.emit(ev)
@@ -116,11 +139,17 @@ class Handlers16(_Base):
     """OCPP 1.6 charge point -> central system messages."""
 
     @on(A16.boot_notification)
-    def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
-                             **kw: Any) -> dict[str, Any]:
-        return self._boot(charge_point_vendor, charge_point_model,
-                          kw.get("charge_point_serial_number") or kw.get("charge_box_serial_number"),
-                          kw.get("firmware_version"), None, kw)
+    def on_boot_notification(
+        self, charge_point_vendor: str, charge_point_model: str, **kw: Any
+    ) -> dict[str, Any]:
+        return self._boot(
+            charge_point_vendor,
+            charge_point_model,
+            kw.get("charge_point_serial_number") or kw.get("charge_box_serial_number"),
+            kw.get("firmware_version"),
+            None,
+            kw,
+        )
 
     @on(A16.heartbeat)
     def on_heartbeat(self, **kw: Any) -> dict[str, Any]:
@@ -128,11 +157,18 @@ class Handlers16(_Base):
         return {"current_time": _ocpp_time(self.session)}
 
     @on(A16.status_notification)
-    def on_status_notification(self, connector_id: int, error_code: str, status: str,
-                               timestamp: str | None = None, info: str | None = None,
-                               **kw: Any) -> dict[str, Any]:
-        self._status(connector_id, status, timestamp,
-                     None if error_code == "NoError" else error_code, info)
+    def on_status_notification(
+        self,
+        connector_id: int,
+        error_code: str,
+        status: str,
+        timestamp: str | None = None,
+        info: str | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        self._status(
+            connector_id, status, timestamp, None if error_code == "NoError" else error_code, info
+        )
         return {}
 
     def _id_tag_info(self, auth: records.Authorization) -> dict[str, Any]:
@@ -148,43 +184,84 @@ class Handlers16(_Base):
         return {"id_tag_info": self._id_tag_info(self._authorize(id_tag))}
 
     @on(A16.start_transaction)
-    def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
-                             timestamp: str, **kw: Any) -> dict[str, Any]:
+    def on_start_transaction(
+        self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **kw: Any
+    ) -> dict[str, Any]:
         auth = self._authorize(id_tag)
         ts = records.parse_time(timestamp)
-        res = records.start_transaction(self.store, self.charger_id, connector_id=connector_id,
-                                        id_token=id_tag, auth_status=auth.status,
-                                        meter_start_wh=float(meter_start), ts=ts)
+        res = records.start_transaction(
+            self.store,
+            self.charger_id,
+            connector_id=connector_id,
+            id_token=id_tag,
+            auth_status=auth.status,
+            meter_start_wh=float(meter_start),
+            ts=ts,
+        )
         if res.created:
-            self.emit(events.TransactionStarted(self.charger_id, ts, res.transaction_id,
-                                                connector_id, id_tag, float(meter_start)))
+            self.emit(
+                events.TransactionStarted(
+                    self.charger_id,
+                    ts,
+                    res.transaction_id,
+                    connector_id,
+                    id_tag,
+                    float(meter_start),
+                )
+            )
         return {"transaction_id": res.transaction_id, "id_tag_info": self._id_tag_info(auth)}
 
     @on(A16.stop_transaction)
-    def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
-                            reason: str | None = None, id_tag: str | None = None,
-                            transaction_data: list[dict[str, Any]] | None = None,
-                            **kw: Any) -> dict[str, Any]:
+    def on_stop_transaction(
+        self,
+        meter_stop: int,
+        timestamp: str,
+        transaction_id: int,
+        reason: str | None = None,
+        id_tag: str | None = None,
+        transaction_data: list[dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         ts = records.parse_time(timestamp)
         samples = records.normalise_meter_values(transaction_data or [])
-        res = records.stop_transaction(self.store, self.charger_id, transaction_id,
-                                       meter_stop_wh=float(meter_stop), ts=ts, reason=reason,
-                                       id_token=id_tag, samples=samples)
+        res = records.stop_transaction(
+            self.store,
+            self.charger_id,
+            transaction_id,
+            meter_stop_wh=float(meter_stop),
+            ts=ts,
+            reason=reason,
+            id_token=id_tag,
+            samples=samples,
+        )
         if res is None:
-            log.warning("%s: StopTransaction for unknown transaction %s", self.charger_id,
-                        transaction_id)
+            log.warning(
+                "%s: StopTransaction for unknown transaction %s", self.charger_id, transaction_id
+            )
         elif res.changed:
             tx = records.get_transaction(self.store, transaction_id)
-            self.emit(events.TransactionEnded(self.charger_id, ts, transaction_id,
-                                              tx["connector_id"], tx["energy_kwh"],
-                                              tx["stop_reason"]))
+            self.emit(
+                events.TransactionEnded(
+                    self.charger_id,
+                    ts,
+                    transaction_id,
+                    tx["connector_id"],
+                    tx["energy_kwh"],
+                    tx["stop_reason"],
+                )
+            )
         if id_tag:
             return {"id_tag_info": self._id_tag_info(self._authorize(id_tag))}
         return {}
 
     @on(A16.meter_values)
-    def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
-                        transaction_id: int | None = None, **kw: Any) -> dict[str, Any]:
+    def on_meter_values(
+        self,
+        connector_id: int,
+        meter_value: list[dict[str, Any]],
+        transaction_id: int | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         tx_id = None
         if transaction_id is not None:
             tx = records.get_transaction(self.store, transaction_id)
@@ -213,12 +290,18 @@ class Handlers201(_Base):
     """OCPP 2.0.1 charging station -> CSMS messages."""
 
     @on(A201.boot_notification)
-    def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
-                             **kw: Any) -> dict[str, Any]:
+    def on_boot_notification(
+        self, charging_station: dict[str, Any], reason: str, **kw: Any
+    ) -> dict[str, Any]:
         cs = charging_station
-        return self._boot(cs.get("vendor_name", ""), cs.get("model", ""),
-                          cs.get("serial_number"), cs.get("firmware_version"), reason,
-                          {"charging_station": cs, "reason": reason})
+        return self._boot(
+            cs.get("vendor_name", ""),
+            cs.get("model", ""),
+            cs.get("serial_number"),
+            cs.get("firmware_version"),
+            reason,
+            {"charging_station": cs, "reason": reason},
+        )
 
     @on(A201.heartbeat)
     def on_heartbeat(self, **kw: Any) -> dict[str, Any]:
@@ -226,8 +309,9 @@ class Handlers201(_Base):
         return {"current_time": _ocpp_time(self.session)}
 
     @on(A201.status_notification)
-    def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
-                               connector_id: int, **kw: Any) -> dict[str, Any]:
+    def on_status_notification(
+        self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **kw: Any
+    ) -> dict[str, Any]:
         self._status(evse_id, connector_status, timestamp, None)
         return {}
 
@@ -242,51 +326,84 @@ class Handlers201(_Base):
         return {"id_token_info": self._id_token_info(self._authorize(id_token.get("id_token")))}
 
     @on(A201.transaction_event)
-    def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str,
-                             seq_no: int, transaction_info: dict[str, Any],
-                             offline: bool = False, evse: dict[str, Any] | None = None,
-                             id_token: dict[str, Any] | None = None,
-                             meter_value: list[dict[str, Any]] | None = None,
-                             **kw: Any) -> dict[str, Any]:
+    def on_transaction_event(
+        self,
+        event_type: str,
+        timestamp: str,
+        trigger_reason: str,
+        seq_no: int,
+        transaction_info: dict[str, Any],
+        offline: bool = False,
+        evse: dict[str, Any] | None = None,
+        id_token: dict[str, Any] | None = None,
+        meter_value: list[dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         ts = records.parse_time(timestamp)
         token = id_token.get("id_token") if id_token else None
         auth = self._authorize(token) if id_token else None
         samples = records.normalise_meter_values(meter_value or [])
         connector_id = evse.get("id") if evse else None
         res = records.transaction_event(
-            self.store, self.charger_id, event_type=event_type,
-            ocpp_tx_id=transaction_info["transaction_id"], seq_no=seq_no, ts=ts,
-            trigger_reason=trigger_reason, offline=offline, connector_id=connector_id,
-            id_token=token, auth_status=auth.status if auth else None,
-            stopped_reason=transaction_info.get("stopped_reason"), samples=samples)
+            self.store,
+            self.charger_id,
+            event_type=event_type,
+            ocpp_tx_id=transaction_info["transaction_id"],
+            seq_no=seq_no,
+            ts=ts,
+            trigger_reason=trigger_reason,
+            offline=offline,
+            connector_id=connector_id,
+            id_token=token,
+            auth_status=auth.status if auth else None,
+            stopped_reason=transaction_info.get("stopped_reason"),
+            samples=samples,
+        )
         if res.changed:
             tx = records.get_transaction(self.store, res.transaction_id)
             if res.created:
-                self.emit(events.TransactionStarted(
-                    self.charger_id, parse(tx["start_time"]), res.transaction_id,
-                    tx["connector_id"], tx["id_token"], tx["meter_start_wh"]))
+                self.emit(
+                    events.TransactionStarted(
+                        self.charger_id,
+                        parse(tx["start_time"]),
+                        res.transaction_id,
+                        tx["connector_id"],
+                        tx["id_token"],
+                        tx["meter_start_wh"],
+                    )
+                )
             if samples:
-                ev = _sample_event(self.session, tx["connector_id"] or 0, res.transaction_id,
-                                   samples)
+                ev = _sample_event(
+                    self.session, tx["connector_id"] or 0, res.transaction_id, samples
+                )
                 if ev:
                     self.emit(ev)
             if event_type == "Ended":
-                self.emit(events.TransactionEnded(self.charger_id, ts, res.transaction_id,
-                                                  tx["connector_id"], tx["energy_kwh"],
-                                                  tx["stop_reason"]))
+                self.emit(
+                    events.TransactionEnded(
+                        self.charger_id,
+                        ts,
+                        res.transaction_id,
+                        tx["connector_id"],
+                        tx["energy_kwh"],
+                        tx["stop_reason"],
+                    )
+                )
         if auth is not None:
             return {"id_token_info": self._id_token_info(auth)}
         return {}
 
     @on(A201.meter_values)
-    def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]],
-                        **kw: Any) -> dict[str, Any]:
+    def on_meter_values(
+        self, evse_id: int, meter_value: list[dict[str, Any]], **kw: Any
+    ) -> dict[str, Any]:
         self._meter_values(evse_id, meter_value, None)
         return {}
 
     @on(A201.notify_ev_charging_needs)
-    def on_notify_ev_charging_needs(self, evse_id: int, charging_needs: dict[str, Any],
-                                    **kw: Any) -> dict[str, Any]:
+    def on_notify_ev_charging_needs(
+        self, evse_id: int, charging_needs: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
         ac = charging_needs.get("ac_charging_parameters") or {}
         dc = charging_needs.get("dc_charging_parameters") or {}
         energy_wh = ac.get("energy_amount", dc.get("energy_amount"))
@@ -301,14 +418,26 @@ class Handlers201(_Base):
             max_power_kw = dc["ev_max_current"] * dc["ev_max_voltage"] / 1000.0
         departure = records.parse_time(charging_needs.get("departure_time"))
         needs = records.record_charging_needs(
-            self.store, self.charger_id, evse_id,
+            self.store,
+            self.charger_id,
+            evse_id,
             requested_energy_kwh=None if energy_wh is None else energy_wh / 1000.0,
-            departure_time=departure, max_power_kw=max_power_kw,
+            departure_time=departure,
+            max_power_kw=max_power_kw,
             energy_transfer_mode=charging_needs.get("requested_energy_transfer"),
-            payload=charging_needs)
-        self.emit(events.ChargingNeedsReceived(
-            self.charger_id, needs.received_at, evse_id, needs.transaction_id,
-            needs.requested_energy_kwh, departure, max_power_kw))
+            payload=charging_needs,
+        )
+        self.emit(
+            events.ChargingNeedsReceived(
+                self.charger_id,
+                needs.received_at,
+                evse_id,
+                needs.transaction_id,
+                needs.requested_energy_kwh,
+                departure,
+                max_power_kw,
+            )
+        )
         return {"status": "Accepted"}
 
     @on(A201.notify_report)
@@ -316,8 +445,9 @@ class Handlers201(_Base):
         return {}
 
     @on(A201.security_event_notification)
-    def on_security_event_notification(self, type: str, timestamp: str,
-                                       **kw: Any) -> dict[str, Any]:
+    def on_security_event_notification(
+        self, type: str, timestamp: str, **kw: Any
+    ) -> dict[str, Any]:
         log.warning("%s: security event %s at %s", self.charger_id, type, timestamp)
         return {}
 

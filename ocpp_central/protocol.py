@@ -14,8 +14,8 @@ from functools import lru_cache
 from typing import Any
 
 from jsonschema.exceptions import ValidationError as SchemaValidationError
-from ocpp.messages import _validate_payload, get_validator
 from ocpp.messages import Call as LibCall
+from ocpp.messages import _validate_payload, get_validator
 from ocpp.v16.enums import Action as Action16
 from ocpp.v201.enums import Action as Action201
 
@@ -105,13 +105,17 @@ def parse_frame(text: str | bytes) -> list[Any]:
         return msg
     if mtype == CALLERROR:
         if len(msg) != 5 or not isinstance(msg[1], str):
-            raise FrameError("format", "CALLERROR must be [4, uniqueId, code, text, {details}]", uid)
+            raise FrameError(
+                "format", "CALLERROR must be [4, uniqueId, code, text, {details}]", uid
+            )
         return msg
     raise FrameError("message_type", f"MessageTypeId {mtype!r} is not supported", uid)
 
 
 def call_error(unique_id: str, code: str, description: str, details: dict | None = None) -> str:
-    return json.dumps([CALLERROR, unique_id, code, description[:255], details or {}], separators=(",", ":"))
+    return json.dumps(
+        [CALLERROR, unique_id, code, description[:255], details or {}], separators=(",", ":")
+    )
 
 
 def call_result(unique_id: str, payload: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ import pytest
 import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as CP16
-from ocpp.v16 import call as call16
 from ocpp.v16.enums import Action
 
 from megastation import commands, records
@@ -42,16 +41,31 @@ def count(store: Store, table: str) -> int:
         ("ocpp1.6", '[7, "u1", "Heartbeat", {}]', "ProtocolError"),
         ("ocpp2.0.1", '[7, "u1", "Heartbeat", {}]', "MessageTypeNotSupported"),
         ("ocpp1.6", '[2, "u1", "FlyToTheMoon", {}]', "NotSupported"),
-        ("ocpp2.0.1", '[2, "u1", "Get15118EVCertificate", {"iso15118SchemaVersion": "x", '
-         '"action": "Install", "exiRequest": "y"}]', "NotImplemented"),
+        (
+            "ocpp2.0.1",
+            '[2, "u1", "Get15118EVCertificate", {"iso15118SchemaVersion": "x", '
+            '"action": "Install", "exiRequest": "y"}]',
+            "NotImplemented",
+        ),
         ("ocpp1.6", '[2, "u1", "Heartbeat", {"extra": 1}]', "FormationViolation"),
-        ("ocpp1.6", '[2, "u1", "StartTransaction", {"connectorId": 1, "idTag": "T", '
-         '"timestamp": "2026-06-15T00:00:00Z"}]', "OccurenceConstraintViolation"),
-        ("ocpp1.6", '[2, "u1", "StartTransaction", {"connectorId": "one", "idTag": "T", '
-         '"meterStart": 0, "timestamp": "2026-06-15T00:00:00Z"}]', "TypeConstraintViolation"),
-        ("ocpp2.0.1", '[2, "u1", "StatusNotification", {"timestamp": "2026-06-15T00:00:00Z", '
-         '"connectorStatus": "Sleepy", "evseId": 1, "connectorId": 1}]',
-         "PropertyConstraintViolation"),
+        (
+            "ocpp1.6",
+            '[2, "u1", "StartTransaction", {"connectorId": 1, "idTag": "T", '
+            '"timestamp": "2026-06-15T00:00:00Z"}]',
+            "OccurenceConstraintViolation",
+        ),
+        (
+            "ocpp1.6",
+            '[2, "u1", "StartTransaction", {"connectorId": "one", "idTag": "T", '
+            '"meterStart": 0, "timestamp": "2026-06-15T00:00:00Z"}]',
+            "TypeConstraintViolation",
+        ),
+        (
+            "ocpp2.0.1",
+            '[2, "u1", "StatusNotification", {"timestamp": "2026-06-15T00:00:00Z", '
+            '"connectorStatus": "Sleepy", "evseId": 1, "connectorId": 1}]',
+            "PropertyConstraintViolation",
+        ),
     ],
 )
 async def test_bad_frames_get_call_errors_and_connection_stays_open(
@@ -69,16 +83,28 @@ async def test_bad_frames_get_call_errors_and_connection_stays_open(
 
 
 async def test_resent_call_after_reconnect_is_not_duplicated(central: CentralSystem, store: Store):
-    start = [2, "start-1", "StartTransaction",
-             {"connectorId": 1, "idTag": "T", "meterStart": 100, "timestamp": TS.format(0)}]
+    start = [
+        2,
+        "start-1",
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "T", "meterStart": 100, "timestamp": TS.format(0)},
+    ]
     async with await raw(central) as ws:
         first = await ask(ws, start)
     async with await raw(central) as ws:  # reconnect, same unique id
         again = await ask(ws, start)
         start[1] = "start-2"  # replayed from the offline queue under a new id
         replay = await ask(ws, start)
-        stop = [2, "stop-1", "StopTransaction", {"transactionId": first[2]["transactionId"],
-                                                 "meterStop": 10100, "timestamp": TS.format(30)}]
+        stop = [
+            2,
+            "stop-1",
+            "StopTransaction",
+            {
+                "transactionId": first[2]["transactionId"],
+                "meterStop": 10100,
+                "timestamp": TS.format(30),
+            },
+        ]
         await ask(ws, stop)
         stop[1] = "stop-2"
         await ask(ws, stop)
@@ -88,27 +114,55 @@ async def test_resent_call_after_reconnect_is_not_duplicated(central: CentralSys
     assert tx["energy_kwh"] == pytest.approx(10.0)
 
 
-async def test_transaction_event_replay_and_late_meter_values(central: CentralSystem,
-                                                              store: Store):
+async def test_transaction_event_replay_and_late_meter_values(central: CentralSystem, store: Store):
     def ev(seq, kind, minute, wh, uid):
-        return [2, uid, "TransactionEvent", {
-            "eventType": kind, "timestamp": TS.format(minute), "triggerReason": "MeterValuePeriodic",
-            "seqNo": seq, "offline": True, "transactionInfo": {"transactionId": "T-9"},
-            "evse": {"id": 1},
-            "meterValue": [{"timestamp": TS.format(minute), "sampledValue": [
-                {"value": wh, "unitOfMeasure": {"unit": "Wh"}}]}]}]
+        return [
+            2,
+            uid,
+            "TransactionEvent",
+            {
+                "eventType": kind,
+                "timestamp": TS.format(minute),
+                "triggerReason": "MeterValuePeriodic",
+                "seqNo": seq,
+                "offline": True,
+                "transactionInfo": {"transactionId": "T-9"},
+                "evse": {"id": 1},
+                "meterValue": [
+                    {
+                        "timestamp": TS.format(minute),
+                        "sampledValue": [{"value": wh, "unitOfMeasure": {"unit": "Wh"}}],
+                    }
+                ],
+            },
+        ]
 
     async with await raw(central, "GJDG-AC-03", "ocpp2.0.1") as ws:
         # The offline queue arrives out of order and partly twice.
-        for frame in (ev(1, "Updated", 10, 4000, "a"), ev(0, "Started", 0, 1000, "b"),
-                      ev(1, "Updated", 10, 4000, "c"), ev(2, "Updated", 20, 7000, "d"),
-                      ev(0, "Started", 0, 1000, "e")):
+        for frame in (
+            ev(1, "Updated", 10, 4000, "a"),
+            ev(0, "Started", 0, 1000, "b"),
+            ev(1, "Updated", 10, 4000, "c"),
+            ev(2, "Updated", 20, 7000, "d"),
+            ev(0, "Started", 0, 1000, "e"),
+        ):
             assert (await ask(ws, frame))[0] == 3
         # Late MeterValues for an earlier minute arrive after later ones.
         for minute, wh in ((15, 5500), (5, 2500)):
-            mv = [2, f"mv{minute}", "MeterValues", {"evseId": 1, "meterValue": [
-                {"timestamp": TS.format(minute), "sampledValue": [
-                    {"value": wh, "unitOfMeasure": {"unit": "Wh"}}]}]}]
+            mv = [
+                2,
+                f"mv{minute}",
+                "MeterValues",
+                {
+                    "evseId": 1,
+                    "meterValue": [
+                        {
+                            "timestamp": TS.format(minute),
+                            "sampledValue": [{"value": wh, "unitOfMeasure": {"unit": "Wh"}}],
+                        }
+                    ],
+                },
+            ]
             assert (await ask(ws, mv))[0] == 3
         await ask(ws, ev(3, "Ended", 30, 10000, "f"))
         await ask(ws, ev(3, "Ended", 30, 10000, "g"))
@@ -176,7 +230,8 @@ async def test_commands_reach_the_charger(central: CentralSystem, store: Store):
         @on(Action.remote_start_transaction)
         def on_remote_start(self, id_tag, **kw):
             return call_result.RemoteStartTransaction(
-                status="Accepted" if id_tag == "OK" else "Rejected")
+                status="Accepted" if id_tag == "OK" else "Rejected"
+            )
 
     async with connect_charger(central.port, "GJDG-AC-01", "1.6", cp_class=CP):
         ok = await central.call("GJDG-AC-01", "RemoteStartTransaction", {"id_tag": "OK"})
@@ -188,8 +243,9 @@ async def test_commands_reach_the_charger(central: CentralSystem, store: Store):
         invalid = await central.call("GJDG-AC-01", "Reset", {"type": "Sideways"})
         assert invalid.status == commands.ERROR
         # The operator's durable path: a row in the command table, picked up by the server.
-        cid = commands.enqueue_command(store, "GJDG-AC-01", "RemoteStartTransaction",
-                                       {"id_tag": "OK"})
+        cid = commands.enqueue_command(
+            store, "GJDG-AC-01", "RemoteStartTransaction", {"id_tag": "OK"}
+        )
         assert await central.process_pending_commands() == [cid]
         for _ in range(100):
             if commands.get_command(store, cid)["status"] != "sent":
@@ -222,25 +278,50 @@ async def test_charging_profiles_both_versions(central: CentralSystem):
             seen["2.0.1"] = charging_profile
             return r201.SetChargingProfile(status="Accepted")
 
-    async with connect_charger(central.port, "GJDG-AC-01", "1.6", cp_class=C16), \
-            connect_charger(central.port, "GJDG-AC-03", "2.0.1", cp_class=C201):
-        o16 = await central.call("GJDG-AC-01", "SetChargingProfile", {
-            "connector_id": 1, "cs_charging_profiles": {
-                "charging_profile_id": 1, "stack_level": 0,
-                "charging_profile_purpose": "TxDefaultProfile",
-                "charging_profile_kind": "Absolute",
-                "charging_schedule": {"charging_rate_unit": "W", "start_schedule": TS.format(0),
-                                      "charging_schedule_period": [
-                                          {"start_period": 0, "limit": 7000.5}]}}})
+    async with (
+        connect_charger(central.port, "GJDG-AC-01", "1.6", cp_class=C16),
+        connect_charger(central.port, "GJDG-AC-03", "2.0.1", cp_class=C201),
+    ):
+        o16 = await central.call(
+            "GJDG-AC-01",
+            "SetChargingProfile",
+            {
+                "connector_id": 1,
+                "cs_charging_profiles": {
+                    "charging_profile_id": 1,
+                    "stack_level": 0,
+                    "charging_profile_purpose": "TxDefaultProfile",
+                    "charging_profile_kind": "Absolute",
+                    "charging_schedule": {
+                        "charging_rate_unit": "W",
+                        "start_schedule": TS.format(0),
+                        "charging_schedule_period": [{"start_period": 0, "limit": 7000.5}],
+                    },
+                },
+            },
+        )
         assert o16.status == commands.ACCEPTED, o16
-        o201 = await central.call("GJDG-AC-03", "SetChargingProfile", {
-            "evse_id": 1, "charging_profile": {
-                "id": 1, "stack_level": 0, "charging_profile_purpose": "TxDefaultProfile",
-                "charging_profile_kind": "Absolute",
-                "charging_schedule": [{"id": 1, "charging_rate_unit": "W",
-                                       "start_schedule": TS.format(0),
-                                       "charging_schedule_period": [
-                                           {"start_period": 0, "limit": 7000.0}]}]}})
+        o201 = await central.call(
+            "GJDG-AC-03",
+            "SetChargingProfile",
+            {
+                "evse_id": 1,
+                "charging_profile": {
+                    "id": 1,
+                    "stack_level": 0,
+                    "charging_profile_purpose": "TxDefaultProfile",
+                    "charging_profile_kind": "Absolute",
+                    "charging_schedule": [
+                        {
+                            "id": 1,
+                            "charging_rate_unit": "W",
+                            "start_schedule": TS.format(0),
+                            "charging_schedule_period": [{"start_period": 0, "limit": 7000.0}],
+                        }
+                    ],
+                },
+            },
+        )
         assert o201.status == commands.ACCEPTED, o201
     assert seen["1.6"]["charging_schedule"]["charging_schedule_period"][0]["limit"] == 7000.5
     assert seen["2.0.1"]["charging_schedule"][0]["charging_rate_unit"] == "W"

@@ -21,41 +21,81 @@ json_values = st.recursive(
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
     max_leaves=8,
 )
-actions = st.sampled_from(["Heartbeat", "BootNotification", "StartTransaction", "MeterValues",
-                           "StopTransaction", "StatusNotification", "TransactionEvent",
-                           "Authorize", "Nope", ""])
-calls = st.builds(lambda uid, a, p: json.dumps([2, uid, a, p]),
-                  st.text(min_size=1, max_size=10), actions,
-                  st.dictionaries(st.sampled_from(["connectorId", "idTag", "meterStart",
-                                                   "timestamp", "meterValue", "status",
-                                                   "errorCode", "transactionId"]),
-                                  json_values, max_size=5))
-frames = st.one_of(calls, st.text(max_size=40),
-                   json_values.map(json.dumps),
-                   st.builds(lambda t, rest: json.dumps([t, *rest]),
-                             st.integers(-1, 6), st.lists(json_values, max_size=4)))
+actions = st.sampled_from(
+    [
+        "Heartbeat",
+        "BootNotification",
+        "StartTransaction",
+        "MeterValues",
+        "StopTransaction",
+        "StatusNotification",
+        "TransactionEvent",
+        "Authorize",
+        "Nope",
+        "",
+    ]
+)
+calls = st.builds(
+    lambda uid, a, p: json.dumps([2, uid, a, p]),
+    st.text(min_size=1, max_size=10),
+    actions,
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "connectorId",
+                "idTag",
+                "meterStart",
+                "timestamp",
+                "meterValue",
+                "status",
+                "errorCode",
+                "transactionId",
+            ]
+        ),
+        json_values,
+        max_size=5,
+    ),
+)
+frames = st.one_of(
+    calls,
+    st.text(max_size=40),
+    json_values.map(json.dumps),
+    st.builds(
+        lambda t, rest: json.dumps([t, *rest]),
+        st.integers(-1, 6),
+        st.lists(json_values, max_size=4),
+    ),
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-@given(batch=st.lists(frames, min_size=1, max_size=12),
-       proto=st.sampled_from(["ocpp1.6", "ocpp2.0.1"]))
+@given(
+    batch=st.lists(frames, min_size=1, max_size=12), proto=st.sampled_from(["ocpp1.6", "ocpp2.0.1"])
+)
 def test_random_frames_never_break_the_connection(tmp_path_factory, batch, proto):
     async def scenario() -> None:
         store = Store(tmp_path_factory.mktemp("db") / "m.db", SimClock(T0))
-        cs = CentralSystem(load_station(seeds_dir() / "gwangju-donggu.toml"), store,
-                           SimClock(T0), response_timeout_s=1)
+        cs = CentralSystem(
+            load_station(seeds_dir() / "gwangju-donggu.toml"),
+            store,
+            SimClock(T0),
+            response_timeout_s=1,
+        )
         await cs.start("127.0.0.1", 0)
         try:
-            async with websockets.connect(url(cs.port, "GJDG-AC-01"),
-                                          subprotocols=[proto]) as ws:
+            async with websockets.connect(url(cs.port, "GJDG-AC-01"), subprotocols=[proto]) as ws:
                 for frame in batch:
                     await ws.send(frame)
                     try:
                         msg = json.loads(frame)
                     except ValueError:
                         msg = None
-                    is_answer = (isinstance(msg, list) and len(msg) >= 1 and
-                                 msg[0] in (3, 4) and not isinstance(msg[0], bool))
+                    is_answer = (
+                        isinstance(msg, list)
+                        and len(msg) >= 1
+                        and msg[0] in (3, 4)
+                        and not isinstance(msg[0], bool)
+                    )
                     if is_answer and _well_formed_answer(msg):
                         continue  # a CALLRESULT/CALLERROR is not answered
                     answer = json.loads(await asyncio.wait_for(ws.recv(), 3))

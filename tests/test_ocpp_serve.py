@@ -24,8 +24,15 @@ MEGASTATION = [str(Path(sys.executable).parent / "megastation")]
 
 async def start_server(db: Path) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
-        *MEGASTATION, "--db", str(db), "serve", "--port", "0",
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        *MEGASTATION,
+        "--db",
+        str(db),
+        "serve",
+        "--port",
+        "0",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     while True:
         line = await asyncio.wait_for(proc.stderr.readline(), 20)
         assert line, "server exited before listening"
@@ -46,11 +53,17 @@ async def test_transactions_survive_kill_9_and_show_in_sessions_and_export(tmp_p
     try:
         cli(db, "tags", "add", "TAG-1")
         async with connect_charger(port, "GJDG-DC-03", "1.6") as cp:
-            await cp.call(call16.BootNotification(charge_point_model="EVAR-100",
-                                                  charge_point_vendor="Chaevi"))
-            start = await cp.call(call16.StartTransaction(
-                connector_id=1, id_tag="TAG-1", meter_start=1000,
-                timestamp="2026-06-15T00:00:00Z"))
+            await cp.call(
+                call16.BootNotification(charge_point_model="EVAR-100", charge_point_vendor="Chaevi")
+            )
+            start = await cp.call(
+                call16.StartTransaction(
+                    connector_id=1,
+                    id_tag="TAG-1",
+                    meter_start=1000,
+                    timestamp="2026-06-15T00:00:00Z",
+                )
+            )
             tx16 = start.transaction_id
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
@@ -59,20 +72,41 @@ async def test_transactions_survive_kill_9_and_show_in_sessions_and_export(tmp_p
 
         proc, port = await start_server(db)
         async with connect_charger(port, "GJDG-DC-03", "1.6") as cp:
-            await cp.call(call16.StopTransaction(meter_stop=31000, transaction_id=tx16,
-                                                 timestamp="2026-06-15T00:40:00Z",
-                                                 reason="Local"), suppress=False)
+            await cp.call(
+                call16.StopTransaction(
+                    meter_stop=31000,
+                    transaction_id=tx16,
+                    timestamp="2026-06-15T00:40:00Z",
+                    reason="Local",
+                ),
+                suppress=False,
+            )
         async with connect_charger(port, "GJDG-DC-01", "2.0.1") as cp:
-            await cp.call(call201.BootNotification(
-                charging_station={"model": "V2", "vendor_name": "SK Signet"}, reason="PowerUp"))
+            await cp.call(
+                call201.BootNotification(
+                    charging_station={"model": "V2", "vendor_name": "SK Signet"}, reason="PowerUp"
+                )
+            )
             for seq, (kind, minute, wh) in enumerate(
-                    (("Started", 0, 2000), ("Updated", 10, 12000), ("Ended", 20, 22500))):
-                await cp.call(call201.TransactionEvent(
-                    event_type=kind, timestamp=f"2026-06-15T01:{minute:02d}:00Z",
-                    trigger_reason="MeterValuePeriodic", seq_no=seq, evse={"id": 1},
-                    transaction_info={"transaction_id": "abc"},
-                    meter_value=[{"timestamp": f"2026-06-15T01:{minute:02d}:00Z",
-                                  "sampled_value": [{"value": wh}]}]), suppress=False)
+                (("Started", 0, 2000), ("Updated", 10, 12000), ("Ended", 20, 22500))
+            ):
+                await cp.call(
+                    call201.TransactionEvent(
+                        event_type=kind,
+                        timestamp=f"2026-06-15T01:{minute:02d}:00Z",
+                        trigger_reason="MeterValuePeriodic",
+                        seq_no=seq,
+                        evse={"id": 1},
+                        transaction_info={"transaction_id": "abc"},
+                        meter_value=[
+                            {
+                                "timestamp": f"2026-06-15T01:{minute:02d}:00Z",
+                                "sampled_value": [{"value": wh}],
+                            }
+                        ],
+                    ),
+                    suppress=False,
+                )
         status = json.loads(cli(db, "status", "--json"))
         assert {r["charger_id"] for r in status} >= {"GJDG-DC-01", "GJDG-DC-03"}
     finally:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, time as dtime
+from datetime import datetime
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +67,31 @@ def chargers_group(click_ctx: click.Context, as_json: bool) -> None:
         for r in rows:
             r.pop("password_hash", None)
             r.pop("boot_payload", None)
-        _emit(rows, ["id", "registration", "ocpp_version", "vendor", "model",
-                     "firmware_version", "connected", "last_seen_at"], as_json)
+        _emit(
+            rows,
+            [
+                "id",
+                "registration",
+                "ocpp_version",
+                "vendor",
+                "model",
+                "firmware_version",
+                "connected",
+                "last_seen_at",
+            ],
+            as_json,
+        )
 
 
 @chargers_group.command("set-password")
 @click.argument("charger_id")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="The new password (prompted when left out).")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="The new password (prompted when left out).",
+)
 @pass_ctx
 def set_password(ctx: Context, charger_id: str, password: str) -> None:
     """Set the HTTP Basic password a charger must present (security profile 1/2)."""
@@ -105,15 +123,30 @@ def accept(ctx: Context, charger_id: str) -> None:
 @click.option("--charger", help="Only this charger.")
 @json_option
 @pass_ctx
-def sessions(ctx: Context, start: str | None, end: str | None, charger: str | None,
-             as_json: bool) -> None:
+def sessions(
+    ctx: Context, start: str | None, end: str | None, charger: str | None, as_json: bool
+) -> None:
     """Charging sessions (transactions) with their energy in kWh."""
-    rows = session_export.session_rows(ctx.store, _when(start, ctx.station),
-                                       _when(end, ctx.station))
+    rows = session_export.session_rows(
+        ctx.store, _when(start, ctx.station), _when(end, ctx.station)
+    )
     if charger:
         rows = [r for r in rows if r["charger_id"] == charger]
-    _emit(rows, ["transaction_id", "charger_id", "connector_id", "id_token", "start_time_utc",
-                 "stop_time_utc", "energy_kwh", "stop_reason", "state"], as_json)
+    _emit(
+        rows,
+        [
+            "transaction_id",
+            "charger_id",
+            "connector_id",
+            "id_token",
+            "start_time_utc",
+            "stop_time_utc",
+            "energy_kwh",
+            "stop_reason",
+            "state",
+        ],
+        as_json,
+    )
 
 
 @main.command("status")
@@ -128,23 +161,39 @@ def status(ctx: Context, as_json: bool) -> None:
     rows = []
     for cid, c in chargers.items():
         mine = [x for x in conns if x["charger_id"] == cid] or [
-            {"connector_id": None, "status": None, "error_code": None}]
+            {"connector_id": None, "status": None, "error_code": None}
+        ]
         for x in mine:
             t = open_tx.get((cid, x["connector_id"]))
-            rows.append({
-                "charger_id": cid,
-                "connected": bool(c["connected"]),
-                "registration": c["registration"],
-                "connector_id": x["connector_id"],
-                "status": x["status"],
-                "error_code": x["error_code"],
-                "transaction_id": t.transaction_id if t else None,
-                "energy_kwh": round(t.energy_kwh, 3) if t else None,
-                "power_kw": t.power_kw if t else None,
-                "soc_frac": t.soc_frac if t else None,
-            })
-    _emit(rows, ["charger_id", "connected", "connector_id", "status", "error_code",
-                 "transaction_id", "energy_kwh", "power_kw", "soc_frac"], as_json)
+            rows.append(
+                {
+                    "charger_id": cid,
+                    "connected": bool(c["connected"]),
+                    "registration": c["registration"],
+                    "connector_id": x["connector_id"],
+                    "status": x["status"],
+                    "error_code": x["error_code"],
+                    "transaction_id": t.transaction_id if t else None,
+                    "energy_kwh": round(t.energy_kwh, 3) if t else None,
+                    "power_kw": t.power_kw if t else None,
+                    "soc_frac": t.soc_frac if t else None,
+                }
+            )
+    _emit(
+        rows,
+        [
+            "charger_id",
+            "connected",
+            "connector_id",
+            "status",
+            "error_code",
+            "transaction_id",
+            "energy_kwh",
+            "power_kw",
+            "soc_frac",
+        ],
+        as_json,
+    )
 
 
 # --------------------------------------------------------------------------- tags
@@ -156,23 +205,43 @@ def status(ctx: Context, as_json: bool) -> None:
 def tags_group(click_ctx: click.Context, as_json: bool) -> None:
     """Id tokens (RFID cards, app tokens) and their status (lists them without a subcommand)."""
     if click_ctx.invoked_subcommand is None:
-        _emit(records.list_id_tokens(click_ctx.obj.store),
-              ["id_token", "status", "expiry", "parent_id_token", "note"], as_json)
+        _emit(
+            records.list_id_tokens(click_ctx.obj.store),
+            ["id_token", "status", "expiry", "parent_id_token", "note"],
+            as_json,
+        )
 
 
 @tags_group.command("add")
 @click.argument("id_token")
-@click.option("--status", type=click.Choice(records.ID_TOKEN_STATUSES), default="Accepted",
-              show_default=True, help="Authorisation status.")
+@click.option(
+    "--status",
+    type=click.Choice(records.ID_TOKEN_STATUSES),
+    default="Accepted",
+    show_default=True,
+    help="Authorisation status.",
+)
 @click.option("--expiry", help="Expiry (ISO; local if no zone).")
 @click.option("--parent", help="Parent (group) id token.")
 @click.option("--note", help="Free text, e.g. the owner.")
 @pass_ctx
-def tags_add(ctx: Context, id_token: str, status: str, expiry: str | None, parent: str | None,
-             note: str | None) -> None:
+def tags_add(
+    ctx: Context,
+    id_token: str,
+    status: str,
+    expiry: str | None,
+    parent: str | None,
+    note: str | None,
+) -> None:
     """Add or update an id token."""
-    records.set_id_token(ctx.store, id_token, status, expiry=_when(expiry, ctx.station),
-                         parent_id_token=parent, note=note)
+    records.set_id_token(
+        ctx.store,
+        id_token,
+        status,
+        expiry=_when(expiry, ctx.station),
+        parent_id_token=parent,
+        note=note,
+    )
     click.echo(f"{id_token}: {status}")
 
 
@@ -204,17 +273,34 @@ def tags_remove(ctx: Context, id_token: str) -> None:
 def command_group(click_ctx: click.Context, as_json: bool) -> None:
     """Commands to chargers and their outcomes (lists recent ones without a subcommand)."""
     if click_ctx.invoked_subcommand is None:
-        _emit(commands.list_commands(click_ctx.obj.store),
-              ["id", "charger_id", "action", "source", "status", "error", "created_at",
-               "finished_at"], as_json)
+        _emit(
+            commands.list_commands(click_ctx.obj.store),
+            [
+                "id",
+                "charger_id",
+                "action",
+                "source",
+                "status",
+                "error",
+                "created_at",
+                "finished_at",
+            ],
+            as_json,
+        )
 
 
 @command_group.command("send")
 @click.argument("charger_id")
 @click.argument("action")
 @click.argument("payload", default="{}")
-@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True,
-              help="Seconds to wait for the outcome (0: queue and return).")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the outcome (0: queue and return).",
+)
 @pass_ctx
 def command_send(ctx: Context, charger_id: str, action: str, payload: str, wait_s: float) -> None:
     """Queue ACTION (e.g. Reset) for CHARGER_ID with a snake_case JSON PAYLOAD.
@@ -239,9 +325,11 @@ def command_send(ctx: Context, charger_id: str, action: str, payload: str, wait_
     if row["status"] in ("pending", "sent"):
         click.echo(f"command {cid}: {row['status']} (is `megastation serve` running?)")
         return
-    click.echo(f"command {cid}: {row['status']}"
-               + (f" {json.dumps(row['response'])}" if row["response"] else "")
-               + (f" ({row['error']})" if row["error"] else ""))
+    click.echo(
+        f"command {cid}: {row['status']}"
+        + (f" {json.dumps(row['response'])}" if row["response"] else "")
+        + (f" ({row['error']})" if row["error"] else "")
+    )
     if row["status"] != commands.ACCEPTED:
         raise SystemExit(1)
 
@@ -265,26 +353,38 @@ _export = _export_group()
 
 
 @_export.command("sessions")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="CSV file to write.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV file to write.",
+)
 @click.option("--from", "start", help="Sessions starting at or after (ISO; local if no zone).")
 @click.option("--to", "end", help="Sessions starting before (ISO; local if no zone).")
 @pass_ctx
 def export_sessions(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Charging sessions to CSV (energy_kwh, meter_start_wh, ...)."""
-    n = session_export.export_sessions(ctx.store, output, _when(start, ctx.station),
-                                       _when(end, ctx.station))
+    n = session_export.export_sessions(
+        ctx.store, output, _when(start, ctx.station), _when(end, ctx.station)
+    )
     click.echo(f"{output}: {n} sessions")
 
 
 @_export.command("meter-values")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="CSV file to write.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV file to write.",
+)
 @click.option("--from", "start", help="Samples at or after (ISO; local if no zone).")
 @click.option("--to", "end", help="Samples before (ISO; local if no zone).")
 @pass_ctx
 def export_meter_values(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Meter values to CSV (power_kw, energy_register_kwh, soc_percent, ...)."""
-    n = session_export.export_meter_values(ctx.store, output, _when(start, ctx.station),
-                                           _when(end, ctx.station))
+    n = session_export.export_meter_values(
+        ctx.store, output, _when(start, ctx.station), _when(end, ctx.station)
+    )
     click.echo(f"{output}: {n} rows")

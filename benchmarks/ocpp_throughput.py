@@ -1,0 +1,221 @@
+"""OCPP throughput: megastation's central system against a bare websockets JSON echo server.
+
+Each server runs in its own process; this (load) process opens N charger connections
+speaking OCPP 1.6 MeterValues, one outstanding CALL per connection as OCPP requires.
+
+1. flood: every connection sends back to back for ``--seconds``; prints messages/s and
+   p50/p99 round trip for both servers and their ratio.
+2. paced: N chargers at one MeterValues per ``--interval`` seconds against megastation;
+   prints p50/p99 (target: p99 < 50 ms at 1,000 chargers / 10 s).
+
+    .venv/bin/python benchmarks/ocpp_throughput.py [-n 1000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- servers
+
+
+async def serve_echo() -> None:
+    async def handler(ws):
+        async for frame in ws:
+            msg = json.loads(frame)
+            await ws.send(json.dumps([3, msg[1], {}]))
+
+    async with websockets.serve(
+        handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"], ping_interval=None, max_queue=None
+    ) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+
+
+async def serve_megastation(n: int) -> None:
+    from megastation import records
+    from megastation.clock import SystemClock
+    from megastation.config import load_station, seeds_dir
+    from megastation.store import Store
+    from ocpp_central.server import CentralSystem
+
+    clock = SystemClock()
+    db = Path(tempfile.mkdtemp()) / "bench.db"
+    store = Store(db, clock)
+    for i in range(n):
+        records.add_pending_charger(store, f"CP{i:05d}")
+        records.accept_charger(store, f"CP{i:05d}")
+    cs = CentralSystem(load_station(seeds_dir() / "gwangju-donggu.toml"), store, clock)
+    await cs.start("127.0.0.1", 0)
+    print(cs.port, flush=True)
+    await asyncio.Future()
+
+
+def start_server(kind: str, n: int) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "-n", str(n)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+# --------------------------------------------------------------------------- load
+
+
+def meter_values(uid: int, t: datetime, energy_wh: float) -> str:
+    ts = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return json.dumps(
+        [
+            2,
+            str(uid),
+            "MeterValues",
+            {
+                "connectorId": 1,
+                "meterValue": [
+                    {
+                        "timestamp": ts,
+                        "sampledValue": [
+                            {
+                                "value": f"{energy_wh:.1f}",
+                                "measurand": "Energy.Active.Import.Register",
+                                "unit": "Wh",
+                            },
+                            {"value": "7000.0", "measurand": "Power.Active.Import", "unit": "W"},
+                        ],
+                    }
+                ],
+            },
+        ],
+        separators=(",", ":"),
+    )
+
+
+async def charger(
+    port: int,
+    i: int,
+    interval: float | None,
+    latencies: list[float],
+    started: asyncio.Event,
+    counts: list[int],
+) -> None:
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{port}/ocpp/CP{i:05d}",
+        subprotocols=["ocpp1.6"],
+        ping_interval=None,
+        open_timeout=60,
+    )
+    t = datetime(2026, 6, 15, tzinfo=UTC) + timedelta(seconds=i)
+    seq, energy = 0, 0.0
+    await started.wait()
+    if interval:
+        await asyncio.sleep(random.random() * interval)
+    try:
+        while True:
+            seq += 1
+            energy += 19.4
+            t += timedelta(seconds=10)
+            frame = meter_values(seq, t, energy)
+            t0 = time.perf_counter()
+            await ws.send(frame)
+            await ws.recv()
+            latencies.append(time.perf_counter() - t0)
+            counts[0] += 1
+            if interval:
+                await asyncio.sleep(interval)
+    except websockets.ConnectionClosed:
+        pass
+    finally:
+        await ws.close()
+
+
+async def load(port: int, n: int, seconds: float, interval: float | None) -> dict:
+    latencies: list[float] = []
+    counts = [0]
+    started = asyncio.Event()
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.create_task(charger(port, i, interval, latencies, started, counts)))
+        if i % 100 == 99:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # connections open
+    warmup = 1.0 if not interval else 0.0
+    started.set()
+    await asyncio.sleep(warmup)
+    latencies.clear()
+    c0 = counts[0]
+    await asyncio.sleep(seconds)
+    c1 = counts[0]
+    lat = sorted(latencies)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "messages_per_s": (c1 - c0) / seconds,
+        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+        "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))] if lat else float("nan"),
+        "samples": len(lat),
+    }
+
+
+def run(kind: str, n: int, seconds: float, interval: float | None) -> dict:
+    proc, port = start_server(kind, n)
+    try:
+        return asyncio.run(load(port, n, seconds, interval))
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=1000, help="charger connections")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    ap.add_argument("--interval", type=float, default=10.0, help="paced run: s between messages")
+    ap.add_argument("--serve", choices=["echo", "megastation"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve == "echo":
+        asyncio.run(serve_echo())
+        return
+    if args.serve == "megastation":
+        asyncio.run(serve_megastation(args.n))
+        return
+    print(f"{os.cpu_count()} CPUs, {args.n} connections, {args.seconds:g} s per run")
+    echo = run("echo", args.n, args.seconds, None)
+    mega = run("megastation", args.n, args.seconds, None)
+    for name, r in (("echo", echo), ("megastation", mega)):
+        print(
+            f"flood  {name:12s} {r['messages_per_s']:8.0f} msg/s  p50 {r['p50_ms']:6.1f} ms  "
+            f"p99 {r['p99_ms']:6.1f} ms"
+        )
+    print(
+        f"ratio  megastation / echo = {mega['messages_per_s'] / echo['messages_per_s']:.2f}"
+        "  (target >= 0.5)"
+    )
+    paced = run("megastation", args.n, max(args.seconds, args.interval * 2), args.interval)
+    print(
+        f"paced  megastation   {args.n} chargers x 1 msg / {args.interval:g} s: "
+        f"{paced['messages_per_s']:.0f} msg/s  p50 {paced['p50_ms']:.1f} ms  "
+        f"p99 {paced['p99_ms']:.1f} ms  (target p99 < 50 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
