@@ -81,6 +81,7 @@ class ConnectorSetpoint:
     schedule: KwSchedule  # kW; the first period holds the first-step set point
     power_kw: float  # first-step set point [kW]
     force: bool = False  # send even within the deadband (over-limit guard)
+    lease_end: datetime | None = None  # the schedule follows the plan until then, then fail-safe
 
 
 @dataclass(frozen=True)
@@ -581,6 +582,7 @@ class Controller:
                     schedule=sched,
                     power_kw=first.session_kw[sid],
                     force=force,
+                    lease_end=lease_end,
                 )
             )
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from megastation import control_records as cr
@@ -196,6 +196,8 @@ class OcppGateway:
                     now,
                     deadband_kw=self.deadband_kw,
                     refresh_before_s=self.refresh_before_s,
+                    until=sp.lease_end,
+                    previous_until=_lease_end(prev.schedule),
                 )
             ):
                 out.append(outcome(sp, "deadband"))
@@ -215,9 +217,17 @@ class OcppGateway:
                 cr.save_active_profile(
                     self.store,
                     cr.ActiveProfile(
-                        charger_id, sp.connector_id, "tx", sp.transaction_id, q.to_json(), payload,
+                        charger_id,
+                        sp.connector_id,
+                        "tx",
+                        sp.transaction_id,
+                        {
+                            **q.to_json(),
+                            "lease_end": sp.lease_end.isoformat() if sp.lease_end else None,
+                        },
+                        payload,
                         now,
-                    ),  # fmt: skip
+                    ),
                 )
             elif status == "rejected":
                 cr.set_charger_control(
@@ -238,9 +248,7 @@ class OcppGateway:
         if self.station.charger(charger_id) is None:
             return []
         if not self.central.is_connected(charger_id):
-            return [
-                ApplyOutcome(charger_id, 0, t, "offline") for t in ("max", "tx_default")
-            ]
+            return [ApplyOutcome(charger_id, 0, t, "offline") for t in ("max", "tx_default")]
         caps = await self.caps(charger_id)
         if caps is None:
             return []
@@ -269,3 +277,8 @@ class OcppGateway:
                 )
             out.append(ApplyOutcome(charger_id, 0, target, status, kw_q, None, payload, detail))
         return out
+
+
+def _lease_end(schedule: dict[str, Any]) -> datetime | None:
+    text = schedule.get("lease_end")
+    return datetime.fromisoformat(text) if text else None

@@ -385,19 +385,31 @@ def within_deadband(
     *,
     deadband_kw: float,
     refresh_before_s: float,
+    until: datetime | None = None,
+    previous_until: datetime | None = None,
 ) -> bool:
     """True when ``new`` need not be sent because ``previous`` (already on the charger)
     differs from it by at most ``deadband_kw`` at every instant from ``now`` on, and
-    still covers ``refresh_before_s`` seconds ahead."""
+    still covers ``refresh_before_s`` seconds ahead.
+
+    ``until`` / ``previous_until`` end the part of each schedule that follows the plan
+    (the controller's lease; beyond it both fall back to the fail-safe cap): only the
+    common part is compared, and ``previous`` must keep following the plan for
+    ``refresh_before_s`` more seconds.
+    """
     if previous is None:
         return False
-    if previous.end < min(new.end, now + timedelta(seconds=refresh_before_s)):
+    horizon = now + timedelta(seconds=refresh_before_s)
+    if previous.end < min(new.end, horizon):
         return False
+    if previous_until is not None and previous_until < horizon:
+        return False
+    stop = min(t for t in (new.end, until, previous_until) if t is not None)
     points = sorted(
         {now, *(s for s in new.starts if s > now), *(s for s in previous.starts if s > now)}
     )
     for t in points:
-        if t >= new.end:
+        if t >= stop:
             break
         a, b = previous.value_at(t), new.value_at(t)
         if a is None or b is None or abs(a - b) > deadband_kw + 1e-9:
