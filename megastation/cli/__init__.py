@@ -54,6 +54,9 @@ _COMMAND_MODULES = (
     "megastation.cli.forecast_cmd",
     "megastation.cli.serve_cmd",
     "megastation.cli.ocpp_cmd",
+    "megastation.cli.simulate_cmd",
+    "megastation.cli.demo_cmd",
+    "megastation.cli.exports_cmd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)
