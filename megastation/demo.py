@@ -207,6 +207,8 @@ async def _demo_async(
     clock = ScaledClock(start, speed)
     store = Store(db_path, clock)
     cr.set_policy(store, policy)
+    for token in sorted({v.id_token for v in visits}):  # the fleet's RFID cards
+        records.set_id_token(store, token, "Accepted")
     step = pd.Timedelta(minutes=15)
 
     def row(t: datetime) -> int:
