@@ -57,6 +57,7 @@ _COMMAND_MODULES = (
     "megastation.cli.simulate_cmd",
     "megastation.cli.demo_cmd",
     "megastation.cli.exports_cmd",
+    "megastation.cli.control_cmd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

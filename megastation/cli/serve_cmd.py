@@ -42,7 +42,15 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     def ready(system) -> None:
         logging.getLogger("megastation").info("listening on %s:%s", h, system.port)
 
-    # The controller loop joins here later: extra_tasks=[controller_task].
+    from ocpp_central.gateway import controller_hooks
+
+    clock = SystemClock()
+    on_event, control_task = controller_hooks(station, store, clock)  # the control loop
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_server(station, store, SystemClock(), h, p, ready=ready))
+        asyncio.run(
+            run_server(
+                station, store, clock, h, p, ready=ready,
+                extra_tasks=[control_task], on_event=on_event,
+            )  # fmt: skip
+        )
     click.echo("stopped", err=True)

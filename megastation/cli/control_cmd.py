@@ -1,0 +1,252 @@
+"""Operator control of the live loop: `limit`, `session`, `policy`, `export dispatch`,
+and the control part of `status` (also `megastation control-status [--json]`).
+
+Each command writes to the store; a running `megastation serve` picks it up on its
+next cycle (within ``site.dispatch_interval_s``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from megastation import control_records as cr
+from megastation import records
+from megastation.cli import main
+from megastation.cli.common import Context, pass_ctx
+from megastation.config import Station
+from megastation.needs import set_override
+from megastation.store import Store, parse_iso
+
+
+def _when(text: str | None, station: Station) -> datetime | None:
+    """ISO date-time; without a zone it is station local time."""
+    if not text:
+        return None
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"not an ISO date-time: {text!r}") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=station.site.tz)
+
+
+@main.command("limit")
+@click.option("--grid-kw", type=float, help="Grid import limit [kW] from now on.")
+@click.option("--until", "until", help="Until this time (ISO; local if no zone); default: open.")
+@click.option("--clear", is_flag=True, help="Back to the configured limit.")
+@pass_ctx
+def limit(ctx: Context, grid_kw: float | None, until: str | None, clear: bool) -> None:
+    """Lower (or raise) the site's grid import limit live, e.g. on a utility request."""
+    st = ctx.station
+    if clear:
+        cr.set_grid_limit(ctx.store, None)
+        click.echo(f"grid import limit: {st.site.grid_import_limit_kw:g} kW (config)")
+        return
+    if grid_kw is None:
+        kw, source = cr.grid_limit_kw(ctx.store, st.site.grid_import_limit_kw, ctx.store.now())
+        click.echo(f"grid import limit: {kw:g} kW ({source})")
+        return
+    if grid_kw < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--grid-kw")
+    end = _when(until, st)
+    cr.set_grid_limit(ctx.store, grid_kw, end)
+    click.echo(f"grid import limit: {grid_kw:g} kW" + (f" until {end.isoformat()}" if end else ""))
+
+
+@main.command("session")
+@click.argument("session", type=int)
+@click.option("--depart", help="Departure time (ISO; local if no zone).")
+@click.option("--energy-kwh", type=float, help="Total energy the car should get [kWh].")
+@pass_ctx
+def session(ctx: Context, session: int, depart: str | None, energy_kwh: float | None) -> None:
+    """Override a session's departure and energy (SESSION = transaction id in `sessions`)."""
+    if depart is None and energy_kwh is None:
+        raise click.UsageError("give --depart and/or --energy-kwh")
+    if energy_kwh is not None and energy_kwh < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--energy-kwh")
+    tx = records.get_transaction(ctx.store, session)
+    if tx is None:
+        raise click.ClickException(f"no session {session}")
+    dep = _when(depart, ctx.station)
+    set_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
+    click.echo(
+        f"session {session}: "
+        + ", ".join(
+            x
+            for x in (
+                f"depart {dep.isoformat()}" if dep else "",
+                f"energy {energy_kwh:g} kWh" if energy_kwh is not None else "",
+            )
+            if x
+        )
+    )
+
+
+@main.command("policy")
+@click.argument("policy", type=click.Choice(cr.POLICIES), required=False)
+@pass_ctx
+def policy(ctx: Context, policy: str | None) -> None:
+    """Show or set the dispatch policy: re100 (renewable share first) or cost (money first)."""
+    if policy is None:
+        click.echo(cr.policy(ctx.store, ctx.station.site.policy))
+        return
+    cr.set_policy(ctx.store, policy)
+    click.echo(f"policy: {policy}")
+
+
+# --------------------------------------------------------------------------- export dispatch
+
+
+def _export_group() -> click.Group:
+    existing = main.commands.get("export")
+    if isinstance(existing, click.Group):
+        return existing
+
+    @main.group("export")
+    def export_group() -> None:
+        """Export the store to CSV (unit-suffixed headers)."""
+
+    return export_group
+
+
+@_export_group().command("dispatch")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--from", "start", help="From (ISO; local if no zone).")
+@click.option("--to", "end", help="Until, exclusive (ISO; local if no zone).")
+@pass_ctx
+def export_dispatch(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
+    """Every plan and the set point of each connector: one row per plan and connector."""
+    st = ctx.station
+    n = cr.export_dispatch_csv(ctx.store, output, _when(start, st), _when(end, st))
+    click.echo(f"{output}: {n} rows")
+
+
+# --------------------------------------------------------------------------- status
+
+
+def control_status(store: Store, station: Station) -> dict[str, Any]:
+    """What the loop decided last: connector limits, battery, PV now and forecast,
+    grid import against the limit. Plain data for `status` and scripts."""
+    now = store.now()
+    limit_kw, source = cr.grid_limit_kw(store, station.site.grid_import_limit_kw, now)
+    plan = cr.latest_plan(store)
+    out: dict[str, Any] = {
+        "grid_limit_kw": limit_kw,
+        "grid_limit_source": source,
+        "policy": cr.policy(store, station.site.policy),
+        "plan": None,
+        "connectors": [],
+        "uncontrollable": cr.uncontrollable_chargers(store),
+    }
+    if plan is not None:
+        fs = plan["first_step"]
+        hz = plan["horizon"]
+        out["plan"] = {
+            "id": plan["id"],
+            "time": plan["created_at"],
+            "reason": plan["reason"],
+            "status": plan["status"],
+            "cycle_ms": round(plan["cycle_ms"] or 0, 1),
+            "grid_import_kw": plan["grid_import_kw"],
+            "planned_grid_import_kw": fs.get("grid_import_kw"),
+            "pv_now_kw": plan["pv_kw"],
+            "pv_forecast_kw": hz.get("pv_kw", [])[:8],  # next 8 steps
+            "pv_forecast_times": hz.get("times", [])[:8],
+            "battery_soc_frac": plan["battery_soc_frac"],
+            "battery_kw": fs.get("battery_kw"),  # > 0 discharge
+            "ev_kw": fs.get("ev_kw"),
+        }
+    for p in cr.list_active_profiles(store):
+        sched = p.schedule
+        starts = [parse_iso(s) for s in sched["starts"]]
+        value = None
+        for s, v in zip(starts, sched["limits_kw"], strict=True):
+            if s <= now:
+                value = v
+        out["connectors"].append(
+            {
+                "charger_id": p.charger_id,
+                "connector_id": p.connector_id,
+                "profile": p.purpose,
+                "transaction_id": p.transaction_id,
+                "limit_kw": value,
+                "sent_at": p.sent_at.isoformat(),
+            }
+        )
+    return out
+
+
+def print_control_status(data: dict[str, Any]) -> None:
+    click.echo("")
+    click.echo(
+        f"grid limit {data['grid_limit_kw']:g} kW ({data['grid_limit_source']}), "
+        f"policy {data['policy']}"
+    )
+    plan = data["plan"]
+    if plan is None:
+        click.echo("no plan yet (is `megastation serve` running?)")
+    else:
+        imp = plan["grid_import_kw"]
+        click.echo(
+            f"plan {plan['id']} at {plan['time']} ({plan['reason']}, {plan['status']}, "
+            f"{plan['cycle_ms']} ms): grid import {imp if imp is None else round(imp, 1)} kW "
+            f"of {data['grid_limit_kw']:g} kW, planned {plan['planned_grid_import_kw']:.1f} kW"
+        )
+        soc = plan["battery_soc_frac"]
+        click.echo(
+            f"battery {'-' if soc is None else f'{soc:.0%}'} SoC, "
+            f"{(plan['battery_kw'] or 0):+.1f} kW (+ discharge); EVs {plan['ev_kw']:.1f} kW"
+        )
+        pv_now = plan["pv_now_kw"]
+        fc = ", ".join(f"{v:.0f}" for v in plan["pv_forecast_kw"])
+        click.echo(
+            f"PV now {'-' if pv_now is None else f'{pv_now:.1f}'} kW; forecast (kW, 15 min): {fc}"
+        )
+    if data["connectors"]:
+        click.echo("connector limits:")
+        for c in data["connectors"]:
+            lim = "-" if c["limit_kw"] is None else f"{c['limit_kw']:.1f} kW"
+            click.echo(
+                f"  {c['charger_id']}/{c['connector_id']} {c['profile']:<10} {lim}"
+                + (f"  tx {c['transaction_id']}" if c["transaction_id"] else "")
+            )
+    for cid, reason in data["uncontrollable"].items():
+        click.echo(f"  {cid}: uncontrollable ({reason})")
+
+
+@main.command("control-status")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@pass_ctx
+def control_status_cmd(ctx: Context, as_json: bool) -> None:
+    """The control loop's latest decision (also shown at the end of `status`)."""
+    data = control_status(ctx.store, ctx.station)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        print_control_status(data)
+
+
+def _extend_status() -> None:
+    """Append the control section to the text output of `megastation status`."""
+    cmd = main.commands.get("status")
+    if cmd is None or getattr(cmd.callback, "_control_extended", False):
+        return
+    original = cmd.callback
+
+    @click.pass_context
+    def callback(click_ctx: click.Context, **kwargs: Any) -> Any:
+        result = click_ctx.invoke(original, **kwargs)
+        if not kwargs.get("as_json"):
+            ctx = click_ctx.find_object(Context)
+            print_control_status(control_status(ctx.store, ctx.station))
+        return result
+
+    callback._control_extended = True  # type: ignore[attr-defined]
+    cmd.callback = callback
+
+
+_extend_status()
