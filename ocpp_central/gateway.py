@@ -103,9 +103,9 @@ class OcppGateway:
         if keys is None:
             keys = await self._read_keys(charger_id, version)
             controllable, reason = True, None
-            if version == "1.6" and "SupportedFeatureProfiles" in keys:
-                if "smartcharging" not in keys["SupportedFeatureProfiles"].lower():
-                    controllable, reason = False, "no SmartCharging feature profile"
+            features = keys.get("SupportedFeatureProfiles")
+            if version == "1.6" and features and "smartcharging" not in features.lower():
+                controllable, reason = False, "no SmartCharging feature profile"
             if keys.get("SmartChargingEnabled", "").lower() == "false":
                 controllable, reason = False, "SmartChargingCtrlr disabled"
             cr.set_charger_control(
