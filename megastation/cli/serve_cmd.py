@@ -47,10 +47,8 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     clock = SystemClock()
     on_event, control_task = controller_hooks(station, store, clock)  # the control loop
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            run_server(
-                station, store, clock, h, p, ready=ready,
-                extra_tasks=[control_task], on_event=on_event,
-            )  # fmt: skip
+        server = run_server(
+            station, store, clock, h, p, ready=ready, extra_tasks=[control_task], on_event=on_event
         )
+        asyncio.run(server)
     click.echo("stopped", err=True)
