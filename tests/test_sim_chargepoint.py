@@ -178,3 +178,74 @@ async def test_chargers_obey_a_profile_and_answer_configuration_queries(
     sched = answers["composite"].response["charging_schedule"]
     assert sched["charging_rate_unit"] == "W"
     assert sched["charging_schedule_period"][0]["limit"] == 30000.0
+
+
+async def test_a_generated_fleet_runs_the_whole_seed_station(station, store, clock, central, url):
+    from megastation.fleet import generate_visits
+
+    end = T0 + timedelta(hours=2)
+    visits = generate_visits(station, T0, end, seed=4)
+    for v in visits:
+        records.set_id_token(store, v.id_token)
+    done = [v for v in visits if v.departure <= end]
+    assert len(done) >= 3
+    fleet = Fleet(station, visits, url, clock, meter_interval_s=300, tick_s=30)
+    peak = {"kw": 0.0}
+
+    async def watch() -> None:
+        peak["kw"] = max(peak["kw"], fleet.total_power_kw())
+
+    await drive_sim_clock(fleet, clock, end, step_s=30, settle=watch)
+    assert len(fleet.records) == len(done)
+    stored = records.list_transactions(store, state="closed")
+    assert len(stored) == len(done)
+    assert sum(t["energy_kwh"] for t in stored) == pytest.approx(
+        sum(r.energy_kwh for r in fleet.records), abs=0.05
+    )
+    for r in fleet.records:
+        v = next(v for v in done if v.id_token == r.id_token)
+        assert r.energy_kwh <= v.energy_wanted_kwh + 1e-3
+    assert 0 < peak["kw"] <= sum(c.max_power_kw for c in station.chargers)
+
+
+async def test_remote_stop_trigger_and_availability(station, store, clock, central, url):
+    records.set_id_token(store, "TAG16")
+    records.set_id_token(store, "TAG201")
+    st = small_station(station, {"GJDG-DC-03", "GJDG-DC-01"})
+    visits = [visit("GJDG-DC-03", token="TAG16"), visit("GJDG-DC-01", token="TAG201")]
+    fleet = Fleet(st, visits, url, clock, meter_interval_s=60, tick_s=10)
+    out: dict[str, object] = {}
+
+    async def operator() -> None:
+        if clock.now() >= T0 + timedelta(minutes=3) and "stop16" not in out:
+            cps = fleet.chargepoints
+            tx16 = cps["GJDG-DC-03"].connectors[1].tx_id
+            tx201 = cps["GJDG-DC-01"].connectors[1].tx_id
+            out["stop16"] = await central.call(
+                "GJDG-DC-03", "RemoteStopTransaction", {"transaction_id": int(tx16)}
+            )
+            out["stop201"] = await central.call(
+                "GJDG-DC-01", "RequestStopTransaction", {"transaction_id": tx201}
+            )
+            out["trigger"] = await central.call(
+                "GJDG-DC-03", "TriggerMessage", {"requested_message": "Heartbeat"}
+            )
+            out["avail"] = await central.call(
+                "GJDG-DC-01",
+                "ChangeAvailability",
+                {"operational_status": "Inoperative", "evse": {"id": 1}},
+            )
+            out["reset"] = await central.call("GJDG-DC-03", "Reset", {"type": "Soft"})
+
+    await drive_sim_clock(fleet, clock, T0 + timedelta(minutes=6), step_s=10, settle=operator)
+    for key in ("stop16", "stop201", "trigger", "reset"):
+        assert out[key].ok, (key, out[key])
+    assert out["avail"].response["status"] == "Scheduled"  # a car is still plugged in
+    assert {r.reason for r in fleet.records} == {"Remote"}
+    txs = records.list_transactions(store, state="closed")
+    assert len(txs) == 2
+    # Two minutes of charging at each charger's max (100 kW and 200 kW), then stopped.
+    energy = {t["charger_id"]: t["energy_kwh"] for t in txs}
+    assert energy["GJDG-DC-03"] == pytest.approx(100 * 2 / 60, rel=0.01)
+    assert energy["GJDG-DC-01"] == pytest.approx(200 * 2 / 60, rel=0.01)
+    assert fleet.total_power_kw() == 0.0
