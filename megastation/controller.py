@@ -208,7 +208,15 @@ def _on_grid(series: pd.Series, times: pd.DatetimeIndex) -> np.ndarray:
     idx = s.index
     if idx.tz is None:
         idx = idx.tz_localize("UTC")
-    pos = np.searchsorted(idx.asi8, times.tz_convert("UTC").asi8, side="right") - 1
+    # compare in one unit: indexes may be stored in ns, us or s resolution
+    pos = (
+        np.searchsorted(
+            idx.tz_convert("UTC").as_unit("ns").asi8,
+            times.tz_convert("UTC").as_unit("ns").asi8,
+            side="right",
+        )
+        - 1
+    )
     vals = np.asarray(s.to_numpy(dtype=float))
     out = np.where(pos >= 0, vals[np.clip(pos, 0, len(vals) - 1)], 0.0)
     return np.nan_to_num(np.maximum(out, 0.0))

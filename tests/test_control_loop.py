@@ -187,3 +187,13 @@ async def test_override_from_store_reaches_the_plan(station, store, clock):
     await ctl.cycle("test")
     s = cr.latest_plan(store)["inputs"]["sessions"][0]
     assert s["source"] == "override" and s["energy_kwh"] == 12.0
+
+
+def test_forecast_reaches_the_plan_grid(station, store, clock):
+    """The pvlib forecast (clear sky) is mapped onto the plan's steps, whatever the index unit."""
+    from megastation.dispatch import TimeGrid
+
+    ctl = Controller(station, store, clock, gateway=DirectGateway(station, store, clock))
+    now = T0 + timedelta(hours=3, minutes=7)  # 12:07 in Seoul, June
+    pv, p10 = ctl._forecast(now, TimeGrid.aligned(now, 24, 900))
+    assert 50 < pv[0] <= 180 and p10 is not None and p10[0] <= pv[0]
