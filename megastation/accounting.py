@@ -48,7 +48,7 @@ def step_hours(index: pd.DatetimeIndex, default_h: float = 0.25) -> np.ndarray:
         return np.zeros(0)
     if len(index) == 1:
         return np.array([default_h])
-    gaps = np.diff(index.values) / np.timedelta64(1, "h")  # any datetime64 unit
+    gaps = np.diff(index.tz_convert(None).to_numpy()) / np.timedelta64(1, "h")
     return np.append(gaps, gaps[-1])
 
 
