@@ -171,7 +171,10 @@ class Policy:
     # first step, and step-to-step changes of total car power and battery power.
     chatter_per_session: bool = False
     battery_wear_krw_per_kwh: float = 0.0  # throughput cost (AC kWh discharged)
-    green_terminal_frac: float = 0.5  # PV kWh left in the battery at the end, as avoided grid kWh
+    # PV kWh left in the battery at the horizon end, as a share of an avoided grid kWh.
+    # 0 by default: stored energy already has its KRW terminal value, and a green label
+    # worth something after the horizon makes re-solves disagree on labels (dispatch.md).
+    green_terminal_frac: float = 0.0
     beyond_horizon_frac: float = 0.5  # energy that could still come after the horizon is
     # worth this share of a grid kWh (tier 2 + mean price): PV now yes, grid now waits
     name: str = "custom"
@@ -519,15 +522,21 @@ def solve(problem: Problem) -> Plan:
     # ---- objective
     c = np.zeros(n_var)
     w_grid, w_cost = pol.grid_to_ev_weight_per_kwh, pol.cost_weight_per_krw
-    for name in ("gr_ev", "by_ev"):
-        c[col[name]] += w_grid * dt
+    # tier 2, "grid energy into cars", is charged where grid energy enters: straight into
+    # a car, or into the battery (grey, as the kWh it will give back); grey energy that
+    # goes to the site load or export is credited back. So swapping labels (grid into
+    # the battery while green leaves it for a car) never pays.
+    c[col["gr_ev"]] += w_grid * dt
+    c[col["gr_bat"]] += w_grid * eta_c * eta_d * dt
+    for name in ("by_load", "by_exp"):
+        c[col[name]] -= w_grid * dt
     for name in ("gr_ev", "gr_load", "gr_bat"):
         c[col[name]] += w_cost * price * dt
     for name in ("pv_exp", "bg_exp", "by_exp"):
         c[col[name]] -= w_cost * gs.export_price_krw_per_kwh * dt
     for name in ("bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp"):
         c[col[name]] += (w_cost * pol.battery_wear_krw_per_kwh + pol.chatter_weight_per_kw) * dt
-    c[col["curt"]] += pol.early_weight_per_kwh * dt  # export rather than curtail
+    c[col["curt"]] += 0.1 * pol.chatter_weight_per_kw * dt  # export rather than curtail
     c[col["shed"]] += 10 * pol.unmet_weight_per_kwh * dt
     c[col["soc_kwh"][-1]] -= w_cost * term_val
     c[col["green_kwh"][-1]] -= w_grid * pol.green_terminal_frac * eta_d
