@@ -789,6 +789,10 @@ class _Simulator:
             nxt = min(nxt, flow_end.to_pydatetime(), self.end)
             if self.pending and now < self.pending[0].arrival < nxt:
                 nxt = self.pending[0].arrival
+            # ... or a departure: a car's power is its mean over the whole substep
+            for car in self.cars.values():
+                if now < car.visit.departure < nxt:
+                    nxt = car.visit.departure
             dt_s = (nxt - now).total_seconds()
             f = self._flows(now, dt_s)
             if self.controller is not None and f["net"] > limit + GUARD_TOLERANCE_KW:

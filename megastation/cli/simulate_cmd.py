@@ -10,19 +10,39 @@ import click
 
 from megastation.cli import main
 from megastation.cli.common import Context, pass_ctx
-from megastation.simulation import POLICIES, SimulationError
+from megastation.simulation import POLICIES, SimulationError, weather_path
 
 
 def parse_policies(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
+    """``re100,uncontrolled`` -> the policy names, each checked (duplicates dropped)."""
+    names = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
     bad = [p for p in names if p not in POLICIES]
     if bad or not names:
-        raise click.BadParameter(f"{', '.join(bad) or text!r}: use {', '.join(POLICIES)}")
+        raise click.BadParameter(
+            f"{', '.join(bad) or repr(text)}: use any of {', '.join(POLICIES)}",
+            param_hint="'--policy'",
+        )
     return names
 
 
+def _check_weather(weather: str) -> str:
+    try:
+        weather_path(weather)
+    except SimulationError as exc:
+        raise click.BadParameter(
+            str(exc).removeprefix("weather: "), param_hint="'--weather'"
+        ) from None
+    return weather
+
+
 @main.command("simulate")
-@click.option("--days", type=float, default=1.0, show_default=True, help="Days to simulate.")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Days to simulate (fractions allowed: 0.25 = 6 h).",
+)
 @click.option("--start", "start", default=None, help="Local start date (default: the weather's).")
 @click.option(
     "--policy",
@@ -48,7 +68,7 @@ def parse_policies(text: str) -> list[str]:
 )
 @click.option(
     "--plan-interval-s",
-    type=float,
+    type=click.FloatRange(min=0.0, min_open=True),
     default=900.0,
     show_default=True,
     help="Re-plan interval of the controller (it also re-plans on every arrival/departure).",
@@ -71,12 +91,15 @@ def simulate_cmd(
 
     station = ctx.station
     policies = parse_policies(policy)
+    _check_weather(weather)
     t0 = None
     if start:
         try:
             d = datetime.fromisoformat(start)
         except ValueError:
-            raise click.BadParameter(f"not an ISO date: {start!r}") from None
+            raise click.BadParameter(
+                f"not an ISO date or time: {start!r}", param_hint="'--start'"
+            ) from None
         t0 = d if d.tzinfo else datetime.combine(d.date(), dtime(0), station.site.tz)
     console = Console()
     try:
@@ -91,7 +114,7 @@ def simulate_cmd(
             plan_interval_s=plan_interval_s,
             console=console,
         )
-    except SimulationError as exc:
+    except (SimulationError, ValueError) as exc:  # e.g. a weather file with bad columns
         raise click.ClickException(str(exc)) from None
     console.print(kpi_table(results, pf, title=f"{station.site.name}: {days:g} day(s), {weather}"))
     console.print(f"CSVs and databases in {out_dir}/")
