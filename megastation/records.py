@@ -10,12 +10,20 @@ the same charger, connector, start time and meter reading returns the transactio
 already stored; a TransactionEvent with a seqNo already seen changes nothing; a meter
 sample with the same charger, connector, time, measurand, phase, location and context
 is stored once. So nothing is double-counted, whatever order messages arrive in.
+
+Group commit: inside :func:`group_commit` the write functions here do not commit
+themselves; the caller (the central system) commits the whole batch once and answers
+the chargers only after that commit. Per-store caches (which transaction a charger's
+connector has open, which charger owns a transaction) are rebuilt from the store on a
+miss and dropped whenever this module changes transactions or a batch fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import contextlib
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +35,88 @@ POWER_IMPORT = "Power.Active.Import"
 SOC = "SoC"
 
 ID_TOKEN_STATUSES = ("Accepted", "Blocked", "Expired", "Invalid")
+
+
+# --------------------------------------------------------------------------- writes and caches
+
+
+@dataclass
+class _StoreState:
+    batching: bool = False  # inside group_commit: writes do not commit
+    # (charger, connector) -> (open tx id or None, its start, latest stop of a closed tx)
+    connector_tx: dict[tuple[str, int], tuple[int | None, str | None, str | None]] = field(
+        default_factory=dict
+    )
+    tx_owner: dict[int, str] = field(default_factory=dict)  # transaction id -> charger id
+
+
+_STATE: weakref.WeakKeyDictionary[Store, _StoreState] = weakref.WeakKeyDictionary()
+
+
+def _state(store: Store) -> _StoreState:
+    st = _STATE.get(store)
+    if st is None:
+        st = _STATE[store] = _StoreState()
+    return st
+
+
+@contextlib.contextmanager
+def _tx(store: Store) -> Iterator[None]:
+    """One write: its own transaction, or part of the open group commit."""
+    if _state(store).batching:
+        yield
+    else:
+        with store.conn:
+            yield
+
+
+def forget_caches(store: Store, charger_id: str | None = None) -> None:
+    """Drop cached transaction lookups (all, or one charger's); they reload from the store."""
+    st = _state(store)
+    if charger_id is None:
+        st.connector_tx.clear()
+    else:
+        for key in [k for k in st.connector_tx if k[0] == charger_id]:
+            del st.connector_tx[key]
+
+
+@contextlib.contextmanager
+def group_commit(store: Store) -> Iterator[None]:
+    """One SQLite transaction for many writes; committed (WAL) when the block ends.
+
+    On an exception everything is rolled back and the caches are dropped.
+    """
+    st = _state(store)
+    conn = store.conn
+    if st.batching:
+        yield
+        return
+    conn.execute("BEGIN")
+    st.batching = True
+    try:
+        yield
+        st.batching = False
+        conn.commit()
+    except BaseException:
+        st.batching = False
+        conn.rollback()
+        forget_caches(store)
+        raise
+
+
+@contextlib.contextmanager
+def savepoint(store: Store) -> Iterator[None]:
+    """Inside :func:`group_commit`: undo only this block's writes if it raises."""
+    conn = store.conn
+    conn.execute("SAVEPOINT ms_write")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK TO ms_write")
+        conn.execute("RELEASE ms_write")
+        forget_caches(store)
+        raise
+    conn.execute("RELEASE ms_write")
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -54,7 +144,7 @@ def register_station_chargers(store: Store, station: Station) -> None:
     are marked disconnected: this runs when the server starts.
     """
     now = iso(store.now())
-    with store.conn:
+    with _tx(store):
         for c in station.chargers:
             store.conn.execute(
                 "INSERT INTO chargers (id, registration, source, password_hash, vendor, model, "
@@ -73,7 +163,7 @@ def get_charger(store: Store, charger_id: str) -> dict[str, Any] | None:
 
 def add_pending_charger(store: Store, charger_id: str) -> None:
     """An unknown charger connected while auto-registration is on: it waits for an operator."""
-    with store.conn:
+    with _tx(store):
         store.conn.execute(
             "INSERT OR IGNORE INTO chargers (id, registration, source, registered_at) "
             "VALUES (?, 'Pending', 'auto', ?)",
@@ -83,7 +173,7 @@ def add_pending_charger(store: Store, charger_id: str) -> None:
 
 def accept_charger(store: Store, charger_id: str) -> bool:
     """Operator accepts a Pending charger; False if no such charger."""
-    with store.conn:
+    with _tx(store):
         cur = store.conn.execute(
             "UPDATE chargers SET registration = 'Accepted' WHERE id = ?", (charger_id,)
         )
@@ -91,7 +181,7 @@ def accept_charger(store: Store, charger_id: str) -> bool:
 
 
 def set_password_hash(store: Store, charger_id: str, password_hash: str | None) -> bool:
-    with store.conn:
+    with _tx(store):
         cur = store.conn.execute(
             "UPDATE chargers SET password_hash = ? WHERE id = ?", (password_hash, charger_id)
         )
@@ -112,7 +202,7 @@ def record_boot(
     ts: datetime,
 ) -> str:
     """Store boot data; return the registration status the charger is told."""
-    with store.conn:
+    with _tx(store):
         store.conn.execute(
             "UPDATE chargers SET ocpp_version = ?, vendor = ?, model = ?, serial_number = ?, "
             "firmware_version = ?, boot_reason = ?, boot_payload = ?, last_boot_at = ?, "
@@ -139,7 +229,7 @@ def record_boot(
 def set_connected(
     store: Store, charger_id: str, connected: bool, ts: datetime, ocpp_version: str | None = None
 ) -> None:
-    with store.conn:
+    with _tx(store):
         if connected:
             store.conn.execute(
                 "UPDATE chargers SET connected = 1, connected_at = ?, last_seen_at = ?, "
@@ -154,7 +244,7 @@ def set_connected(
 
 
 def touch_charger(store: Store, charger_id: str, ts: datetime) -> None:
-    with store.conn:
+    with _tx(store):
         store.conn.execute(
             "UPDATE chargers SET last_seen_at = ? WHERE id = ?", (iso(ts), charger_id)
         )
@@ -197,7 +287,7 @@ def record_status(
 ) -> bool:
     """Append to the status history and update the current status; True if it changed."""
     now = iso(store.now())
-    with store.conn:
+    with _tx(store):
         old = store.conn.execute(
             "SELECT status, error_code FROM connectors WHERE charger_id = ? AND connector_id = ?",
             (charger_id, connector_id),
@@ -242,7 +332,7 @@ def set_id_token(
 ) -> None:
     if status not in ID_TOKEN_STATUSES:
         raise ValueError(f"status: must be one of {', '.join(ID_TOKEN_STATUSES)}, got {status!r}")
-    with store.conn:
+    with _tx(store):
         store.conn.execute(
             "INSERT INTO id_tokens (id_token, status, expiry, parent_id_token, note, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id_token) DO UPDATE SET status = excluded.status, "
@@ -260,7 +350,7 @@ def set_id_token(
 
 
 def remove_id_token(store: Store, id_token: str) -> bool:
-    with store.conn:
+    with _tx(store):
         cur = store.conn.execute("DELETE FROM id_tokens WHERE id_token = ?", (id_token,))
     return cur.rowcount > 0
 
@@ -428,7 +518,7 @@ def record_meter_values(
     Without a transaction id the samples are linked to the transaction open on that
     connector at their time, if any.
     """
-    with store.conn:
+    with _tx(store):
         if transaction_id is None and samples and connector_id:
             transaction_id = _tx_at(store, charger_id, connector_id, samples[0].ts)
         n = _insert_samples(store, charger_id, connector_id, transaction_id, samples)
@@ -438,12 +528,58 @@ def record_meter_values(
 
 
 def _tx_at(store: Store, charger_id: str, connector_id: int, ts: datetime) -> int | None:
+    """The transaction on a connector at ``ts`` (latest start); cached for the usual case.
+
+    The cache knows the connector's open transaction and its latest stop: a sample after
+    both needs no query. Late samples (before them) are looked up in the store.
+    """
+    t = iso(ts)
+    key = (charger_id, connector_id)
+    cache = _state(store).connector_tx
+    entry = cache.get(key)
+    if entry is None:
+        max_start, last_stop = store.conn.execute(
+            "SELECT MAX(start_time), MAX(stop_time) FROM transactions "
+            "WHERE charger_id = ? AND connector_id = ?",
+            key,
+        ).fetchone()
+        open_row = store.conn.execute(
+            "SELECT id, start_time FROM transactions WHERE charger_id = ? AND connector_id = ? "
+            "AND stop_time IS NULL ORDER BY start_time DESC LIMIT 1",
+            key,
+        ).fetchone()
+        if open_row is None:
+            entry = (None, None, last_stop)
+        elif open_row[1] == max_start:
+            entry = (open_row[0], open_row[1], last_stop)
+        else:
+            entry = (-1, None, None)  # an older open one: always ask the store
+        cache[key] = entry
+    open_id, open_start, last_stop = entry
+    if open_id is not None and open_id >= 0 and t >= open_start:
+        return open_id
+    if open_id is None and (last_stop is None or t > last_stop):
+        return None
     row = store.conn.execute(
         "SELECT id FROM transactions WHERE charger_id = ? AND connector_id = ? AND "
         "start_time <= ? AND (stop_time IS NULL OR stop_time >= ?) ORDER BY start_time DESC LIMIT 1",
-        (charger_id, connector_id, iso(ts), iso(ts)),
+        (charger_id, connector_id, t, t),
     ).fetchone()
     return row[0] if row else None
+
+
+def transaction_charger(store: Store, transaction_id: int) -> str | None:
+    """The charger a transaction belongs to (cached: it never changes)."""
+    owners = _state(store).tx_owner
+    owner = owners.get(transaction_id)
+    if owner is None:
+        row = store.conn.execute(
+            "SELECT charger_id FROM transactions WHERE id = ?", (transaction_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        owner = owners[transaction_id] = row[0]
+    return owner
 
 
 def _register_bounds(store: Store, transaction_id: int) -> tuple[float, float] | None:
@@ -510,7 +646,8 @@ def start_transaction(
 
     A replay (same charger, connector, timestamp and meterStart) returns the stored id.
     """
-    with store.conn:
+    forget_caches(store, charger_id)
+    with _tx(store):
         row = store.conn.execute(
             "SELECT id FROM transactions WHERE charger_id = ? AND connector_id = ? AND "
             "start_time = ? AND meter_start_wh = ? AND ocpp_version = '1.6'",
@@ -563,7 +700,8 @@ def stop_transaction(
 
     Energy is ``meterStop - meterStart``. A repeated stop changes nothing.
     """
-    with store.conn:
+    forget_caches(store, charger_id)
+    with _tx(store):
         row = store.conn.execute(
             "SELECT state, connector_id FROM transactions WHERE id = ? AND charger_id = ?",
             (transaction_id, charger_id),
@@ -615,7 +753,8 @@ def transaction_event(
     Energy is the last energy register minus the first, by timestamp.
     """
     now = iso(store.now())
-    with store.conn:
+    forget_caches(store, charger_id)
+    with _tx(store):
         cur = store.conn.execute(
             "INSERT OR IGNORE INTO transaction_events (charger_id, ocpp_tx_id, seq_no, event_type, "
             "trigger_reason, ts, offline, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -882,7 +1021,7 @@ def record_charging_needs(
     payload: dict[str, Any],
 ) -> ChargingNeeds:
     now = store.now()
-    with store.conn:
+    with _tx(store):
         row = store.conn.execute(
             "SELECT id FROM transactions WHERE charger_id = ? AND connector_id = ? AND "
             "state = 'open' ORDER BY start_time DESC LIMIT 1",
@@ -947,7 +1086,7 @@ def log_messages(store: Store, rows: list[tuple]) -> None:
     """Append raw messages: (charger_id, direction, message_type, unique_id, action, payload, ts)."""
     if not rows:
         return
-    with store.conn:
+    with _tx(store):
         store.conn.executemany(
             "INSERT INTO message_log (charger_id, direction, message_type, unique_id, action, "
             "payload, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -957,6 +1096,6 @@ def log_messages(store: Store, rows: list[tuple]) -> None:
 
 def prune_message_log(store: Store, before: datetime) -> int:
     """Delete raw messages older than ``before``; return how many."""
-    with store.conn:
+    with _tx(store):
         cur = store.conn.execute("DELETE FROM message_log WHERE ts < ?", (iso(before),))
     return cur.rowcount

@@ -263,10 +263,11 @@ class Handlers16(_Base):
         **kw: Any,
     ) -> dict[str, Any]:
         tx_id = None
-        if transaction_id is not None:
-            tx = records.get_transaction(self.store, transaction_id)
-            if tx is not None and tx["charger_id"] == self.charger_id:
-                tx_id = transaction_id
+        if (
+            transaction_id is not None
+            and records.transaction_charger(self.store, transaction_id) == self.charger_id
+        ):
+            tx_id = transaction_id
         self._meter_values(connector_id, meter_value, tx_id)
         return {}
 

@@ -6,6 +6,14 @@ a charger (:meth:`CentralSystem.call`) always run in the caller's own task, neve
 inside a handler. Operators reach the running server through the durable command
 table (:mod:`megastation.commands`), polled on the injected clock.
 
+Group commit: the handlers of every CALL received in one event-loop turn run inside
+one SQLite transaction (each in its own savepoint, so a failing one leaves nothing
+half-stored), together with the raw message-log rows buffered so far. The transaction
+is committed before any of those CALLs is answered: a charger never gets a
+CALLRESULT for data that is not in the WAL (``synchronous=NORMAL``: it survives a
+crash or ``kill -9`` of the server; a power cut may lose the last commits). Domain
+events raised by those handlers are published after the commit.
+
 Network timeouts (a charger's answer to a call) are real seconds, not clock time.
 """
 
@@ -116,7 +124,7 @@ class ChargerSession:
                 )
             protocol.validate_request(action, payload, self.version)
             kwargs = protocol.to_snake(payload)
-            result = route["_on_action"](**kwargs)
+            result = await sys.run_write(route["_on_action"], kwargs)
             if inspect.isawaitable(result):
                 result = await result
             answer = protocol.to_camel(result)
@@ -236,6 +244,10 @@ class CentralSystem:
         self._log_rows: list[tuple] = []
         self._log_flush: asyncio.TimerHandle | None = None
         self._poller: asyncio.Task[None] | None = None
+        self.max_batch = 500  # CALLs per group commit at most
+        self._writes: list[tuple[Callable[..., Any], dict[str, Any], asyncio.Future[Any]]] = []
+        self._commit_handle: asyncio.Handle | None = None
+        self._batch_events: list[events.Event] | None = None  # events raised in a batch
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -274,6 +286,7 @@ class CentralSystem:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.commit_writes()
         self.flush_log()
 
     # ----------------------------------------------------------------- handshake
@@ -417,11 +430,69 @@ class CentralSystem:
                 log.exception("command poller")
             await self.clock.sleep(self.command_poll_s)
 
+    # ----------------------------------------------------------------- group commit
+
+    def run_write(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        """Run ``fn(**kwargs)`` in the next group commit; the future resolves after COMMIT."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writes.append((fn, kwargs, fut))
+        if len(self._writes) >= self.max_batch:
+            self.commit_writes()
+        elif self._commit_handle is None:
+            self._commit_handle = asyncio.get_running_loop().call_soon(self.commit_writes)
+        return fut
+
+    def commit_writes(self) -> None:
+        """Run the queued handlers in one transaction, commit, then resolve and publish."""
+        if self._commit_handle is not None:
+            self._commit_handle.cancel()
+            self._commit_handle = None
+        writes, self._writes = self._writes, []
+        if not writes:
+            return
+        store = self.store
+        done: list[tuple[asyncio.Future[Any], Any, BaseException | None, list]] = []
+        try:
+            with records.group_commit(store):
+                for fn, kwargs, fut in writes:
+                    self._batch_events = []
+                    try:
+                        with records.savepoint(store):
+                            res = fn(**kwargs)
+                        done.append((fut, res, None, self._batch_events))
+                    except Exception as e:  # this CALL fails alone (its CALLERROR follows)
+                        done.append((fut, None, e, []))
+                self._batch_events = None
+                rows, self._log_rows = self._log_rows, []
+                records.log_messages(store, rows)
+        except Exception as e:
+            self._batch_events = None
+            log.exception("group commit of %d messages failed", len(writes))
+            for _, _, fut in writes:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for fut, res, exc, evs in done:
+            for ev in evs:
+                self._publish(ev)
+            if fut.done():
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(res)
+
     # ----------------------------------------------------------------- events and raw log
 
     def emit(self, event: events.Event) -> None:
         if self.on_event is None:
             return
+        if self._batch_events is not None:  # published after the batch commits
+            self._batch_events.append(event)
+            return
+        self._publish(event)
+
+    def _publish(self, event: events.Event) -> None:
         try:
             res = self.on_event(event)
             if inspect.isawaitable(res):
