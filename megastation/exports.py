@@ -148,10 +148,12 @@ def daily_frame(
     PV forecast over daylight steps, normalised by the PV peak power (capacity-normalised
     nMAE); ``pf_*`` columns are the perfect-foresight optimum of the same day when a
     simulation stored it, and ``pf_renewable_gap_frac`` the renewable share it reaches
-    beyond the run's.
+    beyond the run's. The battery's renewable content is tracked from the first
+    recorded step, whatever ``start`` is, so a day's share does not depend on the range.
     """
     from megastation.simulation import daily_kpis
 
+    f_all = flows.read_flows(store)
     f = flows.read_flows(store, start, end)
     cols = [
         "day",
@@ -170,7 +172,7 @@ def daily_frame(
     ]
     if f.empty:
         return pd.DataFrame(columns=cols)
-    d = daily_kpis(station, f)
+    d = daily_kpis(station, f_all, start, end)
     tz = station.site.timezone
     days = f.index.tz_convert(tz).normalize().map(lambda t: t.date().isoformat())
     h = f["step_s"].to_numpy(float) / 3600.0

@@ -735,14 +735,17 @@ class _Simulator:
         self.bucket = None
 
     def _flow_forecast(self, ts: datetime) -> tuple[float | None, ...]:
-        """The day-ahead forecast of a step (issued at local midnight), for the plots."""
+        """The day-ahead forecast of a step (issued at local midnight, or at the start of
+        a run that starts later in the day), for the plots and the daily scores."""
         day = pd.Timestamp(ts).tz_convert(self.tz).normalize().tz_convert("UTC")
         if day not in self.fc_cache:
             from forecasts.forecast import forecast_pv
 
+            issue = max(day, self.site.index[0])
+            n = max(1, int((day + pd.Timedelta(days=1) - issue) // self._site_step))
             try:
                 self.fc_cache[day] = forecast_pv(
-                    self.station, day.to_pydatetime(), 96, 15, self.site.forecast_weather
+                    self.station, issue.to_pydatetime(), n, 15, self.site.forecast_weather
                 )
             except ValueError:
                 self.fc_cache[day] = pd.DataFrame()
@@ -1012,12 +1015,44 @@ def perfect_foresight(
     return kpis, frame
 
 
-def daily_kpis(station: Station, frame: pd.DataFrame) -> pd.DataFrame:
-    """Per local day of a flow frame: energy, renewable share, grid kWh, peak, cost."""
+def daily_kpis(
+    station: Station,
+    frame: pd.DataFrame,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pd.DataFrame:
+    """Per local day of a flow frame: energy, renewable share, grid kWh, peak, cost.
+
+    The battery's renewable content is tracked over the whole ``frame`` (so energy
+    stored from PV one day stays renewable when it is used the next), then the steps
+    in ``[start, end)`` are summed per day. Costs carry each day's demand charge pro
+    rata (one day of its own peak).
+    """
     if frame.empty:
         return pd.DataFrame()
     tz = station.site.timezone
+    b = station.battery
+    soc0 = float(frame["soc_frac"].iloc[0]) if "soc_frac" in frame else math.nan
+    if not math.isfinite(soc0):
+        soc0 = b.initial_soc_frac if b else 0.0
+    alloc = accounting.allocate(
+        frame,
+        charge_efficiency=b.charge_efficiency if b else 1.0,
+        discharge_efficiency=b.discharge_efficiency if b else 1.0,
+        initial_stored_kwh=(soc0 * b.capacity_kwh) if b else 0.0,
+        initial_renewable_frac=0.0,
+    )
+    keep = np.ones(len(frame), dtype=bool)
+    if start is not None:
+        keep &= frame.index >= pd.Timestamp(start)
+    if end is not None:
+        keep &= frame.index < pd.Timestamp(end)
+    frame, alloc = frame[keep], alloc[keep]
+    if frame.empty:
+        return pd.DataFrame()
     days = frame.index.tz_convert(tz).normalize()
+    green = alloc["ev_renewable_kwh"].groupby(days).sum()
+    ev = alloc["ev_kwh"].groupby(days).sum()
     out = []
     for day, part in frame.groupby(days):
         k = flow_kpis(station, part, energy_wanted_kwh=0.0, sessions=0)
@@ -1025,7 +1060,7 @@ def daily_kpis(station: Station, frame: pd.DataFrame) -> pd.DataFrame:
             {
                 "day": day.date().isoformat(),
                 "energy_kwh": k.energy_delivered_kwh,
-                "renewable_frac": k.renewable_frac,
+                "renewable_frac": float(green[day] / ev[day]) if ev[day] > 1e-9 else math.nan,
                 "grid_import_kwh": k.grid_import_kwh,
                 "peak_import_kw": k.peak_import_kw,
                 "cost_krw": k.cost_krw,
