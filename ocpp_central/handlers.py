@@ -94,6 +94,7 @@ class _Base:
             ts=ts,
         )
         self.emit(events.ChargerBooted(self.charger_id, ts, vendor, model, firmware, registration))
+        self.session.registration = registration
         interval = self.station.server.heartbeat_interval_s
         return {
             "current_time": _ocpp_time(self.session),

@@ -66,7 +66,12 @@ class ChargerSession:
     """One charger's live connection: frame routing both ways."""
 
     def __init__(
-        self, system: CentralSystem, charger_id: str, ws: ServerConnection, version: str
+        self,
+        system: CentralSystem,
+        charger_id: str,
+        ws: ServerConnection,
+        version: str,
+        registration: str = "Accepted",
     ) -> None:
         self.system = system  # the central system that owns this session
         self.charger_id = charger_id  # identity from the URL path
@@ -77,6 +82,11 @@ class ChargerSession:
         self._call_lock = asyncio.Lock()  # one outstanding CALL per direction
         self._pending: tuple[str, asyncio.Future[list[Any]]] | None = None
         self.closed = False
+        # Registration as last told to the charger (store value at connect, then each
+        # BootNotification's answer). While not Accepted only BootNotification, and what
+        # the CSMS asked for (TriggerMessage; 2.0.1 NotifyReport), is processed.
+        self.registration = registration
+        self._triggered: set[str] = set()  # actions requested by TriggerMessage while pending
 
     # ----------------------------------------------------------------- incoming
 
@@ -116,6 +126,14 @@ class ChargerSession:
             return
         route = self.routes.get(action)
         try:
+            if self.registration != "Accepted" and not self._allowed_unregistered(action):
+                # OCPP 2.0.1 B02.FR.09 / B03.FR.07; 1.6 §4.2: not before being accepted.
+                raise FrameError(
+                    "security",
+                    f"{action} refused: charger {self.charger_id} is {self.registration}; "
+                    "send BootNotification after an operator accepts it",
+                    uid,
+                )
             if route is None or "_on_action" not in route:
                 if protocol.known_action(action, self.version):
                     raise FrameError("not_implemented", f"no handler for {action}", uid)
@@ -155,6 +173,16 @@ class ChargerSession:
             if inspect.isawaitable(res):
                 sys._spawn(res)
 
+    def _allowed_unregistered(self, action: str) -> bool:
+        if action == "BootNotification":
+            return True
+        if action == "NotifyReport" and self.version == protocol.V201:
+            return True  # answers GetBaseReport / GetReport, allowed while Pending
+        if self.registration == "Pending" and action in self._triggered:
+            self._triggered.discard(action)
+            return True
+        return False
+
     async def _send(self, text: str, mtype: int, uid: str, action: str | None) -> None:
         self.system.log_raw(self.charger_id, "out", mtype, uid, action, text)
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -177,6 +205,8 @@ class ChargerSession:
         async with self._call_lock:
             if self.closed:
                 return CommandOutcome(commands.OFFLINE, error="charger disconnected")
+            if action == "TriggerMessage" and payload.get("requested_message"):
+                self._triggered.add(payload["requested_message"])
             uid = str(uuid.uuid4())
             fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             self._pending = (uid, fut)
@@ -349,7 +379,9 @@ class CentralSystem:
             return
         version = protocol.SUBPROTOCOLS[ws.subprotocol]
         old = self.sessions.get(charger_id)
-        session = ChargerSession(self, charger_id, ws, version)
+        row = records.get_charger(self.store, charger_id)
+        registration = row["registration"] if row else "Rejected"
+        session = ChargerSession(self, charger_id, ws, version, registration)
         self.sessions[charger_id] = session
         if old is not None:
             log.info("%s reconnected; closing its old connection", charger_id)
