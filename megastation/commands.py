@@ -47,9 +47,24 @@ class CommandOutcome:
 _REFUSALS = {"Rejected", "NotSupported", "NotImplemented", "UnknownConnector", "Unknown", "Failed"}
 
 
+# Per-item results (2.0.1 Get/SetVariables): the command is refused when no item succeeded.
+_ITEM_RESULTS = {
+    "get_variable_result": {"Accepted"},
+    "set_variable_result": {"Accepted", "RebootRequired"},
+}
+
+
 def outcome_from_response(response: dict[str, Any]) -> CommandOutcome:
+    """Accepted unless the charger refused: a refusal ``status``, no variable read or set,
+    or (1.6 GetConfiguration) only unknown keys."""
     status = response.get("status")
     if isinstance(status, str) and status in _REFUSALS:
+        return CommandOutcome(REJECTED, response)
+    for key, ok in _ITEM_RESULTS.items():
+        items = response.get(key)
+        if items and not any(i.get("attribute_status") in ok for i in items):
+            return CommandOutcome(REJECTED, response)
+    if response.get("unknown_key") and not response.get("configuration_key"):
         return CommandOutcome(REJECTED, response)
     return CommandOutcome(ACCEPTED, response)
 
