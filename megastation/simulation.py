@@ -930,13 +930,18 @@ def perfect_foresight(
 ) -> tuple[Kpis, pd.DataFrame]:
     """The perfect-foresight optimum of ``[start, end)`` under the ``re100`` policy.
 
-    One LP (:func:`megastation.dispatch.solve`) per chunk of ``chunk_days`` with the
-    actual PV and site load and every car's true arrival, departure and energy; a
-    car's power is bounded by ``min(car, connector)`` without the taper near full
-    (so the optimum is, if anything, slightly optimistic). Cars still plugged in at a
-    chunk's end are cut there; the battery state carries over. Returns the KPIs and
-    the energy-flow frame.
+    :func:`megastation.baselines.perfect_foresight` (the dispatch LP with the actual
+    PV and site load and every car's true arrival, departure and energy, played out
+    against the actuals) on one :class:`~megastation.dispatch_scenario.Scenario` per
+    chunk of ``chunk_days``, so a month or a year stays a series of week-long LPs. A
+    car's power is bounded by ``min(car, connector)`` without the taper near full (so
+    the optimum is, if anything, slightly optimistic). Cars still plugged in at a
+    chunk's end are cut there; the battery's SoC and renewable content carry over.
+    Returns the KPIs (same accounting as the online runs) and the energy-flow frame.
     """
+    from megastation.baselines import perfect_foresight as pf_outcome
+    from megastation.dispatch_scenario import Scenario
+
     b = station.battery
     soc = b.initial_soc_frac if b else None
     renew = 0.0
@@ -944,6 +949,12 @@ def perfect_foresight(
     wanted = 0.0
     t = start
     step = station.site.dispatch_step_min * 60
+    limits = {
+        (ch.id, n): ch.connector_power_kw
+        for ch in station.chargers
+        for n in range(1, ch.connectors + 1)
+    }
+    groups = dispatch.station_groups(station)
     while t < end:
         t1 = min(end, t + timedelta(days=chunk_days))
         n = max(1, math.ceil((t1 - t).total_seconds() / step))
@@ -953,56 +964,48 @@ def perfect_foresight(
             len(site.index) - 1,
         )
         chunk = [_truncate(v, t1) for v in visits if t <= v.arrival < t1]
-        sessions = tuple(
-            dispatch.SessionNeed(
-                session_id=f"pf{i}",
-                charger_id=v.charger_id,
-                connector_id=v.connector_id,
-                arrival=v.arrival,
-                departure=v.departure,
-                energy_kwh=v.energy_wanted_kwh,
-                max_power_kw=min(
-                    station.charger(v.charger_id).connector_power_kw, v.car_max_power_kw
-                ),
-            )
-            for i, v in enumerate(chunk)
-            if v.departure > v.arrival
-        )
         wanted += sum(v.energy_wanted_kwh for v in chunk)
-        problem = dispatch.Problem(
-            grid=grid,
-            pv_kw=site.pv_actual_kw[rows],
-            site_load_kw=site.base_load_kw[rows],
-            grid_state=dispatch.station_grid_state(station, grid),
-            sessions=sessions,
-            battery=dispatch.station_battery(station, soc, renew) if b else None,
-            groups=dispatch.station_groups(station),
-            policy="re100",
+        battery = dispatch.station_battery(station, soc, renew) if b else None
+        out = pf_outcome(
+            Scenario(
+                grid=grid,
+                pv_actual_kw=site.pv_actual_kw[rows],
+                site_load_kw=site.base_load_kw[rows],
+                grid_state=dispatch.station_grid_state(station, grid),
+                visits=[v for v in chunk if v.departure > v.arrival],
+                battery=battery,
+                groups=groups,
+                connector_limit_kw=limits,
+                policy="re100",
+            )
         )
-        plan = dispatch.solve(problem)
         frame = pd.DataFrame(
             {
                 "step_s": grid.durations_s,
-                "pv_kw": plan.pv_used_kw,
-                "curtailed_kw": plan.curtailed_kw,
-                "ev_kw": plan.ev_kw,
-                "base_load_kw": site.base_load_kw[rows] - plan.load_shed_kw,
-                "battery_charge_kw": plan.battery_charge_kw,
-                "battery_discharge_kw": plan.battery_discharge_kw,
-                "grid_import_kw": plan.grid_import_kw,
-                "grid_export_kw": plan.grid_export_kw,
-                "soc_frac": plan.soc_frac[:-1],
+                "pv_kw": site.pv_actual_kw[rows] - out.curtailed_kw,
+                "curtailed_kw": out.curtailed_kw,
+                "ev_kw": out.session_kw.sum(axis=0),
+                "base_load_kw": site.base_load_kw[rows] - out.load_shed_kw,
+                "battery_charge_kw": out.battery_charge_kw,
+                "battery_discharge_kw": out.battery_discharge_kw,
+                "grid_import_kw": out.grid_import_kw,
+                "grid_export_kw": out.grid_export_kw,
+                "soc_frac": out.soc_frac[:-1],
                 "grid_limit_kw": station.site.grid_import_limit_kw,
             },
             index=grid.times,
         )
         parts.append(frame)
         if b:
-            soc = float(np.clip(plan.soc_frac[-1], b.soc_min_frac, b.soc_max_frac))
-            stored = plan.soc_frac[-1] * b.capacity_kwh
-            renew = (
-                float(np.clip(plan.battery_renewable_kwh[-1] / stored, 0, 1)) if stored > 0 else 0.0
+            alloc = accounting.allocate(
+                frame,
+                charge_efficiency=b.charge_efficiency,
+                discharge_efficiency=b.discharge_efficiency,
+                initial_stored_kwh=soc * b.capacity_kwh,
+                initial_renewable_frac=renew,
             )
+            soc = float(np.clip(out.soc_frac[-1], b.soc_min_frac, b.soc_max_frac))
+            renew = float(np.clip(alloc["battery_renewable_frac"].iloc[-1], 0.0, 1.0))
         t = t1
     frame = pd.concat(parts)
     kpis = flow_kpis(

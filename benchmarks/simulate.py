@@ -1,0 +1,114 @@
+"""Wall time of the socket-free simulation of the seed station, per policy.
+
+Usage: .venv/bin/python benchmarks/simulate.py [--quick] [--policy re100,cost,...]
+
+Simulates one day and 30 days (``--quick``: 1 and 3 days) of the Gwangju seed station
+on the mixed-week weather (repeated past its seven days) with seeded cars, once per
+policy on the same sun and cars, and prints for each: wall time, its ratio to the
+uncontrolled run of the same span in the same process, seconds per simulated day,
+LP solves and their time, and the KPIs. The perfect-foresight optimum of each span is
+timed and summarised too. Site inputs (weather, PV model, site load) are prepared
+once per span and timed separately. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import timedelta
+
+from megastation.config import load_station, seeds_dir
+from megastation.fleet import generate_visits
+from megastation.simulation import (
+    POLICIES,
+    perfect_foresight,
+    prepare_site,
+    read_weather,
+    simulate,
+    weather_start,
+)
+
+KPI_COLUMNS = (
+    ("delivered kWh", "energy_delivered_kwh", "{:.0f}"),
+    ("unmet kWh", "unmet_kwh", "{:.0f}"),
+    ("renewable %", "renewable_frac", "pct"),
+    ("grid kWh", "grid_import_kwh", "{:.0f}"),
+    ("peak kW", "peak_import_kw", "{:.0f}"),
+    ("over limit", "steps_over_limit", "{:d}"),
+    ("cost kKRW", "cost_krw", "k"),
+)
+
+
+def _fmt(value: float, fmt: str) -> str:
+    if fmt == "pct":
+        return f"{100 * value:.1f}"
+    if fmt == "k":
+        return f"{value / 1000:.0f}"
+    if fmt == "{:d}":
+        return f"{int(value):d}"
+    return fmt.format(value)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 and 3 days instead of 1 and 30")
+    ap.add_argument("--policy", default=",".join(("uncontrolled", "greedy", "re100", "cost")))
+    ap.add_argument("--weather", default="mixed-week")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    policies = [p for p in args.policy.split(",") if p]
+    bad = [p for p in policies if p not in POLICIES]
+    if bad:
+        ap.error(f"--policy: unknown {', '.join(bad)}; use {', '.join(POLICIES)}")
+    if "uncontrolled" not in policies:
+        policies.insert(0, "uncontrolled")  # the baseline of the ratios
+    policies.sort(key=lambda p: p != "uncontrolled")
+    spans = (1, 3) if args.quick else (1, 30)
+
+    station = load_station(seeds_dir() / "gwangju-donggu.toml")
+    wx = read_weather(args.weather)
+    start = weather_start(wx, station.site.timezone)
+    print(f"{station.site.name}, weather {args.weather}, seed {args.seed}, start {start:%Y-%m-%d}")
+    for days in spans:
+        end = start + timedelta(days=days)
+        t = time.perf_counter()
+        site = prepare_site(station, start, end, wx, args.seed)
+        visits = generate_visits(station, start, end, args.seed)
+        prep_s = time.perf_counter() - t
+        print(f"\n== {days} simulated day(s): {len(visits)} car visits; site inputs {prep_s:.2f} s")
+        rows = []
+        base_s = None
+        for pol in policies:
+            r = simulate(
+                station,
+                start=start,
+                days=days,
+                policy=pol,
+                weather=wx,
+                seed=args.seed,
+                site=site,
+                visits=visits,
+                with_perfect_foresight=False,
+            )
+            base_s = base_s or r.wall_s
+            rows.append((pol, r.wall_s, r.plans, r.solve_s, r.kpis))
+            print(f"   {pol}: {r.wall_s:.1f} s", flush=True)
+        t = time.perf_counter()
+        vis = [v for v in visits if start <= v.arrival < end]
+        pf, _ = perfect_foresight(station, start, end, site, vis)
+        rows.append(("perfect foresight", time.perf_counter() - t, 1, float("nan"), pf))
+        head = f"{'run':<18}{'wall s':>9}{'x uncontr.':>11}{'s/day':>8}{'LPs':>7}{'LP s':>8}"
+        head += "".join(f"{label:>14}" for label, _, _ in KPI_COLUMNS)
+        print(head)
+        for name, wall, plans, solve_s, k in rows:
+            line = f"{name:<18}{wall:>9.2f}{wall / base_s:>11.1f}{wall / days:>8.2f}"
+            line += f"{plans:>7d}{solve_s:>8.1f}"
+            line += "".join(f"{_fmt(getattr(k, key), fmt):>14}" for _, key, fmt in KPI_COLUMNS)
+            print(line)
+        slowest = max(w for n, w, *_ in rows if n != "perfect foresight")
+        print(f"slowest policy: {slowest / days:.1f} s per simulated day, "
+              f"~{365 * slowest / days / 60:.0f} min per simulated year")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
