@@ -132,6 +132,15 @@ class _Base:
             if ev:
                 self.emit(ev)
 
+    def _data_transfer(self, vendor_id: str, message_id: str | None, data: Any) -> dict[str, Any]:
+        """Hand vendor data to the station's handler for that vendor, if any."""
+        handler = self.session.system.data_transfer.get(vendor_id)
+        if handler is None:
+            log.info("%s: DataTransfer from unknown vendor %s", self.charger_id, vendor_id)
+            return {"status": "UnknownVendorId"}
+        status, out = handler(self.charger_id, message_id, data)
+        return {"status": status, "data": out}
+
     def _authorize(self, id_token: str | None) -> records.Authorization:
         return records.authorize(self.store, id_token, free_vend=self.station.site.free_vend)
 
@@ -274,8 +283,7 @@ class Handlers16(_Base):
 
     @on(A16.data_transfer)
     def on_data_transfer(self, vendor_id: str, **kw: Any) -> dict[str, Any]:
-        log.info("%s: DataTransfer from vendor %s", self.charger_id, vendor_id)
-        return {"status": "UnknownVendorId"}
+        return self._data_transfer(vendor_id, kw.get("message_id"), kw.get("data"))
 
     @on(A16.diagnostics_status_notification)
     def on_diagnostics_status_notification(self, status: str, **kw: Any) -> dict[str, Any]:
@@ -441,6 +449,10 @@ class Handlers201(_Base):
             )
         )
         return {"status": "Accepted"}
+
+    @on(A201.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **kw: Any) -> dict[str, Any]:
+        return self._data_transfer(vendor_id, kw.get("message_id"), kw.get("data"))
 
     @on(A201.notify_report)
     def on_notify_report(self, request_id: int, seq_no: int, **kw: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import logging
 import ssl
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -54,6 +54,11 @@ log = logging.getLogger("megastation.ocpp")
 
 MAX_FRAME_BYTES = 64 * 1024  # larger frames close the connection (1009)
 _REPLAY_CACHE = 64  # answers remembered per charger, for CALLs re-sent after a reconnect
+
+
+# DataTransfer handler: (charger_id, message_id, data) -> (status, response data or None);
+# status is Accepted, Rejected or UnknownMessageId.
+DataTransferHandler = Callable[[str, str | None, Any], tuple[str, Any]]
 
 
 def charger_id_from_path(path: str) -> str:
@@ -142,10 +147,14 @@ class ChargerSession:
                 )
             protocol.validate_request(action, payload, self.version)
             kwargs = protocol.to_snake(payload)
+            if action == "DataTransfer" and "data" in payload:
+                kwargs["data"] = payload["data"]  # vendor data verbatim, keys not re-cased
             result = await sys.run_write(route["_on_action"], kwargs)
             if inspect.isawaitable(result):
                 result = await result
             answer = protocol.to_camel(result)
+            if action == "DataTransfer" and result.get("data") is not None:
+                answer["data"] = result["data"]
             if sys.validate_responses:
                 protocol.validate_response(action, answer, self.version)
         except FrameError as e:
@@ -243,7 +252,9 @@ class CentralSystem:
 
     ``on_event`` receives :mod:`megastation.events` after they are stored; it may be a
     coroutine function (run as a task). ``response_timeout_s`` bounds a charger's
-    answer to a call [s, real time].
+    answer to a call [s, real time]. ``data_transfer`` maps the vendor ids this station
+    understands to a handler ``(charger_id, message_id, data) -> (status, data)``;
+    DataTransfer from any other vendor is answered ``UnknownVendorId`` (1.6 and 2.0.1).
     """
 
     def __init__(
@@ -257,6 +268,7 @@ class CentralSystem:
         command_poll_s: float = 1.0,
         validate_responses: bool = False,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        data_transfer: Mapping[str, DataTransferHandler] | None = None,
     ) -> None:
         self.station = station  # the station config
         self.store = store  # source of truth; in-memory state is a cache of it
@@ -266,6 +278,8 @@ class CentralSystem:
         self.command_poll_s = command_poll_s  # command table poll interval [clock s]
         self.validate_responses = validate_responses  # check our own answers too (tests)
         self.max_frame_bytes = max_frame_bytes  # larger incoming frames close the connection
+        # vendorId -> handler for DataTransfer from chargers; other vendors: UnknownVendorId
+        self.data_transfer: dict[str, DataTransferHandler] = dict(data_transfer or {})
         self.sessions: dict[str, ChargerSession] = {}  # connected chargers by id
         self.server: websockets.asyncio.server.Server | None = None
         self.port: int | None = None  # bound port after start()
