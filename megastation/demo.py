@@ -15,8 +15,9 @@ simulate``; :func:`kpi_table` renders KPIs side by side with rich.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ import pandas as pd
 from megastation import exports, flows, records
 from megastation.clock import ScaledClock
 from megastation.config import Station
+from megastation.devices import SimulatedBattery
 from megastation.fleet import generate_visits
 from megastation.simulation import (
     Kpis,
@@ -165,23 +167,127 @@ class DemoResult:
     sessions: int = 0  # transactions stored over OCPP
 
 
-def _live_table(station: Station, fleet, battery, pv_kw: float, import_kw: float, now, limits):
-    from rich.table import Table
+class _HeldClock(ScaledClock):
+    """A :class:`ScaledClock` that stands at ``start`` until :meth:`release`.
 
+    The chargers boot and receive their fail-safe profiles while station time stands
+    still, so the first car of the day finds a charger that is ready. Sleeps begun
+    while held end ``seconds / speed`` after the release. Safe across threads.
+    """
+
+    def __init__(self, start: datetime, speed: float) -> None:
+        super().__init__(start, speed)
+        self._released = threading.Event()
+
+    def now(self) -> datetime:
+        return super().now() if self._released.is_set() else self._start
+
+    async def sleep(self, seconds: float) -> None:
+        while not self._released.is_set():
+            await asyncio.sleep(0.01)
+        await super().sleep(seconds)
+
+    def release(self) -> None:
+        self._t0 = time.monotonic()
+        self._released.set()
+
+
+class _SiteBattery(SimulatedBattery):
+    """The simulated battery behind an inverter that does not discharge into the grid
+    beyond the export limit (the socket-free simulator's rule, so both runs agree).
+
+    ``headroom_kw()`` is the most it may discharge now: EV + base load - PV + export limit.
+    """
+
+    def __init__(self, config, clock, headroom_kw: Callable[[], float]) -> None:
+        super().__init__(config, clock)
+        self.headroom_kw = headroom_kw
+
+    def _effective_kw(self) -> float:
+        p = super()._effective_kw()
+        return min(p, max(0.0, self.headroom_kw())) if p > 0 else p
+
+
+class _FleetThread:
+    """The simulated fleet on its own event loop in a thread (real sockets in between),
+    so the controller's solves do not stall the chargers' clocks and meters."""
+
+    def __init__(self, station: Station, visits, url: str, clock: ScaledClock, end: datetime):
+        from megastation.sim.chargepoint import Fleet
+
+        self.fleet = Fleet(station, visits, url, clock)
+        self.end = end
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._thread = threading.Thread(target=self._run, name="demo-fleet", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+            await self.fleet.run(self.end)
+
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass
+        except BaseException as e:  # reported by the demo
+            self.error = e
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def booted(self) -> bool:
+        return all(
+            cp.boot_status is not None and cp.idle.is_set()
+            for cp in self.fleet.chargepoints.values()
+        )
+
+    def stop(self) -> None:
+        if self._loop is not None and self._task is not None and self.alive():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+
+    async def join(self, timeout_s: float) -> None:
+        await asyncio.to_thread(self._thread.join, timeout_s)
+
+
+def _live_view(station: Station, fleet, battery, s: dict, now: datetime, start, end):
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    done = (now - start) / (end - start)
+    head = Text.assemble(
+        (f"{station.site.name}  ", "bold"),
+        f"{now.astimezone(station.site.tz):%Y-%m-%d %H:%M}  ",
+        (f"{100 * done:3.0f}%", "cyan"),
+        f"  {s['wall_s']:.0f} s wall",
+    )
     t = Table(
-        title=f"{station.site.name}  {now.astimezone(station.site.tz):%Y-%m-%d %H:%M}",
         caption=(
-            f"PV {pv_kw:.0f} kW | battery SoC {100 * battery.soc_frac:.0f}% "
-            f"({battery.setpoint_kw:+.0f} kW) | grid import {import_kw:.0f} / "
-            f"{station.site.grid_import_limit_kw:.0f} kW"
+            f"PV {s['pv_kw']:.0f} kW | battery {100 * s['soc_frac']:.0f}% "
+            f"({s['battery_kw']:+.0f} kW) | grid import {s['import_kw']:.0f} / "
+            f"{station.site.grid_import_limit_kw:.0f} kW (peak {s['peak_kw']:.0f}) | "
+            f"{s['sessions']} sessions, {s['ev_kwh']:.0f} kWh delivered"
         ),
     )
-    for c in ("connector", "power kW", "limit kW"):
-        t.add_column(c, justify="right" if c != "connector" else "left")
+    t.add_column("connector")
+    for c in ("kW", "limit kW", "car"):
+        t.add_column(c, justify="right")
+    limits = fleet.limits_kw()
     for (cid, n), p in fleet.power_kw().items():
         lim = limits.get((cid, n))
-        t.add_row(f"{cid}/{n}", f"{p:.1f}", "" if lim is None else f"{lim:.1f}")
-    return t
+        cp = fleet.chargepoints[cid].connectors[n]
+        car = ""
+        if cp.car is not None:
+            car = f"{100 * cp.car.soc_frac:.0f}% {cp.car.visit.car_model}"[:28]
+        t.add_row(f"{cid}/{n}", f"{p:.1f}", "" if lim is None else f"{lim:.1f}", car)
+    return Group(head, ProgressBar(total=1.0, completed=done), t)
 
 
 async def _demo_async(
@@ -196,15 +302,16 @@ async def _demo_async(
     db_path: Path,
     console,
     record_step_s: float = 60.0,
-):
+    boot_timeout_s: float = 30.0,
+) -> int:
     from megastation import control_records as cr
     from megastation.controller import Controller
-    from megastation.devices import SimulatedBattery, SimulatedPVMeter
-    from megastation.sim.chargepoint import Fleet
+    from megastation.devices import SimulatedPVMeter
     from ocpp_central.gateway import OcppGateway
     from ocpp_central.server import CentralSystem
 
-    clock = ScaledClock(start, speed)
+    t_wall = time.perf_counter()
+    clock = _HeldClock(start, speed)
     store = Store(db_path, clock)
     cr.set_policy(store, policy)
     for token in sorted({v.id_token for v in visits}):  # the fleet's RFID cards
@@ -212,15 +319,28 @@ async def _demo_async(
     step = pd.Timedelta(minutes=15)
 
     def row(t: datetime) -> int:
-        return min(int((pd.Timestamp(t) - site.index[0]) // step), len(site.index) - 1)
+        return min(max(0, int((pd.Timestamp(t) - site.index[0]) // step)), len(site.index) - 1)
 
     def pv_at(t: datetime) -> float:
         return float(site.pv_actual_kw[row(t)])
 
-    battery = SimulatedBattery(station.battery, clock) if station.battery else None
+    fleet_holder: list[_FleetThread] = []
+
+    def headroom_kw() -> float:
+        now = clock.now()
+        ev = fleet_holder[0].fleet.total_power_kw() if fleet_holder else 0.0
+        base = float(site.base_load_kw[row(now)])
+        return ev + base - pv_at(now) + station.site.grid_export_limit_kw
+
+    battery = _SiteBattery(station.battery, clock, headroom_kw) if station.battery else None
     holder: dict[str, Controller] = {}
+    # operator commands are polled about twice a second of wall time, not per station second
     central = CentralSystem(
-        station, store, clock, on_event=lambda e: holder["c"].notify(e) if "c" in holder else None
+        station,
+        store,
+        clock,
+        on_event=lambda e: holder["c"].notify(e) if "c" in holder else None,
+        command_poll_s=max(1.0, 0.5 * speed),
     )
     gateway = OcppGateway(station, store, clock, central)
     controller = Controller(
@@ -231,19 +351,33 @@ async def _demo_async(
         battery=battery,
         pv_meter=SimulatedPVMeter(pv_at, clock),
         weather=site.forecast_weather,
+        guard_interval_s=None,  # no site meter: the guard runs on meter events instead
     )
     holder["c"] = controller
     await central.start("127.0.0.1", 0)
-    fleet = Fleet(station, visits, f"ws://127.0.0.1:{central.port}", clock)
+    fleet_thread = _FleetThread(station, visits, f"ws://127.0.0.1:{central.port}", clock, end)
+    fleet_holder.append(fleet_thread)
+    fleet = fleet_thread.fleet
     ctl_task = asyncio.create_task(controller.run())
-    fleet_task = asyncio.create_task(fleet.run(end))
+    fleet_thread.start()
     from forecasts.forecast import forecast_pv
 
     n_fc = max(1, int((end - start).total_seconds() // 900) + 1)
     day_ahead = forecast_pv(station, start, n_fc, 15, site.forecast_weather)
     bucket: _Bucket | None = None
     flow_step_s = station.site.dispatch_step_min * 60
-    limits: dict[tuple[str, int], float] = {}
+    limit_kw = station.site.grid_import_limit_kw
+
+    # station time stands still until every charger has booted and got its fail-safe
+    deadline = time.perf_counter() + boot_timeout_s
+    while time.perf_counter() < deadline and fleet_thread.alive():
+        if fleet_thread.booted() and all(
+            cr.active_profile(store, ch.id, 0, "max") is not None for ch in station.chargers
+        ):
+            break
+        await asyncio.sleep(0.02)
+    await controller.wait_idle(boot_timeout_s)
+    clock.release()
 
     def flush(b: _Bucket | None) -> None:
         if b is None or b.seconds <= 0:
@@ -257,7 +391,7 @@ async def _demo_async(
                 ts=b.ts,
                 step_s=b.seconds,
                 soc_frac=b.soc_frac,
-                grid_limit_kw=station.site.grid_import_limit_kw,
+                grid_limit_kw=limit_kw,
                 pv_forecast_kw=None if fc is None else float(fc["pv_ac_kw"]),
                 pv_p10_kw=None if fc is None else float(fc["pv_ac_p10_kw"]),
                 pv_p90_kw=None if fc is None else float(fc["pv_ac_p90_kw"]),
@@ -274,63 +408,109 @@ async def _demo_async(
 
     from rich.live import Live
 
-    live = Live(console=console, refresh_per_second=4, transient=False) if console else None
+    tty = console is not None and getattr(console, "is_terminal", False)
+    live = Live(console=console, refresh_per_second=4, transient=True) if tty else None
     if live:
         live.start()
+    stats = {"peak_kw": 0.0, "ev_kwh": 0.0, "sessions": 0, "wall_s": 0.0}
+    next_line = start
+    line_every = (end - start) / 8  # plain progress lines when stdout is not a terminal
+    known_tx: dict[tuple[str, int], int] = {}
+    prev_wh: dict[tuple[str, int], float] = fleet.registers_wh()
     try:
         last = clock.now()
-        while not fleet_task.done() and clock.now() < end:
+        while fleet_thread.alive() and clock.now() < end:
             await asyncio.sleep(record_step_s / speed)
             now = min(clock.now(), end)
             dt_s = (now - last).total_seconds()
             if dt_s <= 0:
                 continue
-            ts = pd.Timestamp(last).floor(f"{flow_step_s}s").to_pydatetime()
-            if bucket is None or bucket.ts != ts:
-                flush(bucket)
-                bucket = _Bucket(ts)
-            power = fleet.power_kw()
+            # mean EV power over [last, now) from the chargers' energy registers, so the
+            # flows add up to the metered energy of the transactions
+            regs = fleet.registers_wh()
+            power = {k: max(0.0, (wh - prev_wh.get(k, wh)) * 3.6 / dt_s) for k, wh in regs.items()}
+            prev_wh.update(regs)
             ev_kw = sum(power.values())
             pv = pv_at(last)
             base = float(site.base_load_kw[row(last)])
             batt = battery.power_kw if battery else 0.0
             net = ev_kw + base - pv - batt
-            curtailed = max(0.0, -net - station.site.grid_export_limit_kw)
+            curtailed = min(pv, max(0.0, -net - station.site.grid_export_limit_kw))
             net += curtailed
-            if bucket.soc_frac is None and battery:
-                bucket.soc_frac = battery.soc_frac
-            bucket.add(
-                dt_s,
-                pv_kw=pv - curtailed,
-                curtailed_kw=curtailed,
-                ev_kw=ev_kw,
-                base_load_kw=base,
-                battery_charge_kw=max(-batt, 0.0),
-                battery_discharge_kw=max(batt, 0.0),
-                grid_import_kw=max(net, 0.0),
-                grid_export_kw=max(-net, 0.0),
-            )
+            # which stored transaction each connector's energy belongs to
             open_tx = {
                 (t.charger_id, t.connector_id): t.transaction_id
                 for t in records.open_transactions(store)
             }
+            conn_tx: dict[tuple[str, int], tuple[float, int | None]] = {}
             for conn, p in power.items():
-                if p > 0 or conn in open_tx:
-                    old = bucket.connector.get(conn, (0.0, open_tx.get(conn), None))
-                    bucket.connector[conn] = (old[0] + p * dt_s, open_tx.get(conn) or old[1], None)
+                tx = open_tx.get(conn)
+                if tx is not None:
+                    known_tx[conn] = tx
+                elif p > 0:
+                    tx = known_tx.get(conn)  # stored a moment after the charger started
+                if p > 0 or tx is not None:
+                    conn_tx[conn] = (p, tx)
+            # the sample holds over [last, now); split it at the flow-step boundaries
+            t = last
+            while t < now:
+                ts = pd.Timestamp(t).floor(f"{flow_step_s}s").to_pydatetime()
+                seg_end = min(now, ts + timedelta(seconds=flow_step_s))
+                seg_s = (seg_end - t).total_seconds()
+                if bucket is None or bucket.ts != ts:
+                    flush(bucket)
+                    bucket = _Bucket(ts)
+                if bucket.soc_frac is None and battery:
+                    bucket.soc_frac = battery.soc_frac
+                bucket.add(
+                    seg_s,
+                    pv_kw=pv - curtailed,
+                    curtailed_kw=curtailed,
+                    ev_kw=ev_kw,
+                    base_load_kw=base,
+                    battery_charge_kw=max(-batt, 0.0),
+                    battery_discharge_kw=max(batt, 0.0),
+                    grid_import_kw=max(net, 0.0),
+                    grid_export_kw=max(-net, 0.0),
+                )
+                for conn, (p, tx) in conn_tx.items():
+                    old = bucket.connector.get(conn, (0.0, tx, None))
+                    bucket.connector[conn] = (old[0] + p * seg_s, tx or old[1], None)
+                t = seg_end
+            stats.update(
+                pv_kw=pv,
+                import_kw=max(net, 0.0),
+                soc_frac=battery.soc_frac if battery else 0.0,
+                battery_kw=batt,
+                wall_s=time.perf_counter() - t_wall,
+            )
+            stats["peak_kw"] = max(stats["peak_kw"], max(net, 0.0))
+            stats["ev_kwh"] += ev_kw * dt_s / 3600.0
+            stats["sessions"] = len(set(known_tx.values()))
             last = now
             if live:
-                live.update(_live_table(station, fleet, battery, pv, max(net, 0.0), now, limits))
-        await fleet_task
+                live.update(_live_view(station, fleet, battery, stats, now, start, end))
+            elif console is not None and now >= next_line:
+                next_line += line_every
+                console.print(
+                    f"{now.astimezone(station.site.tz):%H:%M} "
+                    f"{100 * (now - start) / (end - start):3.0f}% EV {ev_kw:.0f} kW, "
+                    f"PV {pv:.0f}, grid {max(net, 0.0):.0f}/{limit_kw:.0f}, "
+                    f"SoC {100 * stats['soc_frac']:.0f}%, {stats['ev_kwh']:.0f} kWh",
+                    soft_wrap=True,
+                )
+        await fleet_thread.join(30.0)  # the chargers stop their transactions at ``end``
         flush(bucket)
     finally:
         if live:
             live.stop()
+        fleet_thread.stop()
         ctl_task.cancel()
         await asyncio.gather(ctl_task, return_exceptions=True)
-        if not fleet_task.done():
-            fleet_task.cancel()
+        await fleet_thread.join(10.0)
         await central.close()
+    if fleet_thread.error is not None:
+        raise RuntimeError(f"simulated fleet failed: {fleet_thread.error!r}")
     n_tx = len(records.list_transactions(store))
     store.close()
     return n_tx
@@ -346,8 +526,13 @@ def run_demo(
     policy: str = "re100",
     out_dir: str | Path = "demo-out",
     console: object | None = None,
+    start_hour: float = 0.0,
 ) -> DemoResult:
-    """Run the station in a box; see the module docstring. Returns the KPIs and files."""
+    """Run the station in a box; see the module docstring. Returns the KPIs and files.
+
+    ``hours`` of station time from ``start_hour`` [h, site time] on the weather file's
+    first day, at ``speed`` times the wall clock (24 h at 1440x: about a minute).
+    """
     t_wall = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -355,7 +540,7 @@ def run_demo(
     for suffix in ("", "-wal", "-shm"):
         Path(str(db_path) + suffix).unlink(missing_ok=True)
     wx = read_weather(weather)
-    start = weather_start(wx, station.site.timezone)
+    start = weather_start(wx, station.site.timezone) + timedelta(hours=start_hour)
     end = start + timedelta(hours=hours)
     site = prepare_site(station, start, end, wx, seed)
     visits = [v for v in generate_visits(station, start, end, seed) if v.arrival < end]

@@ -253,8 +253,13 @@ def session_power_wide(long: pd.DataFrame, index: pd.DatetimeIndex | None = None
         .astype(object)
         .where(long["transaction_id"].notna(), long["session_key"])
     )
-    sess = sess.map(lambda v: int(v) if isinstance(v, float | int | np.integer) else v)
     long = long.assign(session=sess).dropna(subset=["session"])
+    # ids as int even when some rows had none (a NaN made .map infer float64)
+    long["session"] = pd.Series(
+        [int(v) if isinstance(v, float | int | np.integer) else v for v in long["session"]],
+        index=long.index,
+        dtype=object,
+    )
     wide = long.pivot_table(index="ts", columns="session", values="power_kw", aggfunc="sum")
     if index is not None:
         wide = wide.reindex(index)

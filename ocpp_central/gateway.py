@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from megastation import control_records as cr
+from megastation import records
 from megastation.clock import Clock
 from megastation.config import Station
 from megastation.controller import ApplyOutcome, ConnectorSetpoint
@@ -229,6 +230,11 @@ class OcppGateway:
                         now,
                     ),
                 )
+            elif status == "rejected" and not _still_open(self.store, sp.transaction_id):
+                # the car left between planning and sending: a stale set point, not a
+                # charger that refuses profiles
+                out.append(outcome(sp, "ended", payload, f"transaction ended: {detail}"))
+                continue
             elif status == "rejected":
                 cr.set_charger_control(
                     self.store,
@@ -277,6 +283,12 @@ class OcppGateway:
                 )
             out.append(ApplyOutcome(charger_id, 0, target, status, kw_q, None, payload, detail))
         return out
+
+
+def _still_open(store: Store, transaction_id: int) -> bool:
+    """Whether the stored transaction is still open (no Stop/Ended received yet)."""
+    tx = records.get_transaction(store, transaction_id)
+    return tx is not None and tx.get("state") == "open"
 
 
 def _lease_end(schedule: dict[str, Any]) -> datetime | None:

@@ -15,6 +15,9 @@ from megastation.cli.common import Context, pass_ctx
 @click.option("--speed", type=float, default=1440.0, show_default=True, help="Clock speed-up.")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
+    "--start-hour", type=float, default=0.0, show_default=True, help="Site hour the run starts."
+)
+@click.option(
     "--weather",
     default="clear-day",
     show_default=True,
@@ -31,7 +34,14 @@ from megastation.cli.common import Context, pass_ctx
 )
 @pass_ctx
 def demo(
-    ctx: Context, hours: float, speed: float, seed: int, weather: str, policy: str, out_dir: Path
+    ctx: Context,
+    hours: float,
+    speed: float,
+    seed: int,
+    start_hour: float,
+    weather: str,
+    policy: str,
+    out_dir: Path,
 ) -> None:
     """Server, controller and simulated chargers on an accelerated clock; summary at the end."""
     from rich.console import Console
@@ -46,7 +56,7 @@ def demo(
     )
     r = run_demo(
         station, hours=hours, speed=speed, seed=seed, weather=weather, policy=policy,
-        out_dir=out_dir, console=console,
+        out_dir=out_dir, console=console, start_hour=start_hour,
     )  # fmt: skip
     console.print(
         kpi_table(

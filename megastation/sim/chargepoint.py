@@ -383,6 +383,10 @@ class SimulatedChargePoint:
         """The power [kW] connector ``connector_id`` draws now."""
         return self.connectors[connector_id].power_kw
 
+    def limits_kw(self) -> dict[int, float]:
+        """The limit [kW] each charging connector follows now (composite of its profiles)."""
+        return self._limits_kw(self.clock.now())
+
     def _headers(self) -> dict[str, str]:
         if self.password is None:
             return {}
@@ -1051,6 +1055,22 @@ class Fleet:
         """Each connector's power now [kW], keyed ``(charger_id, connector_id)``."""
         return {
             (cid, n): cp.power_kw(n) for cid, cp in self.chargepoints.items() for n in cp.connectors
+        }
+
+    def limits_kw(self) -> dict[tuple[str, int], float]:
+        """The limit [kW] each charging connector follows now, keyed like :meth:`power_kw`."""
+        return {
+            (cid, n): kw
+            for cid, cp in self.chargepoints.items()
+            for n, kw in cp.limits_kw().items()
+        }
+
+    def registers_wh(self) -> dict[tuple[str, int], float]:
+        """Each connector's energy register [Wh] (what its meter values report)."""
+        return {
+            (cid, n): c.register_wh
+            for cid, cp in self.chargepoints.items()
+            for n, c in cp.connectors.items()
         }
 
     def total_power_kw(self) -> float:
