@@ -36,9 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def serve_echo() -> None:
     async def handler(ws):
-        async for frame in ws:
-            msg = json.loads(frame)
-            await ws.send(json.dumps([3, msg[1], {}]))
+        try:
+            async for frame in ws:
+                msg = json.loads(frame)
+                await ws.send(json.dumps([3, msg[1], {}]))
+        except websockets.ConnectionClosed:
+            pass
 
     async with websockets.serve(
         handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"], ping_interval=None, max_queue=None

@@ -48,6 +48,20 @@ class _StoreState:
         default_factory=dict
     )
     tx_owner: dict[int, str] = field(default_factory=dict)  # transaction id -> charger id
+    energy: dict[int, _Energy] = field(default_factory=dict)  # transaction id -> registers
+
+
+@dataclass
+class _Energy:
+    """What a transaction's energy is computed from (mirrors its row and samples)."""
+
+    charger_id: str
+    meter_start_wh: float | None
+    state: str
+    version: str
+    meter_stop_wh: float | None
+    first: tuple[str, float] | None  # earliest energy register (ts iso, kWh)
+    last: tuple[str, float] | None  # latest energy register (ts iso, kWh)
 
 
 _STATE: weakref.WeakKeyDictionary[Store, _StoreState] = weakref.WeakKeyDictionary()
@@ -75,9 +89,12 @@ def forget_caches(store: Store, charger_id: str | None = None) -> None:
     st = _state(store)
     if charger_id is None:
         st.connector_tx.clear()
+        st.energy.clear()
     else:
         for key in [k for k in st.connector_tx if k[0] == charger_id]:
             del st.connector_tx[key]
+        for tx in [t for t, e in st.energy.items() if e.charger_id == charger_id]:
+            del st.energy[tx]
 
 
 @contextlib.contextmanager
@@ -91,6 +108,8 @@ def group_commit(store: Store) -> Iterator[None]:
     if st.batching:
         yield
         return
+    if conn.in_transaction:  # someone's writes left uncommitted: they go first
+        conn.commit()
     conn.execute("BEGIN")
     st.batching = True
     try:
@@ -523,7 +542,10 @@ def record_meter_values(
             transaction_id = _tx_at(store, charger_id, connector_id, samples[0].ts)
         n = _insert_samples(store, charger_id, connector_id, transaction_id, samples)
         if transaction_id is not None and n:
-            _update_energy(store, transaction_id)
+            if n == len(samples):
+                _add_energy(store, transaction_id, samples)
+            else:  # some were re-sent: recompute from the store
+                _update_energy(store, transaction_id)
     return n
 
 
@@ -582,38 +604,67 @@ def transaction_charger(store: Store, transaction_id: int) -> str | None:
     return owner
 
 
-def _register_bounds(store: Store, transaction_id: int) -> tuple[float, float] | None:
-    """First and last energy register (kWh) of a transaction, in timestamp order."""
-    q = (
-        "SELECT value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
-        "AND phase = '' AND location IN ('', 'Outlet') ORDER BY ts {} LIMIT 1"
-    )
-    first = store.conn.execute(q.format("ASC"), (transaction_id, ENERGY_REGISTER)).fetchone()
-    if first is None:
-        return None
-    last = store.conn.execute(q.format("DESC"), (transaction_id, ENERGY_REGISTER)).fetchone()
-    return first[0], last[0]
-
-
 def _update_energy(store: Store, transaction_id: int) -> None:
-    """Refresh a transaction's energy from its meter start and latest register."""
+    """Refresh a transaction's energy from its meter start and latest register (from the store)."""
+    st = _state(store)
+    st.energy.pop(transaction_id, None)
     row = store.conn.execute(
-        "SELECT meter_start_wh, state, ocpp_version, meter_stop_wh FROM transactions WHERE id = ?",
+        "SELECT meter_start_wh, state, ocpp_version, meter_stop_wh, charger_id FROM transactions "
+        "WHERE id = ?",
         (transaction_id,),
     ).fetchone()
     if row is None:
         return
-    meter_start_wh, state, version, meter_stop_wh = row
-    if state == "closed" and version == "1.6" and meter_stop_wh is not None:
-        return  # StopTransaction's meterStop is final
-    bounds = _register_bounds(store, transaction_id)
-    if bounds is None:
+    first = last = None
+    q = (
+        "SELECT ts, value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
+        "AND phase = '' AND location IN ('', 'Outlet') ORDER BY ts {} LIMIT 1"
+    )
+    r = store.conn.execute(q.format("ASC"), (transaction_id, ENERGY_REGISTER)).fetchone()
+    if r is not None:
+        first = (r[0], r[1])
+        r = store.conn.execute(q.format("DESC"), (transaction_id, ENERGY_REGISTER)).fetchone()
+        last = (r[0], r[1])
+    e = _Energy(row[4], row[0], row[1], row[2], row[3], first, last)
+    st.energy[transaction_id] = e
+    _apply_energy(store, transaction_id, e)
+
+
+def _add_energy(store: Store, transaction_id: int, samples: list[Sample]) -> None:
+    """Fold newly stored samples into the cached registers (no query), then update energy."""
+    e = _state(store).energy.get(transaction_id)
+    if e is None:
+        _update_energy(store, transaction_id)
         return
-    first_kwh, last_kwh = bounds
-    if meter_start_wh is None or version != "1.6":
+    changed = False
+    for s in samples:
+        if s.measurand != ENERGY_REGISTER or s.phase or s.location not in ("", "Outlet"):
+            continue
+        t = iso(s.ts)
+        if e.first is None or t < e.first[0]:
+            e.first = (t, s.value)
+            changed = True
+        if e.last is None or t > e.last[0]:
+            e.last = (t, s.value)
+            changed = True
+    if changed:
+        _apply_energy(store, transaction_id, e)
+
+
+def _apply_energy(store: Store, transaction_id: int, e: _Energy) -> None:
+    if e.state == "closed" and e.version == "1.6" and e.meter_stop_wh is not None:
+        return  # StopTransaction's meterStop is final
+    if e.first is None or e.last is None:
+        return
+    first_kwh, last_kwh = e.first[1], e.last[1]
+    meter_start_wh = e.meter_start_wh
+    if meter_start_wh is None or e.version != "1.6":
         # 2.0.1 has no meterStart: the earliest register by timestamp (late ones move it).
         meter_start_wh = first_kwh * 1000.0
     energy_kwh = max(0.0, last_kwh - meter_start_wh / 1000.0)
+    e.meter_start_wh = meter_start_wh
+    if e.state == "closed":
+        e.meter_stop_wh = last_kwh * 1000.0
     store.conn.execute(
         "UPDATE transactions SET meter_start_wh = ?, energy_kwh = ?, "
         "meter_stop_wh = CASE WHEN state = 'closed' THEN ? ELSE meter_stop_wh END, "
@@ -840,6 +891,7 @@ def transaction_event(
                 "meter_start_wh + energy_kwh * 1000.0) WHERE id = ?",
                 (tx_id,),
             )
+            _state(store).energy.pop(tx_id, None)
     return TxResult(tx_id, created=created, changed=True)
 
 
