@@ -40,7 +40,7 @@ def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> int:
             ) from None
         frame.to_parquet(p, index=False)
     else:
-        frame.to_csv(p, index=False, float_format="%.6g")
+        frame.to_csv(p, index=False, float_format="%.10g")
     return len(frame)
 
 

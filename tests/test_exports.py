@@ -131,7 +131,7 @@ def test_totals_agree_across_exports(sim, tmp_path):
     assert s["energy_kwh"].sum() == pytest.approx(flows_kwh, abs=0.01 * len(s) + 1e-6)
     assert sbs["energy_kwh"].sum() == pytest.approx(s["energy_kwh"].sum(), rel=1e-9)
     assert len(s) == len(sbs) == r.kpis.sessions
-    # each session's sources add up (CSV values carry 6 significant digits)
+    # each session's sources add up (CSV values carry 10 significant digits)
     parts = sbs["pv_direct_kwh"] + sbs["battery_kwh"] + sbs["grid_kwh"]
     assert ((parts - sbs["attributed_kwh"]).abs() <= 2e-5 * sbs["attributed_kwh"] + 1e-6).all()
     assert (sbs["renewable_kwh"] <= sbs["pv_direct_kwh"] + sbs["battery_kwh"] + 1e-6).all()
