@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from datetime import time as dtime
 from pathlib import Path
 
 import click
@@ -46,3 +48,36 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def parse_when(text: str | None, station: Station, *, option: str | None = None) -> datetime | None:
+    """A time given on the command line: ISO date or date-time; no zone = station local time.
+
+    A bare date (``2026-06-30``) is local midnight. A bad value raises a
+    ``click.BadParameter`` naming ``option``.
+    """
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            ts = datetime.combine(datetime.fromisoformat(text).date(), dtime(0))
+        else:
+            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"not an ISO date or time: {text!r}", param_hint=option) from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=station.site.tz)
+
+
+def export_group() -> click.Group:
+    """The shared ``megastation export`` group; each command module adds its exports to it."""
+    from megastation.cli import main
+
+    existing = main.commands.get("export")
+    if isinstance(existing, click.Group):
+        return existing
+
+    @main.group("export")
+    def export() -> None:
+        """Export the store for analysts: CSV with unit-suffixed headers (Parquet where noted)."""
+
+    return export

@@ -8,7 +8,6 @@ next cycle (within ``site.dispatch_interval_s``).
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,10 @@ import click
 from megastation import control_records as cr
 from megastation import records
 from megastation.cli import main
-from megastation.cli.common import Context, pass_ctx
+from megastation.cli.common import Context, export_group, parse_when, pass_ctx
 from megastation.config import Station
 from megastation.needs import set_override
 from megastation.store import Store, parse_iso
-
-
-def _when(text: str | None, station: Station) -> datetime | None:
-    """ISO date-time; without a zone it is station local time."""
-    if not text:
-        return None
-    try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"not an ISO date-time: {text!r}") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=station.site.tz)
 
 
 @main.command("limit")
@@ -52,7 +40,7 @@ def limit(ctx: Context, grid_kw: float | None, until: str | None, clear: bool) -
         return
     if grid_kw < 0:
         raise click.BadParameter("must be >= 0", param_hint="--grid-kw")
-    end = _when(until, st)
+    end = parse_when(until, st, option="--until")
     cr.set_grid_limit(ctx.store, grid_kw, end)
     click.echo(f"grid import limit: {grid_kw:g} kW" + (f" until {end.isoformat()}" if end else ""))
 
@@ -71,7 +59,7 @@ def session(ctx: Context, session: int, depart: str | None, energy_kwh: float | 
     tx = records.get_transaction(ctx.store, session)
     if tx is None:
         raise click.ClickException(f"no session {session}")
-    dep = _when(depart, ctx.station)
+    dep = parse_when(depart, ctx.station, option="--depart")
     set_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
     click.echo(
         f"session {session}: "
@@ -101,19 +89,7 @@ def policy(ctx: Context, policy: str | None) -> None:
 # --------------------------------------------------------------------------- export dispatch
 
 
-def _export_group() -> click.Group:
-    existing = main.commands.get("export")
-    if isinstance(existing, click.Group):
-        return existing
-
-    @main.group("export")
-    def export_group() -> None:
-        """Export the store to CSV (unit-suffixed headers)."""
-
-    return export_group
-
-
-@_export_group().command("dispatch")
+@export_group().command("dispatch")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--from", "start", help="From (ISO; local if no zone).")
 @click.option("--to", "end", help="Until, exclusive (ISO; local if no zone).")
@@ -121,7 +97,12 @@ def _export_group() -> click.Group:
 def export_dispatch(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Every plan and the set point of each connector: one row per plan and connector."""
     st = ctx.station
-    n = cr.export_dispatch_csv(ctx.store, output, _when(start, st), _when(end, st))
+    n = cr.export_dispatch_csv(
+        ctx.store,
+        output,
+        parse_when(start, st, option="--from"),
+        parse_when(end, st, option="--to"),
+    )
     click.echo(f"{output}: {n} rows")
 
 

@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from datetime import time as dtime
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
 from megastation import exports
 from megastation.cli import main
-from megastation.cli.common import Context, pass_ctx
-from megastation.config import Station
+from megastation.cli.common import Context, export_group, parse_when, pass_ctx
 
-
-def _when(text: str | None, station: Station) -> datetime | None:
-    """ISO date or datetime; without a zone it is station local time."""
-    if not text:
-        return None
-    try:
-        if len(text) == 10:
-            ts = datetime.combine(datetime.fromisoformat(text).date(), dtime(0))
-        else:
-            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"not an ISO date or time: {text!r}") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=station.site.tz)
-
-
-def _export_group() -> click.Group:
-    existing = main.commands.get("export")
-    if isinstance(existing, click.Group):
-        return existing
-
-    @main.group("export")
-    def export_group() -> None:
-        """Export the store to CSV (unit-suffixed headers) or Parquet."""
-
-    return export_group
-
-
-_export = _export_group()
+_export = export_group()
 _OUTPUT = click.option(
     "-o",
     "--output",
@@ -55,7 +26,13 @@ _TO = click.option("--to", "end", help="Until, exclusive (ISO date/time; local i
 def _run(fn, ctx: Context, output: Path, start: str | None, end: str | None, what: str) -> None:
     st = ctx.station
     try:
-        n = fn(ctx.store, st, output, _when(start, st), _when(end, st))
+        n = fn(
+            ctx.store,
+            st,
+            output,
+            parse_when(start, st, option="--from"),
+            parse_when(end, st, option="--to"),
+        )
     except exports.ExportError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{output}: {n} {what}")
@@ -101,7 +78,7 @@ def export_sessions_by_source(
 @pass_ctx
 def report(ctx: Context, day: str, out_dir: Path) -> None:
     """Write a stored day's three PNG plots (energy flows, connectors, PV forecast)."""
-    start = _when(day, ctx.station)
+    start = parse_when(day, ctx.station, option="--day")
     try:
         paths = exports.write_day_plots(
             ctx.store, ctx.station, start, start + timedelta(days=1), out_dir
