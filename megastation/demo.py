@@ -500,6 +500,16 @@ async def _demo_async(
                     soft_wrap=True,
                 )
         await fleet_thread.join(30.0)  # the chargers stop their transactions at ``end``
+        # energy the chargers metered after the last sample (their final tick at ``end``)
+        # goes into the last step, so the flows add up to the transactions
+        if bucket is not None:
+            for k, wh in fleet.registers_wh().items():
+                kw_s = max(0.0, wh - prev_wh.get(k, wh)) * 3.6  # kW x s
+                if kw_s > 0:
+                    for name in ("ev_kw", "grid_import_kw"):
+                        bucket.sums[name] = bucket.sums.get(name, 0.0) + kw_s
+                    e, tx, _ = bucket.connector.get(k, (0.0, known_tx.get(k), None))
+                    bucket.connector[k] = (e + kw_s, tx, None)
         flush(bucket)
     finally:
         if live:
