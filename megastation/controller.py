@@ -26,6 +26,7 @@ the lease, then falls back to a share that holds whatever the battery does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -44,6 +45,9 @@ from megastation.clock import Clock
 from megastation.config import Station
 from megastation.devices import Battery, BatteryReading, GridReading, PVMeter, SiteMeter
 from megastation.dispatch import (
+    Plan,
+    Policy,
+    PowerGroup,
     Problem,
     SessionNeed,
     TimeGrid,
@@ -58,13 +62,29 @@ from megastation.needs import (
     learn_defaults_from_store,
     read_overrides,
 )
-from megastation.store import Store, iso
+from megastation.store import Store, iso, parse_iso
 from ocpp_central.profiles import FailSafe, KwSchedule, failsafe_limits_kw
 
 log = logging.getLogger(__name__)
 
 GUARD_TOLERANCE_KW = 0.5  # import above limit + this triggers the guard
 DEFAULT_LEASE_INTERVALS = 5  # TxProfile follows the plan this many intervals, then fail-safe
+# Energy a car probably takes beyond its firm need (Need.extra_energy_kwh) is a second LP
+# session on the same connector; its unmet kWh cost this share of a firm kWh: below
+# tier 1 (others' firm energy comes first) but far above grid energy and money, so it is
+# still delivered before the car leaves.
+EXTRA_PRIORITY = 0.05
+EXTRA_SUFFIX = "+extra"
+# Chatter: a change of a car's first-step power against what it was last sent costs
+# this much per kW (objective points, re100 tier 4 is 0.01 per kWh): ties and near-ties
+# keep the previous plan instead of flipping between equivalent plans.
+CHATTER_WEIGHT_PER_KW = 2e-3
+# A car that draws less than it was allowed (by more than this) limits itself: it is
+# planned with what it drew (car maximum, taper) until it draws more.
+CAR_CAP_TOLERANCE_KW = 1.0
+CAR_CAP_MIN_SENT_KW = 2.0  # ... learned only from limits at least this high
+CAR_CAP_SETTLE_S = 5.0  # ... and from samples taken this long after the limit was sent
+BATTERY_GREEN_KEY = "control.battery_renewable_frac"
 
 
 # --------------------------------------------------------------------------- gateway protocol
@@ -287,6 +307,12 @@ class Controller:
         self._learned_at: datetime | None = None
         self._battery_fault: str | None = None
         self.guard_trips = 0
+        # per transaction: the schedule last sent, and the car's own power limit learned
+        self._sent: dict[int, tuple[datetime, KwSchedule]] = {}  # in force on the charger
+        self._car_cap_kw: dict[int, float] = {}
+        # the last plan (to carry the battery's renewable content to the next one)
+        self._last_plan: tuple[datetime, Plan] | None = None
+        self._battery_green_frac: float | None = None
 
     # ----------------------------------------------------------------- events
 
@@ -471,7 +497,12 @@ class Controller:
 
         # site load: base load, plus load the site meter sees that nothing explains
         batt_kw = batt.power_kw if batt else 0.0
-        computed = self._computed_import_kw(pv_now or 0.0, batt_kw)
+        # a car without a power sample yet is assumed to draw what it was last sent
+        unsampled_kw = 0.0
+        for t in txs:
+            if (t.charger_id, t.connector_id) not in self._ev_kw:
+                unsampled_kw += self._sent_kw(t.transaction_id, now) or 0.0
+        computed = self._computed_import_kw(pv_now or 0.0, batt_kw) + unsampled_kw
         unexplained_kw = 0.0
         if grid_reading is not None:
             unexplained_kw = max(0.0, grid_reading.net_import_kw - computed)
@@ -483,6 +514,7 @@ class Controller:
         learned = self._learned_defaults(now)
         overrides = read_overrides(self.store)
         sessions: list[SessionNeed] = []
+        car_groups: list[PowerGroup] = []
         controlled: dict[str, records.OpenTransaction] = {}
         uncontrolled = np.zeros(n)
         needs_summary = []
@@ -513,6 +545,7 @@ class Controller:
             max_kw = ch.connector_power_kw
             if cn and cn.max_power_kw:
                 max_kw = min(max_kw, cn.max_power_kw)
+            max_kw = min(max_kw, self._car_cap(t, now))
             needs_summary.append(
                 {
                     "transaction_id": t.transaction_id,
@@ -520,29 +553,58 @@ class Controller:
                     "connector_id": t.connector_id,
                     "departure": need.departure.isoformat(),
                     "energy_kwh": round(need.energy_kwh, 3),
+                    "extra_energy_kwh": round(need.extra_energy_kwh, 3),
+                    "extra_departure": need.extra_departure.isoformat()
+                    if need.extra_departure
+                    else None,
+                    "max_power_kw": round(max_kw, 3),
                     "source": need.source,
                     "controllable": t.charger_id not in uncontrollable,
                 }
             )
             if t.charger_id in uncontrollable:
                 kw = t.power_kw if t.power_kw is not None else max_kw
-                until = (need.departure - grid.start).total_seconds()
-                uncontrolled[grid.edges_s[:-1] < until] += kw
+                until = (need.extra_departure or need.departure) - grid.start
+                uncontrolled[grid.edges_s[:-1] < until.total_seconds()] += kw
                 continue
             sid = str(t.transaction_id)
             controlled[sid] = t
+            # chatter is measured against what the car was last sent (not what it drew:
+            # a car below its limit would pull the next plan down, then up again)
+            anchor = self._sent_kw(t.transaction_id, now)
+            if anchor is None:
+                anchor = max(0.0, t.power_kw or 0.0)
+            anchor = min(anchor, max_kw)
+            arrival = min(t.start_time, grid.start)
             sessions.append(
                 SessionNeed(
                     session_id=sid,
                     charger_id=t.charger_id,
                     connector_id=int(t.connector_id),
-                    arrival=min(t.start_time, grid.start),
+                    arrival=arrival,
                     departure=need.departure,
                     energy_kwh=need.energy_kwh,
                     max_power_kw=max_kw,
-                    current_power_kw=max(0.0, t.power_kw or 0.0),
+                    current_power_kw=anchor,
                 )
             )
+            if need.extra_energy_kwh > 1e-3 and need.extra_departure is not None:
+                sessions.append(
+                    SessionNeed(
+                        session_id=sid + EXTRA_SUFFIX,
+                        charger_id=t.charger_id,
+                        connector_id=int(t.connector_id),
+                        arrival=arrival,
+                        departure=need.extra_departure,
+                        energy_kwh=need.extra_energy_kwh,
+                        max_power_kw=max_kw,
+                        priority=EXTRA_PRIORITY,
+                    )
+                )
+                # firm and extra share the connector
+                car_groups.append(
+                    PowerGroup(f"car:{sid}", ((t.charger_id, int(t.connector_id)),), max_kw)
+                )
 
         # problem
         soc = None
@@ -550,10 +612,16 @@ class Controller:
             b = self.station.battery
             soc = min(max(batt.soc_frac, b.soc_min_frac), b.soc_max_frac)
         battery_state = (
-            station_battery(self.station, soc) if (batt is not None and not batt.fault) else None
+            station_battery(self.station, soc, self._battery_renewable_frac(now))
+            if (batt is not None and not batt.fault)
+            else None
         )
         gs = station_grid_state(self.station, grid, peak_so_far_kw=self._peak_so_far(now))
         gs = type(gs)(**{**gs.__dict__, "import_limit_kw": limit_kw})
+        pol = Policy.of(policy)
+        pol = dataclasses.replace(
+            pol, chatter_weight_per_kw=max(pol.chatter_weight_per_kw, CHATTER_WEIGHT_PER_KW)
+        )
         problem = Problem(
             grid=grid,
             pv_kw=pv_kw,
@@ -561,22 +629,34 @@ class Controller:
             grid_state=gs,
             sessions=tuple(sessions),
             battery=battery_state,
-            groups=station_groups(self.station),
+            groups=station_groups(self.station) + tuple(car_groups),
             pv_p10_kw=pv_p10,
             uncontrolled_kw=uncontrolled if uncontrolled.any() else None,
-            policy=policy,
+            policy=pol,
         )
         plan = await asyncio.to_thread(solve, problem)
+        self._last_plan = (now, plan)
         first = plan.first_step()
+        # per transaction: firm + extra
+        tx_kw: dict[str, np.ndarray] = {}
+        tx_first: dict[str, float] = {}
+        tx_delivered: dict[str, float] = {}
+        tx_unmet: dict[str, float] = {}
+        for i, pid in enumerate(plan.session_ids):
+            sid = pid.removesuffix(EXTRA_SUFFIX)
+            tx_kw[sid] = tx_kw.get(sid, 0.0) + plan.session_kw[i]
+            tx_first[sid] = tx_first.get(sid, 0.0) + first.session_kw[pid]
+            tx_delivered[sid] = tx_delivered.get(sid, 0.0) + float(plan.delivered_kwh[i])
+            if not pid.endswith(EXTRA_SUFFIX):
+                tx_unmet[sid] = float(plan.unmet_kwh[i])  # firm energy the plan misses
 
         # apply
         lease_end = now + timedelta(seconds=self.lease_s)
         force = "over_limit" in reason
         setpoints = []
-        for i, sid in enumerate(plan.session_ids):
-            t = controlled[sid]
-            limits = plan.session_kw[i].copy()
-            limits[0] = first.session_kw[sid]
+        for sid, t in controlled.items():
+            limits = np.array(tx_kw[sid], dtype=float)
+            limits[0] = tx_first[sid]
             sched = KwSchedule(
                 tuple(ts.to_pydatetime() for ts in times), tuple(float(x) for x in limits), grid.end
             )
@@ -588,11 +668,15 @@ class Controller:
                     transaction_id=t.transaction_id,
                     ocpp_tx_id=self._ocpp_tx_id(t.transaction_id),
                     schedule=sched,
-                    power_kw=first.session_kw[sid],
+                    power_kw=tx_first[sid],
                     force=force,
                     lease_end=lease_end,
                 )
             )
+        open_ids = {t.transaction_id for t in txs}
+        for d in (self._sent, self._car_cap_kw):
+            for k in [k for k in d if k not in open_ids]:
+                del d[k]
         try:
             outcomes = await self.gateway.apply(setpoints)
         except Exception as exc:
@@ -608,16 +692,24 @@ class Controller:
             except Exception as exc:
                 log.warning("battery set point failed: %s", exc)
         rejected = {o.charger_id for o in outcomes if o.status == "uncontrollable"}
+        by_tx = {sp.transaction_id: sp for sp in setpoints}
+        for o in outcomes:  # what each charger follows now (deadband: the older profile)
+            if o.transaction_id is None or o.target != "tx":
+                continue
+            if o.status == "accepted" and o.transaction_id in by_tx:
+                self._sent[o.transaction_id] = (now, by_tx[o.transaction_id].schedule)
+            elif o.status != "deadband":
+                self._sent.pop(o.transaction_id, None)
 
         # record
         solve_s = plan.build_time_s + plan.solve_time_s
         first_step = {
-            "session_kw": first.session_kw,
+            "session_kw": tx_first,
             "battery_kw": -first.battery_kw,  # > 0 discharge (device convention)
             "grid_import_kw": first.grid_import_kw,
             "grid_export_kw": first.grid_export_kw,
             "pv_kw": float(pv_kw[0]),
-            "ev_kw": float(sum(first.session_kw.values())),
+            "ev_kw": float(sum(tx_first.values())),
             "uncontrolled_kw": float(uncontrolled[0]),
             "curtailed_kw": first.curtailed_kw,
         }
@@ -628,9 +720,9 @@ class Controller:
             "battery_kw": _r(plan.battery_discharge_kw - plan.battery_charge_kw),
             "soc_frac": _r(plan.soc_frac, 4),
             "ev_kw": _r(plan.ev_kw),
-            "session_kw": {sid: _r(plan.session_kw[i]) for i, sid in enumerate(plan.session_ids)},
-            "delivered_kwh": dict(zip(plan.session_ids, _r(plan.delivered_kwh), strict=True)),
-            "unmet_kwh": dict(zip(plan.session_ids, _r(plan.unmet_kwh), strict=True)),
+            "session_kw": {sid: _r(v) for sid, v in tx_kw.items()},
+            "delivered_kwh": {sid: round(v, 3) for sid, v in tx_delivered.items()},
+            "unmet_kwh": {sid: round(v, 3) for sid, v in tx_unmet.items()},
         }
         inputs = {
             "grid_limit_source": limit_source,
@@ -676,7 +768,7 @@ class Controller:
             )
         self.cycles += 1
         self.last = CycleResult(
-            plan_id, reason, plan.status, cycle_s, solve_s, len(sessions), outcomes
+            plan_id, reason, plan.status, cycle_s, solve_s, len(controlled), outcomes
         )
         if rejected:
             self.trigger("uncontrollable")  # re-plan with them as uncontrolled load
@@ -751,6 +843,77 @@ class Controller:
             )
             self._learned_at = now
         return self._learned
+
+    def _sent_kw(self, transaction_id: int, now: datetime) -> float | None:
+        """The limit [kW] last sent to a session, in force just before ``now``."""
+        got = self._sent.get(transaction_id)
+        if got is None:
+            return None
+        sched = got[1]
+        kw = sched.value_at(now - timedelta(microseconds=1))
+        return kw if kw is not None else sched.value_at(now)
+
+    def _car_cap(self, t: records.OpenTransaction, now: datetime) -> float:
+        """The car's own power limit [kW] as far as it is known (inf: not known).
+
+        A car that drew clearly less than the limit in force limits itself (its maximum,
+        or the taper near full): it is planned with what it drew, so the plan does not
+        count on power the car will not take. The cap only rises again when the car
+        draws more than it.
+        """
+        tid = t.transaction_id
+        cap = self._car_cap_kw.get(tid, math.inf)
+        sent = self._sent.get(tid)
+        drew = t.power_kw
+        if sent is None or drew is None:
+            return cap
+        row = self.store.conn.execute(
+            "SELECT MAX(ts) FROM meter_samples WHERE transaction_id = ? AND measurand = ?",
+            (tid, records.POWER_IMPORT),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return cap
+        sample_at = parse_iso(row[0])
+        if (sample_at - sent[0]).total_seconds() < CAR_CAP_SETTLE_S:
+            return cap  # the sample may predate the limit
+        limit = self._sent_kw(tid, sample_at)
+        if limit is None:
+            return cap
+        if drew > cap:
+            cap = math.inf
+        if limit >= CAR_CAP_MIN_SENT_KW and drew < limit - CAR_CAP_TOLERANCE_KW:
+            cap = max(drew, 0.0)
+        if math.isfinite(cap):
+            self._car_cap_kw[tid] = cap
+        else:
+            self._car_cap_kw.pop(tid, None)
+        return cap
+
+    def _battery_renewable_frac(self, now: datetime) -> float:
+        """Share of the stored energy that came from PV, carried from plan to plan.
+
+        The last plan's renewable content at the time elapsed since it was made (linear
+        within its steps), divided by its stored energy then; kept in the store so a
+        restarted loop resumes it. 0 when nothing is known.
+        """
+        frac = self._battery_green_frac
+        if frac is None:
+            got = self.store.get_setting(BATTERY_GREEN_KEY)
+            frac = float(got) if got is not None else 0.0
+        if self._last_plan is not None and self.station.battery is not None:
+            made, plan = self._last_plan
+            el = (now - made).total_seconds()
+            edges = plan.problem.grid.edges_s
+            if el > 0 and plan.battery_renewable_kwh.size == edges.size:
+                green = float(np.interp(el, edges, plan.battery_renewable_kwh))
+                stored = float(np.interp(el, edges, plan.soc_frac)) * (
+                    self.station.battery.capacity_kwh
+                )
+                frac = min(1.0, max(0.0, green / stored)) if stored > 1e-6 else 0.0
+        if frac != self._battery_green_frac:
+            self._battery_green_frac = frac
+            self.store.set_setting(BATTERY_GREEN_KEY, round(frac, 6))
+        return frac
 
     def _first_soc(self, transaction_id: int) -> float | None:
         row = self.store.conn.execute(

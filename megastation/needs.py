@@ -12,7 +12,19 @@ Sources, strongest first (:attr:`Need.source`):
 4. ``history``: the station's own finished sessions, median dwell and energy by
    charger kind and local hour of arrival, once a cell has :data:`MIN_HISTORY`
    sessions (else the kind as a whole, if it has that many);
-5. ``default``: ``station.defaults['ac'|'dc']`` (dwell minutes, energy kWh).
+5. ``default``: ``station.defaults['ac'|'dc']`` (median dwell minutes, median energy kWh).
+
+A guess is split in two (:class:`Need`), because a car that leaves before its plan is
+done takes the shortfall with it while one that stays longer only waits:
+
+- **firm**: ``energy_kwh`` by ``departure``. When the departure is not known (no
+  ChargingNeeds, no override) it is a *pessimistic* one: the :data:`FIRM_DWELL_QUANTILE`
+  quantile of the dwell (lognormal around the median with :data:`DWELL_SIGMA`, or the
+  empirical quantile of the station's history), so the plan front-loads the car;
+- **extra**: ``extra_energy_kwh`` more, by ``extra_departure`` (the median dwell): what
+  the car will probably still take when its energy is not known (up to full from the
+  SoC, or a high quantile of the energy). The controller plans it one tier below the
+  firm energy, so it is delivered but gives way to other cars' firm energy.
 
 Everything here is a pure function of its inputs except :func:`learn_defaults_from_store`
 and :func:`read_override`, which read the store.
@@ -20,9 +32,10 @@ and :func:`read_override`, which read the store.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -30,18 +43,29 @@ from megastation.config import SessionDefaults
 from megastation.store import Store, iso, parse_iso
 
 MIN_HISTORY = 20  # finished sessions a (kind, hour) cell needs before it is trusted
-TARGET_SOC = {"ac": 1.0, "dc": 0.8}  # what a car charges to, by charger kind
+MIN_HISTORY_KIND = 8  # ... and a whole charger kind (the fallback when the cell is thin)
+TARGET_SOC = {"ac": 1.0, "dc": 0.8}  # firm: what a car surely charges to, by charger kind
+FULL_SOC = {"ac": 1.0, "dc": 1.0}  # extra: up to this (the car stops itself when done)
 DEFAULT_EV_BATTERY_KWH = 64.0  # a typical Korean EV battery when nothing better is known
 MIN_DWELL_LEFT_MIN = 5.0  # a car past its assumed departure is given this much more
+# Dwell spread (sigma of ln dwell) by kind when there is no history: seeds/fleet.toml.
+DWELL_SIGMA = {"ac": 0.55, "dc": 0.40}
+FIRM_DWELL_QUANTILE = 0.2  # firm energy is planned to be in the car by this dwell quantile
+_Z_FIRM = -0.8416  # standard normal quantile of FIRM_DWELL_QUANTILE
+EXTRA_ENERGY_FACTOR = 1.6  # no SoC: the car may take up to this x the median energy
+EXTRA_TAIL_FRAC = 0.25  # a car past its median dwell stays about this x median longer
 
 
 @dataclass(frozen=True)
 class Need:
     """What a session still wants."""
 
-    departure: datetime  # UTC
-    energy_kwh: float  # still wanted from now [kWh], >= 0
+    departure: datetime  # UTC; firm energy is due then (pessimistic when guessed)
+    energy_kwh: float  # firm energy still wanted from now [kWh], >= 0
     source: str  # override | charging_needs | soc | history | default
+    extra_energy_kwh: float = 0.0  # likely more the car takes, beyond the firm energy [kWh]
+    extra_departure: datetime | None = None  # when the extra is due (expected departure)
+    departure_known: bool = False  # from ChargingNeeds or an operator override
 
 
 @dataclass(frozen=True)
@@ -50,9 +74,18 @@ class LearnedDefaults:
 
     by_cell: dict[tuple[str, int], SessionDefaults]
     by_kind: dict[str, SessionDefaults]
+    # FIRM_DWELL_QUANTILE of the dwell [min], same keys
+    early_by_cell: dict[tuple[str, int], float] = field(default_factory=dict)
+    early_by_kind: dict[str, float] = field(default_factory=dict)
 
     def get(self, kind: str, hour: int) -> SessionDefaults | None:
         return self.by_cell.get((kind, hour)) or self.by_kind.get(kind)
+
+    def early_dwell_min(self, kind: str, hour: int) -> float | None:
+        """The pessimistic (low-quantile) dwell [min] of the cell used by :meth:`get`."""
+        if (kind, hour) in self.by_cell:
+            return self.early_by_cell.get((kind, hour))
+        return self.early_by_kind.get(kind)
 
 
 def learn_defaults(
@@ -60,11 +93,14 @@ def learn_defaults(
     timezone: str,
     *,
     min_count: int = MIN_HISTORY,
+    min_count_kind: int = MIN_HISTORY_KIND,
 ) -> LearnedDefaults:
-    """Median dwell [min] and energy [kWh] by (kind, local arrival hour).
+    """Median dwell [min] and energy [kWh] by (kind, local arrival hour), and the
+    :data:`FIRM_DWELL_QUANTILE` quantile of the dwell.
 
     ``sessions`` are finished sessions ``(kind 'ac'|'dc', start UTC, stop UTC, energy_kwh)``.
-    Cells (and kinds) with fewer than ``min_count`` sessions are left out.
+    Cells with fewer than ``min_count`` sessions, kinds with fewer than
+    ``min_count_kind``, are left out.
     """
     tz = ZoneInfo(timezone)
     cells: dict[tuple[str, int], list[tuple[float, float]]] = {}
@@ -83,9 +119,17 @@ def learn_defaults(
             energy_kwh=statistics.median(r[1] for r in rows),
         )
 
+    def early(rows: list[tuple[float, float]]) -> float:
+        dwell = sorted(r[0] for r in rows)
+        return dwell[int(FIRM_DWELL_QUANTILE * (len(dwell) - 1))]
+
+    cell_ok = {k: v for k, v in cells.items() if len(v) >= min_count}
+    kind_ok = {k: v for k, v in kinds.items() if len(v) >= min_count_kind}
     return LearnedDefaults(
-        by_cell={k: med(v) for k, v in cells.items() if len(v) >= min_count},
-        by_kind={k: med(v) for k, v in kinds.items() if len(v) >= min_count},
+        by_cell={k: med(v) for k, v in cell_ok.items()},
+        by_kind={k: med(v) for k, v in kind_ok.items()},
+        early_by_cell={k: early(v) for k, v in cell_ok.items()},
+        early_by_kind={k: early(v) for k, v in kind_ok.items()},
     )
 
 
@@ -114,35 +158,63 @@ def estimate_need(
     base = defaults[kind]
     source = "default"
     hour = started_at.astimezone(ZoneInfo(timezone)).hour
+    early_min = base.dwell_min * math.exp(_Z_FIRM * DWELL_SIGMA.get(kind, 0.5))
     if learned is not None and (got := learned.get(kind, hour)) is not None:
         base, source = got, "history"
-    departure = started_at + timedelta(minutes=base.dwell_min)
+        early_min = learned.early_dwell_min(kind, hour) or early_min
+    # departure: pessimistic (firm) and expected (extra)
+    departure = started_at + timedelta(minutes=min(early_min, base.dwell_min))
+    expected = started_at + timedelta(minutes=base.dwell_min)
+    # energy: firm, and what the car may take on top
     energy = base.energy_kwh - delivered_kwh
+    total_high = EXTRA_ENERGY_FACTOR * base.energy_kwh - delivered_kwh
 
     if soc_frac is not None:
         capacity = DEFAULT_EV_BATTERY_KWH
         if soc_start_frac is not None and soc_frac - soc_start_frac >= 0.05 and delivered_kwh > 1:
             capacity = min(200.0, max(10.0, delivered_kwh / (soc_frac - soc_start_frac)))
         energy = (TARGET_SOC.get(kind, 1.0) - soc_frac) * capacity
+        total_high = (FULL_SOC.get(kind, 1.0) - soc_frac) * capacity
         source = "soc"
 
+    departure_known = False
+    energy_known = False
     if needs_departure is not None or needs_energy_kwh is not None:
         source = "charging_needs"
         if needs_departure is not None:
-            departure = needs_departure
+            departure = expected = needs_departure
+            departure_known = True
         if needs_energy_kwh is not None:
-            energy = needs_energy_kwh - delivered_kwh
+            energy = total_high = needs_energy_kwh - delivered_kwh
+            energy_known = True
 
     if override_departure is not None or override_energy_kwh is not None:
         source = "override"
         if override_departure is not None:
-            departure = override_departure
+            departure = expected = override_departure
+            departure_known = True
         if override_energy_kwh is not None:
-            energy = override_energy_kwh - delivered_kwh
+            energy = total_high = override_energy_kwh - delivered_kwh
+            energy_known = True
 
-    if departure < now + timedelta(minutes=MIN_DWELL_LEFT_MIN):
-        departure = now + timedelta(minutes=MIN_DWELL_LEFT_MIN)
-    return Need(departure=departure, energy_kwh=max(0.0, energy), source=source)
+    energy = max(0.0, energy)
+    extra = 0.0 if energy_known else max(0.0, total_high - energy)
+    soon = now + timedelta(minutes=MIN_DWELL_LEFT_MIN)
+    if departure < soon:
+        departure = soon
+    if not departure_known:
+        # still here after the median: it stays a while yet (lognormal tail)
+        tail = timedelta(minutes=max(2 * MIN_DWELL_LEFT_MIN, EXTRA_TAIL_FRAC * base.dwell_min))
+        expected = max(expected, now + tail)
+    expected = max(expected, departure)
+    return Need(
+        departure=departure,
+        energy_kwh=energy,
+        source=source,
+        extra_energy_kwh=extra,
+        extra_departure=expected,
+        departure_known=departure_known,
+    )
 
 
 # --------------------------------------------------------------------------- store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import timedelta
 
 import numpy as np
@@ -13,7 +14,7 @@ from megastation import control_records as cr
 from megastation import records
 from megastation.controller import Controller, ControlSupervisor, DirectGateway
 from megastation.devices import SimulatedBattery, SimulatedPVMeter, SimulatedSiteMeter
-from megastation.needs import estimate_need, learn_defaults, set_override
+from megastation.needs import DWELL_SIGMA, estimate_need, learn_defaults, set_override
 from tests.conftest import T0
 
 
@@ -147,7 +148,7 @@ async def test_supervisor_restarts_a_crashed_loop(station, store, clock):
 
 
 def test_needs_sources(station):
-    d = station.defaults
+    d = station.defaults  # seed: DC median dwell 35 min, median energy 43 kWh
     kw = dict(
         kind="dc",
         started_at=T0,
@@ -157,25 +158,42 @@ def test_needs_sources(station):
         defaults=d,
     )
     n = estimate_need(**kw)
-    assert n.source == "default" and n.energy_kwh == pytest.approx(30.0)
-    assert n.departure == T0 + timedelta(minutes=45)
+    assert n.source == "default" and n.energy_kwh == pytest.approx(33.0)
+    # firm energy by a pessimistic departure (20 % dwell quantile), more by the median
+    early = T0 + timedelta(minutes=35 * math.exp(-0.8416 * DWELL_SIGMA["dc"]))
+    assert abs((n.departure - early).total_seconds()) < 1
+    assert n.extra_departure == T0 + timedelta(minutes=35) and not n.departure_known
+    assert n.extra_energy_kwh == pytest.approx(1.6 * 43 - 10 - 33)
     n = estimate_need(**kw, soc_frac=0.5)
     assert n.source == "soc" and n.energy_kwh == pytest.approx(0.3 * 64)
+    assert n.extra_energy_kwh == pytest.approx(0.2 * 64)  # up to full
     n = estimate_need(**kw, needs_energy_kwh=50.0, needs_departure=T0 + timedelta(hours=2))
-    assert (n.source, n.energy_kwh, n.departure) == (
+    assert (n.source, n.energy_kwh, n.departure, n.extra_energy_kwh, n.departure_known) == (
         "charging_needs",
         40.0,
         T0 + timedelta(hours=2),
+        0.0,
+        True,
     )
     n = estimate_need(**kw, needs_energy_kwh=50.0, override_energy_kwh=20.0)
     assert (n.source, n.energy_kwh) == ("override", 10.0)
+    # a car past its assumed departures: firm energy now, the extra over a tail
+    late = dict(kw, now=T0 + timedelta(minutes=50))
+    n = estimate_need(**late)
+    assert n.departure == T0 + timedelta(minutes=55)
+    assert n.extra_departure > n.departure
     sessions = [
-        ("dc", T0 + timedelta(days=i), T0 + timedelta(days=i, minutes=30), 25.0) for i in range(20)
+        ("dc", T0 + timedelta(days=i), T0 + timedelta(days=i, minutes=20 + i), 25.0)
+        for i in range(20)
     ]
     learned = learn_defaults(sessions, "Asia/Seoul")
     n = estimate_need(**kw, learned=learned)
-    assert n.source == "history" and n.departure == T0 + timedelta(minutes=30)
-    assert learn_defaults(sessions[:19], "Asia/Seoul").get("dc", 9) is None
+    assert n.source == "history" and n.extra_departure == T0 + timedelta(minutes=29.5)
+    assert n.departure == T0 + timedelta(minutes=23)  # empirical 20 % quantile
+    # an hour cell needs 20 sessions, a whole kind (the fallback) 8
+    assert ("dc", 9) not in learn_defaults(sessions[:19], "Asia/Seoul").by_cell
+    assert learn_defaults(sessions[:8], "Asia/Seoul").get("dc", 9) is not None
+    assert learn_defaults(sessions[:7], "Asia/Seoul").get("dc", 9) is None
 
 
 async def test_override_from_store_reaches_the_plan(station, store, clock):
