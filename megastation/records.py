@@ -500,6 +500,10 @@ def _insert_samples(
     samples: list[Sample],
 ) -> int:
     now = iso(store.now())
+    stamps: dict[datetime, str] = {}  # samples of one meterValue share a timestamp
+    for smp in samples:
+        if smp.ts not in stamps:
+            stamps[smp.ts] = iso(smp.ts)
     cur = store.conn.executemany(
         "INSERT OR IGNORE INTO meter_samples (charger_id, connector_id, transaction_id, ts, "
         "measurand, phase, location, context, value, unit, received_at) "
@@ -509,7 +513,7 @@ def _insert_samples(
                 charger_id,
                 connector_id,
                 transaction_id,
-                iso(s.ts),
+                stamps[s.ts],
                 s.measurand,
                 s.phase,
                 s.location,

@@ -287,6 +287,7 @@ class CentralSystem:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_rows: list[tuple] = []
         self._log_flush: asyncio.TimerHandle | None = None
+        self._log_ts: str | None = None  # message-log timestamp of this event-loop turn
         self._poller: asyncio.Task[None] | None = None
         self.max_batch = 500  # CALLs per group commit at most
         self._writes: list[tuple[Callable[..., Any], dict[str, Any], asyncio.Future[Any]]] = []
@@ -561,16 +562,24 @@ class CentralSystem:
         action: str | None,
         payload: str | bytes,
     ) -> None:
-        """Buffer one raw message; written in batches (at most ~0.5 s later)."""
+        """Buffer one raw message; written in batches (with the next group commit, or ~0.5 s).
+
+        Rows logged in one event-loop turn share one timestamp (formatted once).
+        """
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8", "replace")
-        self._log_rows.append(
-            (charger_id, direction, mtype, uid, action, payload, iso(self.clock.now()))
-        )
+        ts = self._log_ts
+        if ts is None:
+            ts = self._log_ts = iso(self.clock.now())
+            asyncio.get_running_loop().call_soon(self._reset_log_ts)
+        self._log_rows.append((charger_id, direction, mtype, uid, action, payload, ts))
         if len(self._log_rows) >= 500:
             self.flush_log()
         elif self._log_flush is None:
             self._log_flush = asyncio.get_running_loop().call_later(0.5, self.flush_log)
+
+    def _reset_log_ts(self) -> None:
+        self._log_ts = None
 
     def flush_log(self) -> None:
         if self._log_flush is not None:
