@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
-from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,7 @@ import click
 
 from megastation import commands, records, session_export
 from megastation.cli import main
-from megastation.cli.common import Context, pass_ctx
-from megastation.config import Station
+from megastation.cli.common import Context, export_group, parse_when, pass_ctx
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -35,22 +32,6 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
         _table(rows, columns)
-
-
-def _when(text: str | None, station: Station, *, end: bool = False) -> datetime | None:
-    """A --from/--to value: ISO date or datetime; without a zone it is station local time."""
-    if not text:
-        return None
-    try:
-        if len(text) == 10:
-            ts = datetime.combine(datetime.fromisoformat(text).date(), dtime(0))
-        else:
-            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"not an ISO date or time: {text!r}") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=station.site.tz)
-    return ts
 
 
 # --------------------------------------------------------------------------- chargers
@@ -128,7 +109,9 @@ def sessions(
 ) -> None:
     """Charging sessions (transactions) with their energy in kWh."""
     rows = session_export.session_rows(
-        ctx.store, _when(start, ctx.station), _when(end, ctx.station)
+        ctx.store,
+        parse_when(start, ctx.station, option="--from"),
+        parse_when(end, ctx.station, option="--to"),
     )
     if charger:
         rows = [r for r in rows if r["charger_id"] == charger]
@@ -238,7 +221,7 @@ def tags_add(
         ctx.store,
         id_token,
         status,
-        expiry=_when(expiry, ctx.station),
+        expiry=parse_when(expiry, ctx.station, option="--expiry"),
         parent_id_token=parent,
         note=note,
     )
@@ -337,19 +320,7 @@ def command_send(ctx: Context, charger_id: str, action: str, payload: str, wait_
 # --------------------------------------------------------------------------- exports
 
 
-def _export_group() -> click.Group:
-    existing = main.commands.get("export")
-    if isinstance(existing, click.Group):
-        return existing
-
-    @main.group("export")
-    def export_group() -> None:
-        """Export sessions and meter values to CSV (unit-suffixed headers)."""
-
-    return export_group
-
-
-_export = _export_group()
+_export = export_group()
 
 
 @_export.command("sessions")
@@ -366,7 +337,10 @@ _export = _export_group()
 def export_sessions(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Charging sessions to CSV (energy_kwh, meter_start_wh, ...)."""
     n = session_export.export_sessions(
-        ctx.store, output, _when(start, ctx.station), _when(end, ctx.station)
+        ctx.store,
+        output,
+        parse_when(start, ctx.station, option="--from"),
+        parse_when(end, ctx.station, option="--to"),
     )
     click.echo(f"{output}: {n} sessions")
 
@@ -385,6 +359,9 @@ def export_sessions(ctx: Context, output: Path, start: str | None, end: str | No
 def export_meter_values(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Meter values to CSV (power_kw, energy_register_kwh, soc_percent, ...)."""
     n = session_export.export_meter_values(
-        ctx.store, output, _when(start, ctx.station), _when(end, ctx.station)
+        ctx.store,
+        output,
+        parse_when(start, ctx.station, option="--from"),
+        parse_when(end, ctx.station, option="--to"),
     )
     click.echo(f"{output}: {n} rows")
