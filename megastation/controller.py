@@ -84,6 +84,15 @@ CHATTER_WEIGHT_PER_KW = 2e-3
 CAR_CAP_TOLERANCE_KW = 1.0
 CAR_CAP_MIN_SENT_KW = 2.0  # ... learned only from limits at least this high
 CAR_CAP_SETTLE_S = 5.0  # ... and from samples taken this long after the limit was sent
+# Until a DC car whose energy is guessed has shown what it takes, its firm energy is
+# planned at no more than this (Korean DC cars take 50-260 kW; about a fifth take 100 kW
+# or less): a plan that waits to charge must not count on power the car may not have.
+# Its extra energy may use the connector's full power.
+UNPROVEN_DC_KW = 100.0
+# Tier 4 (charge early in the stay): objective points per kWh x (0.5 + progress). Above
+# the dispatch default so that small price and terminal-value differences (re100 tier 3:
+# 0.1 point per KRW) do not push charging towards departure; still far below a grid kWh.
+EARLY_WEIGHT_PER_KWH = 0.5
 BATTERY_GREEN_KEY = "control.battery_renewable_frac"
 
 
@@ -310,6 +319,7 @@ class Controller:
         # per transaction: the schedule last sent, and the car's own power limit learned
         self._sent: dict[int, tuple[datetime, KwSchedule]] = {}  # in force on the charger
         self._car_cap_kw: dict[int, float] = {}
+        self._car_proven_kw: dict[int, float] = {}  # highest limit the car was seen to follow
         # the last plan (to carry the battery's renewable content to the next one)
         self._last_plan: tuple[datetime, Plan] | None = None
         self._battery_green_frac: float | None = None
@@ -576,6 +586,10 @@ class Controller:
                 anchor = max(0.0, t.power_kw or 0.0)
             anchor = min(anchor, max_kw)
             arrival = min(t.start_time, grid.start)
+            firm_kw = max_kw
+            if kind == "dc" and need.extra_energy_kwh > 1e-3 and not (cn and cn.max_power_kw):
+                proven = max(UNPROVEN_DC_KW, self._car_proven_kw.get(t.transaction_id, 0.0))
+                firm_kw = min(max_kw, proven)
             sessions.append(
                 SessionNeed(
                     session_id=sid,
@@ -584,11 +598,12 @@ class Controller:
                     arrival=arrival,
                     departure=need.departure,
                     energy_kwh=need.energy_kwh,
-                    max_power_kw=max_kw,
-                    current_power_kw=anchor,
+                    max_power_kw=firm_kw,
+                    current_power_kw=min(anchor, firm_kw),
                 )
             )
-            if need.extra_energy_kwh > 1e-3 and need.extra_departure is not None:
+            extra_kwh = need.extra_energy_kwh
+            if extra_kwh > 1e-3 and need.extra_departure is not None:
                 sessions.append(
                     SessionNeed(
                         session_id=sid + EXTRA_SUFFIX,
@@ -596,7 +611,7 @@ class Controller:
                         connector_id=int(t.connector_id),
                         arrival=arrival,
                         departure=need.extra_departure,
-                        energy_kwh=need.extra_energy_kwh,
+                        energy_kwh=extra_kwh,
                         max_power_kw=max_kw,
                         priority=EXTRA_PRIORITY,
                     )
@@ -620,7 +635,9 @@ class Controller:
         gs = type(gs)(**{**gs.__dict__, "import_limit_kw": limit_kw})
         pol = Policy.of(policy)
         pol = dataclasses.replace(
-            pol, chatter_weight_per_kw=max(pol.chatter_weight_per_kw, CHATTER_WEIGHT_PER_KW)
+            pol,
+            chatter_weight_per_kw=max(pol.chatter_weight_per_kw, CHATTER_WEIGHT_PER_KW),
+            early_weight_per_kwh=max(pol.early_weight_per_kwh, EARLY_WEIGHT_PER_KWH),
         )
         problem = Problem(
             grid=grid,
@@ -642,10 +659,21 @@ class Controller:
         tx_first: dict[str, float] = {}
         tx_delivered: dict[str, float] = {}
         tx_unmet: dict[str, float] = {}
+        edges = grid.edges_s
         for i, pid in enumerate(plan.session_ids):
             sid = pid.removesuffix(EXTRA_SUFFIX)
-            tx_kw[sid] = tx_kw.get(sid, 0.0) + plan.session_kw[i]
-            tx_first[sid] = tx_first.get(sid, 0.0) + first.session_kw[pid]
+            # the plan's powers are step averages; a car that leaves within a step gets
+            # the power while it is there (average / share of the step plugged in)
+            dep_s = (problem.sessions[i].departure - grid.start).total_seconds()
+            share = np.clip((dep_s - edges[:-1]) / np.diff(edges), 0.0, 1.0)
+            kw = np.divide(plan.session_kw[i], share, out=np.zeros(n), where=share > 1e-6)
+            kw = np.minimum(kw, problem.sessions[i].max_power_kw)
+            tx_kw[sid] = tx_kw.get(sid, 0.0) + kw
+            tx_first[sid] = tx_first.get(sid, 0.0) + float(
+                min(first.session_kw[pid] / share[0], problem.sessions[i].max_power_kw)
+                if share[0] > 1e-6
+                else 0.0
+            )
             tx_delivered[sid] = tx_delivered.get(sid, 0.0) + float(plan.delivered_kwh[i])
             if not pid.endswith(EXTRA_SUFFIX):
                 tx_unmet[sid] = float(plan.unmet_kwh[i])  # firm energy the plan misses
@@ -655,8 +683,9 @@ class Controller:
         force = "over_limit" in reason
         setpoints = []
         for sid, t in controlled.items():
-            limits = np.array(tx_kw[sid], dtype=float)
-            limits[0] = tx_first[sid]
+            cap_kw = self.station.charger(t.charger_id).connector_power_kw
+            limits = np.minimum(np.array(tx_kw[sid], dtype=float), cap_kw)
+            limits[0] = tx_first[sid] = min(tx_first[sid], cap_kw)
             sched = KwSchedule(
                 tuple(ts.to_pydatetime() for ts in times), tuple(float(x) for x in limits), grid.end
             )
@@ -674,7 +703,7 @@ class Controller:
                 )
             )
         open_ids = {t.transaction_id for t in txs}
-        for d in (self._sent, self._car_cap_kw):
+        for d in (self._sent, self._car_cap_kw, self._car_proven_kw):
             for k in [k for k in d if k not in open_ids]:
                 del d[k]
         try:
@@ -883,6 +912,8 @@ class Controller:
             cap = math.inf
         if limit >= CAR_CAP_MIN_SENT_KW and drew < limit - CAR_CAP_TOLERANCE_KW:
             cap = max(drew, 0.0)
+        elif drew >= limit - CAR_CAP_TOLERANCE_KW:
+            self._car_proven_kw[tid] = max(self._car_proven_kw.get(tid, 0.0), drew)
         if math.isfinite(cap):
             self._car_cap_kw[tid] = cap
         else:

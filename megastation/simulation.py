@@ -65,7 +65,12 @@ import pandas as pd
 from megastation import accounting, dispatch, flows, records
 from megastation.clock import SimClock, utc
 from megastation.config import Station, seeds_dir
-from megastation.controller import GUARD_TOLERANCE_KW, Controller, DirectGateway
+from megastation.controller import (
+    DEFAULT_LEASE_INTERVALS,
+    GUARD_TOLERANCE_KW,
+    Controller,
+    DirectGateway,
+)
 from megastation.devices import SimulatedBattery
 from megastation.fleet import CarVisit, generate_visits
 from megastation.sim.car import ConnectorSim
@@ -404,6 +409,10 @@ class _Simulator:
                 pv_meter=SimulatedPVMeter(self._pv_at, clock),
                 weather=site.forecast_weather,
                 guard_interval_s=None,
+                # the TxProfile lease must outlast this simulation's plan interval, not
+                # the station's dispatch_interval_s: else cars fall back to the
+                # fail-safe share between plans
+                lease_s=DEFAULT_LEASE_INTERVALS * plan_interval_s,
             )
         self.groups = dispatch.station_groups(station)
         self.kind = {c.id: c.kind for c in station.chargers}
