@@ -50,8 +50,7 @@ DEFAULT_EV_BATTERY_KWH = 64.0  # a typical Korean EV battery when nothing better
 MIN_DWELL_LEFT_MIN = 5.0  # a car past its assumed departure is given this much more
 # Dwell spread (sigma of ln dwell) by kind when there is no history: seeds/fleet.toml.
 DWELL_SIGMA = {"ac": 0.55, "dc": 0.40}
-FIRM_DWELL_QUANTILE = 0.2  # firm energy is planned to be in the car by this dwell quantile
-_Z_FIRM = -0.8416  # standard normal quantile of FIRM_DWELL_QUANTILE
+FIRM_DWELL_QUANTILE = 0.1  # firm energy is planned to be in the car by this dwell quantile
 EXTRA_ENERGY_FACTOR = 1.6  # no SoC: the car may take up to this x the median energy
 EXTRA_TAIL_FRAC = 0.25  # a car past its median dwell stays about this x median longer
 
@@ -158,7 +157,8 @@ def estimate_need(
     base = defaults[kind]
     source = "default"
     hour = started_at.astimezone(ZoneInfo(timezone)).hour
-    early_min = base.dwell_min * math.exp(_Z_FIRM * DWELL_SIGMA.get(kind, 0.5))
+    z = statistics.NormalDist().inv_cdf(FIRM_DWELL_QUANTILE)
+    early_min = base.dwell_min * math.exp(z * DWELL_SIGMA.get(kind, 0.5))
     if learned is not None and (got := learned.get(kind, hour)) is not None:
         base, source = got, "history"
         early_min = learned.early_dwell_min(kind, hour) or early_min

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 from datetime import timedelta
 
 import numpy as np
@@ -14,7 +15,13 @@ from megastation import control_records as cr
 from megastation import records
 from megastation.controller import Controller, ControlSupervisor, DirectGateway
 from megastation.devices import SimulatedBattery, SimulatedPVMeter, SimulatedSiteMeter
-from megastation.needs import DWELL_SIGMA, estimate_need, learn_defaults, set_override
+from megastation.needs import (
+    DWELL_SIGMA,
+    FIRM_DWELL_QUANTILE,
+    estimate_need,
+    learn_defaults,
+    set_override,
+)
 from tests.conftest import T0
 
 
@@ -159,8 +166,9 @@ def test_needs_sources(station):
     )
     n = estimate_need(**kw)
     assert n.source == "default" and n.energy_kwh == pytest.approx(33.0)
-    # firm energy by a pessimistic departure (20 % dwell quantile), more by the median
-    early = T0 + timedelta(minutes=35 * math.exp(-0.8416 * DWELL_SIGMA["dc"]))
+    # firm energy by a pessimistic departure (10 % dwell quantile), more by the median
+    z = statistics.NormalDist().inv_cdf(FIRM_DWELL_QUANTILE)
+    early = T0 + timedelta(minutes=35 * math.exp(z * DWELL_SIGMA["dc"]))
     assert abs((n.departure - early).total_seconds()) < 1
     assert n.extra_departure == T0 + timedelta(minutes=35) and not n.departure_known
     assert n.extra_energy_kwh == pytest.approx(1.6 * 43 - 10 - 33)
@@ -189,7 +197,7 @@ def test_needs_sources(station):
     learned = learn_defaults(sessions, "Asia/Seoul")
     n = estimate_need(**kw, learned=learned)
     assert n.source == "history" and n.extra_departure == T0 + timedelta(minutes=29.5)
-    assert n.departure == T0 + timedelta(minutes=23)  # empirical 20 % quantile
+    assert n.departure == T0 + timedelta(minutes=21)  # empirical 10 % quantile
     # an hour cell needs 20 sessions, a whole kind (the fallback) 8
     assert ("dc", 9) not in learn_defaults(sessions[:19], "Asia/Seoul").by_cell
     assert learn_defaults(sessions[:8], "Asia/Seoul").get("dc", 9) is not None
