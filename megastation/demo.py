@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from megastation import exports, flows, records
+from megastation import control_records, exports, flows, records, session_export
 from megastation.clock import ScaledClock
 from megastation.config import Station
 from megastation.devices import SimulatedBattery
@@ -582,6 +582,9 @@ def run_demo(
         ):
             exports.write_frame(fn(store, station), out / name)
             files.append(out / name)
+        session_export.export_meter_values(store, out / "meter-values.csv")
+        control_records.export_dispatch_csv(store, out / "dispatch.csv")
+        files += [out / "meter-values.csv", out / "dispatch.csv"]
         files += exports.write_day_plots(store, station, start, end, out)
     finally:
         store.close()

@@ -220,3 +220,13 @@ def test_simulate_and_demo_give_the_same_energy_totals(demo):
         sim.energy_delivered_kwh,
         r.kpis.energy_delivered_kwh,
     )
+
+
+def test_analyst_csvs_are_written_with_units(demo):
+    _, r = demo
+    meters = pd.read_csv(r.out_dir / "meter-values.csv")
+    dispatch = pd.read_csv(r.out_dir / "dispatch.csv")
+    assert len(meters) > 0 and "power_kw" in meters.columns
+    assert meters["power_kw"].max() > 0
+    assert len(dispatch) > 0
+    assert any(c.endswith("_kw") for c in dispatch.columns)
