@@ -82,8 +82,14 @@ CHATTER_WEIGHT_PER_KW = 2e-3
 # A car that draws less than it was allowed (by more than this) limits itself: it is
 # planned with what it drew (car maximum, taper) until it draws more.
 CAR_CAP_TOLERANCE_KW = 1.0
+# Over OCPP a sample's power may reflect the limit before the last one (report and
+# profile cross), so a cap is learned only from two samples in a row below the limit.
+# False: caps are not learned (the highest limit a car followed is still tracked).
+LEARN_CAR_LIMITS = True
+CAR_CAP_TOLERANCE_FRAC = 0.1  # ... or by more than this share of the limit (ramps, rounding)
 CAR_CAP_MIN_SENT_KW = 2.0  # ... learned only from limits at least this high
 CAR_CAP_SETTLE_S = 5.0  # ... and from samples taken this long after the limit was sent
+CAR_CAP_TTL_S = 300.0  # a cap of ~0 is forgotten after this (the car is offered power again)
 # Until a DC car whose energy is guessed has shown what it takes, its firm energy is
 # planned at no more than this (Korean DC cars take 50-260 kW; about a fifth take 100 kW
 # or less): a plan that waits to charge must not count on power the car may not have.
@@ -318,7 +324,8 @@ class Controller:
         self.guard_trips = 0
         # per transaction: the schedule last sent, and the car's own power limit learned
         self._sent: dict[int, tuple[datetime, KwSchedule]] = {}  # in force on the charger
-        self._car_cap_kw: dict[int, float] = {}
+        self._car_cap_kw: dict[int, tuple[float, datetime]] = {}  # kW, when learned
+        self._cap_seen: dict[int, datetime] = {}  # a first sample below the limit
         self._car_proven_kw: dict[int, float] = {}  # highest limit the car was seen to follow
         # the last plan (to carry the battery's renewable content to the next one)
         self._last_plan: tuple[datetime, Plan] | None = None
@@ -561,7 +568,9 @@ class Controller:
                     "transaction_id": t.transaction_id,
                     "charger_id": t.charger_id,
                     "connector_id": t.connector_id,
-                    "departure": need.departure.isoformat(),
+                    # the departure known or expected; firm energy is planned by firm_due
+                    "departure": (need.extra_departure or need.departure).isoformat(),
+                    "firm_due": need.departure.isoformat(),
                     "energy_kwh": round(need.energy_kwh, 3),
                     "extra_energy_kwh": round(need.extra_energy_kwh, 3),
                     "extra_departure": need.extra_departure.isoformat()
@@ -656,6 +665,7 @@ class Controller:
         first = plan.first_step()
         # per transaction: firm + extra
         tx_kw: dict[str, np.ndarray] = {}
+        tx_avg: dict[str, np.ndarray] = {}  # the plan's step averages
         tx_first: dict[str, float] = {}
         tx_delivered: dict[str, float] = {}
         tx_unmet: dict[str, float] = {}
@@ -669,6 +679,7 @@ class Controller:
             kw = np.divide(plan.session_kw[i], share, out=np.zeros(n), where=share > 1e-6)
             kw = np.minimum(kw, problem.sessions[i].max_power_kw)
             tx_kw[sid] = tx_kw.get(sid, 0.0) + kw
+            tx_avg[sid] = tx_avg.get(sid, 0.0) + plan.session_kw[i]
             tx_first[sid] = tx_first.get(sid, 0.0) + float(
                 min(first.session_kw[pid] / share[0], problem.sessions[i].max_power_kw)
                 if share[0] > 1e-6
@@ -677,6 +688,23 @@ class Controller:
             tx_delivered[sid] = tx_delivered.get(sid, 0.0) + float(plan.delivered_kwh[i])
             if not pid.endswith(EXTRA_SUFFIX):
                 tx_unmet[sid] = float(plan.unmet_kwh[i])  # firm energy the plan misses
+
+        # a car that stays longer than planned would draw the raised power for the whole
+        # step: raise only as far as the grid headroom of the step allows
+        if tx_kw:
+            raise_kw = sum(np.maximum(tx_kw[k] - tx_avg[k], 0.0) for k in tx_kw)
+            first_raise = sum(
+                max(tx_first[k] - float(first.session_kw.get(k, 0.0) + first.session_kw.get(
+                    k + EXTRA_SUFFIX, 0.0)), 0.0)
+                for k in tx_first
+            )  # fmt: skip
+            room = np.maximum(np.asarray(limit_kw, dtype=float) - plan.grid_import_kw, 0.0)
+            f = np.divide(room, raise_kw, out=np.ones(n), where=raise_kw > room)
+            f0 = min(1.0, float(room[0]) / first_raise) if first_raise > room[0] else 1.0
+            for k in tx_kw:
+                tx_kw[k] = tx_avg[k] + np.maximum(tx_kw[k] - tx_avg[k], 0.0) * f
+                base0 = float(tx_avg[k][0])
+                tx_first[k] = base0 + max(tx_first[k] - base0, 0.0) * f0
 
         # apply
         lease_end = now + timedelta(seconds=self.lease_s)
@@ -703,7 +731,7 @@ class Controller:
                 )
             )
         open_ids = {t.transaction_id for t in txs}
-        for d in (self._sent, self._car_cap_kw, self._car_proven_kw):
+        for d in (self._sent, self._car_cap_kw, self._car_proven_kw, self._cap_seen):
             for k in [k for k in d if k not in open_ids]:
                 del d[k]
         try:
@@ -887,11 +915,14 @@ class Controller:
 
         A car that drew clearly less than the limit in force limits itself (its maximum,
         or the taper near full): it is planned with what it drew, so the plan does not
-        count on power the car will not take. The cap only rises again when the car
-        draws more than it.
+        count on power the car will not take. The cap is dropped when the car draws
+        more than it; a cap of about nothing (a full car, or one that had not yet followed
+        its limit) is dropped after :data:`CAR_CAP_TTL_S`, so no car is locked out.
         """
         tid = t.transaction_id
-        cap = self._car_cap_kw.get(tid, math.inf)
+        cap, learned_at = self._car_cap_kw.get(tid, (math.inf, now))
+        if cap < CAR_CAP_MIN_SENT_KW and (now - learned_at).total_seconds() > CAR_CAP_TTL_S:
+            cap, learned_at = math.inf, now  # drew nothing: offer power again
         sent = self._sent.get(tid)
         drew = t.power_kw
         if sent is None or drew is None:
@@ -910,12 +941,23 @@ class Controller:
             return cap
         if drew > cap:
             cap = math.inf
-        if limit >= CAR_CAP_MIN_SENT_KW and drew < limit - CAR_CAP_TOLERANCE_KW:
-            cap = max(drew, 0.0)
-        elif drew >= limit - CAR_CAP_TOLERANCE_KW:
+        tol = max(CAR_CAP_TOLERANCE_KW, CAR_CAP_TOLERANCE_FRAC * limit)
+        if limit >= CAR_CAP_MIN_SENT_KW and drew < limit - tol:
+            # only from a second such sample in a row (a single one may predate the limit)
+            prev = self._cap_seen.get(tid)
+            self._cap_seen[tid] = sample_at
+            if prev is not None and prev < sample_at:
+                if drew < cap:
+                    learned_at = sample_at
+                cap = drew
+        else:
+            self._cap_seen.pop(tid, None)
+        if drew >= limit - tol:
             self._car_proven_kw[tid] = max(self._car_proven_kw.get(tid, 0.0), drew)
+        if not LEARN_CAR_LIMITS:
+            return math.inf
         if math.isfinite(cap):
-            self._car_cap_kw[tid] = cap
+            self._car_cap_kw[tid] = (cap, learned_at)
         else:
             self._car_cap_kw.pop(tid, None)
         return cap

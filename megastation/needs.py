@@ -53,6 +53,10 @@ DWELL_SIGMA = {"ac": 0.55, "dc": 0.40}
 FIRM_DWELL_QUANTILE = 0.1  # firm energy is planned to be in the car by this dwell quantile
 EXTRA_ENERGY_FACTOR = 1.6  # no SoC: the car may take up to this x the median energy
 EXTRA_TAIL_FRAC = 0.25  # a car past its median dwell stays about this x median longer
+# A known departure (ChargingNeeds, override) is planned with this share of the stay as a
+# margin (at least MIN_DWELL_LEFT_MIN): a plan that fills the last minutes has no slack
+# for a car that takes less than planned (taper, ramps, meter timing) or leaves early.
+KNOWN_DEPARTURE_MARGIN_FRAC = 0.15
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,12 @@ def estimate_need(
     energy = max(0.0, energy)
     extra = 0.0 if energy_known else max(0.0, total_high - energy)
     soon = now + timedelta(minutes=MIN_DWELL_LEFT_MIN)
+    if departure_known and departure > soon:
+        margin = max(
+            KNOWN_DEPARTURE_MARGIN_FRAC * (departure - started_at),
+            timedelta(minutes=MIN_DWELL_LEFT_MIN),
+        )
+        departure = max(departure - margin, soon)
     if departure < soon:
         departure = soon
     if not departure_known:

@@ -176,13 +176,15 @@ def test_needs_sources(station):
     assert n.source == "soc" and n.energy_kwh == pytest.approx(0.3 * 64)
     assert n.extra_energy_kwh == pytest.approx(0.2 * 64)  # up to full
     n = estimate_need(**kw, needs_energy_kwh=50.0, needs_departure=T0 + timedelta(hours=2))
-    assert (n.source, n.energy_kwh, n.departure, n.extra_energy_kwh, n.departure_known) == (
+    assert (n.source, n.energy_kwh, n.extra_departure, n.extra_energy_kwh, n.departure_known) == (
         "charging_needs",
         40.0,
         T0 + timedelta(hours=2),
         0.0,
         True,
     )
+    # a known departure is planned with a margin of 15 % of the stay
+    assert n.departure == T0 + timedelta(hours=2) - timedelta(minutes=18)
     n = estimate_need(**kw, needs_energy_kwh=50.0, override_energy_kwh=20.0)
     assert (n.source, n.energy_kwh) == ("override", 10.0)
     # a car past its assumed departures: firm energy now, the extra over a tail
