@@ -232,6 +232,12 @@ class ChargerSession:
                 )
             finally:
                 self._pending = None
+                # The close path fails this future while the send may still be waiting
+                # on the closing connection (or a timeout may win the race): whoever
+                # returned first, the answer is consumed here, so it never surfaces as
+                # "Future exception was never retrieved".
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
         if answer[0] == CALLERROR:
             code = answer[2] if len(answer) > 2 else "GenericError"
             text = answer[3] if len(answer) > 3 else ""
