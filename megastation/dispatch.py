@@ -384,10 +384,16 @@ def validate(problem: Problem) -> None:
 _BLOCKS = (
     "pv_ev", "pv_load", "pv_bat", "pv_exp", "curt",
     "gr_ev", "gr_load", "gr_bat",
-    "bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp",
-    "shed", "soc_kwh", "green_kwh", "d_ev", "d_bat",
+    "bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp", "bo_ev", "bo_load", "bo_exp",
+    "shed", "soc_kwh", "green_kwh", "old_kwh", "d_ev", "d_bat",
 )  # fmt: skip
 _B = {name: i for i, name in enumerate(_BLOCKS)}
+# battery discharge: green pool, grey bought within the horizon, grey from before it
+_DISCHARGE = (
+    "bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp", "bo_ev", "bo_load", "bo_exp",
+)  # fmt: skip
+_EXPORT = ("pv_exp", "bg_exp", "by_exp", "bo_exp")
+_TO_EV = ("pv_ev", "gr_ev", "bg_ev", "by_ev", "bo_ev")
 
 
 class _Rows:
@@ -463,6 +469,7 @@ def solve(problem: Problem) -> Plan:
         e_min, e_max = b.soc_min_frac * cap, b.soc_max_frac * cap
         e0 = min(max(e0, e_min), e_max)
         g0 = b.renewable_frac * e0
+        o0 = e0 - g0  # grey energy stored before the horizon (never charged in tier 2)
         eta_c, eta_d = b.charge_efficiency, b.discharge_efficiency
         ch_max, dis_max = b.max_charge_kw, b.max_discharge_kw
         term_val = (
@@ -471,7 +478,7 @@ def solve(problem: Problem) -> Plan:
             else float(price.mean()) * eta_d
         )
     else:
-        cap = e0 = e_min = e_max = g0 = 0.0
+        cap = e0 = e_min = e_max = g0 = o0 = 0.0
         eta_c = eta_d = 1.0
         ch_max = dis_max = 0.0
         term_val = 0.0
@@ -503,11 +510,12 @@ def solve(problem: Problem) -> Plan:
     ub[col["shed"]] = load
     for name in ("pv_bat", "gr_bat"):
         ub[col[name]] = ch_max
-    for name in ("bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp"):
+    for name in _DISCHARGE:
         ub[col[name]] = dis_max
     lb[col["soc_kwh"]] = e_min
     ub[col["soc_kwh"]] = e_max
     ub[col["green_kwh"]] = e_max
+    ub[col["old_kwh"]] = e_max
     pmax = np.array([s.max_power_kw for s in problem.sessions])
     ub[i_pair] = pmax[ps] * avail[ps, pt] if P else 0.0
 
@@ -530,11 +538,15 @@ def solve(problem: Problem) -> Plan:
     c[col["gr_bat"]] += w_grid * eta_c * eta_d * dt
     for name in ("by_load", "by_exp"):
         c[col[name]] -= w_grid * dt
+    # grey energy stored before the horizon was never charged on entry: it costs what a
+    # grid kWh costs when it goes to a car, and earns nothing when it goes to the site
+    # load or export (a credit there made dumping it look renewable: dispatch.md).
+    c[col["bo_ev"]] += w_grid * dt
     for name in ("gr_ev", "gr_load", "gr_bat"):
         c[col[name]] += w_cost * price * dt
-    for name in ("pv_exp", "bg_exp", "by_exp"):
+    for name in _EXPORT:
         c[col[name]] -= w_cost * gs.export_price_krw_per_kwh * dt
-    for name in ("bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp"):
+    for name in _DISCHARGE:
         c[col[name]] += (w_cost * pol.battery_wear_krw_per_kwh + pol.chatter_weight_per_kw) * dt
     c[col["curt"]] += 0.1 * pol.chatter_weight_per_kw * dt  # export rather than curtail
     c[col["shed"]] += 10 * pol.unmet_weight_per_kwh * dt
@@ -557,10 +569,10 @@ def solve(problem: Problem) -> Plan:
     for name in ("pv_ev", "pv_load", "pv_bat", "pv_exp", "curt"):
         eq.coef(r, col[name], 1.0)
     r = eq.add(T, load) + steps  # site load
-    for name in ("pv_load", "gr_load", "bg_load", "by_load", "shed"):
+    for name in ("pv_load", "gr_load", "bg_load", "by_load", "bo_load", "shed"):
         eq.coef(r, col[name], 1.0)
     r = eq.add(T, 0.0) + steps  # cars: sum_s p - supplies = 0
-    for name in ("pv_ev", "gr_ev", "bg_ev", "by_ev"):
+    for name in _TO_EV:
         eq.coef(r, col[name], -1.0)
     eq.coef(r[pt], i_pair, 1.0)
     # stored energy: E_t - E_{t-1} - eta_c dt (pv_bat + gr_bat) + dt/eta_d (discharge) = 0
@@ -571,7 +583,7 @@ def solve(problem: Problem) -> Plan:
     eq.coef(r[1:], col["soc_kwh"][:-1], -1.0)
     for name in ("pv_bat", "gr_bat"):
         eq.coef(r, col[name], -eta_c * dt)
-    for name in ("bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp"):
+    for name in _DISCHARGE:
         eq.coef(r, col[name], dt / eta_d)
     rhs = np.zeros(T)
     rhs[0] = g0
@@ -580,6 +592,13 @@ def solve(problem: Problem) -> Plan:
     eq.coef(r[1:], col["green_kwh"][:-1], -1.0)
     eq.coef(r, col["pv_bat"], -eta_c * dt)
     for name in ("bg_ev", "bg_load", "bg_exp"):
+        eq.coef(r, col[name], dt / eta_d)
+    rhs = np.zeros(T)
+    rhs[0] = o0
+    r = eq.add(T, rhs) + steps  # grey energy from before the horizon, only leaves
+    eq.coef(r, col["old_kwh"], 1.0)
+    eq.coef(r[1:], col["old_kwh"][:-1], -1.0)
+    for name in ("bo_ev", "bo_load", "bo_exp"):
         eq.coef(r, col[name], dt / eta_d)
     if S:  # per session: delivered + unmet = wanted
         r = eq.add(S, want)
@@ -597,22 +616,23 @@ def solve(problem: Problem) -> Plan:
         ub_rows.coef(r, col[name], 1.0)
     ub_rows.coef(r, np.full(T, i_peak), -1.0)
     r = ub_rows.add(T, gs.export_limit_kw) + steps
-    for name in ("pv_exp", "bg_exp", "by_exp"):
+    for name in _EXPORT:
         ub_rows.coef(r, col[name], 1.0)
     r = ub_rows.add(T, ch_max) + steps
     for name in ("pv_bat", "gr_bat"):
         ub_rows.coef(r, col[name], 1.0)
     r = ub_rows.add(T, dis_max) + steps
-    for name in ("bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp"):
+    for name in _DISCHARGE:
         ub_rows.coef(r, col[name], 1.0)
-    r = ub_rows.add(T, 0.0) + steps  # green <= stored
+    r = ub_rows.add(T, 0.0) + steps  # green + old grey <= stored (new grey >= 0)
     ub_rows.coef(r, col["green_kwh"], 1.0)
+    ub_rows.coef(r, col["old_kwh"], 1.0)
     ub_rows.coef(r, col["soc_kwh"], -1.0)
     # aggregate chatter: |ev[t] - ev[t-1]| <= d_ev[t], |bat[t] - bat[t-1]| <= d_bat[t]
     cur = np.array([s.current_power_kw for s in problem.sessions])
-    ev_cols = ("pv_ev", "gr_ev", "bg_ev", "by_ev")
+    ev_cols = _TO_EV
     bat_cols = [("pv_bat", 1.0), ("gr_bat", 1.0)]
-    bat_cols += [(n, -1.0) for n in ("bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp")]
+    bat_cols += [(n, -1.0) for n in _DISCHARGE]
     cur_sum = float(cur.sum()) if S else 0.0
     for sign in (1.0, -1.0):
         rhs = np.zeros(T)
@@ -682,11 +702,11 @@ def solve(problem: Problem) -> Plan:
     delivered = session_kw @ dt
     charge = f["pv_bat"] + f["gr_bat"]
     dis_green = f["bg_ev"] + f["bg_load"] + f["bg_exp"]
-    dis_grey = f["by_ev"] + f["by_load"] + f["by_exp"]
+    dis_grey = sum(f[n] for n in ("by_ev", "by_load", "by_exp", "bo_ev", "bo_load", "bo_exp"))
     imp = f["gr_ev"] + f["gr_load"] + f["gr_bat"]
-    exp_ = f["pv_exp"] + f["bg_exp"] + f["by_exp"]
+    exp_ = sum(f[n] for n in _EXPORT)
     ev_green = f["pv_ev"] + f["bg_ev"]
-    ev_grid = f["gr_ev"] + f["by_ev"]
+    ev_grid = f["gr_ev"] + f["by_ev"] + f["bo_ev"]
     ev_tot = ev_green + ev_grid
     green_share = np.divide(ev_green, ev_tot, out=np.zeros(T), where=ev_tot > 1e-9)
     ren_kwh = session_kw @ (green_share * dt)

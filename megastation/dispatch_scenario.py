@@ -298,9 +298,22 @@ class Simulator:
     @staticmethod
     def _as_planned(lab: dict[str, float], pv: float, ev: float, c: float, d: float) -> bool:
         pv_plan = lab["pv_ev"] + lab["pv_load"] + lab["pv_bat"] + lab["pv_exp"] + lab["curt"]
-        ev_plan = lab["pv_ev"] + lab["gr_ev"] + lab["bg_ev"] + lab["by_ev"]
+        ev_plan = sum(lab.get(k, 0.0) for k in ("pv_ev", "gr_ev", "bg_ev", "by_ev", "bo_ev"))
         c_plan = lab["pv_bat"] + lab["gr_bat"]
-        d_plan = sum(lab[k] for k in ("bg_ev", "bg_load", "bg_exp", "by_ev", "by_load", "by_exp"))
+        d_plan = sum(
+            lab.get(k, 0.0)
+            for k in (
+                "bg_ev",
+                "bg_load",
+                "bg_exp",
+                "by_ev",
+                "by_load",
+                "by_exp",
+                "bo_ev",
+                "bo_load",
+                "bo_exp",
+            )
+        )
         tol = 1e-6 * (1 + pv + ev + c + d)
         return (
             abs(pv - pv_plan) <= tol

@@ -270,3 +270,47 @@ def test_station_helpers_build_groups_prices_and_battery(station):
     assert plan.status == "optimal"
     assert (plan.session_kw[:2].sum(axis=0) <= 300 + 1e-6).all()
     np.testing.assert_allclose(plan.delivered_kwh, [40, 40, 20], atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["re100", "cost"])
+def test_grey_energy_stored_before_the_plan_is_not_dumped_into_export(policy):
+    # Half full of grid energy, no cars, export allowed at price 0, stored energy worth
+    # something at the end: exporting it gains nothing renewable, so it stays.
+    n = 8
+    gs = GridState(500.0, 100.0, np.full(n, 100.0), export_price_krw_per_kwh=0.0)
+    p = Problem(
+        TimeGrid(T0, n, 3600),
+        np.zeros(n),
+        np.full(n, 0.0),
+        gs,
+        (),
+        battery=battery(soc_frac=0.5, renewable_frac=0.0, terminal_value_krw_per_kwh=50.0),
+        policy=policy,
+    )
+    plan = solve(p)
+    assert plan.grid_export_kw.max() == pytest.approx(0, abs=1e-6)
+    assert plan.battery_discharge_kw.max() == pytest.approx(0, abs=1e-6)
+    assert plan.soc_frac[-1] == pytest.approx(0.5)
+    # ... nor into the site load when the grid is cheaper than what it is worth later
+    later = battery(soc_frac=0.5, renewable_frac=0.0, terminal_value_krw_per_kwh=150.0)
+    p2 = Problem(**{**p.__dict__, "site_load_kw": np.full(n, 2.0), "battery": later})
+    assert solve(p2).battery_discharge_kw.max() == pytest.approx(0, abs=1e-6)
+
+
+def test_grey_energy_stored_before_the_plan_counts_as_grid_into_a_car():
+    # A car later in the plan: the old grey energy serves it, but is reported as grid
+    # energy and is no better for tier 2 than importing.
+    n = 4
+    p = Problem(
+        TimeGrid(T0, n, 3600),
+        np.zeros(n),
+        np.zeros(n),
+        grid_state(n, price=[100.0, 100.0, 200.0, 200.0]),
+        (car("a", 5, 10, 4, arr_h=2),),
+        battery=battery(soc_frac=0.5, renewable_frac=0.0, terminal_value_krw_per_kwh=50.0),
+    )
+    plan = solve(p)
+    assert plan.delivered_kwh[0] == pytest.approx(5)
+    assert plan.objective_parts["grid_to_ev_kwh"] == pytest.approx(5)
+    assert plan.battery_discharge_kw.sum() == pytest.approx(5)  # cheaper than evening import
+    assert plan.grid_export_kw.max() == pytest.approx(0, abs=1e-6)
