@@ -42,6 +42,20 @@ FLOW_COLUMNS = (
 )
 
 
+def frame_step_hours(frame: pd.DataFrame) -> np.ndarray:
+    """Length of each row's step [h]: its ``step_s`` (or ``step_h``) column when present.
+
+    A stored flow frame says how long each step was; only a frame without one falls
+    back to the gaps between row starts (:func:`step_hours`), which would stretch a
+    step over a gap in the record.
+    """
+    if "step_s" in frame.columns:
+        return frame["step_s"].to_numpy(float) / 3600.0
+    if "step_h" in frame.columns:
+        return frame["step_h"].to_numpy(float)
+    return step_hours(frame.index)
+
+
 def step_hours(index: pd.DatetimeIndex, default_h: float = 0.25) -> np.ndarray:
     """Length of each step [h]: the gap to the next start; the last repeats the previous."""
     if len(index) == 0:
@@ -62,7 +76,9 @@ def allocate(
 ) -> pd.DataFrame:
     """Split every step's EV energy by source [kWh per step].
 
-    Returns a frame on the same index with ``ev_kwh``, ``ev_pv_kwh`` (PV direct),
+    Step lengths come from a ``step_s`` column when the frame has one (a stored flow
+    record), else from the gaps between rows. Returns a frame on the same index with
+    ``step_h``, ``ev_kwh``, ``ev_pv_kwh`` (PV direct),
     ``ev_battery_kwh`` (all battery energy into cars), ``ev_battery_renewable_kwh``
     (its renewable part), ``ev_grid_kwh`` (grid direct), ``ev_renewable_kwh`` and
     ``ev_nonrenewable_kwh`` (grid direct plus the battery's grid part; the two add up
@@ -71,7 +87,7 @@ def allocate(
     missing = [c for c in FLOW_COLUMNS if c not in flows.columns]
     if missing:
         raise ValueError(f"energy flows: missing column(s) {', '.join(missing)}")
-    h = step_hours(flows.index)
+    h = frame_step_hours(flows)
     pv = flows["pv_kw"].to_numpy(float) * h
     ev = flows["ev_kw"].to_numpy(float) * h
     base = (flows["base_load_kw"].to_numpy(float) if "base_load_kw" in flows else 0 * pv) * h
@@ -108,6 +124,7 @@ def allocate(
     ev_renew = ev_pv + ev_batt_renew
     return pd.DataFrame(
         {
+            "step_h": h,
             "ev_kwh": ev,
             "ev_pv_kwh": ev_pv,
             "ev_battery_kwh": ev_batt,
@@ -135,7 +152,7 @@ def attribute_sessions(session_kw: pd.DataFrame, allocation: pd.DataFrame) -> pd
     charging in it. Returns one row per session: ``energy_kwh``, ``pv_direct_kwh``,
     ``battery_kwh``, ``grid_kwh``, ``renewable_kwh``, ``renewable_frac``.
     """
-    h = step_hours(allocation.index)
+    h = frame_step_hours(allocation)
     kwh = session_kw.reindex(allocation.index).fillna(0.0).to_numpy(float) * h[:, None]
     total = kwh.sum(axis=1)
     weight = np.divide(kwh, total[:, None], out=np.zeros_like(kwh), where=total[:, None] > 1e-12)

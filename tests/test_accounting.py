@@ -68,3 +68,24 @@ def test_sessions_share_each_steps_mix_and_add_up():
 def test_missing_column_is_named():
     with pytest.raises(ValueError, match="grid_export_kw"):
         allocate(_flows().drop(columns="grid_export_kw"))
+
+
+def test_stored_step_lengths_win_over_gaps_between_rows():
+    # A 12-minute last step and a gap in the record must not stretch the energy.
+    idx = pd.DatetimeIndex(["2026-06-15 00:00", "2026-06-15 00:15", "2026-06-15 02:00"], tz="UTC")
+    f = pd.DataFrame(
+        {
+            "step_s": [900.0, 900.0, 720.0],
+            "pv_kw": [0.0] * 3,
+            "ev_kw": [60.0] * 3,
+            "battery_charge_kw": [0.0] * 3,
+            "battery_discharge_kw": [0.0] * 3,
+            "grid_import_kw": [60.0] * 3,
+            "grid_export_kw": [0.0] * 3,
+        },
+        index=idx,
+    )
+    a = allocate(f)
+    assert a["ev_kwh"].sum() == pytest.approx(15 + 15 + 12)
+    per = attribute_sessions(pd.DataFrame({"s": [60.0] * 3}, index=idx), a)
+    assert per.loc["s", "energy_kwh"] == pytest.approx(42)
