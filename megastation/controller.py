@@ -26,6 +26,7 @@ the lease, then falls back to a share that holds whatever the battery does.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import logging
 import math
@@ -100,6 +101,51 @@ UNPROVEN_DC_KW = 100.0
 # 0.1 point per KRW) do not push charging towards departure; still far below a grid kWh.
 EARLY_WEIGHT_PER_KWH = 0.5
 BATTERY_GREEN_KEY = "control.battery_renewable_frac"
+# Between plans the battery follows the site balance around the plan (follow_balance_kw):
+# it changes its set point when the import (or export) would differ from the plan's by
+# more than this, re-checked every guard tick (or meter sample) at most this often.
+BALANCE_DEADBAND_KW = 1.0
+BALANCE_INTERVAL_S = 0.5
+# ... and it discharges beyond the plan only while its state of charge is no more than
+# this below the plan's path (the plan's reserve for later stays).
+BALANCE_SOC_SLACK_FRAC = 0.01
+
+
+def follow_balance_kw(
+    *,
+    planned_battery_kw: float,
+    planned_import_kw: float,
+    planned_export_kw: float,
+    import_at_plan_kw: float,
+    max_charge_kw: float,
+    max_discharge_kw: float,
+    may_discharge_more: bool = True,
+    deadband_kw: float = BALANCE_DEADBAND_KW,
+) -> float:
+    """The battery set point [kW, > 0 discharge] between plans (self-consumption).
+
+    ``import_at_plan_kw`` is the site's net import [kW] (< 0 export) with the battery at
+    the plan's power ``planned_battery_kw``. The plan's grid import and export for the
+    current step bound what the battery does:
+
+    - more surplus than planned (the site would export more than the plan): the battery
+      takes it (charges more, or discharges less), so PV is stored rather than exported;
+    - more import than planned (cars draw more, PV falls short): the battery discharges
+      instead (or charges less); beyond the plan's discharge only if
+      ``may_discharge_more`` (its state of charge is not below the plan's path);
+    - within ``deadband_kw`` of the plan: the plan's set point.
+
+    Clamped to the battery's power limits; the SoC limits are the battery's own.
+    """
+    p = planned_battery_kw
+    x = import_at_plan_kw
+    if x < -planned_export_kw - deadband_kw:
+        p = planned_battery_kw + (x + planned_export_kw)
+    elif x > planned_import_kw + deadband_kw:
+        p = planned_battery_kw + (x - planned_import_kw)
+        if not may_discharge_more:
+            p = min(p, max(planned_battery_kw, 0.0))
+    return min(max(p, -max_charge_kw), max_discharge_kw)
 
 
 # --------------------------------------------------------------------------- gateway protocol
@@ -199,7 +245,9 @@ class DirectGateway:
         got = self.tx.get((charger_id, connector_id))
         value = None
         if got is not None and got[0] == transaction_id:
-            value = got[1].value_at(t)
+            sched = got[1]  # KwSchedule.value_at by bisection (called per car per sim step)
+            if sched.starts and sched.starts[0] <= t < sched.end:
+                value = sched.limits_kw[bisect.bisect_right(sched.starts, t) - 1]
         if value is None and fs is not None:
             value = fs.connector_kw
         return limit if value is None else min(limit, value)
@@ -306,6 +354,7 @@ class Controller:
         self.interval_s = float(site.dispatch_interval_s)
         self.lease_s = lease_s if lease_s is not None else DEFAULT_LEASE_INTERVALS * self.interval_s
         self.deadband_kw = deadband_kw  # profile changes smaller than this are not re-sent
+        self.solve_inline = False  # True: solve on the event loop (socket-free simulator)
         self.cycles = 0  # completed cycles
         self.last: CycleResult | None = None
         self.pv_history: list[tuple[datetime, float]] = []  # measured PV for the nowcast
@@ -329,6 +378,10 @@ class Controller:
         self._car_proven_kw: dict[int, float] = {}  # highest limit the car was seen to follow
         # the last plan (to carry the battery's renewable content to the next one)
         self._last_plan: tuple[datetime, Plan] | None = None
+        # the plan the battery follows between plans (follow_balance), its last set point
+        self._follow: tuple[datetime, Plan] | None = None
+        self._battery_set_kw: float | None = None
+        self._balanced_at: datetime | None = None
         self._battery_green_frac: float | None = None
 
     # ----------------------------------------------------------------- events
@@ -362,6 +415,15 @@ class Controller:
                 and self._computed_import_kw() > self._limit_now() + GUARD_TOLERANCE_KW
             ):
                 self._over_limit()
+            if not self.guard_interval_s and self._follow is not None:
+                # no guard loop (demo): the battery follows the balance on meter samples
+                now = self.clock.now()
+                if (
+                    self._balanced_at is None
+                    or (now - self._balanced_at).total_seconds() >= BALANCE_INTERVAL_S
+                ):
+                    self._balanced_at = now
+                    self._spawn(self.follow_balance())
 
     def _spawn(self, coro: Any) -> None:
         try:
@@ -459,6 +521,89 @@ class Controller:
                 continue
             if import_kw is not None and import_kw > self._limit_now() + GUARD_TOLERANCE_KW:
                 self._over_limit()
+            try:
+                await self.follow_balance()
+            except Exception as exc:  # a device hiccup must not stop the guard
+                log.warning("guard: battery balance failed: %s", exc)
+
+    async def follow_balance(self) -> float | None:
+        """Move the battery set point with the site balance around the plan in force
+        (:meth:`balance_setpoint_kw`); returns the set point [kW, > 0 discharge] or None
+        when there is no plan, battery or reading to follow."""
+        if self.battery is None or self._follow is None:
+            return None
+        batt = await self._read_battery()
+        if batt is None or batt.fault:
+            return None
+        grid_reading = await self._read_grid()
+        pv_kw = None
+        if grid_reading is None and self.pv_meter is not None:
+            try:
+                pv_kw = float(await self.pv_meter.read_pv_kw())
+            except Exception as exc:
+                log.warning("PV meter read failed: %s", exc)
+        kw = self.balance_setpoint_kw(
+            self.clock.now(),
+            soc_frac=batt.soc_frac,
+            pv_kw=pv_kw,
+            net_import_kw=None if grid_reading is None else grid_reading.net_import_kw,
+            battery_kw=batt.power_kw,
+        )
+        if kw is None:
+            return None
+        if self._battery_set_kw is None or abs(kw - self._battery_set_kw) > BALANCE_DEADBAND_KW / 2:
+            try:
+                await self.battery.set_power_kw(kw)
+            except Exception as exc:
+                log.warning("battery set point failed: %s", exc)
+                return None
+            self._battery_set_kw = kw
+        return kw
+
+    def balance_setpoint_kw(
+        self,
+        now: datetime,
+        *,
+        soc_frac: float,
+        pv_kw: float | None = None,
+        ev_kw: float | None = None,
+        net_import_kw: float | None = None,
+        battery_kw: float = 0.0,
+    ) -> float | None:
+        """The battery set point [kW, > 0 discharge] that follows the site balance at
+        ``now`` around the plan in force (:func:`follow_balance_kw`); None without one.
+
+        The balance is the metered net import ``net_import_kw`` with the battery at
+        ``battery_kw``, or else computed: ``ev_kw`` (default: the latest car samples) +
+        base load - ``pv_kw`` (default: the plan's forecast).
+        """
+        if self._follow is None or self.station.battery is None:
+            return None
+        made, plan = self._follow
+        el = (now - made).total_seconds()
+        edges = plan.problem.grid.edges_s
+        if el < 0 or el >= edges[-1]:
+            return None
+        k = int(np.searchsorted(edges, el, side="right") - 1)
+        planned = float(plan.battery_discharge_kw[k] - plan.battery_charge_kw[k])
+        if net_import_kw is not None:
+            import_at_plan = net_import_kw + battery_kw - planned
+        else:
+            pv = float(plan.problem.pv_kw[k]) if pv_kw is None else pv_kw
+            ev_now = sum(self._ev_kw.values()) if ev_kw is None else ev_kw
+            import_at_plan = ev_now + self.station.site.base_load_kw - pv - planned
+        b = self.station.battery
+        plan_soc = float(np.interp(el, edges, plan.soc_frac))
+        reserve_ok = soc_frac >= plan_soc - BALANCE_SOC_SLACK_FRAC
+        return follow_balance_kw(
+            planned_battery_kw=planned,
+            planned_import_kw=float(plan.grid_import_kw[k]),
+            planned_export_kw=float(plan.grid_export_kw[k]),
+            import_at_plan_kw=import_at_plan,
+            max_charge_kw=b.max_charge_kw,
+            max_discharge_kw=b.max_discharge_kw,
+            may_discharge_more=reserve_ok or import_at_plan > self._limit_now(),
+        )
 
     def _over_limit(self) -> None:
         if "over_limit" not in self._reasons:
@@ -660,7 +805,8 @@ class Controller:
             uncontrolled_kw=uncontrolled if uncontrolled.any() else None,
             policy=pol,
         )
-        plan = await asyncio.to_thread(solve, problem)
+        # a worker thread keeps a live event loop responsive; the simulator solves inline
+        plan = solve(problem) if self.solve_inline else await asyncio.to_thread(solve, problem)
         self._last_plan = (now, plan)
         first = plan.first_step()
         # per transaction: firm + extra
@@ -710,13 +856,12 @@ class Controller:
         lease_end = now + timedelta(seconds=self.lease_s)
         force = "over_limit" in reason
         setpoints = []
+        starts = tuple(times.to_pydatetime())  # once per cycle, not per car
         for sid, t in controlled.items():
             cap_kw = self.station.charger(t.charger_id).connector_power_kw
             limits = np.minimum(np.array(tx_kw[sid], dtype=float), cap_kw)
             limits[0] = tx_first[sid] = min(tx_first[sid], cap_kw)
-            sched = KwSchedule(
-                tuple(ts.to_pydatetime() for ts in times), tuple(float(x) for x in limits), grid.end
-            )
+            sched = KwSchedule(starts, tuple(limits.tolist()), grid.end)
             sched = sched.capped_after(lease_end, fs[t.charger_id].connector_kw)
             setpoints.append(
                 ConnectorSetpoint(
@@ -746,8 +891,12 @@ class Controller:
         if self.battery is not None and battery_state is not None:
             try:
                 await self.battery.set_power_kw(-first.battery_kw)  # dispatch: + charge
+                self._battery_set_kw = -first.battery_kw
+                self._follow = (now, plan)
             except Exception as exc:
                 log.warning("battery set point failed: %s", exc)
+        else:
+            self._follow = None
         rejected = {o.charger_id for o in outcomes if o.status == "uncontrollable"}
         by_tx = {sp.transaction_id: sp for sp in setpoints}
         for o in outcomes:  # what each charger follows now (deadband: the older profile)
@@ -1012,7 +1161,7 @@ class Controller:
 
 
 def _r(a: Any, nd: int = 3) -> list[float]:
-    return [round(float(x), nd) for x in np.asarray(a).ravel()]
+    return np.round(np.asarray(a, dtype=float).ravel(), nd).tolist()
 
 
 def _record(o: ApplyOutcome) -> cr.SetpointRecord:
