@@ -11,7 +11,7 @@ import math
 import os
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,6 +57,8 @@ class Server:
     tls_key: str | None = None
     message_log_retention_days: int = 30
     heartbeat_interval_s: int = 300
+    # DataTransfer vendorIds answered Accepted (message kept in the raw message log)
+    data_transfer_vendors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,8 +321,41 @@ def _server(t: _Table) -> Server:
         raise t.fail(
             "tls_key" if server.tls_cert else "tls_cert", "tls_cert and tls_key go together"
         )
+    if server.tls_cert:
+        server = replace(
+            server,
+            tls_cert=_readable_file(t, "tls_cert", server.tls_cert),
+            tls_key=_readable_file(t, "tls_key", server.tls_key),
+        )
+    server = replace(server, data_transfer_vendors=_vendor_ids(t, "data_transfer_vendors"))
     t.done()
     return server
+
+
+def _readable_file(t: _Table, key: str, value: str) -> str:
+    """A file named in the config: relative to the config file's folder; must be readable."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and t.source != "<memory>":
+        path = Path(t.source).parent / path
+    if not path.is_file():
+        raise t.fail(key, f"no such file: {path}")
+    if not os.access(path, os.R_OK):
+        raise t.fail(key, f"cannot read {path}")
+    return str(path)
+
+
+def _vendor_ids(t: _Table, key: str) -> tuple[str, ...]:
+    value = t._get(key, [])
+    if not isinstance(value, list):
+        raise t.fail(key, f"must be a list of vendor ids (strings), got {value!r}")
+    for i, v in enumerate(value):
+        if not isinstance(v, str) or not v.strip():
+            raise t.fail(f"{key}[{i}]", f"must be a non-empty string, got {v!r}")
+        if len(v) > 255:  # CiString255Type (1.6 and 2.0.1)
+            raise t.fail(f"{key}[{i}]", f"must be at most 255 characters, got {len(v)}")
+        if v in value[:i]:
+            raise t.fail(f"{key}[{i}]", f"duplicate vendor id {v!r}")
+    return tuple(value)
 
 
 def _tariff(t: _Table) -> TariffConfig:

@@ -23,9 +23,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import http
 import inspect
 import logging
+import socket
 import ssl
 import uuid
 from collections import OrderedDict
@@ -43,7 +45,7 @@ from websockets.http11 import Request, Response
 from megastation import commands, events, records
 from megastation.clock import Clock
 from megastation.commands import CommandOutcome
-from megastation.config import Station
+from megastation.config import ConfigError, Station
 from megastation.store import Store, iso
 from ocpp_central import protocol
 from ocpp_central.auth import verify_password
@@ -59,6 +61,60 @@ _REPLAY_CACHE = 64  # answers remembered per charger, for CALLs re-sent after a 
 # DataTransfer handler: (charger_id, message_id, data) -> (status, response data or None);
 # status is Accepted, Rejected or UnknownMessageId.
 DataTransferHandler = Callable[[str, str | None, Any], tuple[str, Any]]
+
+
+class ListenError(OSError):
+    """The server cannot listen on ``host:port``; ``kind`` says which of the two is wrong."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        self.host = host  # the address asked for
+        self.port = port  # the port asked for (0 = any free)
+        self.cause = cause  # the OSError from bind / name resolution
+        # "port": in use or not allowed; "host": unknown name or not an address of this machine
+        self.kind = "port" if cause.errno in (errno.EADDRINUSE, errno.EACCES) else "host"
+        if isinstance(cause, socket.gaierror):
+            reason = f"unknown host ({cause.strerror})"
+        elif cause.errno == errno.EADDRINUSE:
+            reason = "address already in use"
+        else:
+            reason = (cause.strerror or str(cause)).lower()
+        super().__init__(cause.errno, f"cannot listen on {host}:{port}: {reason}")
+
+
+def tls_context(station: Station) -> ssl.SSLContext | None:
+    """The server TLS context from ``[server] tls_cert`` / ``tls_key`` (None without TLS).
+
+    Raises :class:`ConfigError` naming the field whose file cannot be loaded. Encrypted
+    keys are not supported (no passphrase prompt on a server).
+    """
+    cfg = station.server
+    if not cfg.tls_cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cfg.tls_cert)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"{station.source}: server.tls_cert: cannot load a PEM certificate from "
+            f"{cfg.tls_cert}: {e}"
+        ) from None
+    try:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key, password=lambda: b"")
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"{station.source}: server.tls_key: cannot load the private key of tls_cert from "
+            f"{cfg.tls_key} (not a PEM key, encrypted, or not tls_cert's key): {e}"
+        ) from None
+    return ctx
+
+
+def accept_data_transfer(charger_id: str, message_id: str | None, data: Any) -> tuple[str, Any]:
+    """DataTransfer handler of a configured vendor: Accepted, no data back.
+
+    The message itself, its data exactly as sent, is in the raw message log.
+    """
+    log.debug("%s: DataTransfer accepted (messageId %s)", charger_id, message_id)
+    return "Accepted", None
 
 
 def charger_id_from_path(path: str) -> str:
@@ -259,8 +315,10 @@ class CentralSystem:
     ``on_event`` receives :mod:`megastation.events` after they are stored; it may be a
     coroutine function (run as a task). ``response_timeout_s`` bounds a charger's
     answer to a call [s, real time]. ``data_transfer`` maps the vendor ids this station
-    understands to a handler ``(charger_id, message_id, data) -> (status, data)``;
-    DataTransfer from any other vendor is answered ``UnknownVendorId`` (1.6 and 2.0.1).
+    understands to a handler ``(charger_id, message_id, data) -> (status, data)``; the
+    station's ``[server] data_transfer_vendors`` get :func:`accept_data_transfer` unless
+    given a handler here. DataTransfer from any other vendor is answered
+    ``UnknownVendorId`` (1.6 and 2.0.1).
     """
 
     def __init__(
@@ -284,8 +342,12 @@ class CentralSystem:
         self.command_poll_s = command_poll_s  # command table poll interval [clock s]
         self.validate_responses = validate_responses  # check our own answers too (tests)
         self.max_frame_bytes = max_frame_bytes  # larger incoming frames close the connection
-        # vendorId -> handler for DataTransfer from chargers; other vendors: UnknownVendorId
-        self.data_transfer: dict[str, DataTransferHandler] = dict(data_transfer or {})
+        # vendorId -> handler for DataTransfer from chargers; other vendors: UnknownVendorId.
+        # [server] data_transfer_vendors are accepted as they come (kept in the message log).
+        self.data_transfer: dict[str, DataTransferHandler] = {
+            **dict.fromkeys(station.server.data_transfer_vendors, accept_data_transfer),
+            **(data_transfer or {}),
+        }
         self.sessions: dict[str, ChargerSession] = {}  # connected chargers by id
         self.server: websockets.asyncio.server.Server | None = None
         self.port: int | None = None  # bound port after start()
@@ -305,23 +367,28 @@ class CentralSystem:
     async def start(
         self, host: str = "127.0.0.1", port: int = 0
     ) -> websockets.asyncio.server.Server:
-        """Register the configured chargers, listen, and start the command poller."""
+        """Register the configured chargers, listen, and start the command poller.
+
+        Raises :class:`~megastation.config.ConfigError` naming ``server.tls_cert`` /
+        ``server.tls_key`` when they cannot be loaded, and :class:`ListenError` when
+        ``host:port`` cannot be bound (port in use, unknown host).
+        """
+        ssl_ctx = tls_context(self.station)
         records.register_station_chargers(self.store, self.station)
-        ssl_ctx = None
-        if self.station.server.tls_cert:
-            ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ssl_ctx.load_cert_chain(self.station.server.tls_cert, self.station.server.tls_key)
-        self.server = await serve(
-            self._handler,
-            host,
-            port,
-            subprotocols=list(protocol.SUBPROTOCOLS),
-            select_subprotocol=self._select_subprotocol,
-            process_request=self._process_request,
-            max_size=self.max_frame_bytes,
-            ssl=ssl_ctx,
-            ping_interval=None,
-        )
+        try:
+            self.server = await serve(
+                self._handler,
+                host,
+                port,
+                subprotocols=list(protocol.SUBPROTOCOLS),
+                select_subprotocol=self._select_subprotocol,
+                process_request=self._process_request,
+                max_size=self.max_frame_bytes,
+                ssl=ssl_ctx,
+                ping_interval=None,
+            )
+        except OSError as e:
+            raise ListenError(host, port, e) from e
         self.port = self.server.sockets[0].getsockname()[1]
         self._poller = asyncio.create_task(self._poll_commands())
         log.info("OCPP central system listening on %s:%s", host, self.port)

@@ -25,7 +25,8 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
     Ctrl-C stops cleanly.
     """
-    from ocpp_central.server import run_server
+    from megastation.config import ConfigError
+    from ocpp_central.server import ListenError, run_server
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -46,9 +47,24 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
 
     clock = SystemClock()
     on_event, control_task = controller_hooks(station, store, clock)  # the control loop
-    with contextlib.suppress(KeyboardInterrupt):
-        server = run_server(
-            station, store, clock, h, p, ready=ready, extra_tasks=[control_task], on_event=on_event
-        )
-        asyncio.run(server)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            server = run_server(
+                station,
+                store,
+                clock,
+                h,
+                p,
+                ready=ready,
+                extra_tasks=[control_task],
+                on_event=on_event,
+            )
+            asyncio.run(server)
+    except ConfigError as e:  # TLS files that exist but cannot be loaded
+        raise click.ClickException(str(e)) from None
+    except ListenError as e:
+        option = "--port or [server].port" if e.kind == "port" else "--host or [server].host"
+        raise click.ClickException(
+            f"{e.strerror}; choose another with {option} ({station.source})"
+        ) from None
     click.echo("stopped", err=True)
