@@ -29,7 +29,12 @@ class ExportError(ValueError):
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> int:
     """Write ``frame`` to CSV (or Parquet for ``*.parquet``); return the row count."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix.lower() not in (".csv", ".parquet", ".txt", ""):
+        raise ExportError(f"{p}: unknown file type {p.suffix!r}: give a .csv or .parquet name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{p}: cannot create folder {p.parent}: {exc.strerror}") from None
     if p.suffix.lower() == ".parquet":
         try:
             import pyarrow  # noqa: F401

@@ -6,10 +6,11 @@ thin layer over them. Times are ISO UTC; ``start``/``end`` select ``[start, end)
 
 from __future__ import annotations
 
-import csv
 import os
 from datetime import datetime
 from typing import Any
+
+import pandas as pd
 
 from megastation import records
 from megastation.store import Store
@@ -87,14 +88,16 @@ def meter_value_rows(
 ) -> list[dict[str, Any]]:
     """One row per (time, charger, connector): power, energy register, SoC, current, voltage.
 
-    Totals are used where the charger sent them; per-phase power and current are summed
-    otherwise. Other measurands are left out (they stay in the store).
+    Totals are used where the charger sent them; otherwise per-phase power is summed and
+    ``current_a`` is the highest phase current (the one a per-phase limit binds). SoC is
+    taken from wherever the charger reports it (usually ``location="EV"``); the other
+    columns only from the outlet. Other measurands are left out (they stay in the store).
     """
     rows: dict[tuple, dict[str, Any]] = {}
     phased: dict[tuple, dict[str, float]] = {}
     for s in records.list_meter_samples(store, start=start, end=end):
         col = _WIDE.get((s["measurand"], s["unit"]))
-        if col is None or s["location"] not in ("", "Outlet"):
+        if col is None or (col != "soc_percent" and s["location"] not in ("", "Outlet")):
             continue
         key = (s["ts"], s["charger_id"], s["connector_id"])
         row = rows.setdefault(
@@ -111,7 +114,10 @@ def meter_value_rows(
                 row[col] = s["value"]
         else:
             acc = phased.setdefault(key, {})
-            acc[col] = acc.get(col, 0.0) + s["value"]
+            if col == "current_a":
+                acc[col] = max(acc.get(col, 0.0), s["value"])
+            else:
+                acc[col] = acc.get(col, 0.0) + s["value"]
     for key, acc in phased.items():
         for col, total in acc.items():
             rows[key].setdefault(col, total)
@@ -119,11 +125,10 @@ def meter_value_rows(
 
 
 def _write(path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict]) -> int:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    return len(rows)
+    """CSV or Parquet by the file name, through the one writer all exports share."""
+    from megastation.exports import write_frame
+
+    return write_frame(pd.DataFrame(rows, columns=list(columns)), path)
 
 
 def export_sessions(

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import click
 
-from megastation.cli.common import Context, pass_ctx
+from megastation.cli.common import Context, MegastationGroup, pass_ctx
 
 __all__ = ["Context", "main", "pass_ctx"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=MegastationGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--config",
     "config_path",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as dtime
@@ -38,7 +39,10 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.db_path)
+            try:
+                self._store = Store(self.db_path)
+            except sqlite3.DatabaseError as exc:
+                raise click.ClickException(f"--db {self.db_path}: {exc}") from None
         return self._store
 
     def close(self) -> None:
@@ -48,6 +52,25 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Domain errors whose message is meant for the user: shown without a traceback."""
+    from forecasts.weather import WeatherError
+    from megastation.dispatch import ProblemError
+    from megastation.exports import ExportError
+
+    return (ConfigError, ExportError, ProblemError, WeatherError, sqlite3.DatabaseError)
+
+
+class MegastationGroup(click.Group):
+    """The top-level group: a domain error from any command becomes a one-line message."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except _user_errors() as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def parse_when(text: str | None, station: Station, *, option: str | None = None) -> datetime | None:

@@ -8,6 +8,7 @@ next cycle (within ``site.dispatch_interval_s``).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ from megastation.store import Store, parse_iso
 @click.option("--grid-kw", type=float, help="Grid import limit [kW] from now on.")
 @click.option("--until", "until", help="Until this time (ISO; local if no zone); default: open.")
 @click.option("--clear", is_flag=True, help="Back to the configured limit.")
+@click.option("--force", is_flag=True, help="Allow a limit above the configured connection.")
 @pass_ctx
-def limit(ctx: Context, grid_kw: float | None, until: str | None, clear: bool) -> None:
+def limit(ctx: Context, grid_kw: float | None, until: str | None, clear: bool, force: bool) -> None:
     """Lower (or raise) the site's grid import limit live, e.g. on a utility request."""
     st = ctx.station
     if clear:
@@ -38,9 +40,19 @@ def limit(ctx: Context, grid_kw: float | None, until: str | None, clear: bool) -
         kw, source = cr.grid_limit_kw(ctx.store, st.site.grid_import_limit_kw, ctx.store.now())
         click.echo(f"grid import limit: {kw:g} kW ({source})")
         return
-    if grid_kw < 0:
-        raise click.BadParameter("must be >= 0", param_hint="--grid-kw")
+    if not math.isfinite(grid_kw) or grid_kw < 0:
+        raise click.BadParameter(
+            f"must be a finite number >= 0, got {grid_kw}", param_hint="--grid-kw"
+        )
+    if grid_kw > st.site.grid_import_limit_kw and not force:
+        raise click.BadParameter(
+            f"{grid_kw:g} kW is above the connection's {st.site.grid_import_limit_kw:g} kW "
+            "(site.grid_import_limit_kw); add --force if the utility allows it",
+            param_hint="--grid-kw",
+        )
     end = parse_when(until, st, option="--until")
+    if end is not None and end <= ctx.store.now():
+        raise click.BadParameter(f"{until} is in the past", param_hint="--until")
     cr.set_grid_limit(ctx.store, grid_kw, end)
     click.echo(f"grid import limit: {grid_kw:g} kW" + (f" until {end.isoformat()}" if end else ""))
 
