@@ -91,3 +91,18 @@ async def test_meter_values_export_has_soc_from_the_ev_and_phase_current(central
     rows = pd.read_csv(out)
     assert rows["soc_percent"].tolist() == [55]
     assert rows["current_a"].tolist() == [16]  # the highest phase, not 41.5 A summed
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("--hours", "0"), "--hours"),
+        (("--speed", "0"), "--speed"),
+        (("--start-hour", "25"), "--start-hour"),
+        (("--weather", "nope"), "--weather"),
+    ],
+)
+def test_demo_refuses_impossible_options(tmp_path, args, option):
+    result = _run("demo", "--out", str(tmp_path / "d"), *args)
+    assert result.exit_code == 2 and option in result.output
+    assert not (tmp_path / "d").exists()

@@ -104,3 +104,14 @@ def export_group() -> click.Group:
         """Export the store for analysts: CSV with unit-suffixed headers (Parquet where noted)."""
 
     return export
+
+
+def check_weather(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Click callback for ``--weather``: a seed name or an existing weather CSV."""
+    from megastation.simulation import SimulationError, weather_path
+
+    try:
+        weather_path(value)
+    except SimulationError as exc:
+        raise click.BadParameter(str(exc).removeprefix("weather: "), ctx, param) from None
+    return value

@@ -7,23 +7,46 @@ from pathlib import Path
 import click
 
 from megastation.cli import main
-from megastation.cli.common import Context, pass_ctx
+from megastation.cli.common import Context, check_weather, pass_ctx
 
 
 @main.command("demo")
-@click.option("--hours", type=float, default=24.0, show_default=True, help="Station hours.")
-@click.option("--speed", type=float, default=1440.0, show_default=True, help="Clock speed-up.")
-@click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
-    "--start-hour", type=float, default=0.0, show_default=True, help="Site hour the run starts."
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True, max=7 * 24),
+    default=24.0,
+    show_default=True,
+    help="Station hours to run.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1440.0,
+    show_default=True,
+    help="Clock speed-up (1440 = a day a minute).",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the fleet's cars.")
+@click.option(
+    "--start-hour",
+    type=click.FloatRange(min=0, max=24, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Site-local hour the run starts.",
 )
 @click.option(
     "--weather",
+    callback=check_weather,
     default="clear-day",
     show_default=True,
     help="clear-day, cloudy-day, mixed-week or a weather CSV file.",
 )
-@click.option("--policy", type=click.Choice(["re100", "cost"]), default="re100", show_default=True)
+@click.option(
+    "--policy",
+    type=click.Choice(["re100", "cost"]),
+    default="re100",
+    show_default=True,
+    help="Dispatch policy: renewable share first, or money first.",
+)
 @click.option(
     "--out",
     "out_dir",
