@@ -98,8 +98,21 @@ def test_summary_numbers_are_sensible(demo):
     assert k.pv_kwh > 0
     assert k.steps_over_limit == 0
     assert k.peak_import_kw <= station.site.grid_import_limit_kw + 1e-6
-    assert k.unmet_kwh >= 0
-    assert k.cost_krw >= 0
+    visits = [v for v in generate_visits(station, r.start, r.end, SEED) if v.arrival < r.end]
+    assert k.energy_wanted_kwh == pytest.approx(sum(v.energy_wanted_kwh for v in visits))
+    assert k.unmet_kwh == pytest.approx(k.energy_wanted_kwh - k.energy_delivered_kwh)
+    # Cost by hand from the flows and KEPCO's summer table (the demo day is in June):
+    # light 23-09 h, mid 09, 12, 17-22 h, peak 10-11, 13-16 h; no export revenue.
+    flows = _flows(r)
+    hours = pd.to_datetime(flows["time_local"].str[:19]).dt.hour
+    rate = hours.map(
+        lambda hr: 124.5 if hr in (10, 11, 13, 14, 15, 16) else 103.2 if 9 <= hr <= 22 else 63.1
+    )
+    import_kwh = flows["grid_import_kw"] * flows["step_s"] / 3600.0
+    assert k.grid_import_kwh == pytest.approx(import_kwh.sum(), rel=1e-6)
+    assert k.energy_cost_krw == pytest.approx(float((import_kwh * rate).sum()), rel=1e-6)
+    days = flows["step_s"].sum() / 86400.0
+    assert k.demand_charge_krw == pytest.approx(2580.0 * k.peak_import_kw * days / 30.0, rel=1e-6)
     # perfect foresight is the limit: it delivers first, so at least what the live run did
     assert r.perfect_foresight.energy_delivered_kwh >= 0.95 * k.energy_delivered_kwh
     summary = pd.read_csv(r.out_dir / "summary.csv")
