@@ -346,6 +346,44 @@ def flow_kpis(
 # --------------------------------------------------------------------------- the engine
 
 
+class _StepForecastCache:
+    """:func:`forecasts.forecast.forecast_pv`, issued once per forecast step.
+
+    The controller asks for a forecast on every plan (about 230 a day: every interval
+    and every arrival or departure). Within one 15-minute forecast step the answer
+    hardly changes: the forecast grid, the weather and the nowcast's measured
+    clear-sky index (from the hour before the step) are the same, only the lead times
+    of the nowcast blend are a few minutes shorter. So the first forecast issued in a
+    step is reused for every plan in that step with the same horizon length.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._frame: pd.DataFrame | None = None
+
+    def __call__(
+        self,
+        station: Station,
+        start: datetime | pd.Timestamp,
+        n_steps: int,
+        step_min: int | None = None,
+        weather: pd.DataFrame | None = None,
+        measured_kw: pd.Series | None = None,
+    ) -> pd.DataFrame:
+        from forecasts.forecast import forecast_pv
+
+        step_s = 60 * (step_min or station.site.dispatch_step_min)
+        key = (int(pd.Timestamp(start).timestamp()) // step_s, step_s, id(weather))
+        if key != self._key or self._frame is None or len(self._frame) < n_steps:
+            # one step more: a plan made on a step boundary has one step less than
+            # the plans made within the step (its first step is not a short one)
+            self._frame = forecast_pv(
+                station, start, n_steps + 1, step_min, weather=weather, measured_kw=measured_kw
+            )
+            self._key = key
+        return self._frame
+
+
 @dataclass
 class _Bucket:
     """Sums over one dispatch step (kW x s), flushed into ``energy_flows``."""
@@ -408,12 +446,14 @@ class _Simulator:
                 battery=self.battery,
                 pv_meter=SimulatedPVMeter(self._pv_at, clock),
                 weather=site.forecast_weather,
+                forecaster=_StepForecastCache(),
                 guard_interval_s=None,
                 # the TxProfile lease must outlast this simulation's plan interval, not
                 # the station's dispatch_interval_s: else cars fall back to the
                 # fail-safe share between plans
                 lease_s=DEFAULT_LEASE_INTERVALS * plan_interval_s,
             )
+            self.controller.solve_inline = True  # nothing else runs on this loop
         self.groups = dispatch.station_groups(station)
         self.kind = {c.id: c.kind for c in station.chargers}
         self.version = {c.id: c.ocpp_version for c in station.chargers}
@@ -426,7 +466,7 @@ class _Simulator:
         self.plans = 0
         self.solve_s = 0.0
         self.peak_kw = 0.0
-        self.pv_history: list[tuple[pd.Timestamp, float]] = []
+        self._site_t0_s = self.site.index[0].timestamp()  # epoch seconds of site row 0
         self.renewable_kwh = 0.0  # battery renewable content (accounting convention)
         self.bucket: _Bucket | None = None
         self.fc_cache: dict[pd.Timestamp, pd.DataFrame] = {}
@@ -441,7 +481,12 @@ class _Simulator:
         return float(self.site.pv_actual_kw[min(self._site_row(t), len(self.site.index) - 1)])
 
     def _site_row(self, now: datetime) -> int:
-        return int((pd.Timestamp(now) - self.site.index[0]) // self._site_step)
+        return int((now.timestamp() - self._site_t0_s) // 900.0)  # 15-minute site steps
+
+    def _flow_step_start(self, now: datetime) -> datetime:
+        """Start of the flow step containing ``now`` (steps on multiples of the step, UTC)."""
+        fs = self.flow_step_s
+        return datetime.fromtimestamp(math.floor(now.timestamp() / fs) * fs, UTC)
 
     def _plug_in(self, v: CarVisit, now: datetime) -> None:
         ch = self.station.charger(v.charger_id)
@@ -642,7 +687,6 @@ class _Simulator:
             self.meter_wh[conn] = self.meter_wh.get(conn, 0.0) + got * dt_h * 1000.0
         ev_kw = sum(ev.values())
         net = ev_kw + f["base"] - f["pv"] - batt
-        self.pv_history.append((pd.Timestamp(now), f["pv_avail"]))
         b = self._bucket_for(now)
         if b.soc_frac is None:
             b.soc_frac = soc_start
@@ -706,7 +750,7 @@ class _Simulator:
     # ---------------------------------------------------------------- recording
 
     def _bucket_for(self, now: datetime) -> _Bucket:
-        ts = pd.Timestamp(now).floor(f"{self.flow_step_s}s").to_pydatetime()
+        ts = self._flow_step_start(now)
         if self.bucket is None or self.bucket.ts != ts:
             self._flush()
             self.bucket = _Bucket(ts)
@@ -795,10 +839,8 @@ class _Simulator:
                 self._limits(now)
             # the substep ends at the next event boundary (step, flow step or end)
             nxt = now + timedelta(seconds=self.step_s)
-            flow_end = pd.Timestamp(now).floor(f"{self.flow_step_s}s") + pd.Timedelta(
-                seconds=self.flow_step_s
-            )
-            nxt = min(nxt, flow_end.to_pydatetime(), self.end)
+            flow_end = self._flow_step_start(now) + timedelta(seconds=self.flow_step_s)
+            nxt = min(nxt, flow_end, self.end)
             if self.pending and now < self.pending[0].arrival < nxt:
                 nxt = self.pending[0].arrival
             # ... or a departure: a car's power is its mean over the whole substep
@@ -1116,5 +1158,3 @@ __all__ = [
     "read_weather",
     "simulate",
 ]
-
-_ = UTC
