@@ -46,6 +46,8 @@ from megastation.dispatch import (
     station_groups,
 )
 from megastation.dispatch_scenario import Scenario, capture
+from megastation.fleet import load_fleet_profile
+from megastation.needs import expected_demand_from_profile
 from megastation.replay import replay
 
 T0 = datetime(2026, 7, 1, 15, 0, tzinfo=UTC)  # 2026-07-02 00:00 in Seoul
@@ -162,20 +164,30 @@ def part2(quick: bool) -> None:
     rh_known = replay(sc, horizon_steps=96, arrivals_known=True, name="RH, perfect PV + arrivals")
     fc_sc = replace(sc, pv_forecast=pvlib_forecast(sc, station))
     rh_pvlib = replay(fc_sc, horizon_steps=96, name="receding horizon, pvlib PV")
-    runs += [rh_perfect, rh_known, rh_pvlib, pf]
+    # expected cars from the fleet profile the visits are drawn from (a station learns
+    # the same from its history: megastation.needs.learn_expected_demand)
+    demand = expected_demand_from_profile(station, load_fleet_profile())
+    tz = station.site.timezone
+    rh_exp = replay(
+        sc, horizon_steps=96, expected=demand, timezone=tz, name="RH, perfect PV, expected cars"
+    )
+    rh_exp_pvlib = replay(
+        fc_sc, horizon_steps=96, expected=demand, timezone=tz, name="RH, pvlib PV, expected cars"
+    )
+    runs += [rh_perfect, rh_known, rh_pvlib, rh_exp, rh_exp_pvlib, pf]
     print(
-        f"{'strategy':<30} {'RE share':>8} {'RE->EV kWh':>10} {'grid->EV':>9} "
+        f"{'strategy':<32} {'RE share':>8} {'RE->EV kWh':>10} {'grid->EV':>9} "
         f"{'import kWh':>10} {'peak kW':>8} {'delivered':>9} {'cost kKRW':>9} {'solve s':>8}"
     )
     for o in runs:
         s = o.summary()
         print(
-            f"{o.name:<30} {s['renewable_share']:>8.1%} {s['renewable_to_ev_kwh']:>10.1f} "
+            f"{o.name:<32} {s['renewable_share']:>8.1%} {s['renewable_to_ev_kwh']:>10.1f} "
             f"{s['grid_to_ev_kwh']:>9.1f} {s['grid_import_kwh']:>10.1f} {s['peak_kw']:>8.1f} "
             f"{s['delivered_kwh']:>9.1f} {s['energy_cost_krw'] / 1e3:>9.1f} {s['solve_time_s']:>8.2f}"
         )
     base = runs[0]
-    for o in (rh_perfect, rh_known, rh_pvlib):
+    for o in (rh_perfect, rh_known, rh_pvlib, rh_exp, rh_exp_pvlib):
         print(
             f"capture ({o.name}): renewable->EV {capture(o, pf, base):.1%}, "
             f"grid->EV {capture(o, pf, base, 'grid_to_ev_kwh'):.1%}"

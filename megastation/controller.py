@@ -58,8 +58,12 @@ from megastation.dispatch import (
     station_groups,
 )
 from megastation.needs import (
+    EXPECTED_PREFIX,
+    ExpectedDemand,
     LearnedDefaults,
     estimate_need,
+    expected_demand_for_station,
+    expected_sessions,
     learn_defaults_from_store,
     read_overrides,
 )
@@ -339,6 +343,7 @@ class Controller:
         guard_interval_s: float | None = 0.5,
         lease_s: float | None = None,
         deadband_kw: float = 1.0,
+        expect_arrivals: bool = True,
     ) -> None:
         self.station = station  # the station config
         self.store = store  # source of truth (transactions, needs, overrides, sent profiles)
@@ -354,6 +359,9 @@ class Controller:
         self.interval_s = float(site.dispatch_interval_s)
         self.lease_s = lease_s if lease_s is not None else DEFAULT_LEASE_INTERVALS * self.interval_s
         self.deadband_kw = deadband_kw  # profile changes smaller than this are not re-sent
+        # plan the cars still to come (history, else the fleet profile) as expected sessions
+        self.expect_arrivals = expect_arrivals
+        self._expected: ExpectedDemand | None = None
         self.solve_inline = False  # True: solve on the event loop (socket-free simulator)
         self.cycles = 0  # completed cycles
         self.last: CycleResult | None = None
@@ -775,6 +783,17 @@ class Controller:
                     PowerGroup(f"car:{sid}", ((t.charger_id, int(t.connector_id)),), max_kw)
                 )
 
+        # cars still to come, as aggregate expected sessions (never in the first step)
+        expected_kwh = 0.0
+        demand = self._expected_demand(now) if self.expect_arrivals else None
+        if demand is not None:
+            edges_utc = [grid.start + timedelta(seconds=float(x)) for x in grid.edges_s]
+            for sid, _k, arr, dep, kwh, kw, prio in expected_sessions(
+                demand, edges_utc, site.timezone
+            ):
+                sessions.append(SessionNeed(sid, sid, 0, arr, dep, kwh, kw, priority=prio))
+                expected_kwh += kwh
+
         # problem
         soc = None
         if batt is not None and self.station.battery is not None:
@@ -817,6 +836,8 @@ class Controller:
         tx_unmet: dict[str, float] = {}
         edges = grid.edges_s
         for i, pid in enumerate(plan.session_ids):
+            if pid.startswith(EXPECTED_PREFIX):
+                continue
             sid = pid.removesuffix(EXTRA_SUFFIX)
             # the plan's powers are step averages; a car that leaves within a step gets
             # the power while it is there (average / share of the step plugged in)
@@ -940,6 +961,7 @@ class Controller:
             "grid_import_measured_kw": None if grid_reading is None else grid_reading.net_import_kw,
             "unexplained_load_kw": unexplained_kw,
             "uncontrollable": sorted(set(uncontrollable) | rejected),
+            "expected_kwh": round(expected_kwh, 3),
             "n_steps": n,
         }
         cycle_s = time.perf_counter() - t_wall
@@ -1047,8 +1069,15 @@ class Controller:
             self._learned = learn_defaults_from_store(
                 self.store, self._kind, self.station.site.timezone
             )
+            self._expected = None
             self._learned_at = now
         return self._learned
+
+    def _expected_demand(self, now: datetime) -> ExpectedDemand | None:
+        """Cars still to come (re-learned with the defaults, hourly)."""
+        if self._expected is None:
+            self._expected = expected_demand_for_station(self.store, self.station, now)
+        return self._expected
 
     def _sent_kw(self, transaction_id: int, now: datetime) -> float | None:
         """The limit [kW] last sent to a session, in force just before ``now``."""

@@ -14,13 +14,20 @@ import numpy as np
 
 from megastation.dispatch import BatteryState, GridState, Problem, SessionNeed, TimeGrid, solve
 from megastation.dispatch_scenario import Outcome, Scenario, Simulator
+from megastation.needs import ExpectedDemand, expected_sessions
 
 
 def step_problem(
-    sc: Scenario, sim: Simulator, horizon_steps: int | None, arrivals_known: bool
+    sc: Scenario,
+    sim: Simulator,
+    horizon_steps: int | None,
+    arrivals_known: bool,
+    expected: ExpectedDemand | None = None,
+    timezone: str = "Asia/Seoul",
 ) -> tuple[Problem, np.ndarray]:
     """The problem the online loop solves at the simulator's current step, and the
-    visit index of each of its sessions."""
+    visit index of each of its sessions (expected cars, when ``expected`` is given and
+    arrivals are not known, come after them: :func:`megastation.needs.expected_sessions`)."""
     k = sim.k
     n = sc.n_steps - k if horizon_steps is None else min(horizon_steps, sc.n_steps - k)
     start = sc.grid.start + timedelta(seconds=float(sc.grid.edges_s[k]))
@@ -51,6 +58,10 @@ def step_problem(
                 current_power_kw=float(sim.last_kw[i]) if v.arrival <= start else 0.0,
             )
         )
+    if expected is not None and not arrivals_known:
+        edges = [start + timedelta(seconds=float(x)) for x in grid.edges_s]
+        for sid, _kind, arr, dep, kwh, kw, prio in expected_sessions(expected, edges, timezone):
+            sessions.append(SessionNeed(sid, sid, 0, arr, dep, kwh, kw, priority=prio))
     gs = sc.grid_state
     sl = slice(k, k + n)
     lim = np.broadcast_to(np.asarray(gs.import_limit_kw, dtype=float), (sc.n_steps,))[sl]
@@ -96,18 +107,22 @@ def replay(
     *,
     horizon_steps: int | None = 96,
     arrivals_known: bool = False,
+    expected: ExpectedDemand | None = None,
+    timezone: str = "Asia/Seoul",
     name: str = "receding horizon",
 ) -> Outcome:
     """Play ``sc`` step by step, re-solving with the forecast issued at each step.
 
     ``horizon_steps=None`` plans to the end of the scenario (a shrinking horizon);
     ``arrivals_known=True`` tells the loop every arrival within the horizon in advance
-    (with perfect PV forecasts this reproduces the perfect-foresight optimum).
+    (with perfect PV forecasts this reproduces the perfect-foresight optimum);
+    ``expected`` plans the cars still to come as aggregate expected sessions (local
+    hours of ``timezone``), as the control loop does.
     """
     sim = Simulator(sc)
     solve_s = 0.0
     for _ in range(sc.n_steps):
-        problem, idx = step_problem(sc, sim, horizon_steps, arrivals_known)
+        problem, idx = step_problem(sc, sim, horizon_steps, arrivals_known, expected, timezone)
         plan = solve(problem)
         solve_s += plan.build_time_s + plan.solve_time_s
         ev = np.zeros(len(sc.visits))
