@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import csv
 import os
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from megastation import records as _records
 from megastation.store import Store, dumps, iso, parse_iso
 
 GRID_LIMIT_KEY = "control.grid_import_limit"  # {"kw": float, "until": iso | None}
@@ -59,6 +61,24 @@ def policy(store: Store, configured: str) -> str:
 
 # --------------------------------------------------------------------------- plans and set points
 
+# stores that keep only the latest plan's horizon: store -> id of the plan that has it
+_LATEST_HORIZON_ONLY: weakref.WeakKeyDictionary[Store, list[int | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def keep_plan_horizons(store: Store, keep: bool) -> None:
+    """Keep every plan's per-step horizon (True, the default) or only the latest one's.
+
+    A simulated year makes ~80,000 plans; their horizons (a few kB of JSON each) are
+    most of the store. With ``keep=False`` an older plan's ``horizon`` becomes ``{}``
+    when the next plan is recorded; inputs, first step and set points stay.
+    """
+    if keep:
+        _LATEST_HORIZON_ONLY.pop(store, None)
+    else:
+        _LATEST_HORIZON_ONLY.setdefault(store, [None])
+
 
 def record_plan(
     store: Store,
@@ -78,7 +98,8 @@ def record_plan(
     first_step: dict[str, Any],
     horizon: dict[str, Any],
 ) -> int:
-    with store.conn:
+    latest = _LATEST_HORIZON_ONLY.get(store)
+    with _records._tx(store):
         cur = store.conn.execute(
             "INSERT INTO control_plans (created_at, reason, policy, grid_limit_kw, status, "
             "solve_ms, cycle_ms, grid_import_kw, pv_kw, battery_soc_frac, battery_kw, inputs, "
@@ -100,7 +121,14 @@ def record_plan(
                 dumps(horizon),
             ),
         )
-    return int(cur.lastrowid)
+        plan_id = int(cur.lastrowid)
+        if latest is not None:
+            if latest[0] is not None:
+                store.conn.execute(
+                    "UPDATE control_plans SET horizon = '{}' WHERE id = ?", (latest[0],)
+                )
+            latest[0] = plan_id
+    return plan_id
 
 
 def update_plan_cycle_ms(store: Store, plan_id: int, cycle_ms: float) -> None:
@@ -144,7 +172,7 @@ def record_setpoints(
     ]
     if not rows:
         return
-    with store.conn:
+    with _records._tx(store):
         store.conn.executemany(
             "INSERT INTO control_setpoints (plan_id, charger_id, connector_id, transaction_id, "
             "target, power_kw, payload, status, detail, created_at) "
@@ -163,7 +191,23 @@ def latest_plan(store: Store) -> dict[str, Any] | None:
     ).fetchone()
     if row is None:
         return None
-    keys = ["id", "created_at", "reason", "policy", "grid_limit_kw", "status", "solve_ms", "cycle_ms", "grid_import_kw", "pv_kw", "battery_soc_frac", "battery_kw", "inputs", "first_step", "horizon"]
+    keys = [
+        "id",
+        "created_at",
+        "reason",
+        "policy",
+        "grid_limit_kw",
+        "status",
+        "solve_ms",
+        "cycle_ms",
+        "grid_import_kw",
+        "pv_kw",
+        "battery_soc_frac",
+        "battery_kw",
+        "inputs",
+        "first_step",
+        "horizon",
+    ]
     out = dict(zip(keys, row, strict=True))
     for k in ("inputs", "first_step", "horizon"):
         out[k] = json.loads(out[k])

@@ -38,6 +38,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from megastation.records import _tx
 from megastation.store import Store, iso
 
 FLOW_FIELDS = (
@@ -125,7 +126,7 @@ def record_flows(store: Store, steps: FlowStep | Iterable[FlowStep] | pd.DataFra
         return 0
     cols = ", ".join(("ts", "step_s", *FLOW_FIELDS))
     marks = ", ".join("?" * (2 + len(FLOW_FIELDS)))
-    with store.conn:
+    with _tx(store):  # part of an open records.group_commit, if any
         store.conn.executemany(
             f"INSERT OR REPLACE INTO energy_flows ({cols}) VALUES ({marks})", rows
         )
@@ -170,7 +171,7 @@ def record_connector_flows(store: Store, steps: Iterable[ConnectorStep]) -> int:
     ]
     if not rows:
         return 0
-    with store.conn:
+    with _tx(store):
         store.conn.executemany(
             "INSERT OR REPLACE INTO connector_flows "
             "(ts, charger_id, connector_id, transaction_id, session_key, power_kw) "

@@ -417,6 +417,7 @@ class _Simulator:
         step_s: float,
         plan_interval_s: float,
         run: str,
+        keep_plan_horizons: bool = False,
     ) -> None:
         self.station = station
         self.store = store
@@ -437,6 +438,7 @@ class _Simulator:
             from megastation.devices import SimulatedPVMeter
 
             cr.set_policy(store, policy)
+            cr.keep_plan_horizons(store, keep_plan_horizons)
             self.gateway = DirectGateway(station, store, clock)
             self.controller = Controller(
                 station,
@@ -820,55 +822,62 @@ class _Simulator:
             for ch in self.station.chargers:  # boot: fail-safe profiles
                 await self.gateway.install_failsafe(ch.id, grid_import_limit_kw=limit)
         while now < self.end:
-            reasons = []
-            for car in [c for c in self.cars.values() if c.visit.departure <= now]:
-                self._unplug(car, car.visit.departure)
-                reasons.append("car_left")
-            while self.pending and self.pending[0].arrival <= now:
-                v = self.pending.pop(0)
-                if v.departure > now:
-                    self._plug_in(v, now)
-                    reasons.append("car_plugged_in")
-            if self.controller is not None:
-                if now >= self.next_plan:
-                    reasons.append("interval")
-                if reasons:
-                    await self._plan(now, ",".join(sorted(set(reasons))))
-                    if "interval" in reasons:
-                        self.next_plan = now + timedelta(seconds=self.plan_interval_s)
-                self._limits(now)
-            # the substep ends at the next event boundary (step, flow step or end)
-            nxt = now + timedelta(seconds=self.step_s)
-            flow_end = self._flow_step_start(now) + timedelta(seconds=self.flow_step_s)
-            nxt = min(nxt, flow_end, self.end)
-            if self.pending and now < self.pending[0].arrival < nxt:
-                nxt = self.pending[0].arrival
-            # ... or a departure: a car's power is its mean over the whole substep
-            for car in self.cars.values():
-                if now < car.visit.departure < nxt:
-                    nxt = car.visit.departure
-            dt_s = (nxt - now).total_seconds()
-            f = self._flows(now, dt_s)
-            if self.controller is not None and f["net"] > limit + GUARD_TOLERANCE_KW:
-                # the controller's over-limit guard answers within a second
-                await self._plan(now, "over_limit")
-                self._limits(now)
-                f = self._flows(now, dt_s)
-            self._commit(now, dt_s, f)
-            self.clock.set(nxt)
-            if self.battery is not None:
-                _ = self.battery.power_kw  # integrate SoC to the new time
-            now = nxt
+            # one SQLite transaction per substep (samples, plan, set points, flows)
+            with records.group_commit(self.store):
+                now = await self._substep(now, limit)
             if progress is not None:
                 done = int(200 * (now - self.start).total_seconds() / total_s)
                 if done != last_report:
                     progress((now - self.start).total_seconds() / total_s)
                     last_report = done
-        for car in list(self.cars.values()):
-            self._unplug(car, self.end)
-        self._flush()
-        if self.finished:
-            self.store.db["sim_sessions"].insert_all(self.finished)
+        with records.group_commit(self.store):
+            for car in list(self.cars.values()):
+                self._unplug(car, self.end)
+            self._flush()
+            if self.finished:
+                self.store.db["sim_sessions"].insert_all(self.finished)
+
+    async def _substep(self, now: datetime, limit: float) -> datetime:
+        """Events, a plan if due, then the flows up to the next boundary; returns it."""
+        reasons = []
+        for car in [c for c in self.cars.values() if c.visit.departure <= now]:
+            self._unplug(car, car.visit.departure)
+            reasons.append("car_left")
+        while self.pending and self.pending[0].arrival <= now:
+            v = self.pending.pop(0)
+            if v.departure > now:
+                self._plug_in(v, now)
+                reasons.append("car_plugged_in")
+        if self.controller is not None:
+            if now >= self.next_plan:
+                reasons.append("interval")
+            if reasons:
+                await self._plan(now, ",".join(sorted(set(reasons))))
+                if "interval" in reasons:
+                    self.next_plan = now + timedelta(seconds=self.plan_interval_s)
+            self._limits(now)
+        # the substep ends at the next event boundary (step, flow step or end)
+        nxt = now + timedelta(seconds=self.step_s)
+        flow_end = self._flow_step_start(now) + timedelta(seconds=self.flow_step_s)
+        nxt = min(nxt, flow_end, self.end)
+        if self.pending and now < self.pending[0].arrival < nxt:
+            nxt = self.pending[0].arrival
+        # ... or a departure: a car's power is its mean over the whole substep
+        for car in self.cars.values():
+            if now < car.visit.departure < nxt:
+                nxt = car.visit.departure
+        dt_s = (nxt - now).total_seconds()
+        f = self._flows(now, dt_s)
+        if self.controller is not None and f["net"] > limit + GUARD_TOLERANCE_KW:
+            # the controller's over-limit guard answers within a second
+            await self._plan(now, "over_limit")
+            self._limits(now)
+            f = self._flows(now, dt_s)
+        self._commit(now, dt_s, f)
+        self.clock.set(nxt)
+        if self.battery is not None:
+            _ = self.battery.power_kw  # integrate SoC to the new time
+        return nxt
 
 
 def simulate(
@@ -887,11 +896,14 @@ def simulate(
     site: SiteInputs | None = None,
     with_perfect_foresight: bool = True,
     progress: Callable[[float], None] | None = None,
+    keep_plan_horizons: bool = False,
 ) -> SimulationResult:
     """Simulate the station under ``policy`` and record it into a fresh store.
 
     ``start`` defaults to the weather file's first local midnight; the period is
     ``hours`` if given, else ``days``. ``db_path`` None keeps the store in memory.
+    ``keep_plan_horizons`` keeps every plan's per-step horizon in ``control_plans``
+    (several kB each, ~230 plans a day); by default only the latest plan keeps it.
     Same inputs and seed give the same result.
     """
     if policy not in POLICIES:
@@ -927,6 +939,7 @@ def simulate(
             step_s=step_s,
             plan_interval_s=plan_interval_s,
             run=policy,
+            keep_plan_horizons=keep_plan_horizons,
         )
         asyncio.run(sim.run(progress))
         frame = flows.read_flows(store)
