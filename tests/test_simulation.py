@@ -206,3 +206,24 @@ def test_simulate_cli_bad_options_name_the_option(tmp_path, args, option):
     assert option in res.output, res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_simulate_cli_runs_policies_in_parallel_with_the_same_results(tmp_path):
+    """--jobs 2 (worker processes) and --jobs 1 give the same summary; plans keep only
+    the latest horizon unless --keep-plans."""
+    import sqlite3
+
+    common = ("--days", "0.1", "--start", "2026-06-30T10:00", "--weather", WEATHER)
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}"
+        res = _simulate(tmp_path, *common, "--policy", "re100,greedy", "--jobs", jobs,
+                        "--out", str(out))  # fmt: skip
+        assert res.exit_code == 0, res.output
+        runs[jobs] = pd.read_csv(out / "summary.csv").set_index("run")
+    pd.testing.assert_frame_equal(runs["1"], runs["2"], rtol=1e-9)
+    con = sqlite3.connect(tmp_path / "j2" / "re100.db")
+    horizons = [h for (h,) in con.execute("SELECT horizon FROM control_plans ORDER BY id")]
+    con.close()
+    assert len(horizons) > 1
+    assert all(h == "{}" for h in horizons[:-1]) and "session_kw" in horizons[-1]
