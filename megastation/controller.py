@@ -95,9 +95,6 @@ CAR_CAP_TOLERANCE_FRAC = 0.1  # ... or by more than this share of the limit (ram
 CAR_CAP_MIN_SENT_KW = 2.0  # ... learned only from limits at least this high
 CAR_CAP_SETTLE_S = 5.0  # ... and from samples taken this long after the limit was sent
 CAR_CAP_TTL_S = 300.0  # a cap of ~0 is forgotten after this (the car is offered power again)
-# ... and each time the car then still draws nothing (it is full) the wait doubles, up to
-# this: a full car's limit no longer flips between 0 and full every 5 min (chatter).
-CAR_CAP_TTL_MAX_S = 3600.0
 # Until a DC car whose energy is guessed has shown what it takes, its firm energy is
 # planned at no more than this (Korean DC cars take 50-260 kW; about a fifth take 100 kW
 # or less): a plan that waits to charge must not count on power the car may not have.
@@ -386,7 +383,6 @@ class Controller:
         self._sent: dict[int, tuple[datetime, KwSchedule]] = {}  # in force on the charger
         self._car_cap_kw: dict[int, tuple[float, datetime]] = {}  # kW, when learned
         self._cap_seen: dict[int, datetime] = {}  # a first sample below the limit
-        self._cap_offers: dict[int, int] = {}  # times a ~0 cap was forgotten (backoff)
         self._car_proven_kw: dict[int, float] = {}  # highest limit the car was seen to follow
         # the last plan (to carry the battery's renewable content to the next one)
         self._last_plan: tuple[datetime, Plan] | None = None
@@ -901,9 +897,7 @@ class Controller:
                 )
             )
         open_ids = {t.transaction_id for t in txs}
-        for d in (
-            self._sent, self._car_cap_kw, self._car_proven_kw, self._cap_seen, self._cap_offers,
-        ):  # fmt: skip
+        for d in (self._sent, self._car_cap_kw, self._car_proven_kw, self._cap_seen):
             for k in [k for k in d if k not in open_ids]:
                 del d[k]
         try:
@@ -1101,15 +1095,11 @@ class Controller:
         or the taper near full): it is planned with what it drew, so the plan does not
         count on power the car will not take. The cap is dropped when the car draws
         more than it; a cap of about nothing (a full car, or one that had not yet followed
-        its limit) is dropped after :data:`CAR_CAP_TTL_S`, doubling each time the car
-        still draws nothing (up to :data:`CAR_CAP_TTL_MAX_S`), so no car is locked out.
+        its limit) is dropped after :data:`CAR_CAP_TTL_S`, so no car is locked out.
         """
         tid = t.transaction_id
         cap, learned_at = self._car_cap_kw.get(tid, (math.inf, now))
-        offers = self._cap_offers.get(tid, 0)
-        ttl_s = min(CAR_CAP_TTL_S * 2**offers, CAR_CAP_TTL_MAX_S)
-        if cap < CAR_CAP_MIN_SENT_KW and (now - learned_at).total_seconds() > ttl_s:
-            self._cap_offers[tid] = offers + 1
+        if cap < CAR_CAP_MIN_SENT_KW and (now - learned_at).total_seconds() > CAR_CAP_TTL_S:
             cap, learned_at = math.inf, now  # drew nothing: offer power again
         sent = self._sent.get(tid)
         drew = t.power_kw
@@ -1129,8 +1119,6 @@ class Controller:
             return cap
         if drew > cap:
             cap = math.inf
-        if drew >= CAR_CAP_MIN_SENT_KW:
-            self._cap_offers.pop(tid, None)  # it draws: offer power again promptly later
         tol = max(CAR_CAP_TOLERANCE_KW, CAR_CAP_TOLERANCE_FRAC * limit)
         if limit >= CAR_CAP_MIN_SENT_KW and drew < limit - tol:
             # only from a second such sample in a row (a single one may predate the limit)
