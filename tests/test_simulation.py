@@ -6,7 +6,7 @@ whole module; the invariants are checked on what the runs recorded.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,14 @@ from click.testing import CliRunner
 from megastation.cli import main
 from megastation.config import Station, load_station, seeds_dir
 from megastation.fleet import generate_visits
-from megastation.simulation import SimulationError, SimulationResult, prepare_site, simulate
+from megastation.simulation import (
+    SimulationError,
+    SimulationResult,
+    prepare_site,
+    read_weather,
+    simulate,
+    weather_start,
+)
 
 # 2026-06-30 08:00 in Seoul: the clear-day seed weather's morning.
 START = datetime(2026, 6, 29, 23, 0, tzinfo=UTC)
@@ -227,3 +234,27 @@ def test_simulate_cli_runs_policies_in_parallel_with_the_same_results(tmp_path):
     con.close()
     assert len(horizons) > 1
     assert all(h == "{}" for h in horizons[:-1]) and "session_kw" in horizons[-1]
+
+
+def test_simulation_forecaster_matches_forecast_pv(station):
+    """The simulator's precomputed PV forecasts equal forecasts.forecast_pv (nowcast with
+    measured PV, bands, per array) at any issue time in the period."""
+    from forecasts.forecast import forecast_pv
+    from megastation.simulation import _StepForecastCache
+
+    wx = read_weather(WEATHER)
+    start = weather_start(wx, station.site.timezone)
+    site = prepare_site(station, start, start + timedelta(days=1), wx, 1)
+    cache = _StepForecastCache(station, site.forecast_weather)
+    idx = pd.date_range(start, periods=24 * 60, freq="1min")
+    rows = (idx - site.index[0]) // pd.Timedelta(minutes=15)
+    measured = pd.Series(0.8 * site.pv_actual_kw[rows], index=idx)
+    for hours in (0.0, 8.0, 11.3, 13.1, 17.0):
+        t = pd.Timestamp(start + timedelta(hours=hours))
+        m = measured[measured.index < t]
+        m = m if len(m) else None
+        want = forecast_pv(station, t, 98, 15, weather=site.forecast_weather, measured_kw=m)
+        cache._key = None
+        got = cache(station, t, 97, 15, weather=site.forecast_weather, measured_kw=m)
+        pd.testing.assert_frame_equal(got, want, check_freq=False, rtol=1e-9)
+        assert got.attrs["k_meas"] == want.attrs["k_meas"]
