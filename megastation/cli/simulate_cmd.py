@@ -84,6 +84,7 @@ def run_policies(
     plan_interval_s: float,
     jobs: int,
     keep_plans: bool = False,
+    replan_on_departure: bool = True,
     console: Any = None,
 ) -> tuple[dict[str, Any], Any]:
     """Run each policy on the same site and cars, ``jobs`` of them at a time in worker
@@ -112,6 +113,7 @@ def run_policies(
         "visits": generate_visits(station, t0, end, seed),
         "site": prepare_site(station, t0, end, wx, seed),
         "keep_plan_horizons": keep_plans,
+        "replan_on_departure": replan_on_departure,
     }
     # the controlled policies take ~20x longer: start them first
     order = sorted(policies, key=lambda p: p not in ("re100", "cost"))
@@ -210,6 +212,12 @@ def run_policies(
     is_flag=True,
     help="Keep every plan's per-step horizon in the databases (by default only the last).",
 )
+@click.option(
+    "--departure-replans/--no-departure-replans",
+    default=True,
+    show_default=True,
+    help="Re-plan when a car leaves, as the live controller does (off: ~25 % fewer LPs).",
+)
 @pass_ctx
 def simulate_cmd(
     ctx: Context,
@@ -222,6 +230,7 @@ def simulate_cmd(
     plan_interval_s: float,
     jobs: int | None,
     keep_plans: bool,
+    departure_replans: bool,
 ) -> None:
     """Simulate the station for --days under each --policy and compare them."""
     from rich.console import Console
@@ -253,6 +262,7 @@ def simulate_cmd(
             plan_interval_s=plan_interval_s,
             jobs=jobs or os.cpu_count() or 1,
             keep_plans=keep_plans,
+            replan_on_departure=departure_replans,
             console=console,
         )
     except (SimulationError, ValueError) as exc:  # e.g. a weather file with bad columns
