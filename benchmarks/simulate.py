@@ -1,19 +1,24 @@
 """Wall time of the socket-free simulation of the seed station, per policy.
 
-Usage: .venv/bin/python benchmarks/simulate.py [--quick] [--policy re100,cost,...]
+Usage: .venv/bin/python benchmarks/simulate.py [--quick] [--days 1,30] [--jobs N]
+       [--policy re100,cost,...] [--no-departure-replans]
 
 Simulates one day and 30 days (``--quick``: 1 and 3 days) of the Gwangju seed station
 on the mixed-week weather (repeated past its seven days) with seeded cars, once per
 policy on the same sun and cars, and prints for each: wall time, its ratio to the
-uncontrolled run of the same span in the same process, seconds per simulated day,
-LP solves and their time, and the KPIs. The perfect-foresight optimum of each span is
-timed and summarised too. Site inputs (weather, PV model, site load) are prepared
-once per span and timed separately. Not a test.
+uncontrolled run of the same span, seconds per simulated day, LP solves and their
+time, and the KPIs. The perfect-foresight optimum of each span is timed and
+summarised too. Site inputs (weather, PV model, site load) are prepared once per span
+and timed separately. ``--jobs N`` runs N policies at a time in worker processes (as
+``megastation simulate`` does) and also prints the span's total wall time; each run's
+own time is then measured in its worker. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
 import time
 from datetime import timedelta
 
@@ -49,12 +54,20 @@ def _fmt(value: float, fmt: str) -> str:
     return fmt.format(value)
 
 
+def _run(station, pol, kwargs):  # in a worker process
+    r = simulate(station, policy=pol, with_perfect_foresight=False, **kwargs)
+    return pol, r.wall_s, r.plans, r.solve_s, r.kpis
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 and 3 days instead of 1 and 30")
     ap.add_argument("--policy", default=",".join(("uncontrolled", "greedy", "re100", "cost")))
     ap.add_argument("--weather", default="mixed-week")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--days", default=None, help="comma-separated spans, e.g. 1,30")
+    ap.add_argument("--jobs", type=int, default=1, help="policies at a time (processes)")
+    ap.add_argument("--no-departure-replans", action="store_true")
     args = ap.parse_args()
     policies = [p for p in args.policy.split(",") if p]
     bad = [p for p in policies if p not in POLICIES]
@@ -64,6 +77,8 @@ def main() -> None:
         policies.insert(0, "uncontrolled")  # the baseline of the ratios
     policies.sort(key=lambda p: p != "uncontrolled")
     spans = (1, 3) if args.quick else (1, 30)
+    if args.days:
+        spans = tuple(float(d) for d in args.days.split(","))
 
     station = load_station(seeds_dir() / "gwangju-donggu.toml")
     wx = read_weather(args.weather)
@@ -76,23 +91,32 @@ def main() -> None:
         visits = generate_visits(station, start, end, args.seed)
         prep_s = time.perf_counter() - t
         print(f"\n== {days} simulated day(s): {len(visits)} car visits; site inputs {prep_s:.2f} s")
-        rows = []
-        base_s = None
-        for pol in policies:
-            r = simulate(
-                station,
-                start=start,
-                days=days,
-                policy=pol,
-                weather=wx,
-                seed=args.seed,
-                site=site,
-                visits=visits,
-                with_perfect_foresight=False,
-            )
-            base_s = base_s or r.wall_s
-            rows.append((pol, r.wall_s, r.plans, r.solve_s, r.kpis))
-            print(f"   {pol}: {r.wall_s:.1f} s", flush=True)
+        kwargs = dict(
+            start=start,
+            days=days,
+            weather=wx,
+            seed=args.seed,
+            site=site,
+            visits=visits,
+            replan_on_departure=not args.no_departure_replans,
+        )
+        got = {}
+        t_span = time.perf_counter()
+        if args.jobs <= 1:
+            for pol in policies:
+                got[pol] = _run(station, pol, kwargs)
+                print(f"   {pol}: {got[pol][1]:.1f} s", flush=True)
+        else:
+            ctx = mp.get_context("spawn")
+            order = sorted(policies, key=lambda p: p not in ("re100", "cost"))
+            with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+                for f in cf.as_completed([pool.submit(_run, station, p, kwargs) for p in order]):
+                    pol, wall, *_ = f.result()
+                    got[pol] = f.result()
+                    print(f"   {pol}: {wall:.1f} s", flush=True)
+        span_s = time.perf_counter() - t_span
+        rows = [got[p] for p in policies]
+        base_s = got["uncontrolled"][1]
         t = time.perf_counter()
         vis = [v for v in visits if start <= v.arrival < end]
         pf, _ = perfect_foresight(station, start, end, site, vis)
@@ -108,6 +132,7 @@ def main() -> None:
         slowest = max(w for n, w, *_ in rows if n != "perfect foresight")
         print(f"slowest policy: {slowest / days:.1f} s per simulated day, "
               f"~{365 * slowest / days / 60:.0f} min per simulated year")  # fmt: skip
+        print(f"all {len(policies)} policies, {args.jobs} at a time: {span_s:.1f} s wall")
 
 
 if __name__ == "__main__":
