@@ -3,14 +3,15 @@
 An operator (or any process) queues a command with :func:`enqueue_command`; the
 running central system picks pending rows up, sends them, and records the outcome
 (accepted, rejected, timeout, offline, error) with the charger's response.
-Payloads are snake_case dicts in the charger's OCPP version.
+Payloads are snake_case dicts in the charger's OCPP version. A queued command that
+no server picks up before its ``expires_at`` ends ``expired`` (:func:`expire_pending`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from megastation.store import Store, dumps, iso
@@ -21,7 +22,100 @@ REJECTED = "rejected"
 TIMEOUT = "timeout"
 OFFLINE = "offline"
 ERROR = "error"
-FINAL_STATUSES = (ACCEPTED, REJECTED, TIMEOUT, OFFLINE, ERROR)
+EXPIRED = "expired"  # queued, but no server sent it before it expired
+FINAL_STATUSES = (ACCEPTED, REJECTED, TIMEOUT, OFFLINE, ERROR, EXPIRED)
+OPEN_STATUSES = ("pending", "sent")
+
+# How long an operator's queued command may wait for a server to send it [s].
+DEFAULT_EXPIRY_S = 300.0
+
+# The calls a central system initiates, per OCPP version (OCPP 1.6 core profiles and
+# OCPP 2.0.1 CSMS -> charging station messages): what `command send` accepts.
+SERVER_ACTIONS: dict[str, frozenset[str]] = {
+    "1.6": frozenset(
+        {
+            "CancelReservation",
+            "ChangeAvailability",
+            "ChangeConfiguration",
+            "ClearCache",
+            "ClearChargingProfile",
+            "DataTransfer",
+            "GetCompositeSchedule",
+            "GetConfiguration",
+            "GetDiagnostics",
+            "GetLocalListVersion",
+            "RemoteStartTransaction",
+            "RemoteStopTransaction",
+            "ReserveNow",
+            "Reset",
+            "SendLocalList",
+            "SetChargingProfile",
+            "TriggerMessage",
+            "UnlockConnector",
+            "UpdateFirmware",
+        }
+    ),
+    "2.0.1": frozenset(
+        {
+            "CancelReservation",
+            "CertificateSigned",
+            "ChangeAvailability",
+            "ClearCache",
+            "ClearChargingProfile",
+            "ClearDisplayMessage",
+            "ClearVariableMonitoring",
+            "CostUpdated",
+            "CustomerInformation",
+            "DataTransfer",
+            "DeleteCertificate",
+            "GetBaseReport",
+            "GetChargingProfiles",
+            "GetCompositeSchedule",
+            "GetDisplayMessages",
+            "GetInstalledCertificateIds",
+            "GetLocalListVersion",
+            "GetLog",
+            "GetMonitoringReport",
+            "GetReport",
+            "GetTransactionStatus",
+            "GetVariables",
+            "InstallCertificate",
+            "PublishFirmware",
+            "RequestStartTransaction",
+            "RequestStopTransaction",
+            "ReserveNow",
+            "Reset",
+            "SendLocalList",
+            "SetChargingProfile",
+            "SetDisplayMessage",
+            "SetMonitoringBase",
+            "SetMonitoringLevel",
+            "SetNetworkProfile",
+            "SetVariableMonitoring",
+            "SetVariables",
+            "TriggerMessage",
+            "UnlockConnector",
+            "UnpublishFirmware",
+            "UpdateFirmware",
+        }
+    ),
+}
+
+
+def server_actions(ocpp_version: str | None) -> frozenset[str]:
+    """The actions a server may send to a charger of ``ocpp_version`` (None: not yet
+    known, the union of both versions)."""
+    if ocpp_version in SERVER_ACTIONS:
+        return SERVER_ACTIONS[ocpp_version]
+    return SERVER_ACTIONS["1.6"] | SERVER_ACTIONS["2.0.1"]
+
+
+def versions_with_action(action: str, ocpp_version: str | None) -> list[str]:
+    """The OCPP versions whose schema a payload for ``action`` must be checked against:
+    the charger's version when known, else every version that has the action."""
+    if ocpp_version in SERVER_ACTIONS:
+        return [ocpp_version] if action in SERVER_ACTIONS[ocpp_version] else []
+    return [v for v, actions in SERVER_ACTIONS.items() if action in actions]
 
 
 @dataclass(frozen=True)
@@ -76,19 +170,57 @@ def enqueue_command(
     payload: dict[str, Any],
     *,
     source: str = "operator",
+    expires_after_s: float | None = DEFAULT_EXPIRY_S,
 ) -> int:
-    """Queue a command for the running server; return its id."""
+    """Queue a command for the running server; return its id.
+
+    A server that finds it still pending ``expires_after_s`` [s] after now (None:
+    never) marks it ``expired`` instead of sending it.
+    """
+    now = store.now()
+    expires_at = None if expires_after_s is None else now + timedelta(seconds=expires_after_s)
     with store.conn:
         cur = store.conn.execute(
-            "INSERT INTO commands (charger_id, action, payload, source, status, created_at) "
-            "VALUES (?, ?, ?, ?, 'pending', ?)",
-            (charger_id, action, dumps(payload), source, iso(store.now())),
+            "INSERT INTO commands (charger_id, action, payload, source, status, created_at, "
+            "expires_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            (
+                charger_id,
+                action,
+                dumps(payload),
+                source,
+                iso(now),
+                iso(expires_at) if expires_at else None,
+            ),
         )
     return cur.lastrowid
 
 
+def expire_pending(store: Store, now: datetime | None = None) -> list[int]:
+    """Mark pending commands past their ``expires_at`` as expired; return their ids."""
+    now_iso = iso(now or store.now())
+    with store.conn:
+        rows = store.conn.execute(
+            "SELECT id, expires_at FROM commands WHERE status = 'pending' "
+            "AND expires_at IS NOT NULL AND expires_at <= ?",
+            (now_iso,),
+        ).fetchall()
+        store.conn.executemany(
+            "UPDATE commands SET status = ?, error = ?, finished_at = ? "
+            "WHERE id = ? AND status = 'pending'",
+            [
+                (EXPIRED, f"no server sent it before {expires}", now_iso, cid)
+                for cid, expires in rows
+            ],
+        )
+    return [r[0] for r in rows]
+
+
 def claim_pending_commands(store: Store, limit: int = 100) -> list[dict[str, Any]]:
-    """Mark pending commands as sent and return them (id, charger_id, action, payload)."""
+    """Mark pending commands as sent and return them (id, charger_id, action, payload).
+
+    Commands past their expiry are marked expired first and never sent.
+    """
+    expire_pending(store)
     now = iso(store.now())
     with store.conn:
         rows = store.conn.execute(
@@ -152,7 +284,7 @@ def record_command(
 def get_command(store: Store, command_id: int) -> dict[str, Any] | None:
     row = store.conn.execute(
         "SELECT id, charger_id, action, payload, source, status, response, error, created_at, "
-        "sent_at, finished_at FROM commands WHERE id = ?",
+        "sent_at, finished_at, expires_at FROM commands WHERE id = ?",
         (command_id,),
     ).fetchone()
     return _command(row) if row else None
@@ -161,7 +293,7 @@ def get_command(store: Store, command_id: int) -> dict[str, Any] | None:
 def list_commands(store: Store, limit: int = 50) -> list[dict[str, Any]]:
     rows = store.conn.execute(
         "SELECT id, charger_id, action, payload, source, status, response, error, created_at, "
-        "sent_at, finished_at FROM commands ORDER BY id DESC LIMIT ?",
+        "sent_at, finished_at, expires_at FROM commands ORDER BY id DESC LIMIT ?",
         (limit,),
     ).fetchall()
     return [_command(r) for r in rows]
@@ -180,4 +312,86 @@ def _command(r: tuple) -> dict[str, Any]:
         created_at=r[8],
         sent_at=r[9],
         finished_at=r[10],
+        expires_at=r[11],
     )
+
+
+# --------------------------------------------------------------------------- checks before queueing
+
+
+class CommandError(ValueError):
+    """A command that cannot be queued; ``argument`` names what is wrong
+    (``CHARGER_ID``, ``ACTION`` or ``PAYLOAD``)."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+        self.message = message
+
+
+def check_command(store: Store, charger_id: str, action: str, payload: dict[str, Any]) -> None:
+    """Refuse, before queueing, a command the server could only fail.
+
+    The charger must be in the store (sync the station file first, see
+    :func:`megastation.records.sync_station_chargers`); the action must be one a server
+    sends to a charger of its OCPP version (either version while it has not booted);
+    the snake_case payload must pass the ``ocpp`` library's request schema of that
+    version (of at least one version while it is not known). Raises :class:`CommandError`.
+    """
+    import difflib
+
+    row = store.conn.execute(
+        "SELECT ocpp_version FROM chargers WHERE id = ?", (charger_id,)
+    ).fetchone()
+    if row is None:
+        known = [r[0] for r in store.conn.execute("SELECT id FROM chargers ORDER BY id")]
+        hint = difflib.get_close_matches(charger_id, known, n=1)
+        raise CommandError(
+            "CHARGER_ID",
+            f"no charger {charger_id!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+            + (f" (known: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''})")
+            if known
+            else f"no charger {charger_id!r} (none known)",
+        )
+    version = row[0]
+    actions = server_actions(version)
+    if action not in actions:
+        hint = difflib.get_close_matches(action, actions, n=1)
+        where = f"OCPP {version}" if version in SERVER_ACTIONS else "OCPP 1.6 or 2.0.1"
+        raise CommandError(
+            "ACTION",
+            f"{action!r} is not a command a server sends to a charger in {where}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+            + f" (one of: {', '.join(sorted(actions))})",
+        )
+    problems = []
+    for v in versions_with_action(action, version):
+        problem = payload_problem(action, payload, v)
+        if problem is None:
+            return
+        problems.append(f"OCPP {v}: {problem}" if version not in SERVER_ACTIONS else problem)
+    raise CommandError("PAYLOAD", "; ".join(problems))
+
+
+def payload_problem(action: str, payload: dict[str, Any], ocpp_version: str) -> str | None:
+    """Why a snake_case ``payload`` fails the request schema of ``action`` (None: it passes)."""
+    import re
+
+    from ocpp.exceptions import OCPPError
+
+    from ocpp_central import protocol
+
+    camel = protocol.to_camel(payload)
+    try:
+        protocol.validate_outgoing_call(action, camel, ocpp_version)  # what the server runs
+        return None
+    except (OCPPError, ValueError, TypeError) as e:
+        fallback = str((getattr(e, "details", None) or {}).get("cause") or e).splitlines()[0]
+    try:  # the same schema again for a one-line message naming the field
+        protocol.validate_request(action, camel, ocpp_version)
+        text = fallback
+    except protocol.FrameError as e:
+        text = e.description.removeprefix(f"{action}: ")
+    # Name fields as the operator wrote them (snake_case).
+    return re.sub(r"\b([a-z]+(?:[A-Z][a-z0-9]*)+)\b", lambda m: protocol.snake_key(m[1]), text)

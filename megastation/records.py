@@ -155,16 +155,25 @@ def _dt(text: str | None) -> datetime | None:
 # --------------------------------------------------------------------------- chargers
 
 
-def register_station_chargers(store: Store, station: Station) -> None:
-    """Record the station's configured chargers (the store stays the source of truth).
+def sync_station_chargers(store: Store, station: Station) -> None:
+    """Make sure every charger of the station file is in the store (idempotent).
 
-    New chargers are inserted as Accepted; existing rows keep their registration and
-    password unless the config gives a password and the store has none. All chargers
-    are marked disconnected: this runs when the server starts.
+    The store is the source of truth: new chargers are inserted as Accepted; existing
+    rows keep their registration and password unless the config gives a password and
+    the store has none. Connection state is left alone, so the CLI may call this while
+    the server runs; it writes only when a charger is missing or gains a password.
     """
+    have = dict(store.conn.execute("SELECT id, password_hash IS NOT NULL FROM chargers"))
+    todo = [
+        c
+        for c in station.chargers
+        if c.id not in have or (c.password_hash is not None and not have[c.id])
+    ]
+    if not todo:
+        return
     now = iso(store.now())
     with _tx(store):
-        for c in station.chargers:
+        for c in todo:
             store.conn.execute(
                 "INSERT INTO chargers (id, registration, source, password_hash, vendor, model, "
                 "registered_at) VALUES (?, 'Accepted', 'config', ?, ?, ?, ?) "
@@ -172,6 +181,12 @@ def register_station_chargers(store: Store, station: Station) -> None:
                 "COALESCE(chargers.password_hash, excluded.password_hash)",
                 (c.id, c.password_hash, c.vendor or None, c.model or None, now),
             )
+
+
+def register_station_chargers(store: Store, station: Station) -> None:
+    """At server start: :func:`sync_station_chargers`, then mark every charger disconnected."""
+    sync_station_chargers(store, station)
+    with _tx(store):
         store.conn.execute("UPDATE chargers SET connected = 0 WHERE connected = 1")
 
 

@@ -308,3 +308,9 @@ def _pv_forecasts(db: sqlite_utils.Database) -> None:
         " clear_kw TEXT NOT NULL, raw_kw TEXT NOT NULL)"
     )
     db.execute("CREATE INDEX pv_forecasts_issued_at ON pv_forecasts (issued_at)")
+
+
+@migration("0101_command_expiry")
+def _command_expiry(db: sqlite_utils.Database) -> None:
+    """Queued operator commands expire (status 'expired') when no server sends them in time."""
+    db.execute("ALTER TABLE commands ADD COLUMN expires_at TEXT")  # UTC ISO; NULL = never

@@ -108,7 +108,8 @@ async def test_transactions_survive_kill_9_and_show_in_sessions_and_export(tmp_p
                     suppress=False,
                 )
         status = json.loads(cli(db, "status", "--json"))
-        assert {r["charger_id"] for r in status} >= {"GJDG-DC-01", "GJDG-DC-03"}
+        assert {r["charger_id"] for r in status["connectors"]} >= {"GJDG-DC-01", "GJDG-DC-03"}
+        assert status["control"]["grid_limit_kw"] > 0
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)

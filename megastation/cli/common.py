@@ -91,6 +91,27 @@ def parse_when(text: str | None, station: Station, *, option: str | None = None)
     return ts if ts.tzinfo else ts.replace(tzinfo=station.site.tz)
 
 
+def parse_range(
+    start: str | None,
+    end: str | None,
+    station: Station,
+    *,
+    start_option: str = "--from",
+    end_option: str = "--to",
+) -> tuple[datetime | None, datetime | None]:
+    """``--from``/``--to`` of a command: the half-open range ``[from, to)``, each end
+    parsed by :func:`parse_when`. A ``--to`` not after ``--from`` (an empty range) is a
+    ``click.BadParameter`` naming ``--to``, not a silently empty answer."""
+    t0 = parse_when(start, station, option=start_option)
+    t1 = parse_when(end, station, option=end_option)
+    if t0 is not None and t1 is not None and t1 <= t0:
+        raise click.BadParameter(
+            f"{end} is not after {start_option} {start} (the range is [from, to))",
+            param_hint=end_option,
+        )
+    return t0, t1
+
+
 def export_group() -> click.Group:
     """The shared ``megastation export`` group; each command module adds its exports to it."""
     from megastation.cli import main

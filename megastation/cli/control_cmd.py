@@ -1,5 +1,6 @@
 """Operator control of the live loop: `limit`, `session`, `policy`, `export dispatch`,
-and the control part of `status` (also `megastation control-status [--json]`).
+and the control part of `status` ("control" in `status --json`; also
+`megastation control-status [--json]`).
 
 Each command writes to the store; a running `megastation serve` picks it up on its
 next cycle (within ``site.dispatch_interval_s``).
@@ -17,7 +18,8 @@ import click
 from megastation import control_records as cr
 from megastation import records
 from megastation.cli import main
-from megastation.cli.common import Context, export_group, parse_when, pass_ctx
+from megastation.cli.common import Context, export_group, parse_range, parse_when, pass_ctx
+from megastation.cli.ocpp_cmd import add_status_section
 from megastation.config import Station
 from megastation.needs import set_override
 from megastation.store import Store, parse_iso
@@ -108,13 +110,7 @@ def policy(ctx: Context, policy: str | None) -> None:
 @pass_ctx
 def export_dispatch(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Every plan and the set point of each connector: one row per plan and connector."""
-    st = ctx.station
-    n = cr.export_dispatch_csv(
-        ctx.store,
-        output,
-        parse_when(start, st, option="--from"),
-        parse_when(end, st, option="--to"),
-    )
+    n = cr.export_dispatch_csv(ctx.store, output, *parse_range(start, end, ctx.station))
     click.echo(f"{output}: {n} rows")
 
 
@@ -223,23 +219,7 @@ def control_status_cmd(ctx: Context, as_json: bool) -> None:
         print_control_status(data)
 
 
-def _extend_status() -> None:
-    """Append the control section to the text output of `megastation status`."""
-    cmd = main.commands.get("status")
-    if cmd is None or getattr(cmd.callback, "_control_extended", False):
-        return
-    original = cmd.callback
-
-    @click.pass_context
-    def callback(click_ctx: click.Context, **kwargs: Any) -> Any:
-        result = click_ctx.invoke(original, **kwargs)
-        if not kwargs.get("as_json"):
-            ctx = click_ctx.find_object(Context)
-            print_control_status(control_status(ctx.store, ctx.station))
-        return result
-
-    callback._control_extended = True  # type: ignore[attr-defined]
-    cmd.callback = callback
-
-
-_extend_status()
+# `megastation status` shows the control part after the connectors ("control" in --json).
+add_status_section(
+    "control", lambda ctx: control_status(ctx.store, ctx.station), print_control_status
+)

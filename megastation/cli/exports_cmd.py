@@ -9,7 +9,7 @@ import click
 
 from megastation import exports
 from megastation.cli import main
-from megastation.cli.common import Context, export_group, parse_when, pass_ctx
+from megastation.cli.common import Context, export_group, parse_range, parse_when, pass_ctx
 
 _export = export_group()
 _OUTPUT = click.option(
@@ -26,13 +26,7 @@ _TO = click.option("--to", "end", help="Until, exclusive (ISO date/time; local i
 def _run(fn, ctx: Context, output: Path, start: str | None, end: str | None, what: str) -> None:
     st = ctx.station
     try:
-        n = fn(
-            ctx.store,
-            st,
-            output,
-            parse_when(start, st, option="--from"),
-            parse_when(end, st, option="--to"),
-        )
+        n = fn(ctx.store, st, output, *parse_range(start, end, st))
     except exports.ExportError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{output}: {n} {what}")

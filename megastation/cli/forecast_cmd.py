@@ -8,7 +8,7 @@ import click
 import pandas as pd
 
 from megastation.cli import main
-from megastation.cli.common import Context, pass_ctx
+from megastation.cli.common import Context, parse_when, pass_ctx
 from megastation.clock import SystemClock
 from megastation.config import ConfigError, Station, load_station
 
@@ -38,15 +38,12 @@ def _read_weather(path: Path, year: int, label: str) -> pd.DataFrame:
 
 
 def _parse_time(text: str | None, station: Station) -> pd.Timestamp:
-    if text is None:
-        return pd.Timestamp(SystemClock().now())
-    try:
-        ts = pd.Timestamp(text)
-    except ValueError:
-        raise click.ClickException(f"--start: {text!r} is not an ISO 8601 time") from None
-    if ts.tzinfo is None:  # naive = site local time, at the edge only
-        ts = ts.tz_localize(station.site.timezone)
-    return ts.tz_convert("UTC")
+    """``--start`` as a UTC timestamp: :func:`parse_when` (naive = site time), default now.
+
+    The forecast itself starts at the step containing it (``forecast_pv`` floors it).
+    """
+    ts = parse_when(text, station, option="--start")
+    return pd.Timestamp(SystemClock().now() if ts is None else ts).tz_convert("UTC")
 
 
 def _step_min(step: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,14 @@ import click
 
 from megastation import commands, records, session_export
 from megastation.cli import main
-from megastation.cli.common import Context, export_group, parse_when, pass_ctx
+from megastation.cli.common import Context, export_group, parse_range, parse_when, pass_ctx
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _chargers_synced(ctx: Context) -> None:
+    """Bring the station file's chargers into the store (the source of truth) first."""
+    records.sync_station_chargers(ctx.store, ctx.station)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -44,6 +50,7 @@ def chargers_group(click_ctx: click.Context, as_json: bool) -> None:
     """Chargers known to the station (lists them without a subcommand)."""
     if click_ctx.invoked_subcommand is None:
         ctx: Context = click_ctx.obj
+        _chargers_synced(ctx)
         rows = records.list_chargers(ctx.store)
         for r in rows:
             r.pop("password_hash", None)
@@ -66,22 +73,21 @@ def chargers_group(click_ctx: click.Context, as_json: bool) -> None:
 
 @chargers_group.command("set-password")
 @click.argument("charger_id")
-@click.option(
-    "--password",
-    prompt=True,
-    hide_input=True,
-    confirmation_prompt=True,
-    help="The new password (prompted when left out).",
-)
+@click.option("--password", help="The new password (prompted twice when left out).")
 @pass_ctx
-def set_password(ctx: Context, charger_id: str, password: str) -> None:
+def set_password(ctx: Context, charger_id: str, password: str | None) -> None:
     """Set the HTTP Basic password a charger must present (security profile 1/2)."""
     from ocpp_central.auth import hash_password
 
+    _chargers_synced(ctx)
+    if records.get_charger(ctx.store, charger_id) is None:  # before asking for a password
+        raise click.ClickException(f"no charger {charger_id!r}")
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
-        raise click.ClickException("password: at least 8 characters")
+        raise click.BadParameter("at least 8 characters", param_hint="--password")
     if not records.set_password_hash(ctx.store, charger_id, hash_password(password)):
-        raise click.ClickException(f"no charger {charger_id!r} (start `megastation serve` once?)")
+        raise click.ClickException(f"no charger {charger_id!r}")
     click.echo(f"{charger_id}: password set")
 
 
@@ -90,6 +96,7 @@ def set_password(ctx: Context, charger_id: str, password: str) -> None:
 @pass_ctx
 def accept(ctx: Context, charger_id: str) -> None:
     """Accept an auto-registered (Pending) charger."""
+    _chargers_synced(ctx)
     if not records.accept_charger(ctx.store, charger_id):
         raise click.ClickException(f"no charger {charger_id!r}")
     click.echo(f"{charger_id}: Accepted (it is told at its next BootNotification)")
@@ -108,11 +115,7 @@ def sessions(
     ctx: Context, start: str | None, end: str | None, charger: str | None, as_json: bool
 ) -> None:
     """Charging sessions (transactions) with their energy in kWh."""
-    rows = session_export.session_rows(
-        ctx.store,
-        parse_when(start, ctx.station, option="--from"),
-        parse_when(end, ctx.station, option="--to"),
-    )
+    rows = session_export.session_rows(ctx.store, *parse_range(start, end, ctx.station))
     if charger:
         rows = [r for r in rows if r["charger_id"] == charger]
     _emit(
@@ -132,12 +135,36 @@ def sessions(
     )
 
 
-@main.command("status")
-@json_option
-@pass_ctx
-def status(ctx: Context, as_json: bool) -> None:
-    """What is connected, each connector's status and the sessions in progress."""
+# Sections that other command modules append to `status`: key -> (data, print).
+_STATUS_SECTIONS: dict[str, tuple[Callable[[Context], Any], Callable[[Any], None]]] = {}
+
+
+def add_status_section(
+    key: str, data: Callable[[Context], Any], show: Callable[[Any], None]
+) -> None:
+    """Append a section to `megastation status`: ``data(ctx)`` gives its plain data (under
+    ``key`` in `status --json`), ``show(data)`` prints it after the connector table."""
+    _STATUS_SECTIONS[key] = (data, show)
+
+
+STATUS_COLUMNS = [
+    "charger_id",
+    "connected",
+    "registration",
+    "connector_id",
+    "status",
+    "error_code",
+    "transaction_id",
+    "energy_kwh",
+    "power_kw",
+    "soc_frac",
+]
+
+
+def connector_status_rows(ctx: Context) -> list[dict[str, Any]]:
+    """One row per charger and connector (a charger without status yet: one row, None)."""
     store = ctx.store
+    _chargers_synced(ctx)
     chargers = {c["id"]: c for c in records.list_chargers(store)}
     conns = records.connector_statuses(store)
     open_tx = {(t.charger_id, t.connector_id): t for t in records.open_transactions(store)}
@@ -162,21 +189,26 @@ def status(ctx: Context, as_json: bool) -> None:
                     "soc_frac": t.soc_frac if t else None,
                 }
             )
-    _emit(
-        rows,
-        [
-            "charger_id",
-            "connected",
-            "connector_id",
-            "status",
-            "error_code",
-            "transaction_id",
-            "energy_kwh",
-            "power_kw",
-            "soc_frac",
-        ],
-        as_json,
-    )
+    return rows
+
+
+@main.command("status")
+@json_option
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """What is connected, each connector's status and the sessions in progress.
+
+    With --json one object: {"connectors": [one row per charger and connector], and one
+    key per further section, e.g. "control": the control loop's last decision}.
+    """
+    rows = connector_status_rows(ctx)
+    sections = {key: data(ctx) for key, (data, _show) in _STATUS_SECTIONS.items()}
+    if as_json:
+        click.echo(json.dumps({"connectors": rows, **sections}, indent=2, default=str))
+        return
+    _table(rows, [c for c in STATUS_COLUMNS if c != "registration"])
+    for key, (_data, show) in _STATUS_SECTIONS.items():
+        show(sections[key])
 
 
 # --------------------------------------------------------------------------- tags
@@ -243,7 +275,7 @@ def tags_block(ctx: Context, id_token: str) -> None:
 def tags_remove(ctx: Context, id_token: str) -> None:
     """Remove an id token (it becomes Invalid)."""
     if not records.remove_id_token(ctx.store, id_token):
-        raise click.ClickException(f"no id token {id_token!r}")
+        raise click.ClickException(f"no tag {id_token!r}")
     click.echo(f"{id_token}: removed")
 
 
@@ -256,6 +288,7 @@ def tags_remove(ctx: Context, id_token: str) -> None:
 def command_group(click_ctx: click.Context, as_json: bool) -> None:
     """Commands to chargers and their outcomes (lists recent ones without a subcommand)."""
     if click_ctx.invoked_subcommand is None:
+        commands.expire_pending(click_ctx.obj.store)
         _emit(
             commands.list_commands(click_ctx.obj.store),
             [
@@ -279,35 +312,67 @@ def command_group(click_ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--wait",
     "wait_s",
-    type=float,
+    type=click.FloatRange(min=0),
     default=60.0,
     show_default=True,
     help="Seconds to wait for the outcome (0: queue and return).",
 )
+@click.option(
+    "--expire-after",
+    "expire_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=commands.DEFAULT_EXPIRY_S,
+    show_default=True,
+    help="Seconds the command may wait for a server to send it; then it is expired.",
+)
 @pass_ctx
-def command_send(ctx: Context, charger_id: str, action: str, payload: str, wait_s: float) -> None:
+def command_send(
+    ctx: Context, charger_id: str, action: str, payload: str, wait_s: float, expire_s: float
+) -> None:
     """Queue ACTION (e.g. Reset) for CHARGER_ID with a snake_case JSON PAYLOAD.
 
-    The running `megastation serve` picks it up and records the outcome: accepted,
-    rejected, timeout, offline or error. Example:
-    megastation command send GJDG-AC-01 Reset '{"type": "Soft"}'
+    The charger, the action (one a server sends in the charger's OCPP version, either
+    version before its first boot) and the payload (the OCPP request schema) are checked
+    before anything is queued. The running `megastation serve` picks it up and records
+    the outcome: accepted, rejected, timeout, offline or error; a command no server sent
+    within --expire-after seconds ends expired. Exit code 0 only when accepted (or with
+    --wait 0, queued); 1 for any other outcome, including still pending or sent when the
+    wait ends. Example: megastation command send GJDG-AC-01 Reset '{"type": "Soft"}'
     """
     try:
         body = json.loads(payload)
     except ValueError as e:
-        raise click.BadParameter(f"PAYLOAD is not JSON: {e}") from None
+        raise click.BadParameter(f"not JSON: {e}", param_hint="PAYLOAD") from None
     if not isinstance(body, dict):
-        raise click.BadParameter("PAYLOAD must be a JSON object")
-    cid = commands.enqueue_command(ctx.store, charger_id, action, body)
+        raise click.BadParameter("must be a JSON object", param_hint="PAYLOAD")
+    _chargers_synced(ctx)
+    try:
+        commands.check_command(ctx.store, charger_id, action, body)
+    except commands.CommandError as e:
+        raise click.BadParameter(e.message, param_hint=e.argument) from None
+    cid = commands.enqueue_command(ctx.store, charger_id, action, body, expires_after_s=expire_s)
     click.echo(f"command {cid} queued")
+    if wait_s == 0:
+        return
     deadline = time.monotonic() + wait_s
     row = commands.get_command(ctx.store, cid)
-    while row["status"] in ("pending", "sent") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while row["status"] in commands.OPEN_STATUSES and time.monotonic() < deadline:
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        commands.expire_pending(ctx.store)
         row = commands.get_command(ctx.store, cid)
-    if row["status"] in ("pending", "sent"):
-        click.echo(f"command {cid}: {row['status']} (is `megastation serve` running?)")
-        return
+    if row["status"] == "pending":
+        click.echo(
+            f"command {cid}: still pending after {wait_s:g} s: no server picked it up "
+            f"(is `megastation serve` running?); it expires at {row['expires_at']}",
+            err=True,
+        )
+        raise SystemExit(1)
+    if row["status"] == "sent":
+        click.echo(
+            f"command {cid}: sent, no outcome after {wait_s:g} s (see `megastation command` later)",
+            err=True,
+        )
+        raise SystemExit(1)
     click.echo(
         f"command {cid}: {row['status']}"
         + (f" {json.dumps(row['response'])}" if row["response"] else "")
@@ -336,12 +401,7 @@ _export = export_group()
 @pass_ctx
 def export_sessions(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Charging sessions to CSV (energy_kwh, meter_start_wh, ...)."""
-    n = session_export.export_sessions(
-        ctx.store,
-        output,
-        parse_when(start, ctx.station, option="--from"),
-        parse_when(end, ctx.station, option="--to"),
-    )
+    n = session_export.export_sessions(ctx.store, output, *parse_range(start, end, ctx.station))
     click.echo(f"{output}: {n} sessions")
 
 
@@ -358,10 +418,5 @@ def export_sessions(ctx: Context, output: Path, start: str | None, end: str | No
 @pass_ctx
 def export_meter_values(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Meter values to CSV (power_kw, energy_register_kwh, soc_percent, ...)."""
-    n = session_export.export_meter_values(
-        ctx.store,
-        output,
-        parse_when(start, ctx.station, option="--from"),
-        parse_when(end, ctx.station, option="--to"),
-    )
+    n = session_export.export_meter_values(ctx.store, output, *parse_range(start, end, ctx.station))
     click.echo(f"{output}: {n} rows")
