@@ -57,6 +57,7 @@ from megastation.dispatch import (
     station_grid_state,
     station_groups,
 )
+from megastation.live_flows import FlowRecorder, Reading
 from megastation.needs import (
     EXPECTED_PREFIX,
     ExpectedDemand,
@@ -113,6 +114,9 @@ BALANCE_INTERVAL_S = 0.5
 # ... and it discharges beyond the plan only while its state of charge is no more than
 # this below the plan's path (the plan's reserve for later stays).
 BALANCE_SOC_SLACK_FRAC = 0.01
+# While running, the loop samples battery, PV, site meter and car powers this often
+# [s] for the energy-flow record (megastation.live_flows).
+FLOW_SAMPLE_S = 10.0
 
 
 def follow_balance_kw(
@@ -344,6 +348,8 @@ class Controller:
         lease_s: float | None = None,
         deadband_kw: float = 1.0,
         expect_arrivals: bool = True,
+        record_flows: bool = True,
+        flow_sample_s: float = FLOW_SAMPLE_S,
     ) -> None:
         self.station = station  # the station config
         self.store = store  # source of truth (transactions, needs, overrides, sent profiles)
@@ -361,6 +367,12 @@ class Controller:
         self.deadband_kw = deadband_kw  # profile changes smaller than this are not re-sent
         # plan the cars still to come (history, else the fleet profile) as expected sessions
         self.expect_arrivals = expect_arrivals
+        # record the measured energy flows per dispatch step while running (live_flows);
+        # False where the caller records them itself (the simulators)
+        self.record_flows = record_flows
+        self.flow_sample_s = flow_sample_s
+        self.flow_recorder: FlowRecorder | None = None
+        self._pv_p90_first: float | None = None
         self._expected: ExpectedDemand | None = None
         self.solve_inline = False  # True: solve on the event loop (socket-free simulator)
         self.cycles = 0  # completed cycles
@@ -460,6 +472,15 @@ class Controller:
         """Run until cancelled: start-up (resume from the store), then cycles."""
         await self.startup()
         guard = asyncio.create_task(self._guard_loop()) if self.guard_interval_s else None
+        flow_task = None
+        if self.record_flows:
+            self.flow_recorder = FlowRecorder(
+                self.store,
+                step_s=self.station.site.dispatch_step_min * 60,
+                base_load_kw=self.station.site.base_load_kw,
+            )
+            await self.sample_flows()
+            flow_task = asyncio.create_task(self._flow_loop())
         try:
             next_at = self.clock.now()
             self.trigger("start")
@@ -481,6 +502,13 @@ class Controller:
             self._idle.set()
             if guard:
                 guard.cancel()
+            if flow_task:
+                flow_task.cancel()
+            if self.flow_recorder is not None:
+                try:  # what was measured of the step in progress
+                    self.flow_recorder.flush(self.clock.now(), partial=True)
+                except Exception as exc:
+                    log.warning("energy flows: final step not recorded: %s", exc)
             for t in list(self._tasks):
                 t.cancel()
 
@@ -518,6 +546,39 @@ class Controller:
             log.warning("fail-safe for %s failed: %s", charger_id, exc)
             return
         cr.record_setpoints(self.store, None, [_record(o) for o in outcomes], self.clock.now())
+
+    async def _flow_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.flow_sample_s)
+            try:
+                await self.sample_flows()
+            except Exception as exc:  # a device or store hiccup must not stop the loop
+                log.warning("energy flows: sample failed: %s", exc)
+
+    async def sample_flows(self) -> None:
+        """Take one reading of the site for the energy-flow record (while running)."""
+        if self.flow_recorder is None:
+            return
+        batt = await self._read_battery()
+        pv_kw = 0.0
+        if self.pv_meter is not None:
+            try:
+                pv_kw = float(await self.pv_meter.read_pv_kw())
+            except Exception as exc:
+                log.warning("PV meter read failed: %s", exc)
+        grid = await self._read_grid()
+        self.flow_recorder.observe(
+            self.clock.now(),
+            Reading(
+                pv_kw=pv_kw,
+                battery_kw=batt.power_kw if batt else 0.0,
+                soc_frac=batt.soc_frac if batt else None,
+                ev_kw=sum(self._ev_kw.values()),
+                grid_limit_kw=self._limit_now(),
+                import_kw=grid.import_kw if grid else None,
+                export_kw=grid.export_kw if grid else None,
+            ),
+        )
 
     async def _guard_loop(self) -> None:
         while True:
@@ -664,6 +725,13 @@ class Controller:
 
         # forecast with nowcast
         pv_kw, pv_p10 = self._forecast(now, grid)
+        if self.flow_recorder is not None:
+            self.flow_recorder.note_forecast(
+                now,
+                float(pv_kw[0]),
+                None if pv_p10 is None else float(pv_p10[0]),
+                self._pv_p90_first,
+            )
 
         # site load: base load, plus load the site meter sees that nothing explains
         batt_kw = batt.power_kw if batt else 0.0
@@ -909,13 +977,17 @@ class Controller:
                              s.transaction_id, detail=str(exc))
                 for s in setpoints
             ]  # fmt: skip
+        battery_kw = first.battery_setpoint_kw  # device convention: + discharge
+        battery_outcome: tuple[str, str | None] | None = None  # (status, detail)
         if self.battery is not None and battery_state is not None:
             try:
-                await self.battery.set_power_kw(-first.battery_kw)  # dispatch: + charge
-                self._battery_set_kw = -first.battery_kw
+                await self.battery.set_power_kw(battery_kw)
+                self._battery_set_kw = battery_kw
                 self._follow = (now, plan)
+                battery_outcome = ("accepted", None)
             except Exception as exc:
                 log.warning("battery set point failed: %s", exc)
+                battery_outcome = ("error", f"{type(exc).__name__}: {exc}")
         else:
             self._follow = None
         rejected = {o.charger_id for o in outcomes if o.status == "uncontrollable"}
@@ -932,7 +1004,7 @@ class Controller:
         solve_s = plan.build_time_s + plan.solve_time_s
         first_step = {
             "session_kw": tx_first,
-            "battery_kw": -first.battery_kw,  # > 0 discharge (device convention)
+            "battery_kw": battery_kw,  # > 0 discharge (device convention)
             "grid_import_kw": first.grid_import_kw,
             "grid_export_kw": first.grid_export_kw,
             "pv_kw": float(pv_kw[0]),
@@ -983,15 +1055,12 @@ class Controller:
             horizon=horizon,
         )
         cr.record_setpoints(self.store, plan_id, [_record(o) for o in outcomes], now)
-        if self.battery is not None and battery_state is not None:
+        if battery_outcome is not None:
+            status, detail = battery_outcome
             cr.record_setpoints(
                 self.store,
                 plan_id,
-                [
-                    cr.SetpointRecord(
-                        None, None, None, "battery", -first.battery_kw, None, "accepted"
-                    )
-                ],
+                [cr.SetpointRecord(None, None, None, "battery", battery_kw, None, status, detail)],
                 now,
             )
         self.cycles += 1
@@ -1042,6 +1111,7 @@ class Controller:
 
     def _forecast(self, now: datetime, grid: TimeGrid) -> tuple[np.ndarray, np.ndarray | None]:
         step_min = self.station.site.dispatch_step_min
+        self._pv_p90_first = None
         start = pd.Timestamp(grid.start)  # the forecaster floors it to its step
         n_steps = grid.n_steps + 1
         measured = None
@@ -1060,7 +1130,9 @@ class Controller:
             return np.zeros(grid.n_steps), None
         p50 = _column(df, ("pv_ac_kw", "p50", "p50_kw", "pv_kw"))
         p10 = _column(df, ("pv_ac_p10_kw", "p10", "p10_kw"))
+        p90 = _column(df, ("pv_ac_p90_kw", "p90", "p90_kw"))
         times = grid.times
+        self._pv_p90_first = float(_on_grid(p90, times)[0]) if p90 is not None else None
         pv = _on_grid(p50, times) if p50 is not None else np.zeros(grid.n_steps)
         return pv, (_on_grid(p10, times) if p10 is not None else None)
 

@@ -352,6 +352,9 @@ async def _demo_async(
         pv_meter=SimulatedPVMeter(pv_at, clock),
         weather=site.forecast_weather,
         guard_interval_s=None,  # no site meter: the guard runs on meter events instead
+        # the demo records the simulated site's true flows itself (its varying base load
+        # and curtailment, which the controller does not measure)
+        record_flows=False,
     )
     holder["c"] = controller
     await central.start("127.0.0.1", 0)

@@ -224,10 +224,18 @@ class SetPoints:
     start: datetime
     duration_s: float
     session_kw: dict[str, float]  # by session_id
-    battery_kw: float  # + charge, - discharge (AC side)
+    # the battery's AC power, signed as the LP sees it: + charge, - discharge. Devices,
+    # control records and exports use the opposite sign (+ discharge): use
+    # ``battery_setpoint_kw`` for them.
+    battery_net_charge_kw: float
     grid_import_kw: float
     grid_export_kw: float
     curtailed_kw: float
+
+    @property
+    def battery_setpoint_kw(self) -> float:
+        """The battery set point in the device convention [kW]: + discharge, - charge."""
+        return -self.battery_net_charge_kw
 
 
 @dataclass(frozen=True)
@@ -274,7 +282,7 @@ class Plan:
             start=self.problem.grid.start,
             duration_s=float(self.problem.grid.durations_s[0]),
             session_kw={sid: float(v) for sid, v in zip(self.session_ids, kw, strict=True)},
-            battery_kw=float(self.battery_charge_kw[0] - self.battery_discharge_kw[0]),
+            battery_net_charge_kw=float(self.battery_charge_kw[0] - self.battery_discharge_kw[0]),
             grid_import_kw=float(self.grid_import_kw[0]),
             grid_export_kw=float(self.grid_export_kw[0]),
             curtailed_kw=float(self.curtailed_kw[0]),

@@ -201,9 +201,13 @@ class Simulator:
         return np.clip(self.wanted - self.delivered, 0.0, None)
 
     def step(
-        self, ev_kw: np.ndarray, battery_kw: float, labels: dict[str, float] | None = None
+        self,
+        ev_kw: np.ndarray,
+        battery_net_charge_kw: float,
+        labels: dict[str, float] | None = None,
     ) -> None:
-        """Apply car powers (per visit) and battery power (+charge/-discharge) in step k.
+        """Apply car powers (per visit) and battery power in step k [kW]: + charge,
+        - discharge (the LP's sign, :attr:`SetPoints.battery_net_charge_kw`).
 
         ``labels``: the plan's split flows for this step (``Plan.flows_kw`` at step 0);
         when the step played out as planned (same PV, car and battery power) the plan's
@@ -223,15 +227,15 @@ class Simulator:
         c = d = 0.0
         if b is not None and self.cap > 0:
             e_min, e_max = b.soc_min_frac * self.cap, b.soc_max_frac * self.cap
-            if battery_kw > 0:
+            if battery_net_charge_kw > 0:
                 c = min(
-                    battery_kw,
+                    battery_net_charge_kw,
                     b.max_charge_kw,
                     max(0.0, e_max - self.energy_kwh) / (b.charge_efficiency * dt),
                 )
-            elif battery_kw < 0:
+            elif battery_net_charge_kw < 0:
                 d = min(
-                    -battery_kw,
+                    -battery_net_charge_kw,
                     b.max_discharge_kw,
                     max(0.0, self.energy_kwh - e_min) * b.discharge_efficiency / dt,
                 )

@@ -129,5 +129,7 @@ def replay(
         first = plan.first_step()
         if idx.size:
             ev[idx] = [first.session_kw[str(i)] for i in idx]
-        sim.step(ev, first.battery_kw, {k: float(v[0]) for k, v in plan.flows_kw.items()})
+        sim.step(
+            ev, first.battery_net_charge_kw, {k: float(v[0]) for k, v in plan.flows_kw.items()}
+        )
     return sim.outcome(name, solve_s, sc.n_steps)
