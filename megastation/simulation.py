@@ -538,6 +538,7 @@ class _Simulator:
                 pv_meter=SimulatedPVMeter(self._pv_at, clock),
                 weather=site.forecast_weather,
                 forecaster=_StepForecastCache(station, site.forecast_weather),
+                record_flows=False,  # the simulator records the site's flows itself
                 guard_interval_s=None,
                 # the TxProfile lease must outlast this simulation's plan interval, not
                 # the station's dispatch_interval_s: else cars fall back to the
