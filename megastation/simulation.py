@@ -506,6 +506,7 @@ class _Simulator:
         run: str,
         keep_plan_horizons: bool = False,
         replan_on_departure: bool = True,
+        follow_balance: bool = True,
     ) -> None:
         self.station = station
         self.store = store
@@ -517,6 +518,7 @@ class _Simulator:
         self.plan_interval_s = plan_interval_s
         self.run_name = run
         self.replan_on_departure = replan_on_departure
+        self.follow_balance = follow_balance  # battery follows the site balance between plans
         self.flow_step_s = station.site.dispatch_step_min * 60
         self.tz = station.site.timezone
         self.battery = SimulatedBattery(station.battery, clock) if station.battery else None
@@ -730,6 +732,17 @@ class _Simulator:
             batt = self.battery.setpoint_kw if self.battery is not None else 0.0
         ev = self._hardware(want)
         ev_kw = sum(ev.values())
+        if self.controller is not None and self.battery is not None and self.follow_balance:
+            # What the live guard loop does every tick: the battery follows the metered
+            # site balance around the plan (Controller.balance_setpoint_kw).
+            follow = self.controller.balance_setpoint_kw(
+                now,
+                soc_frac=self.battery.soc_frac,
+                net_import_kw=ev_kw + base - pv_avail - batt,
+                battery_kw=batt,
+            )
+            if follow is not None:
+                batt = follow
         batt = min(max(batt, -ch_max), dis_max)
         if self.policy == "greedy":
             # guard: battery first, then cut cars pro rata
@@ -989,6 +1002,7 @@ def simulate(
     progress: Callable[[float], None] | None = None,
     keep_plan_horizons: bool = False,
     replan_on_departure: bool = True,
+    follow_balance: bool = True,
 ) -> SimulationResult:
     """Simulate the station under ``policy`` and record it into a fresh store.
 
@@ -999,6 +1013,8 @@ def simulate(
     ``replan_on_departure`` False: a car leaving does not trigger a plan (the live
     controller re-plans; skipping it saves about a quarter of the LP solves of the
     controlled policies and moves their KPIs by well under 2 %, see the README).
+    ``follow_balance`` (default, as the live guard loop): between plans the battery
+    follows the metered site balance around the plan; False holds the plan's set point.
     Same inputs and seed give the same result.
     """
     if policy not in POLICIES:
@@ -1036,6 +1052,7 @@ def simulate(
             run=policy,
             keep_plan_horizons=keep_plan_horizons,
             replan_on_departure=replan_on_departure,
+            follow_balance=follow_balance,
         )
         asyncio.run(sim.run(progress))
         frame = flows.read_flows(store)

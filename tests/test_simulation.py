@@ -258,3 +258,26 @@ def test_simulation_forecaster_matches_forecast_pv(station):
         got = cache(station, t, 97, 15, weather=site.forecast_weather, measured_kw=m)
         pd.testing.assert_frame_equal(got, want, check_freq=False, rtol=1e-9)
         assert got.attrs["k_meas"] == want.attrs["k_meas"]
+
+
+def test_battery_following_the_balance_stores_surplus_instead_of_exporting(seed_station, runs):
+    """Between plans the battery takes the PV surplus the cars did not (the live guard
+    loop's rule); holding the plan's set point instead sends it to the grid."""
+    end = START + timedelta(hours=HOURS)
+    hold = simulate(
+        seed_station,
+        start=START,
+        hours=HOURS,
+        policy="re100",
+        weather=WEATHER,
+        seed=SEED,
+        site=prepare_site(seed_station, START, end, WEATHER, SEED),
+        visits=generate_visits(seed_station, START, end, SEED),
+        with_perfect_foresight=False,
+        follow_balance=False,
+    ).kpis
+    follow = runs["re100"].kpis
+    assert follow.grid_export_kwh < hold.grid_export_kwh
+    assert follow.renewable_frac >= hold.renewable_frac - 1e-9
+    assert follow.steps_over_limit == 0
+    assert follow.unmet_kwh <= hold.unmet_kwh + 0.01 * follow.energy_wanted_kwh
