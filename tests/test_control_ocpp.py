@@ -107,13 +107,27 @@ class Rig:
         return cp
 
     async def settle(self) -> None:
-        """Let the controller react to what happened (no clock time passes)."""
-        for _ in range(3):
-            await asyncio.sleep(0)
+        """Let the controller react to what happened (no clock time passes).
+
+        Frames cross real sockets, so "done" is quiescence: rounds of waiting for the
+        loop to go idle until no new plan and no new profile appeared in the last two
+        (a fixed number of event-loop turns was not enough on a loaded machine).
+        """
+        last, quiet = None, 0
+        for _ in range(100):
+            await asyncio.sleep(0.002)  # real time for socket round trips; the clock stands
             if self.sup is not None and self.sup.controller is not None:
                 await self.sup.controller.wait_idle()
             for cp in self.cps.values():
                 cp.update_power(self.clock.now())
+            state = (self.profiles_sent(), self._plans())
+            quiet = quiet + 1 if state == last else 0
+            if quiet >= 2:
+                return
+            last = state
+
+    def _plans(self) -> int:
+        return self.store.db.execute("SELECT count(*) FROM control_plans").fetchone()[0]
 
     async def step(self, dt_s: float) -> float:
         """Advance the clock, integrate energy, report meter values, let the loop react;
