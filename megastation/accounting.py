@@ -18,7 +18,8 @@ with mean powers over the step in kW:
 Each step obeys ``pv + discharge + import = ev + base + charge + export``.
 
 Allocation rule, step by step (a documented convention, not physics — electrons do
-not carry labels): PV serves the loads (EV and base load, pro rata) first, then
+not carry labels). A step's charge and discharge are netted first (their order within
+the step is unknown). Then: PV serves the loads (EV and base load, pro rata) first, then
 charges the battery, then is exported. The battery serves what load remains, then
 the grid covers the rest, including any battery charging PV did not cover. The
 battery keeps a *renewable content*: PV energy charged in adds to it, grid energy
@@ -93,6 +94,12 @@ def allocate(
     base = (flows["base_load_kw"].to_numpy(float) if "base_load_kw" in flows else 0 * pv) * h
     charge = flows["battery_charge_kw"].to_numpy(float) * h
     discharge = flows["battery_discharge_kw"].to_numpy(float) * h
+    # A step that both charged and discharged (a battery following cars minute by minute)
+    # does not say in which order: net the two, so PV that passed through the battery
+    # within the step counts as PV into the load instead of grey in, green out to nothing.
+    through = np.minimum(charge, discharge)
+    charge = charge - through
+    discharge = discharge - through
 
     load = ev + base
     ev_share = np.divide(ev, load, out=np.zeros_like(ev), where=load > 1e-12)

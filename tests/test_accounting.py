@@ -89,3 +89,18 @@ def test_stored_step_lengths_win_over_gaps_between_rows():
     assert a["ev_kwh"].sum() == pytest.approx(15 + 15 + 12)
     per = attribute_sessions(pd.DataFrame({"s": [60.0] * 3}, index=idx), a)
     assert per.loc["s", "energy_kwh"] == pytest.approx(42)
+
+
+def test_charge_and_discharge_in_one_step_are_netted():
+    # Hour 0: PV 60 kW, cars 60 kW; within the hour the battery took 30 kWh of PV and
+    # gave 30 kWh back to cars. That must not turn the battery's content greyer: in
+    # hour 1 its 20 kWh to cars are still half renewable, as it started.
+    f = _flows(
+        pv_kw=[60.0, 0, 0, 0],
+        ev_kw=[60.0, 20.0, 0, 0],
+        battery_charge_kw=[30.0, 0, 0, 0],
+        battery_discharge_kw=[30.0, 20.0, 0, 0],
+    )
+    a = allocate(f, initial_stored_kwh=100.0, initial_renewable_frac=0.5)
+    assert a["ev_renewable_kwh"].iloc[0] == pytest.approx(60)
+    assert a["ev_battery_renewable_kwh"].iloc[1] == pytest.approx(10)
