@@ -228,7 +228,10 @@ def test_simulate_cli_runs_policies_in_parallel_with_the_same_results(tmp_path):
                         "--out", str(out))  # fmt: skip
         assert res.exit_code == 0, res.output
         runs[jobs] = pd.read_csv(out / "summary.csv").set_index("run")
-    pd.testing.assert_frame_equal(runs["1"], runs["2"], rtol=1e-9)
+    # Worker processes get their own hash seed, so set iteration (and with it the LP's
+    # column order) can differ; HiGHS may then return another vertex of a degenerate
+    # optimum. Seen: renewable_frac 0.7248642 vs 0.7248654. Equal to 1e-5, not bit-equal.
+    pd.testing.assert_frame_equal(runs["1"], runs["2"], rtol=1e-5)
     con = sqlite3.connect(tmp_path / "j2" / "re100.db")
     horizons = [h for (h,) in con.execute("SELECT horizon FROM control_plans ORDER BY id")]
     con.close()

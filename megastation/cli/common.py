@@ -136,3 +136,24 @@ def check_weather(ctx: click.Context, param: click.Parameter, value: str) -> str
     except SimulationError as exc:
         raise click.BadParameter(str(exc).removeprefix("weather: "), ctx, param) from None
     return value
+
+
+def output_option(f):
+    """``-o/--output FILE`` of every export: .csv, or .parquet with pyarrow."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="File to write: .csv, or .parquet (needs pyarrow).",
+    )(f)
+
+
+def range_options(f):
+    """``--from``/``--to`` of every export: the half-open range ``[from, to)``."""
+    f = click.option(
+        "--to", "end", help="Until, exclusive (ISO date or date-time; station local if no zone)."
+    )(f)
+    return click.option(
+        "--from", "start", help="From (ISO date or date-time; station local if no zone)."
+    )(f)

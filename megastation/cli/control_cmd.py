@@ -18,7 +18,15 @@ import click
 from megastation import control_records as cr
 from megastation import records
 from megastation.cli import main
-from megastation.cli.common import Context, export_group, parse_range, parse_when, pass_ctx
+from megastation.cli.common import (
+    Context,
+    export_group,
+    output_option,
+    parse_range,
+    parse_when,
+    pass_ctx,
+    range_options,
+)
 from megastation.cli.ocpp_cmd import add_status_section
 from megastation.config import Station
 from megastation.needs import set_override
@@ -104,9 +112,8 @@ def policy(ctx: Context, policy: str | None) -> None:
 
 
 @export_group().command("dispatch")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--from", "start", help="From (ISO; local if no zone).")
-@click.option("--to", "end", help="Until, exclusive (ISO; local if no zone).")
+@output_option
+@range_options
 @pass_ctx
 def export_dispatch(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Every plan and the set point of each connector: one row per plan and connector."""

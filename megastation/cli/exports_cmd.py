@@ -9,18 +9,17 @@ import click
 
 from megastation import exports
 from megastation.cli import main
-from megastation.cli.common import Context, export_group, parse_range, parse_when, pass_ctx
+from megastation.cli.common import (
+    Context,
+    export_group,
+    output_option,
+    parse_range,
+    parse_when,
+    pass_ctx,
+    range_options,
+)
 
 _export = export_group()
-_OUTPUT = click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="File to write: .csv, or .parquet (needs pyarrow).",
-)
-_FROM = click.option("--from", "start", help="From (ISO date/time; local if no zone).")
-_TO = click.option("--to", "end", help="Until, exclusive (ISO date/time; local if no zone).")
 
 
 def _run(fn, ctx: Context, output: Path, start: str | None, end: str | None, what: str) -> None:
@@ -33,9 +32,8 @@ def _run(fn, ctx: Context, output: Path, start: str | None, end: str | None, wha
 
 
 @_export.command("energy-flows")
-@_OUTPUT
-@_FROM
-@_TO
+@output_option
+@range_options
 @pass_ctx
 def export_energy_flows(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Site energy flows per step: pv_kw, ev_kw, battery_kw, grid_import_kw, soc_frac, ..."""
@@ -43,9 +41,8 @@ def export_energy_flows(ctx: Context, output: Path, start: str | None, end: str 
 
 
 @_export.command("daily")
-@_OUTPUT
-@_FROM
-@_TO
+@output_option
+@range_options
 @pass_ctx
 def export_daily(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Per day: energy_kwh, renewable_frac, grid_import_kwh, peak_import_kw, cost_krw, gaps."""
@@ -53,9 +50,8 @@ def export_daily(ctx: Context, output: Path, start: str | None, end: str | None)
 
 
 @_export.command("sessions-by-source")
-@_OUTPUT
-@_FROM
-@_TO
+@output_option
+@range_options
 @pass_ctx
 def export_sessions_by_source(
     ctx: Context, output: Path, start: str | None, end: str | None

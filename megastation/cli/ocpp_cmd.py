@@ -12,7 +12,15 @@ import click
 
 from megastation import commands, records, session_export
 from megastation.cli import main
-from megastation.cli.common import Context, export_group, parse_range, parse_when, pass_ctx
+from megastation.cli.common import (
+    Context,
+    export_group,
+    output_option,
+    parse_range,
+    parse_when,
+    pass_ctx,
+    range_options,
+)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -389,15 +397,8 @@ _export = export_group()
 
 
 @_export.command("sessions")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="CSV file to write.",
-)
-@click.option("--from", "start", help="Sessions starting at or after (ISO; local if no zone).")
-@click.option("--to", "end", help="Sessions starting before (ISO; local if no zone).")
+@output_option
+@range_options
 @pass_ctx
 def export_sessions(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Charging sessions to CSV (energy_kwh, meter_start_wh, ...)."""
@@ -406,15 +407,8 @@ def export_sessions(ctx: Context, output: Path, start: str | None, end: str | No
 
 
 @_export.command("meter-values")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="CSV file to write.",
-)
-@click.option("--from", "start", help="Samples at or after (ISO; local if no zone).")
-@click.option("--to", "end", help="Samples before (ISO; local if no zone).")
+@output_option
+@range_options
 @pass_ctx
 def export_meter_values(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Meter values to CSV (power_kw, energy_register_kwh, soc_percent, ...)."""

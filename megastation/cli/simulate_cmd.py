@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from megastation.cli import main
-from megastation.cli.common import Context, pass_ctx
-from megastation.simulation import POLICIES, SimulationError, weather_path
+from megastation.cli.common import Context, check_weather, parse_when, pass_ctx
+from megastation.simulation import POLICIES, SimulationError
 
 
 def parse_policies(text: str) -> list[str]:
@@ -26,16 +25,6 @@ def parse_policies(text: str) -> list[str]:
             param_hint="'--policy'",
         )
     return names
-
-
-def _check_weather(weather: str) -> str:
-    try:
-        weather_path(weather)
-    except SimulationError as exc:
-        raise click.BadParameter(
-            str(exc).removeprefix("weather: "), param_hint="'--weather'"
-        ) from None
-    return weather
 
 
 def _run_policy(
@@ -171,7 +160,12 @@ def run_policies(
     show_default=True,
     help="Days to simulate (fractions allowed: 0.25 = 6 h).",
 )
-@click.option("--start", "start", default=None, help="Local start date (default: the weather's).")
+@click.option(
+    "--start",
+    "start",
+    default=None,
+    help="Start: ISO date (local midnight) or date-time; default: the weather's first day.",
+)
 @click.option(
     "--policy",
     "policy",
@@ -181,6 +175,7 @@ def run_policies(
 )
 @click.option(
     "--weather",
+    callback=check_weather,
     default="mixed-week",
     show_default=True,
     help="clear-day, cloudy-day, mixed-week or a weather CSV file.",
@@ -239,16 +234,7 @@ def simulate_cmd(
 
     station = ctx.station
     policies = parse_policies(policy)
-    _check_weather(weather)
-    t0 = None
-    if start:
-        try:
-            d = datetime.fromisoformat(start)
-        except ValueError:
-            raise click.BadParameter(
-                f"not an ISO date or time: {start!r}", param_hint="'--start'"
-            ) from None
-        t0 = d if d.tzinfo else datetime.combine(d.date(), dtime(0), station.site.tz)
+    t0 = parse_when(start, station, option="--start")
     console = Console()
     try:
         results, pf = run_policies(
