@@ -735,18 +735,19 @@ class Controller:
 
         # site load: base load, plus load the site meter sees that nothing explains
         batt_kw = batt.power_kw if batt else 0.0
-        # a car without a power sample yet is assumed to draw what it was last sent
+        # a car without a power sample yet is assumed to draw what it was last sent (an
+        # uncontrollable one: what it is planned with, below). So is a car whose latest
+        # sample predates the limit in force, if that is more: the site meter sees the new
+        # power before the car reports it, and the difference counted as unexplained site
+        # load counted the car twice (the plan flipped 42 -> 0 -> 42 kW every cycle)
         unsampled_kw = 0.0
         for t in txs:
-            if (t.charger_id, t.connector_id) not in self._ev_kw:
-                unsampled_kw += self._sent_kw(t.transaction_id, now) or 0.0
-        computed = self._computed_import_kw(pv_now or 0.0, batt_kw) + unsampled_kw
-        unexplained_kw = 0.0
-        if grid_reading is not None:
-            unexplained_kw = max(0.0, grid_reading.net_import_kw - computed)
-        load = np.full(n, site.base_load_kw)
-        hour = grid.edges_s[:-1] < 3600
-        load[hour] += unexplained_kw
+            sent_kw = self._sent_kw(t.transaction_id, now)
+            drew = self._ev_kw.get((t.charger_id, t.connector_id))
+            if drew is None:
+                unsampled_kw += sent_kw or 0.0
+            elif sent_kw is not None and sent_kw > drew and self._sample_predates_limit(t):
+                unsampled_kw += sent_kw - drew
 
         # sessions
         learned = self._learned_defaults(now)
@@ -806,6 +807,8 @@ class Controller:
                 kw = t.power_kw if t.power_kw is not None else max_kw
                 until = (need.extra_departure or need.departure) - grid.start
                 uncontrolled[grid.edges_s[:-1] < until.total_seconds()] += kw
+                if (t.charger_id, t.connector_id) not in self._ev_kw:
+                    unsampled_kw += kw - (self._sent_kw(t.transaction_id, now) or 0.0)
                 continue
             sid = str(t.transaction_id)
             controlled[sid] = t
@@ -850,6 +853,14 @@ class Controller:
                 car_groups.append(
                     PowerGroup(f"car:{sid}", ((t.charger_id, int(t.connector_id)),), max_kw)
                 )
+
+        computed = self._computed_import_kw(pv_now or 0.0, batt_kw) + unsampled_kw
+        unexplained_kw = 0.0
+        if grid_reading is not None:
+            unexplained_kw = max(0.0, grid_reading.net_import_kw - computed)
+        load = np.full(n, site.base_load_kw)
+        hour = grid.edges_s[:-1] < 3600
+        load[hour] += unexplained_kw
 
         # cars still to come, as aggregate expected sessions (never in the first step)
         expected_kwh = 0.0
@@ -1159,6 +1170,19 @@ class Controller:
         sched = got[1]
         kw = sched.value_at(now - timedelta(microseconds=1))
         return kw if kw is not None else sched.value_at(now)
+
+    def _sample_predates_limit(self, t: records.OpenTransaction) -> bool:
+        """True if the car's latest power sample may predate the limit in force."""
+        sent = self._sent.get(t.transaction_id)
+        if sent is None:
+            return False
+        row = self.store.conn.execute(
+            "SELECT MAX(ts) FROM meter_samples WHERE transaction_id = ? AND measurand = ?",
+            (t.transaction_id, records.POWER_IMPORT),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return True
+        return (parse_iso(row[0]) - sent[0]).total_seconds() < CAR_CAP_SETTLE_S
 
     def _car_cap(self, t: records.OpenTransaction, now: datetime) -> float:
         """The car's own power limit [kW] as far as it is known (inf: not known).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from datetime import timedelta
 
 import numpy as np
@@ -218,8 +219,22 @@ async def test_charger_that_rejects_profiles_is_planned_as_uncontrolled(station,
         plan = cr.latest_plan(store)
         assert "GJDG-DC-04" in plan["inputs"]["uncontrollable"]
         assert plan["first_step"]["uncontrolled_kw"] >= 99.0
-        assert good.cars[1].power_kw <= 150.0 - 100.0 - station.site.base_load_kw + TOL_KW
+        headroom = 150.0 - 100.0 - station.site.base_load_kw
+        assert good.cars[1].power_kw <= headroom + TOL_KW
         assert good.cars[1].power_kw > 20.0
+        # steady: its set points do not flip between plans (they went 42 -> 0 -> 42 when
+        # a sample older than the limit made the car's own power look like site load)
+        sent = [
+            r[0]
+            for r in store.conn.execute(
+                "SELECT power_kw FROM control_setpoints WHERE charger_id = 'GJDG-DC-01' "
+                "AND target = 'tx' ORDER BY id"
+            )
+        ]
+        assert len(sent) >= 6  # one per plan (a plan a minute, give or take)
+        flips = sum(abs(b - a) > 5.0 for a, b in itertools.pairwise(sent[2:]))
+        assert flips <= 1, f"set points alternate: {sent}"
+        assert all(abs(kw - headroom) <= TOL_KW for kw in sent[-5:]), sent
 
 
 async def test_failsafe_holds_after_the_controller_is_killed(station, store, clock):
