@@ -53,9 +53,15 @@ from megastation.replay import replay
 T0 = datetime(2026, 7, 1, 15, 0, tzinfo=UTC)  # 2026-07-02 00:00 in Seoul
 
 
-def synthetic(n_sessions: int, n_steps: int, seed: int = 1) -> Problem:
+def synthetic(
+    n_sessions: int, n_steps: int, seed: int = 1, coarse_after_h: float | None = None
+) -> Problem:
+    """``n_steps`` 15-minute steps; ``coarse_after_h``: the same span with hourly steps
+    after that many hours (inputs averaged over each hour)."""
     rng = np.random.default_rng(seed)
     grid = TimeGrid(T0, n_steps)
+    if coarse_after_h is not None:
+        grid = TimeGrid.aligned(T0, n_steps / 4, coarse_after_h=coarse_after_h)
     horizon_h = n_steps / 4
     arr = rng.uniform(-2, horizon_h - 1, n_sessions)
     dwell = rng.uniform(0.5, 8, n_sessions)
@@ -79,19 +85,22 @@ def synthetic(n_sessions: int, n_steps: int, seed: int = 1) -> Problem:
         for k in range(0, n_conn, 8)
     )
     h = (np.arange(n_steps) / 4 + 9) % 24
-    pv = np.clip(200 * np.sin((h - 6) / 12 * np.pi), 0, None)
-    price = np.where((h >= 23) | (h < 9), 63.1, 110.0)
+    pv = grid.mean_of_fine(np.clip(200 * np.sin((h - 6) / 12 * np.pi), 0, None))
+    price = grid.mean_of_fine(np.where((h >= 23) | (h < 9), 63.1, 110.0))
     gs = GridState(max(400.0, 20.0 * n_sessions), 100.0, price, 0.0, 2580.0, 50.0)
     battery = BatteryState(500, 0.5, 0.1, 0.95, 250, 250, 0.96, 0.96, 0.3)
-    return Problem(grid, pv, np.full(n_steps, 8.0), gs, sessions, battery, groups)
+    return Problem(grid, pv, np.full(grid.n_steps, 8.0), gs, sessions, battery, groups)
 
 
 def part1(quick: bool) -> None:
-    print("== LP size scaling (median over runs) ==")
-    print(f"{'sessions':>8} {'steps':>5} {'build ms':>9} {'solve ms':>9} {'total ms':>9}  status")
-    sizes = [(s, t) for t in (96, 192) for s in (10, 50, 200, 500)]
-    for s, t in sizes:
-        problem = synthetic(s, t)
+    print("== LP size scaling (median over runs; coarse: 15 min for 6 h, then hourly) ==")
+    print(
+        f"{'sessions':>8} {'steps':>5} {'grid':>6} {'LP steps':>8} {'build ms':>9} "
+        f"{'solve ms':>9} {'total ms':>9}  status"
+    )
+    sizes = [(s, t, c) for t in (96, 192) for s in (10, 50, 200, 500) for c in (None, 6.0)]
+    for s, t, coarse in sizes:
+        problem = synthetic(s, t, coarse_after_h=coarse)
         runs = 3 if quick or s >= 200 else 7
         build, solve_s = [], []
         for _ in range(runs):
@@ -99,7 +108,11 @@ def part1(quick: bool) -> None:
             build.append(plan.build_time_s)
             solve_s.append(plan.solve_time_s)
         b, sv = statistics.median(build) * 1e3, statistics.median(solve_s) * 1e3
-        print(f"{s:>8} {t:>5} {b:>9.1f} {sv:>9.1f} {b + sv:>9.1f}  {plan.status}")
+        kind = "fine" if coarse is None else "coarse"
+        print(
+            f"{s:>8} {t:>5} {kind:>6} {problem.grid.n_steps:>8} {b:>9.1f} {sv:>9.1f} "
+            f"{b + sv:>9.1f}  {plan.status}"
+        )
 
 
 def week_scenario(days: int, seed: int) -> tuple[Scenario, object]:

@@ -75,6 +75,10 @@ log = logging.getLogger(__name__)
 
 GUARD_TOLERANCE_KW = 0.5  # import above limit + this triggers the guard
 DEFAULT_LEASE_INTERVALS = 5  # TxProfile follows the plan this many intervals, then fail-safe
+# Plan grid: dispatch steps (site.dispatch_step_min) for the next hours, then coarser steps
+# to the horizon end (dispatch.md, "Time"); None plans the whole horizon at the fine step.
+DEFAULT_COARSE_AFTER_H: float | None = 6.0
+DEFAULT_COARSE_STEP_S = 3600
 # Energy a car probably takes beyond its firm need (Need.extra_energy_kwh) is a second LP
 # session on the same connector; its unmet kWh cost this share of a firm kWh: below
 # tier 1 (others' firm energy comes first) but far above grid energy and money, so it is
@@ -350,6 +354,8 @@ class Controller:
         expect_arrivals: bool = True,
         record_flows: bool = True,
         flow_sample_s: float = FLOW_SAMPLE_S,
+        coarse_after_h: float | None = DEFAULT_COARSE_AFTER_H,
+        coarse_step_s: int = DEFAULT_COARSE_STEP_S,
     ) -> None:
         self.station = station  # the station config
         self.store = store  # source of truth (transactions, needs, overrides, sent profiles)
@@ -365,6 +371,9 @@ class Controller:
         self.interval_s = float(site.dispatch_interval_s)
         self.lease_s = lease_s if lease_s is not None else DEFAULT_LEASE_INTERVALS * self.interval_s
         self.deadband_kw = deadband_kw  # profile changes smaller than this are not re-sent
+        # plan grid: fine steps for coarse_after_h hours, then coarse_step_s steps (None: fine)
+        self.coarse_after_h = coarse_after_h
+        self.coarse_step_s = coarse_step_s
         # plan the cars still to come (history, else the fleet profile) as expected sessions
         self.expect_arrivals = expect_arrivals
         # record the measured energy flows per dispatch step while running (live_flows);
@@ -719,7 +728,13 @@ class Controller:
 
         # grid of the plan
         step_s = site.dispatch_step_min * 60
-        grid = TimeGrid.aligned(now, site.horizon_h, step_s)
+        grid = TimeGrid.aligned(
+            now,
+            site.horizon_h,
+            step_s,
+            coarse_after_h=self.coarse_after_h,
+            coarse_step_s=self.coarse_step_s,
+        )
         times = grid.times
         n = grid.n_steps
 
@@ -806,7 +821,11 @@ class Controller:
             if t.charger_id in uncontrollable:
                 kw = t.power_kw if t.power_kw is not None else max_kw
                 until = (need.extra_departure or need.departure) - grid.start
-                uncontrolled[grid.edges_s[:-1] < until.total_seconds()] += kw
+                # a fine step it is in at all counts whole (conservative for the limit);
+                # a coarse step by the share of it before the car leaves
+                edges = grid.edges_s
+                share = np.clip((until.total_seconds() - edges[:-1]) / np.diff(edges), 0.0, 1.0)
+                uncontrolled += kw * np.where(np.diff(edges) > step_s, share, share > 0)
                 if (t.charger_id, t.connector_id) not in self._ev_kw:
                     unsampled_kw += kw - (self._sent_kw(t.transaction_id, now) or 0.0)
                 continue
@@ -1124,7 +1143,8 @@ class Controller:
         step_min = self.station.site.dispatch_step_min
         self._pv_p90_first = None
         start = pd.Timestamp(grid.start)  # the forecaster floors it to its step
-        n_steps = grid.n_steps + 1
+        fine = grid.fine()  # a coarse step gets the mean of its fine steps' forecast
+        n_steps = fine.n_steps + 1
         measured = None
         if self.pv_history:
             measured = pd.Series(
@@ -1142,10 +1162,10 @@ class Controller:
         p50 = _column(df, ("pv_ac_kw", "p50", "p50_kw", "pv_kw"))
         p10 = _column(df, ("pv_ac_p10_kw", "p10", "p10_kw"))
         p90 = _column(df, ("pv_ac_p90_kw", "p90", "p90_kw"))
-        times = grid.times
+        times = fine.times
         self._pv_p90_first = float(_on_grid(p90, times)[0]) if p90 is not None else None
-        pv = _on_grid(p50, times) if p50 is not None else np.zeros(grid.n_steps)
-        return pv, (_on_grid(p10, times) if p10 is not None else None)
+        pv = grid.mean_of_fine(_on_grid(p50, times)) if p50 is not None else np.zeros(grid.n_steps)
+        return pv, (grid.mean_of_fine(_on_grid(p10, times)) if p10 is not None else None)
 
     def _learned_defaults(self, now: datetime) -> LearnedDefaults | None:
         if self._learned_at is None or now - self._learned_at > timedelta(hours=1):

@@ -39,16 +39,22 @@ class ProblemError(ValueError):
 
 @dataclass(frozen=True)
 class TimeGrid:
-    """Steps of the plan: ``n_steps`` steps from ``start``, the first one possibly shorter.
+    """Steps of the plan: ``n_steps`` steps from ``start``, the first one possibly shorter,
+    optionally longer steps late in the horizon.
 
     ``first_step_s`` (None = ``step_s``) lets the plan align to the 15-minute clock: a
     solve at 10:07 uses a first step of 480 s, then 10:15, 10:30, ...
+    ``coarse_step_s`` (None = every step is fine) with ``n_fine``: the first ``n_fine``
+    steps are the fine ones above, the other ``n_steps - n_fine`` last ``coarse_step_s``
+    each (a multiple of ``step_s``): 15-minute steps for the next hours, hourly after.
     """
 
     start: datetime  # tz-aware; stored as UTC
     n_steps: int
     step_s: int = 900
     first_step_s: int | None = None
+    coarse_step_s: int | None = None
+    n_fine: int | None = None  # steps before the coarse ones (None = all; needs coarse_step_s)
 
     def __post_init__(self) -> None:
         try:
@@ -63,20 +69,71 @@ class TimeGrid:
             raise ProblemError(
                 f"grid.first_step_s: must be in (0, step_s={self.step_s}], got {self.first_step_s}"
             )
+        if self.coarse_step_s is not None:
+            if self.coarse_step_s < self.step_s or self.coarse_step_s % self.step_s:
+                raise ProblemError(
+                    f"grid.coarse_step_s: must be a multiple of step_s={self.step_s}, "
+                    f"got {self.coarse_step_s}"
+                )
+            if self.n_fine is None or not 1 <= self.n_fine <= self.n_steps:
+                raise ProblemError(
+                    f"grid.n_fine: must be in [1, n_steps={self.n_steps}] with coarse_step_s, "
+                    f"got {self.n_fine}"
+                )
+        elif self.n_fine is not None:
+            raise ProblemError("grid.n_fine: needs coarse_step_s")
 
     @classmethod
-    def aligned(cls, now: datetime, horizon_h: float, step_s: int = 900) -> TimeGrid:
-        """A grid from ``now`` whose later steps start on multiples of ``step_s`` (UTC)."""
+    def aligned(
+        cls,
+        now: datetime,
+        horizon_h: float,
+        step_s: int = 900,
+        *,
+        coarse_after_h: float | None = None,
+        coarse_step_s: int = 3600,
+    ) -> TimeGrid:
+        """A grid from ``now`` whose later steps start on multiples of ``step_s`` (UTC).
+
+        With ``coarse_after_h``: fine steps up to the first multiple of ``coarse_step_s``
+        at or after ``now + coarse_after_h``, then ``coarse_step_s`` steps up to the first
+        multiple of it at or after ``now + horizon_h`` (so the horizon may run up to one
+        coarse step longer). Without it, or if the fine part covers the horizon: fine.
+        """
         now = utc(now)
         epoch_s = now.timestamp()
         first = step_s - (epoch_s % step_s)
         first_s = round(first) or step_s
         n = 1 + math.ceil(max(0.0, horizon_h * 3600 - first_s) / step_s)
-        return cls(now, n, step_s, first_s if first_s != step_s else None)
+        fine = cls(now, n, step_s, first_s if first_s != step_s else None)
+        if coarse_after_h is None or coarse_after_h >= horizon_h:
+            return fine
+        if coarse_step_s % step_s:
+            raise ProblemError(
+                f"grid.coarse_step_s: must be a multiple of step_s={step_s}, got {coarse_step_s}"
+            )
+        t_first = epoch_s + first_s  # the first edge on the fine clock
+        t_coarse = math.ceil((epoch_s + max(coarse_after_h * 3600, first_s)) / coarse_step_s)
+        t_coarse *= coarse_step_s  # first coarse edge (on the fine clock too)
+        t_end = math.ceil((epoch_s + horizon_h * 3600) / coarse_step_s) * coarse_step_s
+        n_coarse = round((t_end - t_coarse) / coarse_step_s)
+        if n_coarse < 1:
+            return fine
+        n_fine = 1 + round((t_coarse - t_first) / step_s)
+        return cls(
+            now,
+            n_fine + n_coarse,
+            step_s,
+            first_s if first_s != step_s else None,
+            coarse_step_s,
+            n_fine,
+        )
 
     @property
     def durations_s(self) -> np.ndarray:
         d = np.full(self.n_steps, float(self.step_s))
+        if self.coarse_step_s is not None and self.n_fine is not None:
+            d[self.n_fine :] = float(self.coarse_step_s)
         if self.first_step_s is not None:
             d[0] = float(self.first_step_s)
         return d
@@ -100,6 +157,33 @@ class TimeGrid:
     @property
     def end(self) -> datetime:
         return self.start + timedelta(seconds=float(self.edges_s[-1]))
+
+    @property
+    def uniform(self) -> bool:
+        """True if every step after the first lasts ``step_s``."""
+        return self.coarse_step_s is None or self.n_fine == self.n_steps
+
+    def fine(self) -> TimeGrid:
+        """The grid over the same span with ``step_s`` steps only (the same first step)."""
+        if self.uniform:
+            return self
+        n = round((self.edges_s[-1] - self.durations_s[0]) / self.step_s)
+        return TimeGrid(self.start, 1 + n, self.step_s, self.first_step_s)
+
+    def fine_index(self) -> np.ndarray:
+        """For each step of :meth:`fine`, the step of this grid that contains it."""
+        f = self.fine()
+        return np.searchsorted(self.edges_s, f.edges_s[:-1], side="right") - 1
+
+    def mean_of_fine(self, values: np.ndarray) -> np.ndarray:
+        """Duration-weighted means over each step of values given per :meth:`fine` step."""
+        v = np.asarray(values, dtype=float)
+        if self.uniform:
+            return v
+        d = self.fine().durations_s
+        idx = self.fine_index()
+        num = np.bincount(idx, weights=v * d, minlength=self.n_steps)
+        return num / self.durations_s
 
 
 @dataclass(frozen=True)
@@ -801,7 +885,7 @@ def station_grid_state(
     return GridState(
         import_limit_kw=station.site.grid_import_limit_kw,
         export_limit_kw=station.site.grid_export_limit_kw,
-        import_price_krw_per_kwh=tariff.price_krw_per_kwh(grid.times),
+        import_price_krw_per_kwh=grid.mean_of_fine(tariff.price_krw_per_kwh(grid.fine().times)),
         export_price_krw_per_kwh=tariff.export_price_krw_per_kwh,
         demand_charge_krw_per_kw=tariff.demand_charge_krw_per_kw_month,
         peak_so_far_kw=peak_so_far_kw,

@@ -27,7 +27,9 @@ TOL = 1e-5
 def problems(draw) -> Problem:
     n = draw(st.integers(2, 12))
     first = draw(st.sampled_from([None, 300, 600]))
-    grid = TimeGrid(T0, n, 900, first)
+    coarse = draw(st.sampled_from([None, 1800, 3600]))  # uneven grids: coarse steps late
+    n_fine = draw(st.integers(1, n)) if coarse else None
+    grid = TimeGrid(T0, n, 900, first, coarse, n_fine)
     horizon_s = float(grid.edges_s[-1])
     kw = st.floats(0, 100, allow_nan=False)
     pv = np.array(draw(st.lists(kw, min_size=n, max_size=n)))
@@ -99,6 +101,14 @@ def check(plan: Plan) -> None:
         assert (plan.session_kw[i] <= s.max_power_kw + TOL).all()
         on = (p.grid.times + pd_td(p.grid.durations_s) > s.arrival) & (p.grid.times < s.departure)
         assert (plan.session_kw[i][~np.asarray(on)] <= TOL).all()
+        # energy of a step at most max power x the time plugged in within it (a car that
+        # leaves inside a long step gets nothing after it leaves)
+        e = p.grid.edges_s
+        t0 = p.grid.start
+        a = (s.arrival - t0).total_seconds()
+        d = (s.departure - t0).total_seconds()
+        plugged_h = np.clip(np.minimum(e[1:], d) - np.maximum(e[:-1], a), 0.0, None) / 3600
+        assert (plan.session_kw[i] * dt <= s.max_power_kw * plugged_h + TOL).all()
     for g in p.groups:
         members = [
             i for i, s in enumerate(p.sessions) if (s.charger_id, s.connector_id) in g.members
