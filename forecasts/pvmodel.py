@@ -111,13 +111,21 @@ def _linke(latitude: float, longitude: float, doy: np.ndarray) -> np.ndarray:
 
 
 def solar_geometry(site: Site, index: pd.DatetimeIndex, step: pd.Timedelta) -> SolarGeometry:
-    """Sun position and clear-sky irradiance at ``index + step/2`` (cached per grid)."""
+    """Sun position and clear-sky irradiance at ``index + step/2`` (cached per grid).
+
+    Depends only on the instants (a naive index is UTC, as pvlib takes it), not on
+    the index's time zone; ``doy`` is the UTC day of year."""
     key = (site.latitude, site.longitude, site.altitude_m, index[0].value, len(index), step.value)
     hit = _GEOMETRY_CACHE.get(key)
     if hit is not None:
         _GEOMETRY_CACHE.move_to_end(key)
         return hit
+    # UTC: the result is a function of the instants only. The cache key ignores the
+    # index's zone, and a day of year taken from local clock time made the first
+    # caller's zone decide the geometry every later caller got (the same simulation
+    # gave different results in-process and in a worker process).
     mid = pd.DatetimeIndex(index + step / 2)
+    mid = mid.tz_localize("UTC") if mid.tz is None else mid.tz_convert("UTC")
     pressure = pvlib.atmosphere.alt2pres(site.altitude_m)
     sp = pvlib.solarposition.ephemeris(mid, site.latitude, site.longitude, pressure=pressure)
     zen = sp["zenith"].to_numpy(float)

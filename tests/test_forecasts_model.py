@@ -64,6 +64,27 @@ def test_night_is_exactly_zero_and_never_nan(greensboro, tmy):
     assert (out.to_numpy() >= 0).all()
 
 
+def test_solar_geometry_depends_on_the_instants_not_the_zone(station):
+    """The same instants in UTC, local time or naive (UTC) give bit-equal geometry,
+    whichever zone fills the cache first (in-process vs worker simulations differed)."""
+    from forecasts.pvmodel import clear_cache
+
+    step = pd.Timedelta(minutes=15)
+    utc_index = pd.date_range("2026-06-30T01:00Z", periods=40, freq=step)
+    local = utc_index.tz_convert(station.site.timezone)
+    naive = utc_index.tz_localize(None)
+    fields = [f.name for f in dataclasses.fields(solar_geometry(station.site, local, step))]
+    for order in ((utc_index, local, naive), (local, naive, utc_index), (naive, utc_index, local)):
+        got = []
+        for idx in order:
+            clear_cache()
+            got.append(solar_geometry(station.site, idx, step))
+        got.append(solar_geometry(station.site, order[1], step))  # a cache hit
+        for g in got[1:]:
+            for name in fields:
+                np.testing.assert_array_equal(getattr(g, name), getattr(got[0], name), name)
+
+
 def test_daily_peak_is_near_solar_noon(greensboro, tmy):
     wx, _ = tmy
     site = greensboro.site
