@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from megastation import records as _records
-from megastation.store import Store, dumps, iso, parse_iso
+from megastation.store import Store, dumps, iso, parse_iso, time_range
 
 GRID_LIMIT_KEY = "control.grid_import_limit"  # {"kw": float, "until": iso | None}
 POLICY_KEY = "control.policy"  # "re100" | "cost"
@@ -374,13 +374,7 @@ def dispatch_rows(
     """One row per plan and connector set point (a plan without set points gives one row)."""
     import json
 
-    where, args = [], []
-    if start is not None:
-        where.append("p.created_at >= ?")
-        args.append(iso(start))
-    if end is not None:
-        where.append("p.created_at < ?")
-        args.append(iso(end))
+    where, args = time_range("p.created_at", start, end)
     sql = (
         "SELECT p.id, p.created_at, p.reason, p.policy, p.status, p.grid_limit_kw, "
         "p.grid_import_kw, p.pv_kw, p.battery_soc_frac, p.first_step, p.solve_ms, p.cycle_ms, "

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from megastation.records import _tx
-from megastation.store import Store, iso
+from megastation.store import Store, iso, time_range
 
 FLOW_FIELDS = (
     "pv_kw",
@@ -182,13 +182,7 @@ def record_connector_flows(store: Store, steps: Iterable[ConnectorStep]) -> int:
 
 
 def _where(start: datetime | None, end: datetime | None) -> tuple[str, list[str]]:
-    where, args = [], []
-    if start is not None:
-        where.append("ts >= ?")
-        args.append(iso(start))
-    if end is not None:
-        where.append("ts < ?")
-        args.append(iso(end))
+    where, args = time_range("ts", start, end)
     return (" WHERE " + " AND ".join(where)) if where else "", args
 
 

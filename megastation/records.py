@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from megastation.config import Station
-from megastation.store import Store, dumps, iso, parse_iso
+from megastation.store import Store, dumps, iso, parse_iso, time_range
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
 POWER_IMPORT = "Power.Active.Import"
@@ -938,13 +938,7 @@ def list_transactions(
     state: str | None = None,
 ) -> list[dict[str, Any]]:
     """Transactions whose start lies in ``[start, end)``, oldest first."""
-    where, args = [], []
-    if start is not None:
-        where.append("start_time >= ?")
-        args.append(iso(start))
-    if end is not None:
-        where.append("start_time < ?")
-        args.append(iso(end))
+    where, args = time_range("start_time", start, end)
     if charger_id is not None:
         where.append("charger_id = ?")
         args.append(charger_id)
@@ -966,13 +960,7 @@ def list_meter_samples(
     transaction_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Meter samples in timestamp order."""
-    where, args = [], []
-    if start is not None:
-        where.append("ts >= ?")
-        args.append(iso(start))
-    if end is not None:
-        where.append("ts < ?")
-        args.append(iso(end))
+    where, args = time_range("ts", start, end)
     if transaction_id is not None:
         where.append("transaction_id = ?")
         args.append(transaction_id)

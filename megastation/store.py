@@ -51,6 +51,23 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def time_range(
+    column: str, start: datetime | None, end: datetime | None
+) -> tuple[list[str], list[str]]:
+    """SQL conditions and arguments selecting ``column`` in ``[start, end)`` (either open).
+
+    Callers add their own conditions and join them with ``AND``.
+    """
+    where, args = [], []
+    if start is not None:
+        where.append(f"{column} >= ?")
+        args.append(iso(start))
+    if end is not None:
+        where.append(f"{column} < ?")
+        args.append(iso(end))
+    return where, args
+
+
 def parse_iso(text: str) -> datetime:
     """Inverse of :func:`iso`."""
     return datetime.fromisoformat(text)
