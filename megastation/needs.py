@@ -183,22 +183,19 @@ def estimate_need(
 
     departure_known = False
     energy_known = False
-    if needs_departure is not None or needs_energy_kwh is not None:
-        source = "charging_needs"
-        if needs_departure is not None:
-            departure = expected = needs_departure
+    # What the car said, then what the operator said: each later source wins.
+    for src, said_departure, said_energy_kwh in (
+        ("charging_needs", needs_departure, needs_energy_kwh),
+        ("override", override_departure, override_energy_kwh),
+    ):
+        if said_departure is None and said_energy_kwh is None:
+            continue
+        source = src
+        if said_departure is not None:
+            departure = expected = said_departure
             departure_known = True
-        if needs_energy_kwh is not None:
-            energy = total_high = needs_energy_kwh - delivered_kwh
-            energy_known = True
-
-    if override_departure is not None or override_energy_kwh is not None:
-        source = "override"
-        if override_departure is not None:
-            departure = expected = override_departure
-            departure_known = True
-        if override_energy_kwh is not None:
-            energy = total_high = override_energy_kwh - delivered_kwh
+        if said_energy_kwh is not None:
+            energy = total_high = said_energy_kwh - delivered_kwh
             energy_known = True
 
     energy = max(0.0, energy)
