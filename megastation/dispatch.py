@@ -486,6 +486,7 @@ _DISCHARGE = (
 )  # fmt: skip
 _EXPORT = ("pv_exp", "bg_exp", "by_exp", "bo_exp")
 _TO_EV = ("pv_ev", "gr_ev", "bg_ev", "by_ev", "bo_ev")
+_BAT_NET = (("pv_bat", 1.0), ("gr_bat", 1.0), *((n, -1.0) for n in _DISCHARGE))
 
 
 class _Rows:
@@ -649,8 +650,17 @@ def solve(problem: Problem) -> Plan:
     if P:
         c[i_pair] = pol.early_weight_per_kwh * dt[pt] * (0.5 + progress[ps, pt])
         c[i_chat] = pol.chatter_weight_per_kw
-    c[col["d_ev"]] = pol.chatter_weight_per_kw
-    c[col["d_bat"][1:]] = pol.chatter_weight_per_kw
+    # tier 5 on the aggregate car and battery power (one-sided rows below: 2w on the
+    # increases, -w on the last value, +w on the first battery value)
+    w_chat = pol.chatter_weight_per_kw
+    c[col["d_ev"]] = 2 * w_chat
+    c[col["d_bat"][1:]] = 2 * w_chat
+    for name in _TO_EV:
+        c[col[name][-1]] -= w_chat
+    if T > 1:
+        for name, v in _BAT_NET:
+            c[col[name][-1]] -= w_chat * v
+            c[col[name][0]] += w_chat * v
     # shortfall: energy needed within the horizon at full weight, the rest discounted
     c[i_u1] = pol.unmet_weight_per_kwh * prio
     c[i_u2] = pol.beyond_horizon_frac * (w_grid + w_cost * float(price.mean())) * prio
@@ -720,25 +730,24 @@ def solve(problem: Problem) -> Plan:
     ub_rows.coef(r, col["green_kwh"], 1.0)
     ub_rows.coef(r, col["old_kwh"], 1.0)
     ub_rows.coef(r, col["soc_kwh"], -1.0)
-    # aggregate chatter: |ev[t] - ev[t-1]| <= d_ev[t], |bat[t] - bat[t-1]| <= d_bat[t]
+    # aggregate chatter, one-sided: ev[t] - ev[t-1] <= d_ev[t], bat[t] - bat[t-1] <= d_bat[t].
+    # Total variation is sum |x[t] - x[t-1]| = 2 sum max(x[t] - x[t-1], 0) - (x[end] - x[0]),
+    # so weighting the increases 2w and the end points -w/+w (objective, above) penalises
+    # every change by w with half the rows of the two-sided form.
     cur = np.array([s.current_power_kw for s in problem.sessions])
-    ev_cols = _TO_EV
-    bat_cols = [("pv_bat", 1.0), ("gr_bat", 1.0)]
-    bat_cols += [(n, -1.0) for n in _DISCHARGE]
     cur_sum = float(cur.sum()) if S else 0.0
-    for sign in (1.0, -1.0):
-        rhs = np.zeros(T)
-        rhs[0] = sign * cur_sum
-        r = ub_rows.add(T, rhs) + steps
-        for name in ev_cols:
-            ub_rows.coef(r, col[name], sign)
-            ub_rows.coef(r[1:], col[name][:-1], -sign)
-        ub_rows.coef(r, col["d_ev"], -1.0)
-        r = ub_rows.add(T - 1, 0.0) + steps[:-1]
-        for name, v in bat_cols:
-            ub_rows.coef(r, col[name][1:], sign * v)
-            ub_rows.coef(r, col[name][:-1], -sign * v)
-        ub_rows.coef(r, col["d_bat"][1:], -1.0)
+    rhs = np.zeros(T)
+    rhs[0] = cur_sum
+    r = ub_rows.add(T, rhs) + steps
+    for name in _TO_EV:
+        ub_rows.coef(r, col[name], 1.0)
+        ub_rows.coef(r[1:], col[name][:-1], -1.0)
+    ub_rows.coef(r, col["d_ev"], -1.0)
+    r = ub_rows.add(T - 1, 0.0) + steps[:-1]
+    for name, v in _BAT_NET:
+        ub_rows.coef(r, col[name][1:], v)
+        ub_rows.coef(r, col[name][:-1], -v)
+    ub_rows.coef(r, col["d_bat"][1:], -1.0)
     if Z:
         # per car: p[s,t] - p[s,t-1] <= z (every step; first pair against current power)
         # or |p[s,0] - current| <= z (first step only)
@@ -817,7 +826,7 @@ def solve(problem: Problem) -> Plan:
         "terminal_value_krw": float(term_val * (soc[-1] * cap)),
         "load_shed_kwh": float(f["shed"] @ dt),
         "chatter_kw": float(x[i_chat].sum()) if Z else 0.0,
-        "objective": float(res.fun),
+        "objective": float(res.fun) + w_chat * cur_sum,  # + the constant of the chatter identity
     }
     status = {0: "optimal", 1: "iteration_limit", 4: "numerical_difficulties"}.get(
         res.status, f"status_{res.status}"
