@@ -548,6 +548,7 @@ def solve(problem: Problem) -> Plan:
     dt = grid.durations_h
     steps = np.arange(T)
     pv = np.asarray(problem.pv_kw, dtype=float)
+    pv = np.where(pv < 1e-9, 0.0, pv)  # float dust (e.g. sin at sunrise) only slows HiGHS
     load = np.asarray(problem.site_load_kw, dtype=float).copy()
     if problem.uncontrolled_kw is not None:
         load = load + np.asarray(problem.uncontrolled_kw, dtype=float)
@@ -582,7 +583,7 @@ def solve(problem: Problem) -> Plan:
     i_peak = nb * T
     S = len(problem.sessions)
     avail, progress, dep_s = _session_windows(problem)
-    ps, pt = np.nonzero(avail > 1e-9)  # session pairs, sorted by session then step
+    ps, pt = np.nonzero(avail > 1e-6)  # session pairs (plugged in > ~1 ms of the step)
     P = ps.size
     if pol.chatter_weight_per_kw <= 0:
         chat_pairs = np.zeros(0, dtype=int)

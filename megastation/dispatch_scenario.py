@@ -24,7 +24,9 @@ from datetime import datetime
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
+from megastation.accounting import allocate
 from megastation.clock import utc
 from megastation.dispatch import BatteryState, GridState, Policy, PowerGroup, TimeGrid
 
@@ -131,6 +133,9 @@ class Outcome:
     dt_h: np.ndarray
     solve_time_s: float = 0.0
     n_solves: int = 0
+    # renewable kWh into cars as the station reports it (pro-rata battery content,
+    # :func:`megastation.accounting.allocate`); ``ev_renewable_kw`` is the LP's labels
+    reported_renewable_to_ev_kwh: float = float("nan")
 
     def summary(self) -> dict[str, float]:
         """Headline figures: energy [kWh], peak [kW], cost [KRW], shares [0..1]."""
@@ -143,6 +148,10 @@ class Outcome:
             "unmet_kwh": float((self.wanted_kwh - self.delivered_kwh).clip(0).sum()),
             "renewable_share": green / ev if ev > 1e-9 else 1.0,
             "renewable_to_ev_kwh": green,
+            "reported_renewable_share": (
+                self.reported_renewable_to_ev_kwh / ev if ev > 1e-9 else 1.0
+            ),
+            "reported_renewable_to_ev_kwh": self.reported_renewable_to_ev_kwh,
             "grid_to_ev_kwh": float(self.ev_grid_kw @ dt),
             "grid_import_kwh": float(self.grid_import_kw @ dt),
             "grid_export_kwh": float(self.grid_export_kw @ dt),
@@ -318,13 +327,43 @@ class Simulator:
                 "bo_exp",
             )
         )
+        # The battery's *net* power is what happened: a plan that charges PV and sends
+        # stored grey energy to the site load in the same step (a label swap the LP's
+        # pools allow) plays out as a smaller net charge, and its labels still hold.
         tol = 1e-6 * (1 + pv + ev + c + d)
         return (
             abs(pv - pv_plan) <= tol
             and abs(ev - ev_plan) <= tol
-            and abs(c - c_plan) <= tol
-            and abs(d - d_plan) <= tol
+            and abs((c - d) - (c_plan - d_plan)) <= tol
         )
+
+    def reported_renewable_to_ev_kwh(self) -> float:
+        """Renewable kWh into cars so far by the station's own accounting (pro-rata
+        battery content, charge and discharge netted per step), whatever labels a plan
+        used: the figure exports and reports show."""
+        sc, r, n = self.sc, self.rec, self.k
+        b = sc.battery
+        flows = pd.DataFrame(
+            {
+                "pv_kw": np.asarray(sc.pv_actual_kw, dtype=float)[:n] - r["curtail"][:n],
+                "ev_kw": self.session_kw[:, :n].sum(axis=0),
+                "base_load_kw": np.asarray(sc.site_load_kw, dtype=float)[:n] - r["shed"][:n],
+                "battery_charge_kw": r["charge"][:n],
+                "battery_discharge_kw": r["discharge"][:n],
+                "grid_import_kw": r["import"][:n],
+                "grid_export_kw": r["export"][:n],
+                "step_h": self.dt[:n],
+            },
+            index=sc.grid.times[:n],
+        )
+        alloc = allocate(
+            flows,
+            charge_efficiency=b.charge_efficiency if b else 1.0,
+            discharge_efficiency=b.discharge_efficiency if b else 1.0,
+            initial_stored_kwh=b.soc_frac * b.capacity_kwh if b else 0.0,
+            initial_renewable_frac=b.renewable_frac if b else 0.0,
+        )
+        return float(alloc["ev_renewable_kwh"].sum())
 
     def outcome(self, name: str, solve_time_s: float = 0.0, n_solves: int = 0) -> Outcome:
         r = self.rec
@@ -346,6 +385,7 @@ class Simulator:
             dt_h=self.dt,
             solve_time_s=solve_time_s,
             n_solves=n_solves,
+            reported_renewable_to_ev_kwh=self.reported_renewable_to_ev_kwh(),
         )
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from megastation.baselines import perfect_foresight, pv_surplus_greedy, uncontrolled
-from megastation.dispatch import BatteryState, GridState, PowerGroup, TimeGrid
-from megastation.dispatch_scenario import Scenario, capture
+from megastation.dispatch import _BLOCKS, BatteryState, GridState, PowerGroup, TimeGrid
+from megastation.dispatch_scenario import Scenario, Simulator, capture
 from megastation.replay import replay
 
 T0 = datetime(2026, 6, 14, 15, 0, tzinfo=UTC)  # 00:00 in Seoul
@@ -101,3 +101,37 @@ def test_replay_respects_limits_against_a_wrong_forecast():
     assert (out.delivered_kwh <= out.wanted_kwh + 1e-6).all()
     dc = out.session_kw[[i for i, v in enumerate(sc.visits) if v.charger_id.startswith("DC")]]
     assert (dc.sum(axis=0) <= 120 + 1e-6).all()
+
+
+def one_step(pv_kw: float, load_kw: float, visits: list[Visit], battery=None) -> Scenario:
+    return Scenario(
+        grid=TimeGrid(T0, 1, 3600),
+        pv_actual_kw=np.array([pv_kw]),
+        site_load_kw=np.array([load_kw]),
+        grid_state=GridState(500.0, 500.0, np.array([100.0]), 0.0, 0.0, 0.0),
+        visits=visits,
+        battery=battery,
+    )
+
+
+def test_a_planned_label_swap_played_out_net_keeps_the_plans_labels():
+    # The plan charges 10 kW of PV and sends 2 kW of stored grey energy to the site
+    # load in the same hour: physically the battery charges 8 kW and PV feeds the load.
+    # The simulator only sees the net 8 kW; the step still went as planned.
+    battery = BatteryState(100, 0.5, 0.1, 0.95, 50, 50, 1.0, 1.0, 0.0)
+    sim = Simulator(one_step(12.0, 2.0, [], battery))
+    labels = dict.fromkeys(_BLOCKS, 0.0) | {"pv_bat": 10.0, "pv_exp": 2.0, "bo_load": 2.0}
+    sim.step(np.zeros(0), 8.0, labels)
+    assert sim.energy_kwh == pytest.approx(58.0)
+    assert sim.green_kwh == pytest.approx(10.0)  # the plan's labels, not the rule's 8
+
+
+def test_reported_share_splits_pv_pro_rata_where_the_plan_labels_it_to_the_car():
+    # One hour: 10 kW of PV, a car and the site load 10 kW each, no battery. The LP's
+    # labels give all PV to the car; the station's accounting shares it with the load.
+    car = Visit("AC1", 1, T0, T0 + timedelta(hours=1), 10.0, 10.0)
+    sc = one_step(10.0, 10.0, [car])
+    pf = perfect_foresight(sc).summary()
+    assert pf["renewable_to_ev_kwh"] == pytest.approx(10.0, abs=1e-6)
+    assert pf["reported_renewable_to_ev_kwh"] == pytest.approx(5.0, abs=1e-6)
+    assert pf["reported_renewable_share"] == pytest.approx(0.5, abs=1e-6)
