@@ -66,6 +66,7 @@ from megastation.needs import (
     expected_demand_for_station,
     expected_sessions,
     learn_defaults_from_store,
+    profile_demand,
     read_overrides,
 )
 from megastation.store import Store, iso, parse_iso
@@ -383,6 +384,7 @@ class Controller:
         self.flow_recorder: FlowRecorder | None = None
         self._pv_p90_first: float | None = None
         self._expected: ExpectedDemand | None = None
+        self._profile_expected: tuple[ExpectedDemand | None] | None = None  # computed once
         self.solve_inline = False  # True: solve on the event loop (socket-free simulator)
         self.cycles = 0  # completed cycles
         self.last: CycleResult | None = None
@@ -1179,8 +1181,16 @@ class Controller:
     def _expected_demand(self, now: datetime) -> ExpectedDemand | None:
         """Cars still to come (re-learned with the defaults, hourly)."""
         if self._expected is None:
-            self._expected = expected_demand_for_station(self.store, self.station, now)
+            self._expected = expected_demand_for_station(
+                self.store, self.station, now, fallback=self._profile_demand
+            )
         return self._expected
+
+    def _profile_demand(self) -> ExpectedDemand | None:
+        """The fleet profile's expected cars (simulated once: ~0.1 s), until history replaces it."""
+        if self._profile_expected is None:
+            self._profile_expected = (profile_demand(self.station),)
+        return self._profile_expected[0]
 
     def _sent_kw(self, transaction_id: int, now: datetime) -> float | None:
         """The limit [kW] last sent to a session, in force just before ``now``."""
