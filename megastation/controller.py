@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -75,6 +75,7 @@ from ocpp_central.profiles import FailSafe, KwSchedule, failsafe_limits_kw
 log = logging.getLogger(__name__)
 
 GUARD_TOLERANCE_KW = 0.5  # import above limit + this triggers the guard
+DEMAND_WINDOW_S = 900  # the demand charge bills the highest 15-minute mean import
 DEFAULT_LEASE_INTERVALS = 5  # TxProfile follows the plan this many intervals, then fail-safe
 # Plan grid: dispatch steps (site.dispatch_step_min) for the next hours, then coarser steps
 # to the horizon end (dispatch.md, "Time"); None plans the whole horizon at the fine step.
@@ -100,7 +101,11 @@ LEARN_CAR_LIMITS = True
 CAR_CAP_TOLERANCE_FRAC = 0.1  # ... or by more than this share of the limit (ramps, rounding)
 CAR_CAP_MIN_SENT_KW = 2.0  # ... learned only from limits at least this high
 CAR_CAP_SETTLE_S = 5.0  # ... and from samples taken this long after the limit was sent
-CAR_CAP_TTL_S = 300.0  # a cap of ~0 is forgotten after this (the car is offered power again)
+CAR_CAP_TTL_S = 300.0  # a cap of ~0 is probed again after this ...
+# ... with this much power: a car that takes it gets its full power back at the next
+# plan; a full car keeps drawing nothing, and a whole connector's worth of power is not
+# held for it every few minutes (under a binding limit, that starved the others).
+CAR_PROBE_KW = 5.0
 # Until a DC car whose energy is guessed has shown what it takes, its firm energy is
 # planned at no more than this (Korean DC cars take 50-260 kW; about a fifth take 100 kW
 # or less): a plan that waits to charge must not count on power the car may not have.
@@ -406,6 +411,7 @@ class Controller:
         self._sent: dict[int, tuple[datetime, KwSchedule]] = {}  # in force on the charger
         self._car_cap_kw: dict[int, tuple[float, datetime]] = {}  # kW, when learned
         self._cap_seen: dict[int, datetime] = {}  # a first sample below the limit
+        self._probing: set[int] = set()  # cars offered CAR_PROBE_KW after drawing nothing
         self._car_proven_kw: dict[int, float] = {}  # highest limit the car was seen to follow
         # the last plan (to carry the battery's renewable content to the next one)
         self._last_plan: tuple[datetime, Plan] | None = None
@@ -1226,7 +1232,8 @@ class Controller:
         tid = t.transaction_id
         cap, learned_at = self._car_cap_kw.get(tid, (math.inf, now))
         if cap < CAR_CAP_MIN_SENT_KW and (now - learned_at).total_seconds() > CAR_CAP_TTL_S:
-            cap, learned_at = math.inf, now  # drew nothing: offer power again
+            cap, learned_at = CAR_PROBE_KW, now  # drew nothing: offer a little power again
+            self._probing.add(tid)
         sent = self._sent.get(tid)
         drew = t.power_kw
         if sent is None or drew is None:
@@ -1243,9 +1250,11 @@ class Controller:
         limit = self._sent_kw(tid, sample_at)
         if limit is None:
             return cap
-        if drew > cap:
-            cap = math.inf
         tol = max(CAR_CAP_TOLERANCE_KW, CAR_CAP_TOLERANCE_FRAC * limit)
+        took_probe = tid in self._probing and limit >= CAR_CAP_MIN_SENT_KW and drew >= limit - tol
+        if drew > cap or took_probe:
+            cap = math.inf  # it takes more than it did (or took the probe): no cap
+            self._probing.discard(tid)
         if limit >= CAR_CAP_MIN_SENT_KW and drew < limit - tol:
             # only from a second such sample in a row (a single one may predate the limit)
             prev = self._cap_seen.get(tid)
@@ -1254,6 +1263,7 @@ class Controller:
                 if drew < cap:
                     learned_at = sample_at
                 cap = drew
+                self._probing.discard(tid)  # did not take the probe either
         else:
             self._cap_seen.pop(tid, None)
         if drew >= limit - tol:
@@ -1305,9 +1315,23 @@ class Controller:
         return str(tx["ocpp_tx_id"]) if tx else str(transaction_id)
 
     def _peak_so_far(self, now: datetime) -> float:
+        """This billing month's demand peak [kW]: the highest 15-minute mean import
+        metered in a window that has ended (recorded energy flows), else the highest
+        first-step import planned. (The window in progress is not counted: its mean so
+        far over the whole window would understate it.)"""
         month = now.astimezone(self.station.site.tz).replace(
             day=1, hour=0, minute=0, second=0, microsecond=0
         )
+        w = DEMAND_WINDOW_S
+        current = int(now.timestamp()) // w * w  # start of the window in progress
+        metered = self.store.conn.execute(
+            "SELECT MAX(kw) FROM (SELECT SUM(grid_import_kw * step_s) / ? AS kw "
+            "FROM energy_flows WHERE ts >= ? AND ts < ? "
+            "GROUP BY CAST(strftime('%s', ts) AS INTEGER) / ?)",
+            (w, iso(month), iso(datetime.fromtimestamp(current, UTC)), w),
+        ).fetchone()[0]
+        if metered is not None:
+            return max(0.0, float(metered))
         row = self.store.conn.execute(
             "SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ?",
             (iso(month),),

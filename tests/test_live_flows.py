@@ -199,3 +199,28 @@ async def test_battery_setpoint_that_fails_is_recorded_as_error(station, store, 
         "SELECT status FROM control_setpoints WHERE target = 'battery' ORDER BY id"
     ).fetchall()
     assert rows == [("error",), ("accepted",)]
+
+
+def test_the_plans_demand_peak_is_the_metered_15_minute_peak_of_the_month(station, store, clock):
+    # Before: the highest *planned* first-step import (113 kW in a simulated week whose
+    # metered peak was 341 kW), so the plan spread cars out to protect a peak already
+    # paid for, and they left with less energy.
+    from megastation.flows import FlowStep
+
+    ctl = Controller(station, store, clock, gateway=DirectGateway(station, store, clock))
+    assert ctl._peak_so_far(T0) == 0.0  # nothing metered, nothing planned
+
+    def step(ts, step_s, kw):
+        return FlowStep(ts, step_s, 0.0, kw, 0.0, 0.0, kw, 0.0)
+
+    last_month = T0 - timedelta(days=20)
+    five_min = [
+        step(T0 + timedelta(minutes=5 * i), 300, kw) for i, kw in enumerate((350, 250, 250))
+    ]
+    flows.record_flows(store, [step(last_month, 900, 390.0), *five_min])
+    flows.record_flows(store, step(T0 + timedelta(minutes=15), 900, 120.0))
+    # a window in progress does not count yet (its mean so far would understate it)
+    assert ctl._peak_so_far(T0 + timedelta(minutes=10)) == 0.0
+    now = T0 + timedelta(hours=1)
+    # the 15-minute mean (350 + 250 + 250) / 3, not the 5-minute 350 nor last month's 390
+    assert ctl._peak_so_far(now) == pytest.approx(850 / 3)
