@@ -241,6 +241,12 @@ class PowerGroup:
     max_power_kw: float | np.ndarray  # scalar or one value per step
 
 
+# re100: grid energy into the battery costs 2 % of a tier-2 kWh more than grid energy
+# straight into a car (200 points = 2,000 KRW of tier 3 per kWh), so the battery is not
+# filled from the cheap night grid to save money (dispatch.md, "Grid into the battery").
+RE100_GRID_TO_BATTERY_PREMIUM = 0.02
+
+
 @dataclass(frozen=True)
 class Policy:
     """Objective weights, in points per unit. Tiers are far apart (see dispatch.md)."""
@@ -261,11 +267,14 @@ class Policy:
     green_terminal_frac: float = 0.0
     beyond_horizon_frac: float = 0.5  # energy that could still come after the horizon is
     # worth this share of a grid kWh (tier 2 + mean price): PV now yes, grid now waits
+    # Grid energy into the battery costs this share of a tier-2 kWh more than grid
+    # energy straight into a car (dispatch.md, "Grid into the battery under re100").
+    grid_to_battery_premium: float = 0.0
     name: str = "custom"
 
     @classmethod
     def re100(cls) -> Policy:
-        return cls(name="re100")
+        return cls(grid_to_battery_premium=RE100_GRID_TO_BATTERY_PREMIUM, name="re100")
 
     @classmethod
     def cost(cls) -> Policy:
@@ -629,7 +638,7 @@ def solve(problem: Problem) -> Plan:
     # goes to the site load or export is credited back. So swapping labels (grid into
     # the battery while green leaves it for a car) never pays.
     c[col["gr_ev"]] += w_grid * dt
-    c[col["gr_bat"]] += w_grid * eta_c * eta_d * dt
+    c[col["gr_bat"]] += w_grid * eta_c * eta_d * (1.0 + pol.grid_to_battery_premium) * dt
     for name in ("by_load", "by_exp"):
         c[col[name]] -= w_grid * dt
     # grey energy stored before the horizon was never charged on entry: it costs what a

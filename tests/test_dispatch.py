@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ import pytest
 from megastation.dispatch import (
     BatteryState,
     GridState,
+    Policy,
     PowerGroup,
     Problem,
     ProblemError,
@@ -124,6 +126,36 @@ def test_battery_arbitrage_against_two_price_tariff():
     plan = solve(lossy)
     np.testing.assert_allclose(plan.battery_charge_kw, 0, atol=1e-6)
     assert plan.objective_parts["energy_cost_krw"] == pytest.approx(20 * 50 + 20 * 55)
+
+
+def test_re100_does_not_fill_the_battery_from_the_night_grid_for_money():
+    # Night 50 KRW, evening 150 KRW, an evening car and no PV. `cost` stores night energy
+    # for the car; re100 buys it when the car comes: the same grid kWh into the car, and
+    # a battery full of night energy is no room for PV the forecast missed.
+    def plan(policy):
+        return solve(
+            Problem(
+                TimeGrid(T0, 4, 3600),
+                np.zeros(4),
+                np.zeros(4),
+                grid_state(4, price=[50, 50, 150, 150]),
+                sessions=(car("ev", 10.0, 10.0, 4.0, arr_h=2.0),),
+                battery=battery(),
+                policy=policy,
+            )
+        )
+
+    cost, re100 = plan("cost"), plan("re100")
+    assert cost.battery_charge_kw[:2].sum() == pytest.approx(10)
+    assert cost.objective_parts["energy_cost_krw"] == pytest.approx(500)
+    np.testing.assert_allclose(re100.battery_charge_kw, 0, atol=1e-6)
+    assert re100.objective_parts["energy_cost_krw"] == pytest.approx(1500)
+    for p in (cost, re100):  # the car gets its energy either way, all from the grid
+        assert p.delivered_kwh[0] == pytest.approx(10)
+        assert p.objective_parts["grid_to_ev_kwh"] == pytest.approx(10)
+    # a Policy without the premium is indifferent in tier 2 and arbitrages like cost
+    flat = plan(dataclasses.replace(Policy.re100(), grid_to_battery_premium=0.0))
+    assert flat.battery_charge_kw[:2].sum() == pytest.approx(10)
 
 
 def test_grid_limit_binds_and_plan_reports_what_the_car_gets():
