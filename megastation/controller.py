@@ -895,7 +895,7 @@ class Controller:
         if demand is not None:
             edges_utc = [grid.start + timedelta(seconds=float(x)) for x in grid.edges_s]
             for sid, _k, arr, dep, kwh, kw, prio in expected_sessions(
-                demand, edges_utc, site.timezone
+                demand, edges_utc, site.timezone, share=Policy.of(policy).expected_share
             ):
                 sessions.append(SessionNeed(sid, sid, 0, arr, dep, kwh, kw, priority=prio))
                 expected_kwh += kwh

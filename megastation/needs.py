@@ -283,18 +283,6 @@ def read_overrides(store: Store) -> dict[int, tuple[datetime | None, float | Non
 # of grid energy. Measured on the benchmark day: 0.015 (above a grid kWh) captured 62 %
 # of the perfect-foresight gain, 0.002-0.009 94 %, none 80 %.
 EXPECTED_PRIORITY = 0.005
-# The plan counts on this share of the expected energy. Losses are lopsided under re100:
-# counting on cars that do not come makes the plan store the night grid for them and
-# export the PV they were to take (green lost), while cars that come uncounted only cost
-# grid energy at a dearer hour (money). Measured on three simulated weeks of the seed
-# station (seeds 1-3; benchmarks/dispatch.py's seed 42 is the held-out check), share of
-# the perfect-foresight gain captured (pro-rata accounting), perfect PV / pvlib PV:
-#   with re100's grid-to-battery premium (dispatch.Policy): 0.3 93 %, 0.5 98.2 / 94.4 %,
-#   0.7 98.4 / 96.9 %, 1.0 98.0 / 96.7 %;
-#   without it: 0.2 86 %, 0.4 95 %, 0.5 95 / 93 %, 0.6 94 %, 0.8 90 %, 1.0 80 %
-#   (too little: stored PV is worth nothing again; too much: the battery fills from
-#   the night grid).
-EXPECTED_SHARE = 0.7
 EXPECTED_PREFIX = "expected:"
 PROFILE_HISTORY_DAYS = 28  # simulated history behind expected_demand_from_profile
 MIN_HISTORY_DAYS = 3.0  # history must span this many days before it replaces the profile
@@ -399,14 +387,15 @@ def expected_sessions(
     timezone: str,
     *,
     priority: float = EXPECTED_PRIORITY,
-    share: float = EXPECTED_SHARE,
+    share: float = 1.0,
 ) -> list[tuple[str, str, datetime, datetime, float, float, float]]:
     """Aggregate expected sessions over a plan whose steps start at ``edges_utc[:-1]``.
 
     One per kind and local clock hour from the end of the first step (cars arriving
     within the first step are seen when they plug in) to the end of the plan: arriving
     at the start of the hour (or of the window), leaving the typical dwell after its
-    end, wanting ``share`` x (expected cars x energy per car) kWh (:data:`EXPECTED_SHARE`)
+    end, wanting ``share`` x (expected cars x energy per car) kWh (the policy's
+    ``expected_share``: :data:`megastation.dispatch.RE100_EXPECTED_SHARE` under re100)
     at up to (cars x car power), capped by the kind's connectors. Returns tuples
     ``(session_id, kind, arrival, departure, energy_kwh, max_power_kw, priority)``.
     """

@@ -12,7 +12,15 @@ from datetime import timedelta
 
 import numpy as np
 
-from megastation.dispatch import BatteryState, GridState, Problem, SessionNeed, TimeGrid, solve
+from megastation.dispatch import (
+    BatteryState,
+    GridState,
+    Policy,
+    Problem,
+    SessionNeed,
+    TimeGrid,
+    solve,
+)
 from megastation.dispatch_scenario import Outcome, Scenario, Simulator
 from megastation.needs import ExpectedDemand, expected_sessions
 
@@ -60,7 +68,10 @@ def step_problem(
         )
     if expected is not None and not arrivals_known:
         edges = [start + timedelta(seconds=float(x)) for x in grid.edges_s]
-        for sid, _kind, arr, dep, kwh, kw, prio in expected_sessions(expected, edges, timezone):
+        share = Policy.of(sc.policy).expected_share
+        for sid, _kind, arr, dep, kwh, kw, prio in expected_sessions(
+            expected, edges, timezone, share=share
+        ):
             sessions.append(SessionNeed(sid, sid, 0, arr, dep, kwh, kw, priority=prio))
     gs = sc.grid_state
     sl = slice(k, k + n)

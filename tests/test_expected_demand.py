@@ -7,10 +7,17 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from megastation.dispatch import BatteryState, GridState, Problem, SessionNeed, TimeGrid, solve
+from megastation.dispatch import (
+    BatteryState,
+    GridState,
+    Policy,
+    Problem,
+    SessionNeed,
+    TimeGrid,
+    solve,
+)
 from megastation.needs import (
     EXPECTED_PRIORITY,
-    EXPECTED_SHARE,
     ExpectedDemand,
     KindDemand,
     expected_demand_from_profile,
@@ -36,9 +43,12 @@ def test_expected_sessions_per_kind_and_hour_after_the_first_step():
     sid, kind, arr, dep, kwh, kw, prio = got[0]
     assert kind == "dc" and sid.startswith("expected:dc:")
     assert arr == NOON + 6 * H and dep == NOON + 7 * H + timedelta(minutes=30)
-    # 2 cars x 40 kWh, of which the plan counts on EXPECTED_SHARE
-    assert kwh == pytest.approx(80.0 * EXPECTED_SHARE) and kw == pytest.approx(200.0)
-    assert expected_sessions(evening_dc(), edges, TZ, share=1.0)[0][4] == pytest.approx(80.0)
+    assert kwh == pytest.approx(80.0) and kw == pytest.approx(200.0)  # 2 cars x 40 kWh
+    # re100 counts on a share of it (a hedge against cars that do not come)
+    share = Policy.re100().expected_share
+    assert 0 < share < 1 and Policy.cost().expected_share == 1.0
+    got = expected_sessions(evening_dc(), edges, TZ, share=share)
+    assert got[0][4] == pytest.approx(80.0 * share)
     assert prio == EXPECTED_PRIORITY
     # a car expected within the first step is not planned (it is seen when it plugs in)
     assert expected_sessions(evening_dc(), [NOON + 6 * H, NOON + 7 * H, NOON + 8 * H], TZ) == []
@@ -92,7 +102,7 @@ def test_pv_is_stored_for_expected_evening_cars_instead_of_exported():
     alone = solve(_problem([]))
     assert alone.grid_export_kw.sum() > 250  # nothing stored is worth anything
     plan = solve(_problem(_expected(evening_dc())))
-    assert plan.battery_charge_kw[:3].sum() == pytest.approx(80.0 * EXPECTED_SHARE, abs=1e-3)
+    assert plan.battery_charge_kw[:3].sum() == pytest.approx(80.0, abs=1e-3)
     assert plan.objective_parts["grid_to_ev_kwh"] == pytest.approx(0, abs=1e-6)  # no grid
 
 
