@@ -27,7 +27,7 @@ import pandas as pd
 from megastation import control_records, exports, flows, records, session_export
 from megastation.clock import ScaledClock
 from megastation.config import Station
-from megastation.devices import SimulatedBattery
+from megastation.devices import GridReading, SimulatedBattery
 from megastation.fleet import generate_visits
 from megastation.simulation import (
     Kpis,
@@ -42,6 +42,8 @@ from megastation.simulation import (
     weather_start,
 )
 from megastation.store import Store
+
+DEMO_GUARD_S = 15.0  # station seconds between guard polls of the site meter
 
 # rows of the comparison table: (label, Kpis field, format)
 _ROWS = (
@@ -333,6 +335,18 @@ async def _demo_async(
         return ev + base - pv_at(now) + station.site.grid_export_limit_kw
 
     battery = _SiteBattery(station.battery, clock, headroom_kw) if station.battery else None
+
+    class _SiteMeter:
+        """The simulated site's grid connection point: what a real station's meter reads
+        (the fleet's true charging power, the varying base load, PV and the battery)."""
+
+        async def read(self) -> GridReading:
+            now = clock.now()
+            ev = fleet_holder[0].fleet.total_power_kw() if fleet_holder else 0.0
+            batt = battery.power_kw if battery else 0.0
+            net = ev + float(site.base_load_kw[row(now)]) - pv_at(now) - batt
+            return GridReading(max(net, 0.0), max(-net, 0.0), now)
+
     holder: dict[str, Controller] = {}
     # operator commands are polled about twice a second of wall time, not per station second
     central = CentralSystem(
@@ -351,7 +365,10 @@ async def _demo_async(
         battery=battery,
         pv_meter=SimulatedPVMeter(pv_at, clock),
         weather=site.forecast_weather,
-        guard_interval_s=None,  # no site meter: the guard runs on meter events instead
+        site_meter=_SiteMeter(),
+        # the guard (over-limit check, battery following the site balance between plans)
+        # polls the meter every DEMO_GUARD_S station seconds
+        guard_interval_s=DEMO_GUARD_S,
         # the demo records the simulated site's true flows itself (its varying base load
         # and curtailment, which the controller does not measure)
         record_flows=False,
