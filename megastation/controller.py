@@ -874,6 +874,8 @@ class Controller:
                         energy_kwh=extra_kwh,
                         max_power_kw=max_kw,
                         priority=EXTRA_PRIORITY,
+                        stay_median_s=need.stay_median_s,
+                        stay_sigma=need.stay_sigma,
                     )
                 )
                 # firm and extra share the connector

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linprog
+from scipy.special import erfc
 
 from megastation.clock import utc
 from megastation.config import Station
@@ -230,6 +231,13 @@ class SessionNeed:
     min_power_kw: float = 0.0  # while charging (see Plan.first_step)
     priority: float = 1.0  # scales the unmet-energy penalty
     current_power_kw: float = 0.0  # power applied in the step before grid.start (for chatter)
+    # Uncertain departure: the stay (from ``arrival``) is lognormal with median
+    # ``stay_median_s`` and ``stay_sigma`` (sigma of ln stay); ``departure`` is then the
+    # last moment the plan may use, and a kWh delivered in a step is worth its chance that
+    # the car is still plugged in then (given that it is at the plan start): each kWh
+    # costs ``(1 - that chance)`` of an unmet kWh (dispatch.md, "Uncertain departure").
+    stay_median_s: float | None = None
+    stay_sigma: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -494,6 +502,9 @@ def validate(problem: Problem) -> None:
         _number(f"{where}.min_power_kw", s.min_power_kw, hi=s.max_power_kw)
         _number(f"{where}.priority", s.priority)
         _number(f"{where}.current_power_kw", s.current_power_kw)
+        _number(f"{where}.stay_sigma", s.stay_sigma)
+        if s.stay_median_s is not None:
+            _number(f"{where}.stay_median_s", s.stay_median_s, lo=1.0)
     for i, grp in enumerate(problem.groups):
         _array(f"groups[{i}].max_power_kw", grp.max_power_kw, n)
     Policy.of(problem.policy)
@@ -565,6 +576,33 @@ def _session_windows(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarr
     mid = 0.5 * (edges[:-1] + edges[1:])
     progress = np.clip((mid[None, :] - arr[:, None]) / (dep - arr)[:, None], 0.0, 1.0)
     return avail, progress, dep
+
+
+def _leave_risk(problem: Problem, ps: np.ndarray, pt: np.ndarray) -> np.ndarray:
+    """Per session pair: the chance that the car has left by the step's midpoint, given
+    that it is plugged in at the plan start (0 for sessions with a known departure)."""
+    risk = np.zeros(ps.size)
+    sessions = problem.sessions
+    unsure = [i for i, s in enumerate(sessions) if s.stay_sigma > 0 and s.stay_median_s]
+    if not unsure:
+        return risk
+    grid = problem.grid
+    t0 = grid.start.timestamp()
+    mid = t0 + 0.5 * (grid.edges_s[:-1] + grid.edges_s[1:])
+    arr = np.array([utc(s.arrival).timestamp() for s in sessions])
+    med = np.array([s.stay_median_s or 1.0 for s in sessions])
+    sig = np.array([max(s.stay_sigma, 1e-9) for s in sessions])
+    sel = np.isin(ps, unsure)
+    i, t = ps[sel], pt[sel]
+
+    def survival(elapsed_s: np.ndarray) -> np.ndarray:
+        z = np.log(np.maximum(elapsed_s, 1.0) / med[i]) / sig[i]
+        return 0.5 * erfc(z / math.sqrt(2.0))
+
+    now = survival(np.maximum(t0 - arr[i], 0.0))
+    later = survival(mid[t] - arr[i])
+    risk[sel] = np.clip(1.0 - later / np.maximum(now, 1e-12), 0.0, 1.0)
+    return risk
 
 
 def solve(problem: Problem) -> Plan:
@@ -680,6 +718,8 @@ def solve(problem: Problem) -> Plan:
     if P:
         c[i_pair] = pol.early_weight_per_kwh * dt[pt] * (0.5 + progress[ps, pt])
         c[i_chat] = pol.chatter_weight_per_kw
+    if P:  # uncertain departures: a kWh is worth its chance that the car is still there
+        c[i_pair] += _leave_risk(problem, ps, pt) * pol.unmet_weight_per_kwh * prio[ps] * dt[pt]
     # tier 5 on the aggregate car and battery power (one-sided rows below: 2w on the
     # increases, -w on the last value, +w on the first battery value)
     w_chat = pol.chatter_weight_per_kw

@@ -69,6 +69,11 @@ class Need:
     extra_energy_kwh: float = 0.0  # likely more the car takes, beyond the firm energy [kWh]
     extra_departure: datetime | None = None  # when the extra is due (expected departure)
     departure_known: bool = False  # from ChargingNeeds or an operator override
+    # guessed departure: the stay is lognormal with this median [s] and sigma (of ln stay),
+    # so the plan weighs the extra energy by the chance the car is still there
+    # (dispatch.SessionNeed.stay_median_s); extra_departure is then its 95th percentile
+    stay_median_s: float | None = None
+    stay_sigma: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -209,10 +214,17 @@ def estimate_need(
         departure = max(departure - margin, soon)
     if departure < soon:
         departure = soon
+    stay_median_s = None
+    sigma = 0.0
     if not departure_known:
-        # still here after the median: it stays a while yet (lognormal tail)
+        # the extra may come until the stay's 95th percentile, each kWh weighed by the
+        # chance the car is still there (lognormal stay); still here after that: it stays
+        # a while yet
+        sigma = DWELL_SIGMA.get(kind, 0.5)
+        stay_median_s = 60.0 * base.dwell_min
+        q95 = started_at + timedelta(seconds=stay_median_s * math.exp(1.645 * sigma))
         tail = timedelta(minutes=max(2 * MIN_DWELL_LEFT_MIN, EXTRA_TAIL_FRAC * base.dwell_min))
-        expected = max(expected, now + tail)
+        expected = max(q95, now + tail)
     expected = max(expected, departure)
     return Need(
         departure=departure,
@@ -221,6 +233,8 @@ def estimate_need(
         extra_energy_kwh=extra,
         extra_departure=expected,
         departure_known=departure_known,
+        stay_median_s=stay_median_s,
+        stay_sigma=sigma,
     )
 
 

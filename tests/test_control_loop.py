@@ -170,7 +170,11 @@ def test_needs_sources(station):
     z = statistics.NormalDist().inv_cdf(FIRM_DWELL_QUANTILE)
     early = T0 + timedelta(minutes=35 * math.exp(z * DWELL_SIGMA["dc"]))
     assert abs((n.departure - early).total_seconds()) < 1
-    assert n.extra_departure == T0 + timedelta(minutes=35) and not n.departure_known
+    # the extra may come until the stay's 95th percentile, weighed by the chance the car
+    # is still there: a lognormal stay with the default's median and the kind's sigma
+    assert (n.stay_median_s, n.stay_sigma) == (35 * 60.0, DWELL_SIGMA["dc"])
+    q95 = T0 + timedelta(minutes=35 * math.exp(1.645 * DWELL_SIGMA["dc"]))
+    assert n.extra_departure == q95 and not n.departure_known
     assert n.extra_energy_kwh == pytest.approx(1.6 * 43 - 10 - 33)
     n = estimate_need(**kw, soc_frac=0.5)
     assert n.source == "soc" and n.energy_kwh == pytest.approx(0.3 * 64)
@@ -185,6 +189,7 @@ def test_needs_sources(station):
     )
     # a known departure is planned with a margin of 15 % of the stay
     assert n.departure == T0 + timedelta(hours=2) - timedelta(minutes=18)
+    assert n.stay_median_s is None  # the car said when it leaves: no guessing
     n = estimate_need(**kw, needs_energy_kwh=50.0, override_energy_kwh=20.0)
     assert (n.source, n.energy_kwh) == ("override", 10.0)
     # a car past its assumed departures: firm energy now, the extra over a tail
@@ -198,7 +203,7 @@ def test_needs_sources(station):
     ]
     learned = learn_defaults(sessions, "Asia/Seoul")
     n = estimate_need(**kw, learned=learned)
-    assert n.source == "history" and n.extra_departure == T0 + timedelta(minutes=29.5)
+    assert n.source == "history" and n.stay_median_s == 29.5 * 60  # learned median
     assert n.departure == T0 + timedelta(minutes=21)  # empirical 10 % quantile
     # an hour cell needs 20 sessions, a whole kind (the fallback) 8
     assert ("dc", 9) not in learn_defaults(sessions[:19], "Asia/Seoul").by_cell

@@ -158,6 +158,29 @@ def test_re100_does_not_fill_the_battery_from_the_night_grid_for_money():
     assert flat.battery_charge_kw[:2].sum() == pytest.approx(10)
 
 
+def test_an_uncertain_departure_charges_now_what_waiting_for_the_sun_would_risk():
+    # Sun from the third hour. A car that surely stays 5 h waits for it (re100). A car
+    # whose stay is lognormal with a 1 h median (sigma 0.5) is gone by then with 92 %
+    # chance: its energy (priority 0.05: 5e4 points per kWh) is worth more now than the
+    # grid kWh it costs (1e4), so it charges now.
+    def plan(**stay):
+        sess = car("ev", 10.0, 10.0, 5.0, priority=0.05, **stay)
+        pv = np.array([0.0, 0.0, 50.0, 50.0, 50.0])
+        return solve(Problem(TimeGrid(T0, 5, 3600), pv, np.zeros(5), grid_state(5), (sess,)))
+
+    sure = plan()
+    np.testing.assert_allclose(sure.session_kw[0, :2], 0.0, atol=1e-6)
+    assert sure.objective_parts["grid_to_ev_kwh"] == pytest.approx(0.0, abs=1e-6)
+    unsure = plan(stay_median_s=3600.0, stay_sigma=0.5)
+    assert unsure.session_kw[0, 0] == pytest.approx(10.0)  # all of it in the first hour
+    assert unsure.objective_parts["grid_to_ev_kwh"] == pytest.approx(10.0)
+    # a car that is nearly sure to stay (median 50 h) waits for the sun again
+    long = plan(stay_median_s=50 * 3600.0, stay_sigma=0.5)
+    assert long.objective_parts["grid_to_ev_kwh"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ProblemError, match=r"sessions\[0\]\.stay_sigma"):
+        plan(stay_median_s=3600.0, stay_sigma=-1.0)
+
+
 def test_grid_limit_binds_and_plan_reports_what_the_car_gets():
     # 1 h, import limit 40 kW, site load 10 kW: the 50 kW car can only take 30 kW.
     sessions = (car("a", 40, 50, 1),)
