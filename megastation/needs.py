@@ -53,6 +53,7 @@ DWELL_SIGMA = {"ac": 0.55, "dc": 0.40}
 FIRM_DWELL_QUANTILE = 0.1  # firm energy is planned to be in the car by this dwell quantile
 EXTRA_ENERGY_FACTOR = 1.6  # no SoC: the car may take up to this x the median energy
 EXTRA_TAIL_FRAC = 0.25  # a car past its median dwell stays about this x median longer
+EXTRA_TOPUP_FRAC = 0.25  # no SoC: this x the median energy stays on offer while plugged in
 # A known departure (ChargingNeeds, override) is planned with this share of the stay as a
 # margin (at least MIN_DWELL_LEFT_MIN): a plan that fills the last minutes has no slack
 # for a car that takes less than planned (taper, ramps, meter timing) or leaves early.
@@ -177,6 +178,9 @@ def estimate_need(
     # energy: firm, and what the car may take on top
     energy = base.energy_kwh - delivered_kwh
     total_high = EXTRA_ENERGY_FACTOR * base.energy_kwh - delivered_kwh
+    # a car that took all we guessed may want more (an AC car does not say its SoC): keep
+    # a top-up on offer; a full car shows it by drawing nothing (the controller caps it)
+    total_high = max(total_high, EXTRA_TOPUP_FRAC * base.energy_kwh)
 
     if soc_frac is not None:
         capacity = DEFAULT_EV_BATTERY_KWH

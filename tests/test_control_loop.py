@@ -176,6 +176,10 @@ def test_needs_sources(station):
     q95 = T0 + timedelta(minutes=35 * math.exp(1.645 * DWELL_SIGMA["dc"]))
     assert n.extra_departure == q95 and not n.departure_known
     assert n.extra_energy_kwh == pytest.approx(1.6 * 43 - 10 - 33)
+    # a car that took more than all we guessed (80 kWh > 1.6 x 43) may want more yet: a
+    # top-up stays on offer (a full car shows it by drawing nothing)
+    n = estimate_need(**dict(kw, delivered_kwh=80.0))
+    assert n.energy_kwh == 0.0 and n.extra_energy_kwh == pytest.approx(0.25 * 43)
     n = estimate_need(**kw, soc_frac=0.5)
     assert n.source == "soc" and n.energy_kwh == pytest.approx(0.3 * 64)
     assert n.extra_energy_kwh == pytest.approx(0.2 * 64)  # up to full
