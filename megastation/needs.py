@@ -21,10 +21,15 @@ done takes the shortfall with it while one that stays longer only waits:
   ChargingNeeds, no override) it is a *pessimistic* one: the :data:`FIRM_DWELL_QUANTILE`
   quantile of the dwell (lognormal around the median with :data:`DWELL_SIGMA`, or the
   empirical quantile of the station's history), so the plan front-loads the car;
-- **extra**: ``extra_energy_kwh`` more, by ``extra_departure`` (the median dwell): what
-  the car will probably still take when its energy is not known (up to full from the
-  SoC, or a high quantile of the energy). The controller plans it one tier below the
-  firm energy, so it is delivered but gives way to other cars' firm energy.
+- **extra**: ``extra_energy_kwh`` more: what the car will probably still take when its
+  energy is not known (up to full from the SoC, else up to :data:`EXTRA_ENERGY_FACTOR` x
+  the median energy, and never less than a :data:`EXTRA_TOPUP_FRAC` top-up while it is
+  plugged in: only the car knows when it is full). With a guessed departure it comes
+  with the stay's distribution (``stay_median_s``, ``stay_sigma``) and may be delivered
+  until the stay's 95th percentile (``extra_departure``), each kWh weighed by the chance
+  the car is still there (dispatch.md, "Uncertain departure"). The controller plans it
+  one tier below the firm energy, so it is delivered but gives way to other cars' firm
+  energy.
 
 Everything here is a pure function of its inputs except :func:`learn_defaults_from_store`
 and :func:`read_override`, which read the store.
