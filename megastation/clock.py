@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -97,7 +100,12 @@ class SimClock:
 
 
 class ScaledClock:
-    """Runs ``speed`` times faster than the wall clock, starting at ``start``."""
+    """Runs ``speed`` times faster than the wall clock, starting at ``start``.
+
+    :meth:`hold` stops it while a block runs (the demo holds it while the controller
+    solves: a 50 ms solve is nothing at 1x but more than a station minute at 1440x).
+    Thread-safe: the demo's simulated chargers read it from another thread.
+    """
 
     def __init__(self, start: datetime, speed: float) -> None:
         if speed <= 0:
@@ -105,9 +113,30 @@ class ScaledClock:
         self._start = utc(start)
         self._t0 = time.monotonic()
         self.speed = float(speed)
+        self._lock = threading.Lock()
+        self._held_at: float | None = None  # wall time the clock stopped at
+        self._holds = 0
 
     def now(self) -> datetime:
-        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+        with self._lock:
+            t = self._held_at if self._held_at is not None else time.monotonic()
+            return self._start + timedelta(seconds=(t - self._t0) * self.speed)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Stop the clock for the duration of the block (nested holds are one hold)."""
+        with self._lock:
+            if self._holds == 0:
+                self._held_at = time.monotonic()
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                if self._holds == 0 and self._held_at is not None:
+                    self._t0 += time.monotonic() - self._held_at
+                    self._held_at = None
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import logging
 import math
@@ -933,7 +934,14 @@ class Controller:
             policy=pol,
         )
         # a worker thread keeps a live event loop responsive; the simulator solves inline
-        plan = solve(problem) if self.solve_inline else await asyncio.to_thread(solve, problem)
+        if self.solve_inline:
+            plan = solve(problem)
+        else:
+            # an accelerated clock (the demo) stands still while the plan is solved, as a
+            # solve of tens of milliseconds takes no station time worth counting at 1x
+            hold = getattr(self.clock, "hold", None)
+            with hold() if hold is not None else contextlib.nullcontext():
+                plan = await asyncio.to_thread(solve, problem)
         self._last_plan = (now, plan)
         first = plan.first_step()
         # per transaction: firm + extra

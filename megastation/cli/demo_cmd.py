@@ -23,7 +23,7 @@ from megastation.cli.common import Context, check_weather, pass_ctx
     type=click.FloatRange(min=0, min_open=True),
     default=1440.0,
     show_default=True,
-    help="Clock speed-up (1440 = a day a minute).",
+    help="Clock speed-up (1440 = a day a minute; the clock stands still while the controller solves).",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the fleet's cars.")
 @click.option(
