@@ -145,6 +145,26 @@ def allocate(
     )
 
 
+def allocate_battery(
+    flows: pd.DataFrame,
+    battery: object | None,
+    soc_frac: float,
+    renewable_frac: float = 0.0,
+) -> pd.DataFrame:
+    """:func:`allocate` with a battery's efficiencies and its content at the first step:
+    ``soc_frac`` of its ``capacity_kwh``, ``renewable_frac`` of that from PV. ``battery``
+    is a station's battery config or a dispatch ``BatteryState``; None: no battery."""
+    if battery is None:
+        return allocate(flows, initial_renewable_frac=renewable_frac)
+    return allocate(
+        flows,
+        charge_efficiency=battery.charge_efficiency,
+        discharge_efficiency=battery.discharge_efficiency,
+        initial_stored_kwh=soc_frac * battery.capacity_kwh,
+        initial_renewable_frac=renewable_frac,
+    )
+
+
 def renewable_share(allocation: pd.DataFrame) -> float:
     """Share of EV energy that was renewable [0..1]; NaN when no EV energy flowed."""
     ev = float(allocation["ev_kwh"].sum())

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from megastation.accounting import allocate
+from megastation.accounting import allocate_battery
 from megastation.clock import utc
 from megastation.dispatch import BatteryState, GridState, Policy, PowerGroup, TimeGrid
 
@@ -356,13 +356,7 @@ class Simulator:
             },
             index=sc.grid.times[:n],
         )
-        alloc = allocate(
-            flows,
-            charge_efficiency=b.charge_efficiency if b else 1.0,
-            discharge_efficiency=b.discharge_efficiency if b else 1.0,
-            initial_stored_kwh=b.soc_frac * b.capacity_kwh if b else 0.0,
-            initial_renewable_frac=b.renewable_frac if b else 0.0,
-        )
+        alloc = allocate_battery(flows, b, b.soc_frac if b else 0.0, b.renewable_frac if b else 0.0)
         return float(alloc["ev_renewable_kwh"].sum())
 
     def outcome(self, name: str, solve_time_s: float = 0.0, n_solves: int = 0) -> Outcome:

@@ -75,13 +75,7 @@ def _allocation(station: Station, f: pd.DataFrame) -> pd.DataFrame:
     soc0 = float(f["soc_frac"].iloc[0]) if len(f) and np.isfinite(f["soc_frac"].iloc[0]) else None
     if soc0 is None:
         soc0 = b.initial_soc_frac if b else 0.0
-    return accounting.allocate(
-        f,
-        charge_efficiency=b.charge_efficiency if b else 1.0,
-        discharge_efficiency=b.discharge_efficiency if b else 1.0,
-        initial_stored_kwh=soc0 * b.capacity_kwh if b else 0.0,
-        initial_renewable_frac=0.0,
-    )
+    return accounting.allocate_battery(f, b, soc0)
 
 
 def sessions_by_source_frame(

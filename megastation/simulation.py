@@ -299,13 +299,7 @@ def flow_kpis(
         soc0 = float(frame["soc_frac"].iloc[0]) if "soc_frac" in frame else 0.0
         if not math.isfinite(soc0):
             soc0 = b.initial_soc_frac if b else 0.0
-    alloc = accounting.allocate(
-        frame,
-        charge_efficiency=b.charge_efficiency if b else 1.0,
-        discharge_efficiency=b.discharge_efficiency if b else 1.0,
-        initial_stored_kwh=(soc0 * b.capacity_kwh) if b else 0.0,
-        initial_renewable_frac=0.0,
-    )
+    alloc = accounting.allocate_battery(frame, b, soc0)
     tariff = Tariff(station.tariff, station.site.timezone)
     price = tariff.price_krw_per_kwh(pd.DatetimeIndex(frame.index))
     imp = frame["grid_import_kw"].to_numpy(float)
@@ -1174,13 +1168,7 @@ def perfect_foresight(
         )
         parts.append(frame)
         if b:
-            alloc = accounting.allocate(
-                frame,
-                charge_efficiency=b.charge_efficiency,
-                discharge_efficiency=b.discharge_efficiency,
-                initial_stored_kwh=soc * b.capacity_kwh,
-                initial_renewable_frac=renew,
-            )
+            alloc = accounting.allocate_battery(frame, b, soc, renew)
             soc = float(np.clip(out.soc_frac[-1], b.soc_min_frac, b.soc_max_frac))
             renew = float(np.clip(alloc["battery_renewable_frac"].iloc[-1], 0.0, 1.0))
         t = t1
@@ -1215,13 +1203,7 @@ def daily_kpis(
     soc0 = float(frame["soc_frac"].iloc[0]) if "soc_frac" in frame else math.nan
     if not math.isfinite(soc0):
         soc0 = b.initial_soc_frac if b else 0.0
-    alloc = accounting.allocate(
-        frame,
-        charge_efficiency=b.charge_efficiency if b else 1.0,
-        discharge_efficiency=b.discharge_efficiency if b else 1.0,
-        initial_stored_kwh=(soc0 * b.capacity_kwh) if b else 0.0,
-        initial_renewable_frac=0.0,
-    )
+    alloc = accounting.allocate_battery(frame, b, soc0)
     keep = np.ones(len(frame), dtype=bool)
     if start is not None:
         keep &= frame.index >= pd.Timestamp(start)
