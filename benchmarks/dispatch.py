@@ -51,8 +51,8 @@ from megastation.fleet import load_fleet_profile
 from megastation.needs import expected_demand_from_profile
 from megastation.replay import replay
 
-T0 = datetime(2026, 7, 1, 15, 0, tzinfo=UTC)
-REPORTED = "reported_renewable_to_ev_kwh"  # 2026-07-02 00:00 in Seoul
+T0 = datetime(2026, 7, 1, 15, 0, tzinfo=UTC)  # 2026-07-02 00:00 in Seoul
+REPORTED = "reported_renewable_to_ev_kwh"  # capture by the station's own accounting
 
 
 def synthetic(

@@ -892,13 +892,19 @@ class Controller:
         hour = grid.edges_s[:-1] < 3600
         load[hour] += unexplained_kw
 
+        pol = Policy.of(policy)
+        pol = dataclasses.replace(
+            pol,
+            chatter_weight_per_kw=max(pol.chatter_weight_per_kw, CHATTER_WEIGHT_PER_KW),
+            early_weight_per_kwh=max(pol.early_weight_per_kwh, EARLY_WEIGHT_PER_KWH),
+        )
         # cars still to come, as aggregate expected sessions (never in the first step)
         expected_kwh = 0.0
         demand = self._expected_demand(now) if self.expect_arrivals else None
         if demand is not None:
             edges_utc = [grid.start + timedelta(seconds=float(x)) for x in grid.edges_s]
             for sid, _k, arr, dep, kwh, kw, prio in expected_sessions(
-                demand, edges_utc, site.timezone, share=Policy.of(policy).expected_share
+                demand, edges_utc, site.timezone, share=pol.expected_share
             ):
                 sessions.append(SessionNeed(sid, sid, 0, arr, dep, kwh, kw, priority=prio))
                 expected_kwh += kwh
@@ -915,12 +921,6 @@ class Controller:
         )
         gs = station_grid_state(self.station, grid, peak_so_far_kw=self._peak_so_far(now))
         gs = type(gs)(**{**gs.__dict__, "import_limit_kw": limit_kw})
-        pol = Policy.of(policy)
-        pol = dataclasses.replace(
-            pol,
-            chatter_weight_per_kw=max(pol.chatter_weight_per_kw, CHATTER_WEIGHT_PER_KW),
-            early_weight_per_kwh=max(pol.early_weight_per_kwh, EARLY_WEIGHT_PER_KWH),
-        )
         problem = Problem(
             grid=grid,
             pv_kw=pv_kw,

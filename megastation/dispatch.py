@@ -718,7 +718,7 @@ def solve(problem: Problem) -> Plan:
     if P:
         c[i_pair] = pol.early_weight_per_kwh * dt[pt] * (0.5 + progress[ps, pt])
         c[i_chat] = pol.chatter_weight_per_kw
-    if P:  # uncertain departures: a kWh is worth its chance that the car is still there
+        # uncertain departures: a kWh is worth its chance that the car is still there
         c[i_pair] += _leave_risk(problem, ps, pt) * pol.unmet_weight_per_kwh * prio[ps] * dt[pt]
     # tier 5 on the aggregate car and battery power (one-sided rows below: 2w on the
     # increases, -w on the last value, +w on the first battery value)
