@@ -315,12 +315,11 @@ MIN_HISTORY_DAYS = 3.0  # history must span this many days before it replaces th
 class KindDemand:
     """Expected arrivals of one charger kind at the whole station."""
 
-    arrivals_per_h: tuple[float, ...]  # 24 values: cars per hour by local hour (weekday)
+    arrivals_per_h: tuple[float, ...]  # 24 values: cars per hour by local hour (all days)
     dwell_min: float  # typical (median) stay
     energy_kwh: float  # typical (median) energy per car
     car_power_kw: float  # what one car can take (connector power)
     max_power_kw: float  # all connectors of the kind together
-    weekend_factor: float = 1.0  # arrivals on Saturday and Sunday x this
 
 
 @dataclass(frozen=True)
@@ -431,11 +430,8 @@ def expected_sessions(
         a, b = max(t, lo), min(nxt, hi)
         frac = (b - a).total_seconds() / 3600.0
         if frac > 1e-6:
-            weekend = t.weekday() >= 5
             for kind, kd in demand.kinds.items():
                 cars = kd.arrivals_per_h[t.hour] * frac
-                if weekend:
-                    cars *= kd.weekend_factor
                 kwh = cars * kd.energy_kwh * share
                 if kwh < 0.1:
                     continue
