@@ -205,10 +205,14 @@ def score_cmd(
     label: str,
     output: Path | None,
 ) -> None:
-    """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence."""
+    """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence.
+
+    Also prints the P10/P90 band percentiles these errors give (forecasts.bands.fit_bands).
+    """
+    from forecasts.bands import MIN_SAMPLES, fit_bands
     from forecasts.issued import load_issued
     from forecasts.nowcast import step_means
-    from forecasts.pvmodel import pv_power
+    from forecasts.pvmodel import inverter_limits_kw, pv_power
     from forecasts.scoring import read_power_csv, score
     from forecasts.weather import WeatherError, clear_sky_weather, resample_weather
 
@@ -249,6 +253,23 @@ def score_cmd(
         click.echo(
             f"{r.day:<11}{r.n_steps:>6}{r.nmae:>8.3f}{r.nrmse:>8.3f}{r.nbias:>+8.3f}"
             f"{r.nrmse_persistence:>10.3f}{r.skill:>+8.3f}"
+        )
+    # The P10/P90 spread these errors give (forecast_pv(bands=...)), in clear-sky units.
+    b = fit_bands(
+        m_kw.to_numpy(float),
+        f_kw.reindex(grid).to_numpy(float),
+        clear.reindex(grid).to_numpy(float),
+        float(inverter_limits_kw(arrays).sum()),
+    )
+    if b.source == "history":
+        click.echo(
+            f"bands from these errors: q10 {b.q10:+.3f}, q90 {b.q90:+.3f} "
+            f"(clear-sky index, {b.n_samples} daylight steps)"
+        )
+    else:
+        click.echo(
+            f"bands: too few daylight steps (< {MIN_SAMPLES}); default "
+            f"q10 {b.q10:+.3f}, q90 {b.q90:+.3f}"
         )
     if output is not None:
         table.round(4).to_csv(output, index=False)
