@@ -187,7 +187,7 @@ step = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     rows=st.lists(step, min_size=1, max_size=12),
     eta_c=st.floats(0.8, 1.0),
@@ -236,3 +236,95 @@ def test_allocation_matches_two_pool_ledger(rows, eta_c, eta_d, stored0, green0)
         assert a["battery_renewable_frac"].iloc[-1] == pytest.approx(
             green / (green + grey), abs=1e-6
         )
+
+
+# --------------------------------------------------------------------------- edges and defaults
+
+
+def test_defaults_are_a_lossless_battery_that_starts_empty_and_grey():
+    # Hour 0: 100 kWh of PV in; hour 1: 100 kWh of grid in; hour 2: 50 kWh to cars.
+    f = _flows(
+        [
+            {"pv_kw": 100.0, "battery_charge_kw": 100.0},
+            {"battery_charge_kw": 100.0},
+            {"ev_kw": 50.0, "battery_discharge_kw": 50.0},
+        ]
+    )
+    a = allocate(f)
+    assert a["ev_battery_renewable_kwh"].iloc[2] == pytest.approx(25.0)
+    assert a["battery_renewable_frac"].tolist() == pytest.approx([1.0, 0.5, 0.5])
+    # Discharge from what the record says is empty: the starting share is used (default 0).
+    g = _flows([{"ev_kw": 10.0, "battery_discharge_kw": 10.0}])
+    assert allocate(g)["ev_battery_renewable_kwh"].iloc[0] == 0.0
+    assert allocate(g, initial_renewable_frac=0.3)["ev_battery_renewable_kwh"].iloc[0] == (
+        pytest.approx(3.0)
+    )
+    assert allocate_battery(g, None, 0.9, renewable_frac=0.3)["ev_battery_renewable_kwh"].iloc[
+        0
+    ] == pytest.approx(3.0)
+
+
+def test_quarter_hours_with_base_load_and_battery():
+    # 15-minute steps: kW x 0.25 h. Step 0: PV 80, cars 40, other 40, PV 0 to the battery
+    # (grid charges 20 kW -> 5 kWh, 4.5 stored grey). Step 1: battery 38 kW to cars 19 +
+    # other 19 (stored drawn 10 kWh, the only content is grey plus 45 green from before).
+    f = _flows(
+        [
+            {"pv_kw": 80.0, "ev_kw": 40.0, "base_load_kw": 40.0, "battery_charge_kw": 20.0},
+            {"ev_kw": 19.0, "base_load_kw": 19.0, "battery_discharge_kw": 38.0},
+        ],
+        step_h=0.25,
+    )
+    a = allocate(
+        f,
+        charge_efficiency=0.9,
+        discharge_efficiency=0.95,
+        initial_stored_kwh=45.0,
+        initial_renewable_frac=1.0,
+    )
+    assert a["ev_pv_kwh"].tolist() == pytest.approx([10.0, 0.0])
+    assert a["ev_battery_kwh"].tolist() == pytest.approx([0.0, 4.75])
+    # Step 1 starts with 45 green + 4.5 grey.
+    assert a["ev_battery_renewable_kwh"].iloc[1] == pytest.approx(4.75 * 45 / 49.5)
+    assert a["step_h"].tolist() == pytest.approx([0.25, 0.25])
+
+
+def test_step_lengths_from_the_row_starts():
+    from megastation.accounting import frame_step_hours, step_hours
+
+    idx = pd.DatetimeIndex(
+        ["2026-06-15 00:00", "2026-06-15 00:15", "2026-06-15 00:45", "2026-06-15 01:45"], tz="UTC"
+    )
+    assert step_hours(idx).tolist() == pytest.approx([0.25, 0.5, 1.0, 1.0])
+    assert step_hours(idx[:1]).tolist() == [0.25]
+    assert step_hours(idx[:1], default_h=1.0).tolist() == [1.0]
+    assert step_hours(idx[:0]).tolist() == []
+    f = pd.DataFrame({"step_h": [0.5, 0.25]}, index=idx[:2])
+    assert frame_step_hours(f).tolist() == [0.5, 0.25]
+    f = pd.DataFrame({"step_s": [900, 1800]}, index=idx[:2])
+    assert frame_step_hours(f).tolist() == [0.25, 0.5]
+    assert frame_step_hours(pd.DataFrame(index=idx[:2])).tolist() == [0.25, 0.25]
+
+
+def test_missing_columns_are_all_named():
+    f = _flows([{"pv_kw": 1.0}]).drop(columns=["pv_kw", "grid_export_kw"])
+    with pytest.raises(ValueError, match=r"missing column\(s\) pv_kw, grid_export_kw$"):
+        allocate(f)
+
+
+def test_sessions_missing_from_a_step_and_without_energy():
+    f = _flows([{"pv_kw": 30.0, "ev_kw": 30.0}, {"ev_kw": 20.0}])
+    a = allocate(f)
+    # Session "a" has no row for step 1; "b" never charges.
+    s = pd.DataFrame({"a": [30.0], "b": [0.0]}, index=f.index[:1])
+    per = attribute_sessions(s, a)
+    assert per.index.name == "session_id"
+    assert per.loc["a", "energy_kwh"] == pytest.approx(30.0)
+    assert per.loc["a", "renewable_kwh"] == pytest.approx(30.0)
+    assert per.loc["a", "renewable_frac"] == pytest.approx(1.0)
+    assert per.loc["b", "energy_kwh"] == 0.0 and np.isnan(per.loc["b", "renewable_frac"])
+
+
+def test_share_of_a_small_day_is_a_number():
+    a = allocate(_flows([{"pv_kw": 0.2, "ev_kw": 0.5}], step_h=1.0))
+    assert renewable_share(a) == pytest.approx(0.4)
