@@ -22,7 +22,7 @@ from pvlib.pvsystem import Array, FixedMount, PVSystem
 from forecasts.forecast import forecast_pv
 from forecasts.pvmodel import SAPM_PARAMS, clear_cache, pv_power
 from forecasts.weather import read_tmy3
-from megastation.config import load_station, seeds_dir
+from megastation.core.config import load_station, seeds_dir
 
 STATION = load_station(seeds_dir() / "gwangju-donggu.toml")
 START = datetime(2026, 6, 15, 1, 7, tzinfo=UTC)

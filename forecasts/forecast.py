@@ -16,7 +16,7 @@ from forecasts import bands as _bands
 from forecasts import nowcast as _nowcast
 from forecasts.pvmodel import array_column, inverter_limits_kw, pv_power_array
 from forecasts.weather import WeatherError, clear_sky_weather, resample_weather, step_grid
-from megastation.config import Station
+from megastation.core.config import Station
 
 #: Columns of a forecast frame, before the per-array ``pv_ac_kw[<name>]`` columns.
 FORECAST_COLUMNS = ("pv_ac_kw", "pv_ac_p10_kw", "pv_ac_p90_kw", "pv_clear_kw", "pv_raw_kw")

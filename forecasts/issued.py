@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from forecasts.forecast import FORECAST_COLUMNS, forecast_pv
-from megastation.config import Station
+from megastation.core.config import Station
 from megastation.store import Store, iso
 
 _SERIES = {

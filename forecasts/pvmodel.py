@@ -31,7 +31,7 @@ import pandas as pd
 import pvlib
 
 from forecasts.weather import WeatherError, _step_of
-from megastation.config import PVArray, Site
+from megastation.core.config import PVArray, Site
 
 #: Cloud cover to GHI, ``ghi = ghi_clear * (1 - CLOUD_A * (cc/100) ** CLOUD_B)``
 #: (Kasten & Czeplak 1980 form). Calibrated by least squares on the odd days of the

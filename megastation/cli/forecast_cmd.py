@@ -9,8 +9,8 @@ import pandas as pd
 
 from megastation.cli import main
 from megastation.cli.common import Context, parse_when, pass_ctx
-from megastation.clock import SystemClock
-from megastation.config import ConfigError, Station, load_station
+from megastation.core.clock import SystemClock
+from megastation.core.config import ConfigError, Station, load_station
 
 
 def _station(ctx: Context, config: Path | None) -> Station:
