@@ -15,15 +15,15 @@ import pandas as pd
 from forecasts import bands as _bands
 from forecasts import nowcast as _nowcast
 from forecasts.pvmodel import array_column, inverter_limits_kw, pv_power_array
+from forecasts.site import PVSite
 from forecasts.weather import WeatherError, clear_sky_weather, resample_weather, step_grid
-from megastation.config import Station
 
 #: Columns of a forecast frame, before the per-array ``pv_ac_kw[<name>]`` columns.
 FORECAST_COLUMNS = ("pv_ac_kw", "pv_ac_p10_kw", "pv_ac_p90_kw", "pv_clear_kw", "pv_raw_kw")
 
 
 def forecast_pv(
-    station: Station,
+    site: PVSite,
     start: datetime | pd.Timestamp,
     n_steps: int,
     step_min: int | None = None,
@@ -38,15 +38,15 @@ def forecast_pv(
 
     Parameters
     ----------
-    station : Station
-        Uses ``station.site`` (lat, lon, altitude) and ``station.pv_arrays``.
+    site : PVSite
+        Latitude, longitude, altitude and the arrays (:mod:`forecasts.site`).
     start : datetime
         Issue time, tz-aware. The first step is the one containing it (start floored
         to the step); the nowcast uses only measurements before ``start``.
     n_steps : int
         Number of steps (192 = 48 h of 15 min).
     step_min : int, optional
-        Step [min], must divide 60; default ``site.dispatch_step_min``.
+        Step [min], must divide 60; default ``site.step_min``.
     weather : DataFrame, optional
         Canonical weather frame (:mod:`forecasts.weather`) covering the horizon, any
         regular step; None = clear sky with typical temperature.
@@ -70,13 +70,12 @@ def forecast_pv(
         Naive ``start``, a step that does not divide the hour, weather not covering
         the horizon.
     """
-    site = station.site
-    arrays = station.pv_arrays
+    arrays = site.arrays
     if not arrays:
-        raise WeatherError("station has no pv_arrays")
+        raise WeatherError("site has no PV arrays")
     if n_steps < 1:
         raise WeatherError(f"n_steps: must be >= 1, got {n_steps}")
-    step_min = step_min or site.dispatch_step_min
+    step_min = step_min or site.step_min
     grid = step_grid(start, n_steps, step_min)
     step = pd.Timedelta(minutes=step_min)
     issued = pd.Timestamp(start).tz_convert("UTC")

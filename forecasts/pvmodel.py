@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import pvlib
 
+from forecasts.site import PVArray, PVSite
 from forecasts.weather import WeatherError, _step_of
-from megastation.config import PVArray, Site
 
 #: Cloud cover to GHI, ``ghi = ghi_clear * (1 - CLOUD_A * (cc/100) ** CLOUD_B)``
 #: (Kasten & Czeplak 1980 form). Calibrated by least squares on the odd days of the
@@ -110,7 +110,7 @@ def _linke(latitude: float, longitude: float, doy: np.ndarray) -> np.ndarray:
     return np.interp(doy, x, y)
 
 
-def solar_geometry(site: Site, index: pd.DatetimeIndex, step: pd.Timedelta) -> SolarGeometry:
+def solar_geometry(site: PVSite, index: pd.DatetimeIndex, step: pd.Timedelta) -> SolarGeometry:
     """Sun position and clear-sky irradiance at ``index + step/2`` (cached per grid).
 
     Depends only on the instants (a naive index is UTC, as pvlib takes it), not on
@@ -211,7 +211,7 @@ def inverter_limits_kw(arrays: Sequence[PVArray]) -> np.ndarray:
 
 
 def pv_power_array(
-    site: Site,
+    site: PVSite,
     arrays: Sequence[PVArray],
     weather: pd.DataFrame,
     *,
@@ -288,7 +288,7 @@ def pv_power_array(
 
 
 def pv_power(
-    site: Site,
+    site: PVSite,
     arrays: Sequence[PVArray],
     weather: pd.DataFrame,
     *,
@@ -299,7 +299,7 @@ def pv_power(
 
     Parameters
     ----------
-    site : Site
+    site : PVSite
         Latitude, longitude [deg], altitude [m] (used, never looked up).
     arrays : sequence of PVArray
         kWp, tilt, azimuth [deg], temperature coefficient [1/K], losses, AC limit [kW].

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from forecasts.site import PVArray as ForecastArray
+from forecasts.site import PVSite
+
 ENV_CONFIG = "MEGASTATION_CONFIG"
 DEFAULT_SEED = "gwangju-donggu.toml"
 
@@ -167,6 +170,32 @@ class Station:
     @property
     def pv_peak_kw(self) -> float:
         return sum(a.peak_power_kw for a in self.pv_arrays)
+
+    def pv_site(self) -> PVSite:
+        """The station's PV system as :mod:`forecasts` describes it (site and arrays)."""
+        s = self.site
+        arrays = tuple(_forecast_array(a) for a in self.pv_arrays)
+        return PVSite(
+            latitude=s.latitude,
+            longitude=s.longitude,
+            altitude_m=s.altitude_m,
+            timezone=s.timezone,
+            arrays=arrays,
+            step_min=s.dispatch_step_min,
+        )
+
+
+def _forecast_array(a: PVArray) -> ForecastArray:
+    return ForecastArray(
+        name=a.name,
+        peak_power_kw=a.peak_power_kw,
+        tilt_deg=a.tilt_deg,
+        azimuth_deg=a.azimuth_deg,
+        temp_coeff_per_c=a.temp_coeff_per_c,
+        losses_frac=a.losses_frac,
+        inverter_ac_kw=a.inverter_ac_kw,
+        mounting=a.mounting,
+    )
 
 
 # --------------------------------------------------------------------------- reading

@@ -278,15 +278,15 @@ class DirectGateway:
 Forecaster = Callable[..., pd.DataFrame]
 """``forecaster(station, start, n_steps, step_min, weather=None, measured_kw=None)``
 returning a DataFrame indexed by step start (UTC) with ``pv_ac_kw`` (P50) [kW] and
-optionally ``pv_ac_p10_kw``; :func:`forecasts.forecast.forecast_pv` is the default."""
+optionally ``pv_ac_p10_kw``; :func:`megastation.pv_forecast.station_forecast` is the default."""
 
 
 def default_forecaster() -> Forecaster:
     """The forecasts package's entry point, or clear-sky zero if it is not available."""
     try:
-        from forecasts.forecast import forecast_pv
+        from megastation.pv_forecast import station_forecast
 
-        return forecast_pv
+        return station_forecast
     except ImportError:  # pragma: no cover - forecasts not installed
         log.warning("forecasts.forecast_pv not available: PV forecast is zero")
 

@@ -113,7 +113,7 @@ def test_resampling_hourly_to_15_min_and_coverage(station):
         resample_weather(wx, step_grid(pd.Timestamp("2026-06-15T06:00+09:00"), 60, 15))
     with pytest.raises(WeatherError, match="divide"):
         step_grid(pd.Timestamp("2026-06-15T06:00+09:00"), 4, 7)
-    kw = pv_power(station.site, station.pv_arrays, out)
+    kw = pv_power(station.pv_site(), station.pv_site().arrays, out)
     assert not kw.isna().any().any()
 
 
@@ -174,7 +174,7 @@ def test_cli_score_reports_skill(tmp_path, station):
 
     wx = tmp_path / "wx.csv"
     _weather_csv(wx)
-    actual = pv_power(station.site, station.pv_arrays, read_csv(wx))["pv_ac_kw"] * 0.9
+    actual = pv_power(station.pv_site(), station.pv_site().arrays, read_csv(wx))["pv_ac_kw"] * 0.9
     measured = tmp_path / "m.csv"
     pd.DataFrame({"time": [t.isoformat() for t in actual.index], "pv_ac_kw": actual.values}).to_csv(
         measured, index=False

@@ -124,8 +124,8 @@ def forecast_group(
         click_ctx.meta["forecast_config"] = config
         return
     from forecasts.forecast import forecast_pv
-    from forecasts.issued import save_forecast
     from forecasts.weather import WeatherError
+    from megastation.forecast_records import save_forecast
 
     if output is None:
         raise click.UsageError("-o FILE.csv is required")
@@ -135,7 +135,7 @@ def forecast_group(
     n = hours * 60 // step_min
     try:
         wx = None if weather_path is None else _read_weather(weather_path, t0.year, label)
-        fc = forecast_pv(station, t0, n, step_min, wx)
+        fc = forecast_pv(station.pv_site(), t0, n, step_min, wx)
     except WeatherError as exc:
         raise click.ClickException(str(exc)) from None
     _write_csv(fc.drop(columns=["pv_raw_kw"]), output, station.site.timezone)
@@ -206,15 +206,16 @@ def score_cmd(
     output: Path | None,
 ) -> None:
     """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence."""
-    from forecasts.issued import load_issued
     from forecasts.nowcast import step_means
     from forecasts.pvmodel import pv_power
     from forecasts.scoring import read_power_csv, score
     from forecasts.weather import WeatherError, clear_sky_weather, resample_weather
+    from megastation.forecast_records import load_issued
 
     config = click_ctx.parent.meta.get("forecast_config") if click_ctx.parent else None
     station = _station(ctx, config)
-    site, arrays = station.site, station.pv_arrays
+    site = station.pv_site()
+    arrays = site.arrays
     step_min = _step_min(step)
     stp = pd.Timedelta(minutes=step_min)
     try:
