@@ -393,13 +393,19 @@ def resample_weather(
     """
     if len(weather) == 0:
         raise WeatherError("weather: no rows")
+    if weather.index.tz is None or index.tz is None:
+        raise WeatherError("resample_weather: weather and grid must be timezone-aware")
+    # one datetime precision for both (pandas >= 2 keeps s/ms/us/ns; asi8 is in that unit)
+    target = index
+    index = pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns")
+    weather = weather.set_axis(pd.DatetimeIndex(weather.index).tz_convert("UTC").as_unit("ns"))
     step_in = _step_of(weather.index)
     step_out = _step_of(index) if len(index) > 1 else pd.Timedelta(index.freq or "15min")
     cols = [c for c in (columns or weather.columns) if c in weather.columns]
     if step_in == step_out and weather.index[0] <= index[0] and weather.index[-1] >= index[-1]:
         out = weather.loc[index[0] : index[-1], cols]
         if len(out) == len(index) and out.index.equals(index):
-            return out
+            return out.set_axis(target)
     if step_in <= step_out:
         # average the finer rows that start inside each target interval
         bins = ((weather.index - index[0]) // step_out).to_numpy()
@@ -417,7 +423,7 @@ def resample_weather(
         sums = np.stack(
             [np.bincount(bins[ok], src[ok, j], minlength=n) for j in range(len(cols))], 1
         )
-        return pd.DataFrame(sums / counts[:, None], index=index, columns=cols)
+        return pd.DataFrame(sums / counts[:, None], index=target, columns=cols)
     x_in = ((weather.index + step_in / 2).asi8).astype(float)
     x_out = ((index + step_out / 2).asi8).astype(float)
     half = step_in.value / 2
@@ -431,7 +437,7 @@ def resample_weather(
         )
     src = weather[cols].to_numpy(float)
     out = np.column_stack([np.interp(x_out, x_in, src[:, j]) for j in range(len(cols))])
-    return pd.DataFrame(out, index=index, columns=cols)
+    return pd.DataFrame(out, index=target, columns=cols)
 
 
 def _step_of(index: pd.DatetimeIndex) -> pd.Timedelta:

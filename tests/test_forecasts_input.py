@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -206,3 +208,43 @@ def test_cli_score_reports_skill(tmp_path, station):
         main, ["--db", str(tmp_path / "db"), "forecast", "score", "--measured", str(measured)]
     )
     assert r.exit_code == 0 and "clear sky" in r.output
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("grid_unit", ["s", "us", "ns"])
+def test_resampling_any_datetime_precision(unit, grid_unit):
+    """pandas >= 2 keeps an index's precision; weather and grid may differ (#12)."""
+    wx = parse_csv(HEAD + rows(n=12), label="start")
+    wx.index = wx.index.as_unit(unit)
+    grid = step_grid(pd.Timestamp("2026-06-15T06:00+09:00"), 40, 15).as_unit(grid_unit)
+    out = resample_weather(wx, grid)
+    assert out.index.equals(grid)
+    assert out["ghi"].iloc[2] == pytest.approx(300.125)
+    fine = resample_weather(out, pd.date_range(grid[0], periods=10, freq="1h", unit=grid_unit))
+    assert fine["ghi"].iloc[1] == pytest.approx(out["ghi"].iloc[4:8].mean())
+
+
+def _coarse_weather(tmp_path, freq: str) -> Path:
+    """The seed mixed week averaged to ``freq`` (rows labelled at interval ends)."""
+    from megastation.config import seeds_dir
+
+    df = pd.read_csv(seeds_dir() / "weather" / "mixed-week.csv")
+    df.index = pd.to_datetime(df.pop("time"))
+    out = df.resample(freq, label="right", closed="right").mean().dropna().round(1)
+    out.index = [t.isoformat() for t in out.index]
+    out.index.name = "time"
+    path = tmp_path / f"week-{freq}.csv"
+    out.to_csv(path)
+    return path
+
+
+@pytest.mark.parametrize("freq", ["1h", "30min"])
+def test_simulate_with_hourly_and_half_hourly_weather(tmp_path, freq):
+    path = _coarse_weather(tmp_path, freq)
+    res = CliRunner().invoke(
+        main,
+        ["--db", str(tmp_path / "unused.db"), "simulate", "--weather", str(path),
+         "--days", "0.25", "--policy", "re100", "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "re100" in res.output
