@@ -31,7 +31,12 @@ import pandas as pd
 import pvlib
 
 from forecasts.site import PVArray, PVSite
-from forecasts.weather import WeatherError, _step_of
+from forecasts.weather import (
+    TYPICAL_TEMP_AIR_C,
+    TYPICAL_WIND_SPEED_M_S,
+    WeatherError,
+    _step_of,
+)
 
 #: Cloud cover to GHI, ``ghi = ghi_clear * (1 - CLOUD_A * (cc/100) ** CLOUD_B)``
 #: (Kasten & Czeplak 1980 form). Calibrated by least squares on the odd days of the
@@ -253,8 +258,8 @@ def pv_power_array(
                 e = pvlib.irradiance.erbs(ghi, geo.zenith, geo.doy)
             dni = np.nan_to_num(np.asarray(e["dni"], float))
             dhi = np.nan_to_num(np.asarray(e["dhi"], float))
-    temp_air = get("temp_air", 20.0)[:, None]
-    wind = get("wind_speed", 1.0)[:, None]
+    temp_air = get("temp_air", TYPICAL_TEMP_AIR_C)[:, None]
+    wind = get("wind_speed", TYPICAL_WIND_SPEED_M_S)[:, None]
     albedo = get("albedo", ALBEDO)[:, None]
 
     zen = geo.zenith[:, None]

@@ -89,8 +89,10 @@ def read_csv(
     ----------
     path : str or path
         CSV with a ``time`` column (ISO 8601 *with* UTC offset) and ``ghi`` [W/m²]
-        and/or ``cloud_cover`` [%], ``temp_air`` [°C], ``wind_speed`` [m/s];
-        optionally ``dni``, ``dhi`` [W/m²], ``albedo``. Aliases: :data:`VARIABLE_MAP`.
+        and/or ``cloud_cover`` [%]; optionally ``temp_air`` [°C] (default
+        :data:`TYPICAL_TEMP_AIR_C`), ``wind_speed`` [m/s] (default
+        :data:`TYPICAL_WIND_SPEED_M_S`), ``dni``, ``dhi`` [W/m²], ``albedo``.
+        Aliases: :data:`VARIABLE_MAP`.
     label : {"end", "start", "instant"}
         What ``time`` labels: the end of an averaging interval (default, as in TMY,
         Open-Meteo, Solcast and seeds/weather/*.csv), its start, or an instantaneous
@@ -142,9 +144,8 @@ def parse_csv(
             raise WeatherError(f"{source}: columns {cols} all mean {name!r}: keep one")
     if "ghi" not in mapped and "cloud_cover" not in mapped:
         raise WeatherError(f"{source}: needs a 'ghi' or a 'cloud_cover' column")
-    for name in ("temp_air", "wind_speed"):
-        if name not in mapped:
-            raise WeatherError(f"{source}: column {name!r} is missing")
+    # temp_air and wind_speed are optional: the PV model then takes TYPICAL_TEMP_AIR_C
+    # and TYPICAL_WIND_SPEED_M_S (many satellite and inverter files carry no wind)
     if len(raw) < 2:
         raise WeatherError(f"{source}: needs at least two rows, got {len(raw)}")
 
