@@ -33,6 +33,7 @@ def forecast_pv(
     bands: _bands.Bands | None = None,
     window_h: float = _nowcast.WINDOW_H,
     tau_h: float = _nowcast.TAU_H,
+    clear_index: float | None = None,
 ) -> pd.DataFrame:
     """PV AC power forecast [kW] for the station's arrays, P10/P50/P90.
 
@@ -56,6 +57,9 @@ def forecast_pv(
     bands : Bands, optional
         Error percentiles (:func:`forecasts.bands.fit_bands`); default
         :data:`forecasts.bands.DEFAULT_BANDS`.
+    clear_index : float, optional
+        Without ``weather``: the raw forecast is clear sky times this PV clear-sky
+        index (e.g. the mean measured over the last days); default 1.
 
     Returns
     -------
@@ -82,8 +86,8 @@ def forecast_pv(
 
     if weather is None:
         wx = clear_sky_weather(grid)
-        raw, _ = pv_power_array(site, arrays, wx, step=step)
-        clear = raw
+        clear, _ = pv_power_array(site, arrays, wx, step=step)
+        raw = clear if clear_index is None else clear * float(np.clip(clear_index, 0.0, 1.3))
     else:
         wx = resample_weather(weather, grid)
         raw, _ = pv_power_array(site, arrays, wx, step=step)

@@ -46,7 +46,14 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     from ocpp_central.gateway import controller_hooks
 
     clock = SystemClock()
-    on_event, control_task = controller_hooks(station, store, clock)  # the control loop
+    tasks, forecaster = [], None
+    if station.weather is not None:  # [weather]: the live weather forecast feed
+        from megastation.weather_feed import WeatherFeed
+
+        feed = WeatherFeed(station, store, clock)
+        tasks, forecaster = [feed.run], feed.forecaster
+        logging.getLogger("megastation").info("weather forecast from %s", station.weather.url)
+    on_event, control_task = controller_hooks(station, store, clock, forecaster=forecaster)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             server = run_server(
@@ -56,7 +63,7 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
                 h,
                 p,
                 ready=ready,
-                extra_tasks=[control_task],
+                extra_tasks=[control_task, *tasks],
                 on_event=on_event,
             )
             asyncio.run(server)
