@@ -31,6 +31,6 @@ async def wait_until(condition: Callable[[], object], what: str = "", *, timeout
 
 def command_settled(store, command_id: int) -> bool:
     """True once a queued operator command is no longer pending or sent."""
-    from megastation import commands
+    from megastation.store import commands
 
     return commands.get_command(store, command_id)["status"] not in ("pending", "sent")

@@ -37,11 +37,11 @@ EQUIVALENT = ROOT / "mutation-equivalent.toml"
 #: module name -> (file mutated, globs of the tests run against its mutants).
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "accounting": (
-        "megastation/accounting.py",
+        "megastation/core/accounting.py",
         ("tests/**/test_accounting*.py", "tests/**/test_dispatch_accounting.py"),
     ),
-    "tariff": ("megastation/tariff.py", ("tests/**/test_tariff*.py",)),
-    "dispatch": ("megastation/dispatch/__init__.py", ("tests/**/test_dispatch*.py",)),
+    "tariff": ("megastation/core/tariff.py", ("tests/**/test_tariff*.py",)),
+    "dispatch": ("megastation/dispatch/__init__.py", ("tests/dispatch/test_*.py",)),
     "needs": (
         "megastation/control/needs.py",
         ("tests/**/test_expected_demand.py", "tests/**/test_needs*.py"),
@@ -53,6 +53,10 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "bands": ("forecasts/bands.py", ("tests/**/test_bands*.py", "tests/**/test_forecasts_*.py")),
     "profiles": (
         "ocpp_central/profiles.py",
+        ("tests/**/test_profiles*.py", "tests/**/test_control_profiles.py"),
+    ),
+    "schedules": (
+        "megastation/core/schedules.py",
         ("tests/**/test_profiles*.py", "tests/**/test_control_profiles.py"),
     ),
     "weather": (

@@ -1,7 +1,7 @@
 """Renewable accounting on non-neutral values: lossy battery, base load, a battery that
 starts part full and part green. Expectations are worked out by hand (in the comments)
 or by :func:`_ledger`, a two-pool bookkeeping written here independently of
-:func:`megastation.accounting.allocate`."""
+:func:`megastation.core.accounting.allocate`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from megastation.accounting import allocate, allocate_battery, attribute_sessions, renewable_share
+from megastation.core.accounting import (
+    allocate,
+    allocate_battery,
+    attribute_sessions,
+    renewable_share,
+)
 
 COLS = (
     "pv_kw",
@@ -290,7 +295,7 @@ def test_quarter_hours_with_base_load_and_battery():
 
 
 def test_step_lengths_from_the_row_starts():
-    from megastation.accounting import frame_step_hours, step_hours
+    from megastation.core.accounting import frame_step_hours, step_hours
 
     idx = pd.DatetimeIndex(
         ["2026-06-15 00:00", "2026-06-15 00:15", "2026-06-15 00:45", "2026-06-15 01:45"], tz="UTC"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from megastation.config import load_station, seeds_dir
-from megastation.tariff import Tariff
+from megastation.core.config import load_station, seeds_dir
+from megastation.core.tariff import Tariff
 
 TZ = "Asia/Seoul"
 SUMMER, SPRING_AUTUMN, WINTER = "summer", "spring_autumn", "winter"

@@ -125,7 +125,7 @@ T = pd.Timestamp("2026-06-15 03:00", tz="UTC")  # 12:00 in Gwangju
 def _measured(station, end, hours, factor, freq="5min"):
     """Measured PV = ``factor`` x the station's clear-sky PV over the hours before ``end``."""
     start = end - pd.Timedelta(hours=hours)
-    ref = forecast_pv(station, start, int(hours * 4), 15)
+    ref = forecast_pv(station.pv_site(), start, int(hours * 4), 15)
     idx = pd.date_range(start, end, freq=freq, inclusive="left")
     return pd.Series(factor * ref["pv_clear_kw"].reindex(idx, method="ffill").to_numpy(), index=idx)
 
@@ -136,9 +136,11 @@ def test_forecast_uses_only_the_last_window_before_the_issue_time(station):
     old = _measured(station, T - pd.Timedelta(hours=1), 1, 0.9)
     recent = _measured(station, T, 1, 0.4)
     after = pd.Series(0.0, index=pd.date_range(T, periods=30, freq="1min"))
-    fc = forecast_pv(station, T, 16, 15, measured_kw=pd.concat([old, recent, after]))
+    fc = forecast_pv(station.pv_site(), T, 16, 15, measured_kw=pd.concat([old, recent, after]))
     assert fc.attrs["k_meas"] == pytest.approx(0.4, abs=0.01)
-    fc_long = forecast_pv(station, T, 16, 15, measured_kw=pd.concat([old, recent]), window_h=2.0)
+    fc_long = forecast_pv(
+        station.pv_site(), T, 16, 15, measured_kw=pd.concat([old, recent]), window_h=2.0
+    )
     assert fc_long.attrs["k_meas"] == pytest.approx(0.65, abs=0.03)
     # First step (lead 7.5 min): weight exp(-0.125 / 1.5) on 0.4 x clear.
     w = np.exp(-0.125 / TAU_H)
@@ -152,21 +154,21 @@ def test_forecast_at_dawn_ignores_the_measured_index(station):
     # 06:00 local: the hour before sunrise-ish holds too little clear-sky PV to judge.
     dawn = pd.Timestamp("2026-06-14 21:00", tz="UTC")  # 06:00 in Gwangju
     measured = _measured(station, dawn, 1, 3.0)
-    fc = forecast_pv(station, dawn, 8, 15, measured_kw=measured)
+    fc = forecast_pv(station.pv_site(), dawn, 8, 15, measured_kw=measured)
     assert fc.attrs["k_meas"] is None
     np.testing.assert_allclose(fc["pv_ac_kw"], fc["pv_raw_kw"])
     # At noon the same shape of data is used.
-    assert forecast_pv(station, T, 8, 15, measured_kw=_measured(station, T, 1, 0.5)).attrs[
-        "k_meas"
-    ] == pytest.approx(0.5, abs=0.01)
+    assert forecast_pv(
+        station.pv_site(), T, 8, 15, measured_kw=_measured(station, T, 1, 0.5)
+    ).attrs["k_meas"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_forecast_with_gaps_in_the_measurements(station):
     m = _measured(station, T, 1, 0.5)
     m.iloc[::2] = np.nan  # every other reading lost
-    fc = forecast_pv(station, T, 8, 15, measured_kw=m)
+    fc = forecast_pv(station.pv_site(), T, 8, 15, measured_kw=m)
     assert fc.attrs["k_meas"] == pytest.approx(0.5, abs=0.01)
     # Only the last quarter-hour measured: still an index, from that step alone.
     last = m[m.index >= T - timedelta(minutes=15)].dropna()
-    fc = forecast_pv(station, T, 8, 15, measured_kw=last * 1.6)
+    fc = forecast_pv(station.pv_site(), T, 8, 15, measured_kw=last * 1.6)
     assert fc.attrs["k_meas"] == pytest.approx(0.8, abs=0.02)

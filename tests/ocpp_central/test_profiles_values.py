@@ -9,14 +9,13 @@ from datetime import timedelta
 
 import pytest
 
-from megastation.config import Charger
+from megastation.core.config import Charger
+from megastation.core.schedules import KwSchedule, failsafe_limits_kw
 from megastation.sim.composite import Electrical, ProfileSet
 from ocpp_central.profiles import (
     BACKDATE_S,
     ChargerCaps,
-    KwSchedule,
     caps_from_config_keys,
-    failsafe_limits_kw,
     failsafe_profiles,
     quantised,
     tx_profile,
