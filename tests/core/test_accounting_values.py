@@ -288,8 +288,8 @@ def test_quarter_hours_with_base_load_and_battery():
         initial_stored_kwh=45.0,
         initial_renewable_frac=1.0,
     )
-    assert a["ev_pv_kwh"].tolist() == pytest.approx([10.0, 0.0])
-    assert a["ev_battery_kwh"].tolist() == pytest.approx([0.0, 4.75])
+    assert a["ev_pv_kwh"].tolist() == pytest.approx([10.0, 0.0, 0.0])
+    assert a["ev_battery_kwh"].tolist() == pytest.approx([0.0, 4.75, 0.0])
     # Step 1 starts with 45 green + 4.5 grey.
     assert a["ev_battery_renewable_kwh"].iloc[1] == pytest.approx(4.75 * 45 / 49.5)
     # Step 1 drew 9.5 / 0.95 = 10 kWh (45/49.5 of it green), step 2 put 4.5 grey in:
