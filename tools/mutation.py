@@ -57,7 +57,11 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "schedules": (
         "megastation/core/schedules.py",
-        ("tests/**/test_profiles*.py", "tests/**/test_control_profiles.py"),
+        (
+            "tests/**/test_schedules*.py",
+            "tests/**/test_profiles*.py",
+            "tests/**/test_control_profiles.py",
+        ),
     ),
     "weather": (
         "forecasts/weather.py",
