@@ -5,7 +5,7 @@ that starts later. Payloads are read back by the independent charger model
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -336,3 +336,18 @@ def test_deadband_edges():
     longer = KwSchedule.regular(T0, 900, [50.0, 50.0, 80.0, 80.0])
     assert _deadband(a, longer, until=T0 + timedelta(minutes=30)) is True
     assert _deadband(longer, a, until=T0 + timedelta(minutes=30)) is True
+
+
+def test_ocpp_time_is_utc_whatever_the_host_zone(monkeypatch):
+    import time
+
+    from ocpp_central.profiles import ocpp_time
+
+    monkeypatch.setenv("TZ", "Asia/Seoul")
+    time.tzset()
+    try:
+        seoul = T0.astimezone(timezone(timedelta(hours=9))).replace(microsecond=999)
+        assert ocpp_time(seoul) == "2026-06-15T00:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
