@@ -196,10 +196,12 @@ class ChargerSession:
                     uid,
                 )
             if route is None or "_on_action" not in route:
+                # OCPP-J (1.6 table 7, 2.0.1 part 4 §4.3): NotImplemented = action not
+                # known by the receiver; NotSupported = recognised but not supported
                 if protocol.known_action(action, self.version):
-                    raise FrameError("not_implemented", f"no handler for {action}", uid)
+                    raise FrameError("not_supported", f"{action} is not supported here", uid)
                 raise FrameError(
-                    "not_supported", f"{action} is not an OCPP {self.version} action", uid
+                    "not_implemented", f"{action} is not an OCPP {self.version} action", uid
                 )
             protocol.validate_request(action, payload, self.version)
             kwargs = protocol.to_snake(payload)
@@ -218,6 +220,11 @@ class ChargerSession:
             return
         except OCPPError as e:
             await self._send_error(uid, e.code, str(e.description))
+            return
+        except records.InvalidValue as e:  # a value that cannot be stored (named)
+            log.warning("%s: %s refused: %s", self.charger_id, action, e)
+            kind = "format" if e.kind == "format" else "property"
+            await self._send_error(uid, protocol._CODES[self.version][kind], f"{action}: {e}")
             return
         except TypeError as e:  # a handler signature the payload does not fit
             log.warning("%s: %s: %s", self.charger_id, action, e)

@@ -60,7 +60,11 @@ async def central(station: Station, store: Store, clock: SimClock, ocpp_events: 
     from ocpp_central.server import CentralSystem
 
     cs = CentralSystem(
-        station, store, clock, on_event=ocpp_events.append, response_timeout_s=2,
+        station,
+        store,
+        clock,
+        on_event=ocpp_events.append,
+        response_timeout_s=2,
         validate_responses=True,
     )
     await cs.start("127.0.0.1", 0)

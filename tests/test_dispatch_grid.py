@@ -105,9 +105,7 @@ def test_car_leaving_inside_a_coarse_step_gets_only_its_share():
 
 def test_energy_balance_with_uneven_durations():
     grid = TimeGrid(T0 + timedelta(minutes=5), 3 + 4, 900, 600, 3600, 3)
-    plan = solve(
-        _problem(grid, [_car("a", -1, 3.5, 60.0), _car("b", 0.5, 5.0, 40.0)], pv_kw=30.0)
-    )
+    plan = solve(_problem(grid, [_car("a", -1, 3.5, 60.0), _car("b", 0.5, 5.0, 40.0)], pv_kw=30.0))
     dt = grid.durations_h
     b = plan.problem.battery
     stored = plan.soc_frac * b.capacity_kwh

@@ -40,12 +40,13 @@ def count(store: Store, table: str) -> int:
         ("ocpp1.6", '{"a": 1}', "FormationViolation"),
         ("ocpp1.6", '[7, "u1", "Heartbeat", {}]', "ProtocolError"),
         ("ocpp2.0.1", '[7, "u1", "Heartbeat", {}]', "MessageTypeNotSupported"),
-        ("ocpp1.6", '[2, "u1", "FlyToTheMoon", {}]', "NotSupported"),
+        # OCPP-J: NotImplemented = action not known; NotSupported = known, not supported
+        ("ocpp1.6", '[2, "u1", "FlyToTheMoon", {}]', "NotImplemented"),
         (
             "ocpp2.0.1",
             '[2, "u1", "Get15118EVCertificate", {"iso15118SchemaVersion": "x", '
             '"action": "Install", "exiRequest": "y"}]',
-            "NotImplemented",
+            "NotSupported",
         ),
         ("ocpp1.6", '[2, "u1", "Heartbeat", {"extra": 1}]', "FormationViolation"),
         (

@@ -21,6 +21,7 @@ from megastation.cli.common import (
     pass_ctx,
     range_options,
 )
+from megastation.store import json_text
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -43,7 +44,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json_text(rows, indent=2))
     else:
         _table(rows, columns)
 
@@ -212,7 +213,7 @@ def status(ctx: Context, as_json: bool) -> None:
     rows = connector_status_rows(ctx)
     sections = {key: data(ctx) for key, (data, _show) in _STATUS_SECTIONS.items()}
     if as_json:
-        click.echo(json.dumps({"connectors": rows, **sections}, indent=2, default=str))
+        click.echo(json_text({"connectors": rows, **sections}, indent=2))
         return
     _table(rows, [c for c in STATUS_COLUMNS if c != "registration"])
     for key, (_data, show) in _STATUS_SECTIONS.items():
@@ -383,7 +384,7 @@ def command_send(
         raise SystemExit(1)
     click.echo(
         f"command {cid}: {row['status']}"
-        + (f" {json.dumps(row['response'])}" if row["response"] else "")
+        + (f" {json_text(row['response'])}" if row["response"] else "")
         + (f" ({row['error']})" if row["error"] else "")
     )
     if row["status"] != commands.ACCEPTED:
