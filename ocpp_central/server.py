@@ -40,6 +40,7 @@ import websockets
 from ocpp.exceptions import OCPPError
 from ocpp.routing import create_route_map
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import PayloadTooBig
 from websockets.http11 import Request, Response
 
 from megastation import commands, events, records
@@ -54,7 +55,6 @@ from ocpp_central.protocol import CALL, CALLERROR, CALLRESULT, FrameError
 
 log = logging.getLogger("megastation.ocpp")
 
-MAX_FRAME_BYTES = 64 * 1024  # larger frames close the connection (1009)
 _REPLAY_CACHE = 64  # answers remembered per charger, for CALLs re-sent after a reconnect
 
 
@@ -156,7 +156,20 @@ class ChargerSession:
             async for frame in self.ws:
                 await self.on_frame(frame)
         except websockets.ConnectionClosed:
-            pass
+            too_big = getattr(self.ws.protocol, "parser_exc", None)
+            if isinstance(too_big, PayloadTooBig):
+                # a compressed frame is not inflated beyond the limit: its size is unknown
+                size = (
+                    f"frame of {too_big.size} bytes"
+                    if too_big.size is not None
+                    else f"compressed frame of over {too_big.max_size} bytes"
+                )
+                text = (
+                    f"{size} refused: over [server] max_frame_bytes = {too_big.max_size}; "
+                    "connection closed (1009)"
+                )
+                log.warning("%s: %s", self.charger_id, text)
+                self.system.log_raw(self.charger_id, "in", None, None, None, text)
         finally:
             self.closed = True
             if self._pending and not self._pending[1].done():
@@ -338,7 +351,7 @@ class CentralSystem:
         response_timeout_s: float = 30,
         command_poll_s: float = 1.0,
         validate_responses: bool = False,
-        max_frame_bytes: int = MAX_FRAME_BYTES,
+        max_frame_bytes: int | None = None,
         data_transfer: Mapping[str, DataTransferHandler] | None = None,
     ) -> None:
         self.station = station  # the station config
@@ -348,7 +361,8 @@ class CentralSystem:
         self.response_timeout_s = response_timeout_s  # charger's answer to a call [s]
         self.command_poll_s = command_poll_s  # command table poll interval [clock s]
         self.validate_responses = validate_responses  # check our own answers too (tests)
-        self.max_frame_bytes = max_frame_bytes  # larger incoming frames close the connection
+        # larger incoming frames close the connection (1009); default [server] max_frame_bytes
+        self.max_frame_bytes = max_frame_bytes or station.server.max_frame_bytes
         # vendorId -> handler for DataTransfer from chargers; other vendors: UnknownVendorId.
         # [server] data_transfer_vendors are accepted as they come (kept in the message log).
         self.data_transfer: dict[str, DataTransferHandler] = {

@@ -216,7 +216,8 @@ async def test_charger_vanishing_mid_call(station, store, clock):
 async def test_oversized_frame_closes_that_connection_only(central: CentralSystem):
     other = await raw(central, "GJDG-AC-02")
     ws = await raw(central)
-    await ws.send(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "y" * 200_000}]))
+    big = central.max_frame_bytes + 1000
+    await ws.send(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "y" * big}]))
     with pytest.raises(websockets.ConnectionClosed) as info:
         await asyncio.wait_for(ws.recv(), 3)
     assert info.value.rcvd.code == 1009
