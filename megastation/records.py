@@ -21,6 +21,7 @@ miss and dropped whenever this module changes transactions or a batch fails.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import weakref
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from megastation.config import Station
+from megastation.config import Charger, Station
 from megastation.store import Store, dumps, iso, parse_iso, time_range
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
@@ -265,13 +266,102 @@ def add_pending_charger(store: Store, charger_id: str) -> None:
         )
 
 
-def accept_charger(store: Store, charger_id: str) -> bool:
-    """Operator accepts a Pending charger; False if no such charger."""
+def accept_charger(
+    store: Store,
+    charger_id: str,
+    *,
+    kind: str | None = None,
+    max_power_kw: float | None = None,
+    connectors: int | None = None,
+) -> bool:
+    """Operator accepts a Pending charger; False if no such charger.
+
+    ``kind`` ("AC" / "DC"), ``max_power_kw`` and ``connectors`` describe an auto-registered
+    charger for the control loop; what is not given comes from :func:`auto_charger`'s
+    per-kind defaults.
+    """
+    if kind is not None and kind.upper() not in ("AC", "DC"):
+        raise ValueError(f"kind: must be AC or DC, got {kind!r}")
+    if max_power_kw is not None:
+        checked(max_power_kw, "max_power_kw", lo=0.1, hi=1e4)
+    if connectors is not None and not 1 <= connectors <= 64:
+        raise ValueError(f"connectors: must be 1..64, got {connectors}")
     with _tx(store):
         cur = store.conn.execute(
-            "UPDATE chargers SET registration = 'Accepted' WHERE id = ?", (charger_id,)
+            "UPDATE chargers SET registration = 'Accepted', kind = COALESCE(?, kind), "
+            "max_power_kw = COALESCE(?, max_power_kw), connectors = COALESCE(?, connectors) "
+            "WHERE id = ?",
+            (kind.upper() if kind else None, max_power_kw, connectors, charger_id),
         )
     return cur.rowcount > 0
+
+
+# Per-kind defaults of an auto-registered charger when the station file has no charger of
+# that kind to copy: a 22 kW three-phase AC wallbox, a 50 kW DC charger.
+AUTO_DEFAULTS = {
+    "AC": Charger(id="", kind="AC", max_power_kw=22.0, phases=3),
+    "DC": Charger(id="", kind="DC", max_power_kw=50.0),
+}
+
+
+def auto_charger(
+    station: Station,
+    charger_id: str,
+    *,
+    kind: str | None = None,
+    max_power_kw: float | None = None,
+    connectors: int | None = None,
+    ocpp_version: str | None = None,
+) -> Charger:
+    """How the control loop sees an accepted auto-registered charger.
+
+    Like the smallest charger of its kind in the station file (connectors, phases,
+    voltage, power), else :data:`AUTO_DEFAULTS`; the operator's ``max_power_kw`` and
+    ``connectors`` (``chargers accept``) override. Kind defaults to AC.
+    """
+    kind = (kind or "AC").upper()
+    same = sorted(
+        (c for c in station.chargers if c.kind.upper() == kind), key=lambda c: c.max_power_kw
+    )
+    base = same[0] if same else AUTO_DEFAULTS[kind]
+    n = connectors or base.connectors
+    power = max_power_kw or base.max_power_kw
+    per_connector = None
+    if base.connector_max_power_kw is not None:
+        per_connector = min(base.connector_max_power_kw, power)
+    return dataclasses.replace(
+        base,
+        id=charger_id,
+        max_power_kw=power,
+        connectors=n,
+        connector_max_power_kw=per_connector,
+        cabinet=None,
+        vendor="",
+        model="",
+        ocpp_version=ocpp_version or base.ocpp_version,
+        password_hash=None,
+    )
+
+
+def registered_chargers(store: Store, station: Station) -> list[Charger]:
+    """Accepted auto-registered chargers the station file does not list, as :class:`Charger`."""
+    rows = store.conn.execute(
+        "SELECT id, kind, max_power_kw, connectors, ocpp_version FROM chargers "
+        "WHERE registration = 'Accepted' AND source = 'auto' ORDER BY id"
+    ).fetchall()
+    return [
+        auto_charger(station, cid, kind=kind, max_power_kw=kw, connectors=n, ocpp_version=version)
+        for cid, kind, kw, n, version in rows
+        if station.charger(cid) is None
+    ]
+
+
+def station_with_registered(station: Station, store: Store) -> Station:
+    """``station`` with its accepted auto-registered chargers added (see :func:`auto_charger`)."""
+    extra = registered_chargers(store, station)
+    if not extra:
+        return station
+    return dataclasses.replace(station, chargers=(*station.chargers, *extra))
 
 
 def set_password_hash(store: Store, charger_id: str, password_hash: str | None) -> bool:

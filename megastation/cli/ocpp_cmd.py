@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,11 +103,33 @@ def set_password(ctx: Context, charger_id: str, password: str | None) -> None:
 
 @chargers_group.command("accept")
 @click.argument("charger_id")
+@click.option("--kind", type=click.Choice(["AC", "DC"], case_sensitive=False), help="[default: AC]")
+@click.option(
+    "--max-power-kw",
+    type=click.FloatRange(0.1, 1e4),
+    help="The charger's power [kW; default: the station's smallest charger of its kind].",
+)
+@click.option("--connectors", type=click.IntRange(1, 64), help="[default: as --max-power-kw]")
 @pass_ctx
-def accept(ctx: Context, charger_id: str) -> None:
-    """Accept an auto-registered (Pending) charger."""
+def accept(
+    ctx: Context,
+    charger_id: str,
+    kind: str | None,
+    max_power_kw: float | None,
+    connectors: int | None,
+) -> None:
+    """Accept an auto-registered (Pending) charger.
+
+    The control loop then steers it like a charger of the station file (fail-safe and
+    charging profiles, its sessions in the plan), rated as given here or like the
+    station's smallest charger of its kind.
+    """
     _chargers_synced(ctx)
-    if not records.accept_charger(ctx.store, charger_id):
+    if max_power_kw is not None and not math.isfinite(max_power_kw):
+        raise click.BadParameter("must be finite", param_hint="--max-power-kw")
+    if not records.accept_charger(
+        ctx.store, charger_id, kind=kind, max_power_kw=max_power_kw, connectors=connectors
+    ):
         raise click.ClickException(f"no charger {charger_id!r}")
     click.echo(f"{charger_id}: Accepted (it is told at its next BootNotification)")
 
