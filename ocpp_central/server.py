@@ -382,6 +382,8 @@ class CentralSystem:
         self._writes: list[tuple[Callable[..., Any], dict[str, Any], asyncio.Future[Any]]] = []
         self._commit_handle: asyncio.Handle | None = None
         self._batch_events: list[events.Event] | None = None  # events raised in a batch
+        self._in_flight: set[int] = set()  # operator commands sent, not yet answered
+        self.closing = False  # close() has begun
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -395,7 +397,12 @@ class CentralSystem:
         ``host:port`` cannot be bound (port in use, unknown host).
         """
         ssl_ctx = tls_context(self.station)
-        records.register_station_chargers(self.store, self.station)
+        records.register_station_chargers(self.store, self.station)  # connected flags reset
+        stale = commands.interrupt_sent(
+            self.store, reason="the server stopped before the charger answered"
+        )
+        if stale:
+            log.warning("commands %s were left 'sent' by a stopped server: interrupted", stale)
         try:
             self.server = await serve(
                 self._handler,
@@ -415,18 +422,29 @@ class CentralSystem:
         log.info("OCPP central system listening on %s:%s", host, self.port)
         return self.server
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float = 2.0) -> None:
+        """Stop cleanly (Ctrl-C, SIGTERM): every charger gets a 1001 close ("going away")
+        and is marked disconnected; operator commands still waiting for an answer are
+        resolved ``interrupted``; what was received is committed."""
+        self.closing = True
         if self._poller:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
         if self.server:
-            self.server.close()
-            await self.server.wait_closed()
+            self.server.close()  # closes every connection with 1001
+            await self.server.wait_closed()  # handlers ran: connected flags cleared
+        if self._tasks:  # calls ended with their connections: let them record that
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.commit_writes()
         self.flush_log()
+        commands.interrupt_sent(
+            self.store,
+            sorted(self._in_flight),
+            reason="the server stopped before the charger answered",
+        )
 
     # ----------------------------------------------------------------- handshake
 
@@ -552,8 +570,16 @@ class CentralSystem:
         return [r["id"] for r in rows]
 
     async def _run_command(self, row: dict[str, Any]) -> None:
-        outcome = await self._send_call(row["charger_id"], row["action"], row["payload"])
-        commands.finish_command(self.store, row["id"], outcome)
+        self._in_flight.add(row["id"])
+        try:
+            outcome = await self._send_call(row["charger_id"], row["action"], row["payload"])
+            if self.closing and outcome.status in (commands.OFFLINE, commands.TIMEOUT):
+                outcome = CommandOutcome(
+                    commands.INTERRUPTED, error="the server stopped before the charger answered"
+                )
+            commands.finish_command(self.store, row["id"], outcome)
+        finally:
+            self._in_flight.discard(row["id"])
         log.info(
             "command %s %s -> %s: %s", row["id"], row["action"], row["charger_id"], outcome.status
         )
