@@ -90,7 +90,7 @@ async def test_after_kill_9_stale_flags_and_sent_commands_are_resolved_at_start(
     db = tmp_path / "station.db"
     proc, port = await start_server(db)
     try:
-        ws, task, got_reset = await charger_holding_a_reset(port)
+        _ws, task, got_reset = await charger_holding_a_reset(port)
         await until(lambda: stored(db)[0]["connected"] == 1, "the charger connected")
         cli(db, "command", "send", CHARGER, "Reset", '{"type": "Soft"}', "--wait", "0")
         await asyncio.wait_for(got_reset, 15)
