@@ -29,6 +29,7 @@ import inspect
 import logging
 import socket
 import ssl
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -148,6 +149,7 @@ class ChargerSession:
         # the CSMS asked for (TriggerMessage; 2.0.1 NotifyReport), is processed.
         self.registration = registration
         self._triggered: set[str] = set()  # actions requested by TriggerMessage while pending
+        self.last_rx = time.monotonic()  # last frame received [s, monotonic real time]
 
     # ----------------------------------------------------------------- incoming
 
@@ -177,6 +179,7 @@ class ChargerSession:
 
     async def on_frame(self, frame: str | bytes) -> None:
         sys = self.system
+        self.last_rx = time.monotonic()
         try:
             msg = protocol.parse_frame(frame)
         except FrameError as e:
@@ -352,6 +355,7 @@ class CentralSystem:
         command_poll_s: float = 1.0,
         validate_responses: bool = False,
         max_frame_bytes: int | None = None,
+        close_timeout_s: float = 5.0,
         data_transfer: Mapping[str, DataTransferHandler] | None = None,
     ) -> None:
         self.station = station  # the station config
@@ -363,6 +367,9 @@ class CentralSystem:
         self.validate_responses = validate_responses  # check our own answers too (tests)
         # larger incoming frames close the connection (1009); default [server] max_frame_bytes
         self.max_frame_bytes = max_frame_bytes or station.server.max_frame_bytes
+        # a closing peer that does not finish the close handshake in this long is cut off
+        # (a frozen charger after a ping timeout: marked disconnected then) [s]
+        self.close_timeout_s = close_timeout_s
         # vendorId -> handler for DataTransfer from chargers; other vendors: UnknownVendorId.
         # [server] data_transfer_vendors are accepted as they come (kept in the message log).
         self.data_transfer: dict[str, DataTransferHandler] = {
@@ -383,6 +390,7 @@ class CentralSystem:
         self._commit_handle: asyncio.Handle | None = None
         self._batch_events: list[events.Event] | None = None  # events raised in a batch
         self._in_flight: set[int] = set()  # operator commands sent, not yet answered
+        self._watchdog: asyncio.Task[None] | None = None  # drops silent chargers
         self.closing = False  # close() has begun
 
     # ----------------------------------------------------------------- lifecycle
@@ -413,12 +421,18 @@ class CentralSystem:
                 process_request=self._process_request,
                 max_size=self.max_frame_bytes,
                 ssl=ssl_ctx,
-                ping_interval=None,
+                # WebSocket keepalive: a peer that does not answer a ping within
+                # ping_timeout_s is closed (1011) and so marked disconnected
+                ping_interval=self.station.server.ping_interval_s or None,
+                ping_timeout=self.station.server.ping_timeout_s,
+                close_timeout=self.close_timeout_s,
             )
         except OSError as e:
             raise ListenError(host, port, e) from e
         self.port = self.server.sockets[0].getsockname()[1]
         self._poller = asyncio.create_task(self._poll_commands())
+        if self.station.server.silence_timeout_s > 0:
+            self._watchdog = asyncio.create_task(self._watch_silence())
         log.info("OCPP central system listening on %s:%s", host, self.port)
         return self.server
 
@@ -427,9 +441,10 @@ class CentralSystem:
         and is marked disconnected; operator commands still waiting for an answer are
         resolved ``interrupted``; what was received is committed."""
         self.closing = True
-        if self._poller:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        for t in (self._poller, self._watchdog):
+            if t is not None:
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
         if self.server:
             self.server.close()  # closes every connection with 1001
             await self.server.wait_closed()  # handlers ran: connected flags cleared
@@ -511,9 +526,11 @@ class CentralSystem:
         session = ChargerSession(self, charger_id, ws, version, registration)
         self.sessions[charger_id] = session
         if old is not None:
+            # the old connection may be frozen: close it in the background (aborted if it
+            # does not answer the close within a second), the new one starts at once
             log.info("%s reconnected; closing its old connection", charger_id)
             old.closed = True
-            await old.ws.close(1000, "replaced by a new connection")
+            self._spawn(_close_quickly(old.ws, 1000, "replaced by a new connection"))
         now = self.clock.now()
         records.set_connected(self.store, charger_id, True, now, version)
         self.emit(events.ChargerConnected(charger_id, now, version))
@@ -527,6 +544,29 @@ class CentralSystem:
                 records.set_connected(self.store, charger_id, False, now)
                 self.emit(events.ChargerDisconnected(charger_id, now))
                 log.info("%s disconnected", charger_id)
+
+    def drop(self, session: ChargerSession, reason: str) -> None:
+        """Mark a charger disconnected now (a dead connection) and close its socket."""
+        session.closed = True
+        if session._pending and not session._pending[1].done():
+            session._pending[1].set_exception(ConnectionError(reason))
+        if self.sessions.get(session.charger_id) is session:
+            del self.sessions[session.charger_id]
+            now = self.clock.now()
+            records.set_connected(self.store, session.charger_id, False, now)
+            self.emit(events.ChargerDisconnected(session.charger_id, now))
+        log.warning("%s: %s: disconnected", session.charger_id, reason)
+        self.log_raw(session.charger_id, "in", None, None, None, f"dropped: {reason}")
+        self._spawn(_close_quickly(session.ws, 1001, reason[:120]))
+
+    async def _watch_silence(self) -> None:
+        """Drop chargers that sent nothing for ``[server] heartbeat_timeout_s`` (real time)."""
+        timeout_s = self.station.server.silence_timeout_s
+        while True:
+            await asyncio.sleep(min(timeout_s / 4, 10.0))
+            cutoff = time.monotonic() - timeout_s
+            for session in [s for s in self.sessions.values() if s.last_rx < cutoff]:
+                self.drop(session, f"no message for {timeout_s:g} s (heartbeat timeout)")
 
     def is_connected(self, charger_id: str) -> bool:
         return charger_id in self.sessions
@@ -716,6 +756,17 @@ class CentralSystem:
         if days <= 0:
             return 0
         return records.prune_message_log(self.store, self.clock.now() - timedelta(days=days))
+
+
+async def _close_quickly(ws: ServerConnection, code: int, reason: str, wait_s: float = 1.0) -> None:
+    """Close ``ws``; a peer that does not complete the close within ``wait_s`` is cut off."""
+    try:
+        await asyncio.wait_for(ws.close(code, reason), wait_s)
+    except (TimeoutError, websockets.ConnectionClosed, OSError):
+        pass
+    finally:
+        if ws.transport is not None and not ws.transport.is_closing():
+            ws.transport.abort()
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
