@@ -57,6 +57,9 @@ from ocpp_central.protocol import CALL, CALLERROR, CALLRESULT, FrameError
 log = logging.getLogger("megastation.ocpp")
 
 _REPLAY_CACHE = 64  # answers remembered per charger, for CALLs re-sent after a reconnect
+# A charger that connects and sends no BootNotification within this long [s] while its
+# registration is Accepted (a reconnect: 1.6 boots only at power-up) is ready for calls.
+READY_AFTER_S = 5.0
 
 
 # DataTransfer handler: (charger_id, message_id, data) -> (status, response data or None);
@@ -150,6 +153,21 @@ class ChargerSession:
         self.registration = registration
         self._triggered: set[str] = set()  # actions requested by TriggerMessage while pending
         self.last_rx = time.monotonic()  # last frame received [s, monotonic real time]
+        # Ready for calls from the CSMS (configuration read, profiles): its BootNotification
+        # on this connection was answered Accepted, or (a reconnect without a boot) it sent
+        # another CALL while Accepted, or READY_AFTER_S passed with no boot begun.
+        self.ready = False
+        self.settled = asyncio.Event()  # readiness decided (ready or not)
+        self._boot_seen = False  # a BootNotification arrived on this connection
+        self._ready_timer: asyncio.TimerHandle | None = None
+
+    def _set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        self.settled.set()
+
+    def _ready_without_boot(self) -> None:
+        if not self._boot_seen and not self.settled.is_set():
+            self._set_ready(self.registration == "Accepted")
 
     # ----------------------------------------------------------------- incoming
 
@@ -174,6 +192,9 @@ class ChargerSession:
                 self.system.log_raw(self.charger_id, "in", None, None, None, text)
         finally:
             self.closed = True
+            self.settled.set()
+            if self._ready_timer is not None:
+                self._ready_timer.cancel()
             if self._pending and not self._pending[1].done():
                 self._pending[1].set_exception(ConnectionError("connection closed"))
 
@@ -202,6 +223,8 @@ class ChargerSession:
             await self._send(cached[1], CALLRESULT, uid, action)  # re-sent: same answer again
             return
         route = self.routes.get(action)
+        if action == "BootNotification":
+            self._boot_seen = True
         try:
             if self.registration != "Accepted" and not self._allowed_unregistered(action):
                 # OCPP 2.0.1 B02.FR.09 / B03.FR.07; 1.6 §4.2: not before being accepted.
@@ -255,6 +278,10 @@ class ChargerSession:
         if len(cache) > _REPLAY_CACHE:
             cache.popitem(last=False)
         await self._send(text, CALLRESULT, uid, action)
+        if action == "BootNotification":  # calls to it may follow its answer, not precede it
+            self._set_ready(self.registration == "Accepted")
+        elif not self.ready and self.registration == "Accepted":
+            self._set_ready(True)  # talking normally (reconnected without a boot)
         after = route.get("_after_action")
         if after is not None:
             res = after(**kwargs)
@@ -531,6 +558,9 @@ class CentralSystem:
             log.info("%s reconnected; closing its old connection", charger_id)
             old.closed = True
             self._spawn(_close_quickly(old.ws, 1000, "replaced by a new connection"))
+        session._ready_timer = asyncio.get_running_loop().call_later(
+            READY_AFTER_S, session._ready_without_boot
+        )
         now = self.clock.now()
         records.set_connected(self.store, charger_id, True, now, version)
         self.emit(events.ChargerConnected(charger_id, now, version))
@@ -567,6 +597,24 @@ class CentralSystem:
             cutoff = time.monotonic() - timeout_s
             for session in [s for s in self.sessions.values() if s.last_rx < cutoff]:
                 self.drop(session, f"no message for {timeout_s:g} s (heartbeat timeout)")
+
+    def is_ready(self, charger_id: str) -> bool:
+        """Connected and ready for the CSMS's calls (see :attr:`ChargerSession.ready`)."""
+        s = self.sessions.get(charger_id)
+        return s is not None and s.ready and not s.closed
+
+    async def wait_ready(self, charger_id: str, timeout_s: float) -> bool:
+        """Wait (real time) until the charger is ready for calls; False if it is not
+        connected, not accepted (Pending/Rejected) or not ready within ``timeout_s``."""
+        s = self.sessions.get(charger_id)
+        if s is None:
+            return False
+        if not s.settled.is_set():
+            try:
+                await asyncio.wait_for(s.settled.wait(), timeout_s)
+            except TimeoutError:
+                return False
+        return s.ready and not s.closed and self.sessions.get(charger_id) is s
 
     def is_connected(self, charger_id: str) -> bool:
         return charger_id in self.sessions
