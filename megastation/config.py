@@ -37,7 +37,7 @@ class Site:
     grid_import_limit_kw: float
     grid_export_limit_kw: float
     base_load_kw: float = 0.0  # other site load, constant when nothing better is known
-    free_vend: bool = False
+    free_vend: bool = False  # accept any id token except the ones the operator blocked
     auto_register: bool = False
     dispatch_interval_s: int = 60
     dispatch_step_min: int = 15

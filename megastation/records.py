@@ -552,14 +552,20 @@ class Authorization:
 
 
 def authorize(store: Store, id_token: str | None, *, free_vend: bool = False) -> Authorization:
-    """Look an id token up in the list; free-vend stations accept everything."""
+    """Look an id token up in the list; free-vend stations accept every token except the
+    ones the operator blocked."""
+    row = None
+    if id_token:
+        row = store.conn.execute(
+            "SELECT status, expiry, parent_id_token FROM id_tokens WHERE id_token = ?",
+            (id_token,),
+        ).fetchone()
     if free_vend:
+        if row is not None and row[0] == "Blocked":
+            return Authorization("Blocked", _dt(row[1]), row[2])
         return Authorization("Accepted")
     if not id_token:
         return Authorization("Invalid")
-    row = store.conn.execute(
-        "SELECT status, expiry, parent_id_token FROM id_tokens WHERE id_token = ?", (id_token,)
-    ).fetchone()
     if row is None:
         return Authorization("Invalid")
     status, expiry, parent = row[0], _dt(row[1]), row[2]
