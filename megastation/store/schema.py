@@ -345,3 +345,11 @@ def _weather_forecasts(db: sqlite_utils.Database) -> None:
 def _command_expiry(db: sqlite_utils.Database) -> None:
     """Queued operator commands expire (status 'expired') when no server sends them in time."""
     db.execute("ALTER TABLE commands ADD COLUMN expires_at TEXT")  # UTC ISO; NULL = never
+
+
+@migration("0105_auto_charger_ratings")
+def _auto_charger_ratings(db: sqlite_utils.Database) -> None:
+    """What an operator says of an auto-registered charger on accepting it (issue #13)."""
+    db.execute("ALTER TABLE chargers ADD COLUMN kind TEXT")  # AC | DC; NULL = AC
+    db.execute("ALTER TABLE chargers ADD COLUMN max_power_kw REAL")  # NULL: the kind's default
+    db.execute("ALTER TABLE chargers ADD COLUMN connectors INTEGER")  # NULL: the kind's default
