@@ -30,7 +30,7 @@ import logging
 import socket
 import ssl
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -361,6 +361,9 @@ class CentralSystem:
         self._writes: list[tuple[Callable[..., Any], dict[str, Any], asyncio.Future[Any]]] = []
         self._commit_handle: asyncio.Handle | None = None
         self._batch_events: list[events.Event] | None = None  # events raised in a batch
+        # frames by (direction, message type, action; None for answers received), for /metrics
+        self.frame_counts: Counter[tuple[str, int | None, str | None]] = Counter()
+        self.last_heartbeat: dict[str, str] = {}  # charger id -> ISO time of its last Heartbeat
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -646,6 +649,9 @@ class CentralSystem:
             ts = self._log_ts = iso(self.clock.now())
             asyncio.get_running_loop().call_soon(self._reset_log_ts)
         self._log_rows.append((charger_id, direction, mtype, uid, action, payload, ts))
+        self.frame_counts[direction, mtype, action] += 1
+        if action == "Heartbeat" and mtype == CALL and charger_id:
+            self.last_heartbeat[charger_id] = ts
         if len(self._log_rows) >= 500:
             self.flush_log()
         elif self._log_flush is None:

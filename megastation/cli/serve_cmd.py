@@ -17,13 +17,24 @@ from megastation.clock import SystemClock
 @main.command("serve")
 @click.option("--host", default=None, help="Address to listen on [default: [server].host].")
 @click.option("--port", type=int, default=None, help="Port [default: [server].port; 0 = any free].")
+@click.option("--web-port", type=int, default=None, help="Console port [default: [web].port].")
+@click.option("--no-web", is_flag=True, help="No console, API, /metrics or data hub feed.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every OCPP frame.")
 @pass_ctx
-def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> None:
+def serve(
+    ctx: Context,
+    host: str | None,
+    port: int | None,
+    web_port: int | None,
+    no_web: bool,
+    verbose: bool,
+) -> None:
     """Run the OCPP central system: chargers connect over OCPP-J 1.6 / 2.0.1.
 
-    Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
-    Ctrl-C stops cleanly.
+    The operator console, HTTP API (/api/v1), /metrics and the data hub feed
+    (/ngsi-ld/v1) run beside it on [web].host:port (127.0.0.1:8080 by default; accounts:
+    `megastation users add`). Logs go to stderr; the bound addresses are logged as
+    "listening on HOST:PORT" and "console on URL". Ctrl-C stops cleanly.
     """
     from megastation.config import ConfigError
     from ocpp_central.server import ListenError, run_server
@@ -47,6 +58,16 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
 
     clock = SystemClock()
     on_event, control_task = controller_hooks(station, store, clock)  # the control loop
+    tasks = [control_task]
+    if not no_web:
+        from megastation.web import start_web
+
+        tasks.append(
+            start_web(
+                station, store, clock, port=web_port, notify=on_event,
+                ready=lambda w: logging.getLogger("megastation").info("console on %s", w.url),
+            )
+        )  # fmt: skip
     try:
         with contextlib.suppress(KeyboardInterrupt):
             server = run_server(
@@ -56,7 +77,7 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
                 h,
                 p,
                 ready=ready,
-                extra_tasks=[control_task],
+                extra_tasks=tasks,
                 on_event=on_event,
             )
             asyncio.run(server)
@@ -66,5 +87,11 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
         option = "--port or [server].port" if e.kind == "port" else "--host or [server].host"
         raise click.ClickException(
             f"{e.strerror}; choose another with {option} ({station.source})"
+        ) from None
+    except OSError as e:  # the console's port
+        raise click.ClickException(
+            f"cannot listen on {station.web.host}:{station.web.port if web_port is None else web_port}"
+            f" for the console: {e.strerror or e}; choose another with --web-port or [web].port "
+            f"({station.source}), or --no-web"
         ) from None
     click.echo("stopped", err=True)
