@@ -121,9 +121,10 @@ class Actions:
             self._announce("grid_limit")
             return {"grid_limit_kw": site.grid_import_limit_kw, "source": "config", "until": None}
         kw = _number(body, "grid_kw", required=True)
+        force = _bool(body, "force")
         if kw < 0:
             raise bad("grid_kw", f"must be >= 0, got {kw:g}")
-        if kw > site.grid_import_limit_kw and not _bool(body, "force"):
+        if kw > site.grid_import_limit_kw and not force:
             raise bad(
                 "grid_kw",
                 f"{kw:g} kW is above the connection's {site.grid_import_limit_kw:g} kW "

@@ -370,3 +370,7 @@ def openapi() -> dict[str, Any]:
         "security": [{"bearer": []}, {"cookie": []}],
         "paths": paths,
     }
+
+
+if __name__ == "__main__":  # python -m megastation.web.api > docs/openapi.json
+    print(json.dumps(openapi(), indent=2))

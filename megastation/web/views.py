@@ -97,9 +97,14 @@ class Views:
         rows = []
         for c in chargers:
             cid = c["id"]
-            mine = [x for x in conns if x["charger_id"] == cid and x["connector_id"]] or [
-                {"connector_id": None, "status": None, "error_code": None}
+            mine = [x for x in conns if x["charger_id"] == cid and x["connector_id"]]
+            seen = {x["connector_id"] for x in mine}
+            mine += [  # a session on a connector that sent no status yet
+                {"connector_id": n, "status": None, "error_code": None}
+                for (c_id, n) in sorted(open_tx)
+                if c_id == cid and n not in seen
             ]
+            mine = mine or [{"connector_id": None, "status": None, "error_code": None}]
             for x in mine:
                 t = open_tx.get((cid, x["connector_id"]))
                 limit_kw, source = None, None
