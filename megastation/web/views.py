@@ -193,7 +193,7 @@ class Views:
     # ----------------------------------------------------------------- today's figures
 
     def today(self) -> dict[str, Any]:
-        return self.cached("today", self._today, ttl_s=max(self.cache_s, 15.0))
+        return self.cached("today", self._today, ttl_s=max(self.cache_s, 5.0))
 
     def _today(self) -> dict[str, Any]:
         """Today's energy into cars by source, renewable share, grid import, cost [kWh, KRW]."""
