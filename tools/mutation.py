@@ -8,7 +8,8 @@ Usage (after ``pip install -e '.[test,mutation]'``)::
     .venv/bin/python tools/mutation.py --list          # the modules and their tests
 
 Each module runs in its own scratch copy of the repository (``.mutation/<module>/``,
-git-ignored, kept between runs so mutmut only re-tests what changed) with the shared
+git-ignored, kept between runs so mutmut only re-tests what changed, and the survivors of
+earlier runs again, by name, for tests added since) with the shared
 ``[tool.mutmut]`` settings of ``pyproject.toml``, mutating that one file and running only
 the module's own tests (:data:`MODULES`), which keeps a module to minutes on 2 cores.
 The score is killed (or timed out) over all mutants minus the equivalent ones listed in
@@ -151,8 +152,33 @@ def run_module(name: str, *, max_children: int, timeout_min: float) -> dict[str,
         )
     except subprocess.TimeoutExpired:
         timed_out = True
-    status = _results(dest)
     equivalent = _equivalent()
+    # mutmut keeps a mutant's verdict while its function is unchanged, even when tests
+    # were added since: give the survivors of earlier runs a second chance, by name.
+    again = [k for k, v in _results(dest).items() if v == "survived" and k not in equivalent]
+    left_s = timeout_min * 60 - (time.monotonic() - t0)
+    if again and not timed_out and left_s > 0:
+        try:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "mutmut",
+                    "run",
+                    "--max-children",
+                    str(max_children),
+                    *again,
+                ],
+                cwd=dest,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=left_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    status = _results(dest)
     counted = {k: v for k, v in status.items() if k not in equivalent}
     killed = sum(v in ("killed", "timeout") for v in counted.values())
     tested = sum(v in ("killed", "timeout", "survived", "suspicious") for v in counted.values())
