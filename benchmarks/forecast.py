@@ -174,38 +174,38 @@ def year_weather() -> tuple[pd.DataFrame, list[pd.Timestamp]]:
 
 
 def site_series(actual: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
-    """Measured (model on the actual weather), clear sky, and the two raw forecasts:
-    from a weather forecast (the simulator's degraded weather) and clear sky x the
-    index of the 3 days before."""
+    """Measured (model on the actual weather), clear sky, the raw forecast from a weather
+    forecast (the simulator's degraded weather), and the recent clear-sky index known
+    at each step (3 days back, as the weather feed's fallback computes it)."""
     from megastation.sitesim import degrade_weather
 
     meas = pv_power(SITE, SITE.arrays, actual, step=STEP)["pv_ac_kw"].to_numpy()
-    clear = pv_power(SITE, SITE.arrays, clear_sky_weather(actual.index), step=STEP)
+    return _series(
+        actual, meas, pv_power(SITE, SITE.arrays, degrade_weather(actual, seed), step=STEP)
+    )
+
+
+def _series(frame: pd.DataFrame, meas: np.ndarray, raw_weather: pd.DataFrame | None) -> dict:
+    clear = pv_power(SITE, SITE.arrays, clear_sky_weather(frame.index), step=STEP)
     clear = clear["pv_ac_kw"].to_numpy()
-    fc_wx = degrade_weather(actual, seed)
-    raw_wx = pv_power(SITE, SITE.arrays, fc_wx, step=STEP)["pv_ac_kw"].to_numpy()
-    day = np.asarray(actual.index.tz_convert(SITE.timezone).normalize())
-    dl = clear >= 0.05 * SITE.peak_power_kw
-    frame = pd.DataFrame({"m": np.where(dl, meas, 0), "c": np.where(dl, clear, 0), "day": day})
-    daily = frame.groupby("day")[["m", "c"]].sum()
-    k_day = daily["m"].rolling(3, min_periods=1).sum() / daily["c"].rolling(3, min_periods=1).sum()
-    k_prev = k_day.shift(1).fillna(1.0).clip(0, 1.3)  # only days before
-    raw_cs = clear * k_prev.reindex(day).to_numpy()
-    return {
+    out = {
         "measured": meas,
         "clear": clear,
-        "raw_weather": raw_wx,
-        "raw_clearsky": raw_cs,
-        "day": day,
+        "recent_index": cal.recent_index(meas, clear, SITE.peak_power_kw, 3 * 96),
+        "day": np.asarray(frame.index.tz_convert(SITE.timezone).normalize()),
     }
+    if raw_weather is not None:
+        out["raw_weather"] = raw_weather["pv_ac_kw"].to_numpy()
+    return out
 
 
 def lead_tables(data: dict, mask_days, kind: str, window: int) -> cal.Issues:
     days = pd.Index(data["day"])
     issue_mask = days.isin(mask_days) if mask_days is not None else None
     return cal.issues(
-        data["measured"], data["clear"], data[f"raw_{kind}"], SITE.peak_power_kw,
+        data["measured"], data["clear"], data.get(f"raw_{kind}"), SITE.peak_power_kw,
         n_leads=N_LEADS, window=window, issue_mask=issue_mask,
+        raw_index=data["recent_index"] if kind == "clearsky" else None,
     )  # fmt: skip
 
 
@@ -311,21 +311,12 @@ def measured_data(path: Path, weather: Path | None) -> dict:
 
     m = read_power_csv(path)
     grid = pd.date_range(m.index[0].floor(STEP), m.index[-1].floor(STEP), freq=STEP)
-    frame = clear_sky_weather(grid)
+    meas = step_means(m, grid, STEP)
+    raw = None
     if weather is not None:
         frame = resample_weather(read_csv(weather), grid)
-    meas = step_means(m, grid, STEP)
-    d = site_series(frame, 0)  # clear sky and the index of the days before, from meas
-    d["measured"] = meas
-    dl = d["clear"] >= 0.05 * SITE.peak_power_kw
-    day = pd.Index(d["day"])
-    mm = pd.Series(np.where(dl, np.nan_to_num(meas), 0)).groupby(day).sum()
-    cc = pd.Series(np.where(dl, d["clear"], 0)).groupby(day).sum()
-    k = (mm.rolling(3, min_periods=1).sum() / cc.rolling(3, min_periods=1).sum()).shift(1)
-    d["raw_clearsky"] = d["clear"] * k.fillna(1.0).clip(0, 1.3).reindex(day).to_numpy()
-    if weather is not None:
-        d["raw_weather"] = pv_power(SITE, SITE.arrays, frame, step=STEP)["pv_ac_kw"].to_numpy()
-    return d
+        raw = pv_power(SITE, SITE.arrays, frame, step=STEP)
+    return _series(clear_sky_weather(grid), meas, raw)
 
 
 def main() -> None:

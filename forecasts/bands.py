@@ -83,8 +83,8 @@ DEFAULT_BANDS = Bands(
 )
 #: Without one (clear sky x the recent clear-sky index).
 CLEARSKY_BANDS = Bands(
-    q10=-0.46,
-    q90=0.39,
+    q10=-0.45,
+    q90=0.38,
     leads_h=_LEADS,
     q10_by_lead=(
         -0.06,
@@ -101,7 +101,7 @@ CLEARSKY_BANDS = Bands(
         -0.45,
         -0.46,
     ),
-    q90_by_lead=(0.04, 0.09, 0.14, 0.18, 0.22, 0.25, 0.28, 0.32, 0.33, 0.35, 0.36, 0.37, 0.38),
+    q90_by_lead=(0.04, 0.09, 0.14, 0.18, 0.22, 0.25, 0.29, 0.32, 0.34, 0.35, 0.36, 0.37, 0.38),
 )
 
 

@@ -56,19 +56,43 @@ def window_index(m: np.ndarray, c: np.ndarray, window: int, capacity_kw: float) 
         return np.where(ok, np.clip(em / ec, 0.0, K_MAX), np.nan)
 
 
+def recent_index(
+    measured: np.ndarray, clear: np.ndarray, capacity_kw: float, n_back: int, min_steps: int = 16
+) -> np.ndarray:
+    """The PV clear-sky index known at the start of each step: measured over clear-sky
+    energy on the daylight steps of the ``n_back`` steps before (as the station's
+    weather feed computes it from recorded flows); 1 with fewer than ``min_steps``."""
+    m, c = np.asarray(measured, float), np.asarray(clear, float)
+    day = c >= MIN_CLEAR_FRAC * capacity_kw
+    cm = np.concatenate([[0.0], np.cumsum(np.where(day, np.nan_to_num(m), 0.0))])
+    cc = np.concatenate([[0.0], np.cumsum(np.where(day, c, 0.0))])
+    cn = np.concatenate([[0], np.cumsum(day)])
+    i = np.arange(len(m))
+    lo = np.clip(i - n_back, 0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.clip((cm[i] - cm[lo]) / (cc[i] - cc[lo]), 0.0, K_MAX)
+    return np.where(cn[i] - cn[lo] >= min_steps, k, 1.0)
+
+
 def issues(
     measured: np.ndarray,
     clear: np.ndarray,
-    raw: np.ndarray,
+    raw: np.ndarray | None,
     capacity_kw: float,
     *,
     n_leads: int,
     step_h: float = 0.25,
     window: int = 4,
     issue_mask: np.ndarray | None = None,
+    raw_index: np.ndarray | None = None,
 ) -> Issues:
-    """Every issue time ``i`` (where ``issue_mask``) with ``n_leads`` steps ahead."""
-    m, c, r = (np.asarray(x, float) for x in (measured, clear, raw))
+    """Every issue time ``i`` (where ``issue_mask``) with ``n_leads`` steps ahead.
+
+    ``raw``: the raw forecast per step; or ``raw_index``: an index known at each issue
+    time, the raw forecast being ``raw_index[i] x clear`` (clear sky x recent index).
+    """
+    m, c = np.asarray(measured, float), np.asarray(clear, float)
+    r = c if raw is None else np.asarray(raw, float)
     n = len(m)
     i = np.arange(1, n - n_leads)
     if issue_mask is not None:
@@ -84,7 +108,7 @@ def issues(
         lead_h=(h + 0.5) * step_h,
         measured=m[j],
         clear=c[j],
-        raw=r[j],
+        raw=r[j] if raw_index is None else np.asarray(raw_index, float)[i][:, None] * c[j],
         k_meas=k,
         persistence=k_last[:, None] * c[j],
         daylight=c[j] >= MIN_CLEAR_FRAC * capacity_kw,

@@ -31,7 +31,7 @@ MIN_CLEAR_FRAC = 0.05
 #: Blend weight of the measured index by lead [h] to the step midpoint.
 BLEND_LEADS_H = (0.125, 0.375, 0.625, 0.875, 1.125, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 24.0)
 BLEND_WEATHER = (0.94, 0.82, 0.7, 0.61, 0.54, 0.48, 0.43, 0.36, 0.31, 0.27, 0.25, 0.21, 0.1, 0.0)
-BLEND_CLEARSKY = (0.99, 0.97, 0.94, 0.91, 0.88, 0.84, 0.8, 0.72, 0.65, 0.58, 0.5, 0.36, 0.36, 0.0)
+BLEND_CLEARSKY = (0.99, 0.97, 0.93, 0.9, 0.86, 0.82, 0.78, 0.7, 0.63, 0.56, 0.49, 0.35, 0.35, 0.0)
 
 
 def step_means(measured_kw: pd.Series, index: pd.DatetimeIndex, step: pd.Timedelta) -> np.ndarray:
