@@ -147,6 +147,10 @@ def timing() -> None:
 
 N_LEADS = 48  # 12 h of 15-min steps: the blend and bands tables are fitted this far
 N_REPORT = 24  # leads reported: 15 min .. 6 h
+#: Nowcast windows tried [steps]: on the year 1 step won at every lead for both kinds;
+#: on a few days of a measured file a longer one can win the mean and lose to
+#: persistence at the first leads, so --measured --fit keeps 1.
+WINDOWS = (1, 2, 4)
 STEP = pd.Timedelta("15min")
 
 
@@ -209,12 +213,12 @@ def lead_tables(data: dict, mask_days, kind: str, window: int) -> cal.Issues:
     )  # fmt: skip
 
 
-def fit(data: dict, train_days) -> dict:
-    """Window, blend weights and bands per lead for both kinds, on ``train_days``."""
+def fit(data: dict, train_days, kinds=("weather", "clearsky")) -> dict:
+    """Window, blend weights and bands per lead for each kind, on ``train_days``."""
     out = {}
-    for kind in ("weather", "clearsky"):
+    for kind in kinds:
         best = None
-        for window in (1, 2, 4):
+        for window in WINDOWS:
             x = lead_tables(data, train_days, kind, window)
             w = cal.fit_blend(x)
             ev = cal.evaluate(x, cal.nowcast(x, w), x.raw, x.raw, SITE.peak_power_kw)
@@ -289,10 +293,12 @@ def year_split() -> tuple[dict, list, list]:
     return data, odd, even
 
 
-def cross_validated(data: dict, odd: list, even: list) -> dict[str, dict]:
+def cross_validated(
+    data: dict, odd: list, even: list, kinds=("weather", "clearsky")
+) -> dict[str, dict]:
     """Fit on one half, score on the other, both ways; per lead, the mean of the two."""
     out = {}
-    for kind in ("weather", "clearsky"):
+    for kind in kinds:
         evs = []
         for train, test in ((odd, even), (even, odd)):
             p = fit(data, train)[kind]
@@ -319,6 +325,23 @@ def measured_data(path: Path, weather: Path | None) -> dict:
     return _series(clear_sky_weather(grid), meas, raw)
 
 
+def print_fit(fitted: dict, data: dict, days: list) -> None:
+    nodes = _nowcast.BLEND_LEADS_H[:-1]
+    for kind, p in fitted.items():
+
+        def at(v, p=p):
+            return tuple(np.round(np.interp(nodes, p["lead_h"], v), 2).tolist())
+
+        print(f"\n{kind}: window {p['window']} step(s)")
+        print("  blend", at(p["w"]))
+        print("  q10  ", at(p["q10"]))
+        print("  q90  ", at(p["q90"]))
+        x = lead_tables(data, days, kind, p["window"])
+        e = (x.measured - x.raw) / np.where(x.daylight, x.clear, np.nan)
+        q = np.nanpercentile(e, [10, 90])
+        print(f"  scalar (raw, no nowcast) q10 {q[0]:.2f} q90 {q[1]:.2f}")
+
+
 def main() -> None:
     global STATION, SITE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -339,6 +362,13 @@ def main() -> None:
         data = measured_data(args.measured, args.weather)
         kinds = ("weather", "clearsky") if args.weather else ("clearsky",)
         report(f"{args.measured} (shipped constants)", evaluate_shipped(data, None, kinds))
+        if args.fit:  # the file's own constants, 2-fold first
+            global WINDOWS
+            WINDOWS = (1,)
+            days = sorted(set(data["day"]))
+            odd, even = days[1::2], days[::2]
+            report(f"{args.measured}, 2-fold", cross_validated(data, odd, even, kinds))
+            print_fit(fit(data, days, kinds), data, days)
         return
     report("seeds' data, shipped constants (fitted without these days)",
            evaluate_shipped(seeds_data(), None))  # fmt: skip
@@ -351,21 +381,7 @@ def main() -> None:
         hi = [float(np.nanmax(c[:N_REPORT])) for c in ev["coverage_folds"]]
         print(f"  {kind}: coverage per fold {lo[0]:.3f}..{hi[0]:.3f} / {lo[1]:.3f}..{hi[1]:.3f}")
     if args.fit:
-        days = odd + even
-        for kind, p in fit(data, days).items():
-            nodes = _nowcast.BLEND_LEADS_H[:-1]
-
-            def at(v, nodes=nodes, p=p):
-                return tuple(np.round(np.interp(nodes, p["lead_h"], v), 2).tolist())
-
-            print(f"\n{kind}: window {p['window']} step(s)")
-            print("  blend", at(p["w"]))
-            print("  q10  ", at(p["q10"]))
-            print("  q90  ", at(p["q90"]))
-            x = lead_tables(data, days, kind, p["window"])
-            e = (x.measured - x.raw) / np.where(x.daylight, x.clear, np.nan)
-            q = np.nanpercentile(e, [10, 90])
-            print(f"  scalar (raw, no nowcast) q10 {q[0]:.2f} q90 {q[1]:.2f}")
+        print_fit(fit(data, odd + even), data, odd + even)
     print(f"\n({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
 
