@@ -9,7 +9,7 @@ a weather forecast and without one (clear sky x the index of the 3 days before),
 against smart persistence of the last measured step's clear-sky index, on
 
 - the seeds' data (seeds/weather/*.csv; "measured" PV = the model on that weather;
-  the weather forecast = the simulator's degraded weather, megastation.sitesim);
+  the weather forecast = the simulator's degraded weather, megastation.sim.site);
 - the Greensboro TMY3 year placed at the seed site as the seed files are made
   (seeds/weather/make_weather.py), 2-fold: fit on odd days, score on even, and back
   (the seed files' days are left out of both);
@@ -43,7 +43,7 @@ from forecasts import nowcast as _nowcast
 from forecasts.forecast import forecast_pv
 from forecasts.pvmodel import SAPM_PARAMS, clear_cache, pv_power
 from forecasts.weather import clear_sky_weather, read_csv, read_tmy3, resample_weather
-from megastation.config import load_station, seeds_dir
+from megastation.core.config import load_station, seeds_dir
 
 STATION = load_station(seeds_dir() / "gwangju-donggu.toml")
 SITE = STATION.pv_site()
@@ -181,7 +181,7 @@ def site_series(actual: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
     """Measured (model on the actual weather), clear sky, the raw forecast from a weather
     forecast (the simulator's degraded weather), and the recent clear-sky index known
     at each step (3 days back, as the weather feed's fallback computes it)."""
-    from megastation.sitesim import degrade_weather
+    from megastation.sim.site import degrade_weather
 
     meas = pv_power(SITE, SITE.arrays, actual, step=STEP)["pv_ac_kw"].to_numpy()
     return _series(

@@ -1,7 +1,7 @@
 """OCPP 1.6 and 2.0.1 message handlers: frames in, domain calls and events out.
 
 Each ``@on`` method takes the payload as snake_case keyword arguments and returns the
-snake_case response payload. Persistence lives in :mod:`megastation.records`; no SQL
+snake_case response payload. Persistence lives in :mod:`megastation.store.records`; no SQL
 here, and no calls back to the charger (they would deadlock the connection: see
 :meth:`ocpp_central.server.CentralSystem.call`).
 """
@@ -15,7 +15,8 @@ from ocpp.routing import on
 from ocpp.v16.enums import Action as A16
 from ocpp.v201.enums import Action as A201
 
-from megastation import events, records
+from megastation.core import events
+from megastation.store import parse_iso, records
 
 if TYPE_CHECKING:
     from ocpp_central.server import ChargerSession
@@ -477,6 +478,5 @@ class Handlers201(_Base):
 
 
 def parse(text: str):
-    from megastation.store import parse_iso
 
     return parse_iso(text)

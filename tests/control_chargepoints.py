@@ -21,7 +21,7 @@ from ocpp.v201 import ChargePoint as CP201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as res201
 
-from megastation.config import Charger
+from megastation.core.config import Charger
 from megastation.sim.composite import Electrical, ProfileSet
 
 

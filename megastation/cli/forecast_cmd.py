@@ -9,8 +9,8 @@ import pandas as pd
 
 from megastation.cli import main
 from megastation.cli.common import Context, parse_when, pass_ctx
-from megastation.clock import SystemClock
-from megastation.config import ConfigError, Station, load_station
+from megastation.core.clock import SystemClock
+from megastation.core.config import ConfigError, Station, load_station
 
 
 def _station(ctx: Context, config: Path | None) -> Station:
@@ -144,7 +144,7 @@ def forecast_group(
         return
     from forecasts.forecast import forecast_pv
     from forecasts.weather import WeatherError
-    from megastation.forecast_records import save_forecast
+    from megastation.store.forecasts import save_forecast
 
     if output is None:
         raise click.UsageError("-o FILE.csv is required")
@@ -244,7 +244,7 @@ def score_cmd(
     from forecasts.pvmodel import pv_power
     from forecasts.scoring import read_power_csv, score
     from forecasts.weather import WeatherError, clear_sky_weather, resample_weather
-    from megastation.forecast_records import load_issued
+    from megastation.store.forecasts import load_issued
 
     config = click_ctx.parent.meta.get("forecast_config") if click_ctx.parent else None
     station = _station(ctx, config)

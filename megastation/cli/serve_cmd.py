@@ -11,7 +11,7 @@ import click
 
 from megastation.cli import main
 from megastation.cli.common import Context, pass_ctx
-from megastation.clock import SystemClock
+from megastation.core.clock import SystemClock
 
 
 @main.command("serve")
@@ -25,8 +25,9 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
     Ctrl-C stops cleanly.
     """
-    from megastation.config import ConfigError
-    from ocpp_central.server import ListenError, run_server
+    from megastation.app.serve import serve as serve_station
+    from megastation.core.config import ConfigError
+    from ocpp_central.server import ListenError
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -43,30 +44,9 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     def ready(system) -> None:
         logging.getLogger("megastation").info("listening on %s:%s", h, system.port)
 
-    from ocpp_central.gateway import controller_hooks
-
-    clock = SystemClock()
-    tasks, forecaster = [], None
-    if station.weather is not None:  # [weather]: the live weather forecast feed
-        from megastation.weather_feed import WeatherFeed
-
-        feed = WeatherFeed(station, store, clock)
-        tasks, forecaster = [feed.run], feed.forecaster
-        logging.getLogger("megastation").info("weather forecast from %s", station.weather.url)
-    on_event, control_task = controller_hooks(station, store, clock, forecaster=forecaster)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            server = run_server(
-                station,
-                store,
-                clock,
-                h,
-                p,
-                ready=ready,
-                extra_tasks=[control_task, *tasks],
-                on_event=on_event,
-            )
-            asyncio.run(server)
+            asyncio.run(serve_station(station, store, SystemClock(), h, p, ready=ready))
     except ConfigError as e:  # TLS files that exist but cannot be loaded
         raise click.ClickException(str(e)) from None
     except ListenError as e:
