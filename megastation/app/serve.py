@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from megastation.control.controller import ControlSupervisor, controller_from_station
+from megastation.control.weather_feed import WeatherFeed
 from megastation.core.clock import Clock
 from megastation.core.config import Station
 from megastation.store import Store
@@ -73,8 +74,18 @@ async def serve(
     *,
     ready: Callable[[CentralSystem], Any] | None = None,
 ) -> None:
-    """Run the OCPP central system on ``host:port`` with the control loop until cancelled."""
-    on_event, control_task = controller_hooks(station, store, clock)
+    """Run the OCPP central system on ``host:port`` with the control loop until cancelled.
+
+    With ``[weather]`` a :class:`WeatherFeed` runs beside them and is the controller's
+    forecaster (the last good weather forecast, else clear sky x the recent index).
+    """
+    feed_tasks: list[Callable[[CentralSystem], Any]] = []
+    forecaster = None
+    if station.weather is not None:
+        feed = WeatherFeed(station, store, clock)
+        feed_tasks, forecaster = [feed.run], feed.forecaster
+        log.info("weather forecast from %s", station.weather.url)
+    on_event, control_task = controller_hooks(station, store, clock, forecaster=forecaster)
     await run_server(
         station,
         store,
@@ -82,6 +93,6 @@ async def serve(
         host,
         port,
         ready=ready,
-        extra_tasks=[control_task],
+        extra_tasks=[control_task, *feed_tasks],
         on_event=on_event,
     )
