@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from megastation.control.controller import ControlSupervisor, controller_from_station
 from megastation.core.clock import Clock
 from megastation.core.config import Station
+from megastation.devices import DeviceState, StationDevices, build_devices
 from megastation.store import Store
+from megastation.store import devices as device_store
 from ocpp_central.gateway import OcppGateway
 from ocpp_central.server import CentralSystem, run_server
 
@@ -21,6 +26,7 @@ def controller_hooks(
     pv_kw: Any = None,
     forecaster: Any = None,
     weather: Any = None,
+    devices: StationDevices | None = None,
     **controller_kwargs: Any,
 ) -> tuple[Any, Any]:
     """``(on_event, extra_task)`` that put the supervised control loop into ``run_server``.
@@ -28,8 +34,9 @@ def controller_hooks(
     ``extra_task(system)`` builds an :class:`OcppGateway` on the running central system
     and runs a :class:`megastation.control.controller.ControlSupervisor` (restart with backoff;
     it never raises, so the server keeps answering chargers); ``on_event`` forwards the
-    central system's domain events to the running controller. Devices default to the
-    simulated battery and (with ``pv_kw(t)``) a simulated PV meter.
+    central system's domain events to the running controller. ``devices``
+    (:func:`megastation.devices.build_devices`) are given to every controller and polled
+    beside it; without them the battery is simulated and (with ``pv_kw(t)``) PV too.
     """
     state: dict[str, Any] = {}
 
@@ -48,6 +55,11 @@ def controller_hooks(
                 station, store, clock, gateway=gateway, pv_kw=pv_kw, forecaster=forecaster,
                 weather=weather, **controller_kwargs,
             )  # fmt: skip
+            if station_devices is not None:
+                ctl.battery = station_devices.battery
+                ctl.pv_meter = station_devices.pv
+                ctl.site_meter = station_devices.meter
+                return ctl
             # keep the same devices across restarts (the battery's state lives in them)
             if "battery" in devices:
                 ctl.battery, ctl.pv_meter = devices["battery"], devices["pv"]
@@ -56,9 +68,56 @@ def controller_hooks(
 
         sup = ControlSupervisor(make, clock)
         state["supervisor"] = sup
-        await sup.run()
+        if station_devices is None:
+            await sup.run()
+            return
+        polling = asyncio.create_task(station_devices.run())
+        try:
+            await sup.run()
+        finally:
+            polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
 
+    station_devices = devices
     return on_event, extra_task
+
+
+RECORD_INTERVAL_S = 5.0  # a device's state is written at most this often (and on a change of fault)
+
+
+def device_recorder(store: Store, clock: Clock) -> Callable[[DeviceState], None]:
+    """``on_reading`` for the drivers: the latest state of each device into the store."""
+    last: dict[str, tuple[datetime, str | None]] = {}
+
+    def record(s: DeviceState) -> None:
+        prev = last.get(s.name)
+        if (
+            prev is not None
+            and prev[1] == s.fault
+            and (s.time - prev[0]).total_seconds() < RECORD_INTERVAL_S
+        ):
+            return
+        last[s.name] = (s.time, s.fault)
+        device_store.record_device_status(
+            store, name=s.name, kind=s.kind, address=s.address, model=s.model, time=s.time,
+            reading_at=s.reading_at, reading=s.values, fault=s.fault,
+        )  # fmt: skip
+
+    return record
+
+
+def station_devices(station: Station, store: Store, clock: Clock, **kwargs: Any) -> StationDevices:
+    """The station's devices, recording their state in the store; logs which are real."""
+    devs = build_devices(station, clock, on_reading=device_recorder(store, clock), **kwargs)
+    for line in devs.describe():
+        logging.getLogger("megastation").info("devices: %s", line)
+    device_store.forget_devices_except(store, [d.name for d in devs.drivers])
+    for s in devs.placeholders(clock.now()):
+        device_store.record_device_status(
+            store, name=s.name, kind=s.kind, address=s.address, model=s.model, time=s.time,
+            reading_at=None, reading={}, fault=None,
+        )  # fmt: skip
+    return devs
 
 
 async def serve(
@@ -69,9 +128,18 @@ async def serve(
     port: int,
     *,
     ready: Callable[[CentralSystem], Any] | None = None,
+    **controller_kwargs: Any,
 ) -> None:
-    """Run the OCPP central system on ``host:port`` with the control loop until cancelled."""
-    on_event, control_task = controller_hooks(station, store, clock)
+    """Run the OCPP central system on ``host:port`` with the control loop until cancelled.
+
+    The station's ``[[devices]]`` are polled and given to the controller (the start-up
+    log says which kinds are simulated or absent); ``controller_kwargs`` go to the
+    controller (tests: ``forecaster``, ``guard_interval_s``, ...).
+    """
+    devices = station_devices(station, store, clock)
+    on_event, control_task = controller_hooks(
+        station, store, clock, devices=devices, **controller_kwargs
+    )
     await run_server(
         station,
         store,

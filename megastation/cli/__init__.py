@@ -61,6 +61,7 @@ _COMMAND_MODULES = (
     "megastation.cli.demo_cmd",
     "megastation.cli.exports_cmd",
     "megastation.cli.control_cmd",
+    "megastation.cli.devices_cmd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

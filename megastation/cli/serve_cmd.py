@@ -22,6 +22,9 @@ from megastation.core.clock import SystemClock
 def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> None:
     """Run the OCPP central system: chargers connect over OCPP-J 1.6 / 2.0.1.
 
+    The control loop runs beside it with the station's [[devices]] (Modbus TCP battery,
+    PV inverters, grid meter); the log says at start which kinds are simulated or absent.
+
     Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
     Ctrl-C stops cleanly.
     """
@@ -36,6 +39,8 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     )
     if not verbose:
         logging.getLogger("websockets").setLevel(logging.WARNING)
+        # device faults are logged once by megastation.devices, with the reason
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     station = ctx.station
     store = ctx.store
     h = host or station.server.host

@@ -491,7 +491,7 @@ class Controller:
             Reading(
                 pv_kw=pv_kw,
                 battery_kw=batt.power_kw if batt else 0.0,
-                soc_frac=batt.soc_frac if batt else None,
+                soc_frac=batt.soc_frac if batt and not batt.fault else None,
                 ev_kw=sum(self._ev_kw.values()),
                 grid_limit_kw=self._limit_now(),
                 import_kw=grid.import_kw if grid else None,
@@ -504,8 +504,8 @@ class Controller:
             await self.clock.sleep(self.guard_interval_s)
             try:
                 import_kw = await self._measured_import_kw()
-            except Exception as exc:
-                log.warning("guard: site meter read failed: %s", exc)
+            except Exception as exc:  # a faulted meter is logged by its driver, once
+                log.debug("guard: site meter read failed: %s", exc)
                 continue
             if import_kw is not None and import_kw > self._limit_now() + GUARD_TOLERANCE_KW:
                 self._over_limit()
@@ -997,7 +997,7 @@ class Controller:
             cycle_ms=cycle_s * 1000,
             grid_import_kw=grid_reading.net_import_kw if grid_reading else computed,
             pv_kw=pv_now,
-            battery_soc_frac=batt.soc_frac if batt else None,
+            battery_soc_frac=batt.soc_frac if batt and not batt.fault else None,
             battery_kw=batt.power_kw if batt else None,
             inputs=inputs,
             first_step=first_step,

@@ -2,7 +2,7 @@
 
 Name prefixes group them by owner so that parts of the system can grow their own
 tables without clashing: ``00xx`` core, ``01xx`` OCPP central system, ``02xx``
-forecasts, ``03xx`` dispatch and control loop, ``04xx`` simulator. Never edit a
+forecasts, ``03xx`` dispatch and control loop, ``04xx`` simulator, ``05xx`` site devices. Never edit a
 migration that has shipped: add a new one.
 """
 
@@ -329,3 +329,24 @@ def _pv_forecasts(db: sqlite_utils.Database) -> None:
 def _command_expiry(db: sqlite_utils.Database) -> None:
     """Queued operator commands expire (status 'expired') when no server sends them in time."""
     db.execute("ALTER TABLE commands ADD COLUMN expires_at TEXT")  # UTC ISO; NULL = never
+
+
+# --------------------------------------------------------------------------- 05xx site devices
+
+
+@migration("0500_device_status")
+def _device_status(db: sqlite_utils.Database) -> None:
+    """The latest state of each site device (see megastation.store.devices)."""
+    db.execute(
+        """CREATE TABLE device_status (
+            name TEXT PRIMARY KEY,               -- [[devices]] name, or battery/pv/meter
+            kind TEXT NOT NULL,                  -- battery | pv | meter
+            address TEXT NOT NULL,               -- host:port/unit, or 'simulated' / 'none'
+            model TEXT NOT NULL,                 -- sunspec | profile | registers | simulated
+            updated_at TEXT NOT NULL,            -- UTC, the latest poll
+            reading_at TEXT,                     -- UTC, the latest good reading
+            reading TEXT NOT NULL DEFAULT '{}',  -- JSON: that reading (units in the keys)
+            fault TEXT,                          -- why it cannot be used; NULL = healthy
+            fault_since TEXT                     -- UTC
+        )"""
+    )
