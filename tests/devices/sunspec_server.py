@@ -60,7 +60,10 @@ class SunSpecImage:
             b = str(raw).encode().ljust(2 * p.size, b"\0")[: 2 * p.size]
             words = [int.from_bytes(b[k : k + 2], "big") for k in range(0, len(b), 2)]
         else:
-            words = encode(raw, p.type if p.type != "sunssf" else "int16")
+            words = encode(
+                raw,
+                _unsigned(p.type) if raw >= 0x8000 else p.type if p.type != "sunssf" else "int16",
+            )
         self.regs[i : i + p.size] = words
 
     def set(self, model_id: int, point: str, value: float) -> None:
@@ -84,10 +87,21 @@ def _unsigned(typ: str) -> str:
     return {1: "uint16", 2: "uint32", 4: "uint64"}[SIZES[typ]]
 
 
-class DeviceServer:
-    """One SunSpec image on a Modbus TCP server at 127.0.0.1:``port`` (unit 1)."""
+class RawImage:
+    """Plain registers from ``base`` (a device without SunSpec)."""
 
-    def __init__(self, image: SunSpecImage) -> None:
+    def __init__(self, base: int, n: int) -> None:
+        self.base = base
+        self.regs = [0] * n
+
+    def put(self, address: int, words: list[int]) -> None:
+        self.regs[address - self.base : address - self.base + len(words)] = words
+
+
+class DeviceServer:
+    """One register image on a Modbus TCP server at 127.0.0.1:``port`` (unit 1)."""
+
+    def __init__(self, image: SunSpecImage | RawImage) -> None:
         self.image = image
         self.mode = "ok"  # ok | timeout | exception
         self.requests = 0
@@ -203,7 +217,8 @@ class BatteryServer(DeviceServer):
 
     def written(self, address: int, values: list[int]) -> None:
         self.update()
-        if not self.setpoints or abs(self.setpoints[-1][1] - self.power_kw) > 1e-6:
+        last = self.setpoints[-1][1] if self.setpoints else 0.0
+        if abs(last - self.power_kw) > 1e-6:
             self.setpoints.append((self.clock.now(), self.power_kw))
 
 
