@@ -45,7 +45,7 @@ def controller_hooks(
         if sup is not None:
             sup.notify(event)
 
-    devices: dict[str, Any] = {}
+    kept: dict[str, Any] = {}  # the simulated devices, kept across restarts
 
     async def extra_task(system: Any) -> None:
         gateway = OcppGateway(station, store, clock, system)
@@ -55,30 +55,29 @@ def controller_hooks(
                 station, store, clock, gateway=gateway, pv_kw=pv_kw, forecaster=forecaster,
                 weather=weather, **controller_kwargs,
             )  # fmt: skip
-            if station_devices is not None:
-                ctl.battery = station_devices.battery
-                ctl.pv_meter = station_devices.pv
-                ctl.site_meter = station_devices.meter
+            if devices is not None:
+                ctl.battery = devices.battery
+                ctl.pv_meter = devices.pv
+                ctl.site_meter = devices.meter
                 return ctl
             # keep the same devices across restarts (the battery's state lives in them)
-            if "battery" in devices:
-                ctl.battery, ctl.pv_meter = devices["battery"], devices["pv"]
-            devices["battery"], devices["pv"] = ctl.battery, ctl.pv_meter
+            if "battery" in kept:
+                ctl.battery, ctl.pv_meter = kept["battery"], kept["pv"]
+            kept["battery"], kept["pv"] = ctl.battery, ctl.pv_meter
             return ctl
 
         sup = ControlSupervisor(make, clock)
         state["supervisor"] = sup
-        if station_devices is None:
+        if devices is None:
             await sup.run()
             return
-        polling = asyncio.create_task(station_devices.run())
+        polling = asyncio.create_task(devices.run())
         try:
             await sup.run()
         finally:
             polling.cancel()
             await asyncio.gather(polling, return_exceptions=True)
 
-    station_devices = devices
     return on_event, extra_task
 
 
