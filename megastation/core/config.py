@@ -193,7 +193,9 @@ class DeviceConfig:
     sign: str = ""  # DEVICE_SIGNS[kind]; "" = the first (megastation's own)
     max_power_kw: float | None = None  # readings beyond this are garbage; None: from the station
     sunspec_base: int | None = None  # None: look for "SunS" at 40000, 0, 50000
-    revert_s: int = 60  # battery: the device reverts to its own mode if not told for this long
+    # battery (124 InOutWRte_RvrtTms): the device reverts to its own mode when not told for
+    # this long [s]; keep it above site.dispatch_interval_s (0: never)
+    revert_s: int = 300
     profile_description: str = ""  # from the profile file
 
     @property
@@ -646,7 +648,7 @@ def _device(t: _Table, index: int, battery: BatteryConfig | None) -> DeviceConfi
         ),
         max_power_kw=t.number("max_power_kw", None, positive=True),
         sunspec_base=t.integer("sunspec_base", None, minimum=0),
-        revert_s=t.integer("revert_s", 60, minimum=0),
+        revert_s=t.integer("revert_s", 300, minimum=0),
         profile_description=profile.get("description", ""),
     )
     if d.port > 65535:

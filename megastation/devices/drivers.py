@@ -404,7 +404,8 @@ class ModbusBattery(ModbusDevice):
         if p["InWRte"].offset != p["OutWRte"].offset + 1:  # the model's layout, as defined
             raise DeviceFault("model 124 layout: OutWRte and InWRte not adjacent")
         await self.link.write(ref.address + p["OutWRte"].offset, regs)
-        if self.config.revert_s and m.get("InOutWRte_RvrtTms") != self.config.revert_s:
+        revert = m.get("InOutWRte_RvrtTms")  # None: the device has no revert timer
+        if self.config.revert_s and revert is not None and revert != self.config.revert_s:
             await self.link.write(ref.address + p["InOutWRte_RvrtTms"].offset,
                                   sunspec.encode(self.config.revert_s, "uint16"))  # fmt: skip
         if not self._storctl_set or m.get("StorCtl_Mod") != STORCTL_CHARGE_DISCHARGE:
