@@ -307,6 +307,7 @@ class ModbusBattery(ModbusDevice):
         self.setpoint_kw = 0.0  # last set point written (> 0 discharge)
         self._sign = -1.0 if config.sign == "charge_positive" else 1.0
         self._storctl_set = False
+        self._hb: tuple[int, datetime] | None = None  # 802 heartbeat, when it last moved
 
     async def _measure(self) -> tuple[dict[str, Any], str | None]:
         fault = None
@@ -331,6 +332,8 @@ class ModbusBattery(ModbusDevice):
                     break
             if 802 in m and m[802].get("State") == 99:
                 fault = "the battery reports FAULT (802 State)"
+            elif 802 in m:
+                fault = self._heartbeat(m[802].get("Hb"))
             if 124 in m:
                 w_max = m[124].get("WChaMax")
                 if w_max is not None:
@@ -347,6 +350,19 @@ class ModbusBattery(ModbusDevice):
             values["power_kw"] = self.setpoint_kw
             values["power_measured"] = False  # the set point it was given
         return values, fault
+
+    def _heartbeat(self, hb: int | None) -> str | None:
+        """802 ``Hb`` counts seconds: a value that stops moving means frozen readings."""
+        now = self.clock.now()
+        if hb is None:
+            return None
+        if self._hb is None or self._hb[0] != hb:
+            self._hb = (hb, now)
+            return None
+        still_s = (now - self._hb[1]).total_seconds()
+        if still_s > self.config.stale_s:
+            return f"frozen: heartbeat (802 Hb) has not moved for {still_s:.0f} s"
+        return None
 
     async def _on_fault_change(self, fault: str | None) -> None:
         went_bad = fault is not None and self._fault_logged is None

@@ -145,6 +145,21 @@ async def test_not_implemented_soc_faults_the_battery_and_it_is_asked_to_idle(
     assert im.get_raw(124, "InWRte") == 0 and im.get_raw(124, "OutWRte") == 0
 
 
+async def test_frozen_heartbeat_faults_the_battery(battery_server, clock):
+    im = battery_server.image
+    b = battery(battery_server.port, clock, stale_after_s=5.0)
+    for hb in (1, 3, 5):  # the battery counts seconds ...
+        im.set_raw(802, "Hb", hb)
+        assert (await b.read()).fault is None
+        await clock.advance(2)
+    await clock.advance(2)  # ... then stops: it answers, but its readings are frozen
+    assert (await b.read()).fault is None  # 4 s: within the stale window
+    await clock.advance(2)
+    r = await b.read()
+    assert r.fault == "frozen: heartbeat (802 Hb) has not moved for 6 s"
+    assert r.power_kw == 0.0
+
+
 async def test_device_reported_fault_state(battery_server, clock):
     battery_server.image.set_raw(802, "State", 99)
     r = await battery(battery_server.port, clock).read()

@@ -21,6 +21,7 @@ from megastation.app.serve import serve
 from megastation.cli import main
 from megastation.core.config import load_station, seeds_dir
 from megastation.store import control as cr
+from megastation.store import devices as device_store
 from tests.conftest import T0
 from tests.devices.sunspec_server import BatteryServer, InverterServer, MeterServer
 
@@ -160,10 +161,16 @@ async def test_faulted_devices_are_planned_without_and_named_by_status(rig, cloc
     invs[1].update = lambda: None
     invs[1].image.set_raw(103, "W", 0x8000)  # not implemented
     meter.mode = "exception"  # Modbus exception 4
-    t_fault = clock.now()
-    await advance_until(clock, lambda: clock.now() >= t_fault + timedelta(seconds=70))
+
+    def faulted() -> set[str]:
+        return {d["name"] for d in device_store.device_statuses(store) if d["fault"]}
+
+    # a timed-out poll takes 0.3 s of real time: wait for the polls, not a fixed span
+    await advance_until(clock, lambda: faulted() == {"ess", "inv-1", "grid"})
+    t_seen = clock.now()
+    await advance_until(clock, lambda: clock.now() >= t_seen + timedelta(seconds=70))
     plan = cr.latest_plan(store)
-    assert plan["created_at"] > t_fault.isoformat()  # the loop kept planning ...
+    assert plan["created_at"] > t_seen.isoformat()  # the loop kept planning ...
     assert plan["inputs"]["battery"]["fault"].startswith("stale: no good reading")
     assert plan["first_step"]["battery_kw"] == 0.0  # ... without the battery
     assert plan["pv_kw"] is None  # PV from the forecast alone
