@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Awaitable
 
 import click
 
@@ -26,9 +28,11 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     PV inverters, grid meter); the log says at start which kinds are simulated or absent.
 
     Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
-    Ctrl-C stops cleanly.
+    Ctrl-C and SIGTERM (systemd, Docker) stop cleanly: chargers get a 1001 close and
+    are marked disconnected, commands awaiting an answer end `interrupted`.
     """
     from megastation.app.serve import serve as serve_station
+    from megastation.app.serve import until_stopped
     from megastation.core.config import ConfigError
     from ocpp_central.server import ListenError
 
@@ -51,7 +55,9 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_station(station, store, SystemClock(), h, p, ready=ready))
+            asyncio.run(
+                until_stopped(serve_station(station, store, SystemClock(), h, p, ready=ready))
+            )
     except ConfigError as e:  # TLS files that exist but cannot be loaded
         raise click.ClickException(str(e)) from None
     except ListenError as e:
@@ -60,3 +66,26 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
             f"{e.strerror}; choose another with {option} ({station.source})"
         ) from None
     click.echo("stopped", err=True)
+
+
+async def until_stopped(main_coro: Awaitable[None]) -> None:
+    """Run ``main_coro`` until it ends or SIGTERM / SIGINT arrives; then cancel it, so its
+    clean-up runs (the same path for both signals)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.ensure_future(main_coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    if task.done():
+        return task.result()
+    logging.getLogger("megastation").info("stopping (signal)")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
