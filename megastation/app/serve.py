@@ -11,12 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from megastation.control.controller import ControlSupervisor, controller_from_station
+from megastation.control.weather_feed import WeatherFeed
 from megastation.core import events
 from megastation.core.clock import Clock
 from megastation.core.config import Station
 from megastation.devices import DeviceState, StationDevices, build_devices
 from megastation.store import Store, records
 from megastation.store import devices as device_store
+from megastation.web import start_web
 from ocpp_central.gateway import OcppGateway
 from ocpp_central.server import CentralSystem, run_server
 
@@ -156,18 +158,37 @@ async def serve(
     port: int,
     *,
     ready: Callable[[CentralSystem], Any] | None = None,
+    web: bool = True,
+    web_port: int | None = None,
     **controller_kwargs: Any,
 ) -> None:
     """Run the OCPP central system on ``host:port`` with the control loop until cancelled.
 
+    With a ``[weather]`` section the live weather forecast feed runs beside them and the
+    controller plans on its forecasts. With ``web`` the operator console, HTTP API, /metrics
+    and the data hub feed run on ``[web]`` host and port (``web_port`` overrides the port).
     The station's ``[[devices]]`` are polled and given to the controller (the start-up
     log says which kinds are simulated or absent); ``controller_kwargs`` go to the
     controller (tests: ``forecaster``, ``guard_interval_s``, ...).
     """
+    tasks: list[Callable[[CentralSystem], Any]] = []
+    forecaster = controller_kwargs.pop("forecaster", None)
+    if station.weather is not None:
+        feed = WeatherFeed(station, store, clock)
+        tasks.append(feed.run)
+        forecaster = feed.forecaster
+        log.info("weather forecast from %s", station.weather.url)
     devices = station_devices(station, store, clock)
     on_event, control_task = controller_hooks(
-        station, store, clock, devices=devices, **controller_kwargs
+        station, store, clock, forecaster=forecaster, devices=devices, **controller_kwargs
     )
+    if web:
+        tasks.append(
+            start_web(
+                station, store, clock, port=web_port, notify=on_event,
+                ready=lambda w: log.info("console on %s", w.url),
+            )
+        )  # fmt: skip
     await run_server(
         station,
         store,
@@ -175,7 +196,7 @@ async def serve(
         host,
         port,
         ready=ready,
-        extra_tasks=[control_task],
+        extra_tasks=[control_task, *tasks],
         on_event=on_event,
     )
 

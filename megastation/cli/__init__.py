@@ -63,6 +63,7 @@ _COMMAND_MODULES = (
     "megastation.cli.exports_cmd",
     "megastation.cli.control_cmd",
     "megastation.cli.devices_cmd",
+    "megastation.cli.web_cmd",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

@@ -1,6 +1,6 @@
 """The latest state of each site device (battery, PV inverters, grid meter).
 
-Table ``device_status`` (migration ``0500_device_status``): one row per device, replaced
+Table ``device_status`` (migration ``0600_device_status``): one row per device, replaced
 on every recorded poll, so `megastation devices` and `status` (other processes than
 `serve`) show what the running loop sees. The history of the readings is the
 energy-flow record (``energy_flows``), not this table.

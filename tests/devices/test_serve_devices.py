@@ -98,7 +98,7 @@ async def rig(servers, clock, store, tmp_path, db_path, caplog):
     station = load_station(cfg)
     served = serve(
         station, store, clock, "127.0.0.1", 0, forecaster=flat_forecaster(site),
-        expect_arrivals=False,
+        web=False, expect_arrivals=False,
     )  # fmt: skip
     task = asyncio.create_task(served)
     yield site, bat, invs, meter, cfg, task
