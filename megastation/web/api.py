@@ -263,6 +263,8 @@ def _route(api: Api, ep: Endpoint) -> Route:
             result = await ep.handler(api, request, p)
         except ApiError as e:
             return JSONResponse(e.body(), status_code=e.status)
+        if ep.acts:
+            api.views.invalidate()  # the next overview shows the change
         if isinstance(result, Response):
             return result
         return JSONResponse(result, status_code=202 if "command_id" in (result or {}) else 200)

@@ -59,9 +59,7 @@ def station_entity(views: Views) -> dict[str, Any]:
         for c in conns
         if c["transaction_id"] is not None or c["status"] in ("Charging", "Occupied")
     ]
-    available = sum(
-        1 for c in online if c["status"] == "Available" and c["transaction_id"] is None
-    )
+    available = sum(1 for c in online if c["status"] == "Available" and c["transaction_id"] is None)
     if not online:
         status = "outOfService"
     elif faulted or not all(c["connected"] for c in ov["connectors"]):  # fault or offline

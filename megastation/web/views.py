@@ -21,6 +21,8 @@ from megastation import control_records as cr
 from megastation import web_records as wr
 from megastation.clock import Clock
 from megastation.config import Station
+from megastation.exports import sessions_by_source_frame
+from megastation.simulation import daily_kpis  # imported here, not on the loop's first view
 from megastation.store import Store, parse_iso
 
 
@@ -65,6 +67,7 @@ class Views:
         self.central = central  # live central system or None
         self.cache_s = cache_s  # seconds (wall) a computed view is reused
         self._cache: dict[str, tuple[float, Any]] = {}
+        records.sync_station_chargers(store, station)  # the station file's chargers are listed
 
     def cached(self, key: str, fn: Callable[[], Any], ttl_s: float | None = None) -> Any:
         hit = self._cache.get(key)
@@ -83,7 +86,6 @@ class Views:
     def connectors(self) -> list[dict[str, Any]]:
         """One row per charger and connector: status, car power, limit in force, SoC, energy."""
         store, now = self.store, self.clock.now()
-        records.sync_station_chargers(store, self.station)
         chargers = records.list_chargers(store)
         conns = records.connector_statuses(store)
         open_tx = {(t.charger_id, t.connector_id): t for t in records.open_transactions(store)}
@@ -197,8 +199,6 @@ class Views:
 
     def _today(self) -> dict[str, Any]:
         """Today's energy into cars by source, renewable share, grid import, cost [kWh, KRW]."""
-        from megastation.simulation import daily_kpis
-
         start, end = day_bounds(self.station, self.clock.now())
         # two days before today carry the battery's renewable content into today
         f = flows.read_flows(self.store, start - timedelta(days=2), end)
@@ -296,8 +296,6 @@ class Views:
 
     def sessions(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
         """Sessions with their metered energy and the energy by source [kWh]."""
-        from megastation.exports import sessions_by_source_frame
-
         by = sessions_by_source_frame(self.store, self.station, start, end)
         base = {r["transaction_id"]: r for r in session_export.session_rows(self.store, start, end)}
         rows = []
@@ -325,7 +323,6 @@ class Views:
 
     def chargers(self) -> list[dict[str, Any]]:
         """Boot data, connection, registration and last heartbeat of every charger."""
-        records.sync_station_chargers(self.store, self.station)
         beats = getattr(self.central, "last_heartbeat", {}) if self.central else {}
         out = []
         for c in records.list_chargers(self.store):
