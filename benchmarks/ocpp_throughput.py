@@ -60,10 +60,9 @@ async def serve_echo() -> None:
 
 
 async def serve_megastation(n: int) -> None:
-    from megastation import records
-    from megastation.clock import SystemClock
-    from megastation.config import load_station, seeds_dir
-    from megastation.store import Store
+    from megastation.core.clock import SystemClock
+    from megastation.core.config import load_station, seeds_dir
+    from megastation.store import Store, records
     from ocpp_central.server import CentralSystem
 
     clock = SystemClock()
@@ -80,10 +79,9 @@ async def serve_megastation(n: int) -> None:
 
 async def serve_megastation_web(n: int) -> None:
     """megastation with the console beside it; prints the OCPP port, web port, API token."""
-    from megastation import records
-    from megastation.clock import SystemClock
-    from megastation.config import load_station, seeds_dir
-    from megastation.store import Store
+    from megastation.core.clock import SystemClock
+    from megastation.core.config import load_station, seeds_dir
+    from megastation.store import Store, records
     from megastation.web import WebServer
     from megastation.web.auth import add_user, new_api_token
     from ocpp_central.server import CentralSystem

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from megastation.clock import SimClock
-from megastation.config import Station, load_station, seeds_dir
+from megastation.core.clock import SimClock
+from megastation.core.config import Station, load_station, seeds_dir
 from megastation.store import Store
 
 # 2026-06-15 00:00 UTC is 09:00 in Seoul, a summer morning.
@@ -60,7 +60,11 @@ async def central(station: Station, store: Store, clock: SimClock, ocpp_events: 
     from ocpp_central.server import CentralSystem
 
     cs = CentralSystem(
-        station, store, clock, on_event=ocpp_events.append, response_timeout_s=2,
+        station,
+        store,
+        clock,
+        on_event=ocpp_events.append,
+        response_timeout_s=2,
         validate_responses=True,
     )
     await cs.start("127.0.0.1", 0)

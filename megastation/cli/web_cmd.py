@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from megastation import web_records
 from megastation.cli import main
 from megastation.cli.common import Context, pass_ctx
+from megastation.store import web as web_records
 
 
 @main.group("users", invoke_without_command=True)

@@ -6,7 +6,7 @@ set_grid_limit``, ``policy`` -> ``set_policy``, ``session`` -> ``needs.set_overr
 ``chargers accept`` -> ``records.accept_charger``, ``command send`` ->
 ``commands.check_command`` + ``enqueue_command``) and records who did it in the audit
 log (``web_audit``). Changes that steer the plan are announced to the controller in
-this process (:class:`megastation.events.OperatorChanged`), so the next plan follows
+this process (:class:`megastation.core.events.OperatorChanged`), so the next plan follows
 at once rather than at the next interval.
 """
 
@@ -18,12 +18,12 @@ from datetime import datetime
 from datetime import time as dtime
 from typing import Any
 
-from megastation import commands, events, records
-from megastation import control_records as cr
-from megastation import web_records as wr
-from megastation.config import Station
-from megastation.needs import set_override
-from megastation.store import Store
+from megastation.control.needs import set_override
+from megastation.core import events
+from megastation.core.config import Station
+from megastation.store import Store, commands, records
+from megastation.store import control as cr
+from megastation.store import web as wr
 from megastation.web.auth import Principal
 
 

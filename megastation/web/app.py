@@ -35,8 +35,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from megastation.clock import Clock
-from megastation.config import Station
+from megastation.core.clock import Clock
+from megastation.core.config import Station
 from megastation.store import Store
 from megastation.web import auth, metrics, ngsi
 from megastation.web.actions import Actions
@@ -90,7 +90,7 @@ def create_app(
     """The console, API, metrics and feed of one station.
 
     ``central`` is the running central system (live connections, frame counters) or
-    None; ``notify`` receives :class:`~megastation.events.OperatorChanged` (the
+    None; ``notify`` receives :class:`~megastation.core.events.OperatorChanged` (the
     controller's event sink) or None; ``secure_cookies`` marks the login cookie
     ``Secure`` (set when serving TLS); ``cache_s`` is how long [s, wall] a computed
     view is shared by every page, the API and ``/metrics``.

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.requests import Request
 
-from megastation import web_records as wr
 from megastation.store import Store
+from megastation.store import web as wr
 from ocpp_central.auth import hash_password, verify_password
 
 COOKIE = "megastation_session"

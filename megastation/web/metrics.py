@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from megastation import web_records as wr
+from megastation.store import web as wr
 from megastation.web.views import Views
 from ocpp_central.protocol import CALL, CALLERROR
 

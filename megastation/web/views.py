@@ -16,14 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-from megastation import accounting, commands, flows, records, session_export
-from megastation import control_records as cr
-from megastation import web_records as wr
-from megastation.clock import Clock
-from megastation.config import Station
-from megastation.exports import sessions_by_source_frame
-from megastation.simulation import daily_kpis  # imported here, not on the loop's first view
-from megastation.store import Store, parse_iso
+from megastation.core import accounting
+from megastation.core.clock import Clock
+from megastation.core.config import Station
+from megastation.reports import sessions as session_export
+from megastation.reports.exports import sessions_by_source_frame
+from megastation.sim.simulator import daily_kpis  # imported here, not on the loop's first view
+from megastation.store import Store, commands, flows, parse_iso, records
+from megastation.store import control as cr
+from megastation.store import web as wr
 
 
 def _num(x: Any, nd: int = 3) -> float | None:

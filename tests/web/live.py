@@ -13,15 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from megastation import records
-from megastation.clock import ScaledClock
-from megastation.config import Station
-from megastation.fleet import CarVisit
+from megastation.app.serve import controller_hooks
+from megastation.core.clock import ScaledClock
+from megastation.core.config import Station
+from megastation.core.fleet import CarVisit
 from megastation.sim.chargepoint import Fleet
-from megastation.store import Store
+from megastation.store import Store, records
 from megastation.web.app import WebServer
 from megastation.web.auth import add_user
-from ocpp_central.gateway import controller_hooks
 from ocpp_central.server import CentralSystem
 from tests.web.conftest import PASSWORD
 

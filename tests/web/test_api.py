@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from megastation import commands, events, records
-from megastation import control_records as cr
-from megastation import web_records as wr
-from megastation.needs import read_overrides
+from megastation.control.needs import read_overrides
+from megastation.core import events
+from megastation.store import commands, records
+from megastation.store import control as cr
+from megastation.store import web as wr
 from megastation.web.api import ENDPOINTS, PREFIX, openapi
 from tests.conftest import T0
 from tests.ocpp_clients import connect_charger
@@ -146,7 +147,7 @@ async def test_overview_and_connectors_show_a_live_charger(client, store, centra
 
 
 async def test_flows_returns_series_and_refuses_a_bad_day(client, store):
-    from megastation import flows
+    from megastation.store import flows
 
     flows.record_flows(
         store,

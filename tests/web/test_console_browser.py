@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from megastation import control_records as cr
-from megastation import web_records as wr
+from megastation.store import control as cr
+from megastation.store import web as wr
 from tests.conftest import T0
 from tests.web.conftest import PASSWORD
 from tests.web.live import LiveStation

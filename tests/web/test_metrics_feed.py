@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from megastation import records
+from megastation.store import records
 from megastation.web.ngsi import CONTEXT, ENTITY_TYPE
 from tests.conftest import T0
 from tests.ocpp_clients import connect_charger

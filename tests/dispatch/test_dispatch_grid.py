@@ -1,0 +1,140 @@
+"""Uneven time grids: fine steps first, coarse steps late in the horizon."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from megastation.dispatch import (
+    BatteryState,
+    GridState,
+    Problem,
+    ProblemError,
+    SessionNeed,
+    TimeGrid,
+    solve,
+)
+
+T0 = datetime(2026, 6, 15, 1, 0, tzinfo=UTC)  # 10:00 in Seoul
+
+
+def test_aligned_coarse_layout_on_the_hour():
+    g = TimeGrid.aligned(T0, 24, 900, coarse_after_h=6)
+    assert g.n_steps == 24 + 18
+    d = g.durations_s
+    assert (d[:24] == 900).all() and (d[24:] == 3600).all()
+    assert g.edges_s[-1] == 24 * 3600
+    assert g.times[24] == T0 + timedelta(hours=6)
+
+
+def test_aligned_coarse_layout_within_a_step():
+    now = T0 + timedelta(minutes=7)
+    g = TimeGrid.aligned(now, 24, 900, coarse_after_h=6)
+    d = g.durations_s
+    assert d[0] == 480  # 10:07-10:15, then the 15-minute clock
+    k = g.n_fine
+    # fine steps up to the first hour edge at or after now + 6 h (16:07 -> 17:00)
+    assert g.times[k] == T0 + timedelta(hours=7)
+    assert (d[1:k] == 900).all() and (d[k:] == 3600).all()
+    # coarse steps start on the hour, the horizon ends on the hour at or after now + 24 h
+    assert all(t.minute == 0 and t.second == 0 for t in g.times[k:])
+    assert g.end == T0 + timedelta(hours=25)
+    # energy bookkeeping: durations add up to the edges
+    np.testing.assert_allclose(np.cumsum(d), g.edges_s[1:])
+
+
+def test_aligned_without_coarse_is_the_fine_grid():
+    now = T0 + timedelta(minutes=7)
+    assert TimeGrid.aligned(now, 24, 900) == TimeGrid.aligned(now, 24, 900, coarse_after_h=None)
+    assert TimeGrid.aligned(now, 4, 900, coarse_after_h=6).uniform  # fine part covers it
+
+
+def test_fine_and_mean_of_fine():
+    g = TimeGrid(T0 + timedelta(minutes=10), 4, 900, 300, 3600, 2)
+    assert list(g.durations_s) == [300, 900, 3600, 3600]
+    f = g.fine()
+    assert f.n_steps == 2 + 8 and f.edges_s[-1] == g.edges_s[-1]
+    vals = np.arange(f.n_steps, dtype=float)
+    m = g.mean_of_fine(vals)
+    np.testing.assert_allclose(m, [0, 1, np.mean([2, 3, 4, 5]), np.mean([6, 7, 8, 9])])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(coarse_step_s=1000, n_fine=1), dict(coarse_step_s=3600, n_fine=0), dict(n_fine=2)],
+)
+def test_bad_coarse_grids_are_refused(kwargs):
+    with pytest.raises(ProblemError, match=r"grid\.(coarse_step_s|n_fine)"):
+        TimeGrid(T0, 4, 900, **kwargs)
+
+
+def _problem(grid: TimeGrid, sessions, *, pv_kw=0.0, limit_kw=100.0) -> Problem:
+    n = grid.n_steps
+    return Problem(
+        grid=grid,
+        pv_kw=np.full(n, pv_kw),
+        site_load_kw=np.full(n, 5.0),
+        grid_state=GridState(limit_kw, 0.0, np.full(n, 100.0)),
+        sessions=tuple(sessions),
+        battery=BatteryState(100.0, 0.5, 0.1, 0.9, 50.0, 50.0),
+    )
+
+
+def _car(sid, arr_h, dep_h, kwh, kw=50.0, **kw_args):
+    return SessionNeed(
+        sid, sid, 1, T0 + timedelta(hours=arr_h), T0 + timedelta(hours=dep_h), kwh, kw, **kw_args
+    )
+
+
+def test_car_leaving_inside_a_coarse_step_gets_only_its_share():
+    # coarse steps from 1 h; the car leaves 15 min into the 2-3 h step and wants more than
+    # it can get: at 10 kW it gets 1 h + 1 h + 0.25 h = 22.5 kWh, no more
+    grid = TimeGrid(T0, 4 + 3, 900, None, 3600, 4)
+    plan = solve(_problem(grid, [_car("a", -1, 2.25, 100.0, kw=10.0)]))
+    e = plan.session_kw[0] * grid.durations_h
+    np.testing.assert_allclose(e[:4].sum(), 10.0, atol=1e-6)
+    np.testing.assert_allclose(e[4], 10.0, atol=1e-6)
+    np.testing.assert_allclose(e[5], 2.5, atol=1e-6)  # 15 of 60 minutes plugged in
+    assert e[6] <= 1e-9
+    np.testing.assert_allclose(plan.delivered_kwh[0], 22.5, atol=1e-6)
+    # the step's power is its average over the whole hour
+    np.testing.assert_allclose(plan.session_kw[0][5], 2.5, atol=1e-6)
+
+
+def test_energy_balance_with_uneven_durations():
+    grid = TimeGrid(T0 + timedelta(minutes=5), 3 + 4, 900, 600, 3600, 3)
+    plan = solve(_problem(grid, [_car("a", -1, 3.5, 60.0), _car("b", 0.5, 5.0, 40.0)], pv_kw=30.0))
+    dt = grid.durations_h
+    b = plan.problem.battery
+    stored = plan.soc_frac * b.capacity_kwh
+    delta = (
+        b.charge_efficiency * plan.battery_charge_kw
+        - plan.battery_discharge_kw / b.discharge_efficiency
+    ) * dt
+    np.testing.assert_allclose(np.diff(stored), delta, atol=1e-5)
+    np.testing.assert_allclose(plan.delivered_kwh, plan.session_kw @ dt, atol=1e-9)
+    np.testing.assert_allclose(plan.delivered_kwh, [60.0, 40.0], atol=1e-5)
+
+
+def test_fine_and_coarse_grids_agree_on_the_first_step():
+    # the demand is flat after the first hours: the coarse tail changes nothing now
+    now = T0 + timedelta(minutes=7)
+    cars = [
+        _car("a", -1, 1.0, 30.0, current_power_kw=20.0),
+        _car("b", -0.5, 8.0, 40.0),
+        _car("c", -2, 20.0, 80.0, kw=22.0),
+    ]
+    fine = TimeGrid.aligned(now, 24, 900)
+    coarse = TimeGrid.aligned(now, 24, 900, coarse_after_h=6)
+    assert coarse.n_steps < fine.n_steps / 2
+    pf = solve(_problem(fine, cars, limit_kw=60.0))
+    pc = solve(_problem(coarse, cars, limit_kw=60.0))
+    a, b = pf.first_step(), pc.first_step()
+    assert a.duration_s == b.duration_s == 480
+    for sid in a.session_kw:
+        assert a.session_kw[sid] == pytest.approx(b.session_kw[sid], abs=1e-4)
+    assert a.battery_net_charge_kw == pytest.approx(b.battery_net_charge_kw, abs=1e-4)
+    assert a.grid_import_kw == pytest.approx(b.grid_import_kw, abs=1e-4)
+    np.testing.assert_allclose(pf.delivered_kwh, pc.delivered_kwh, atol=1e-4)
