@@ -191,8 +191,12 @@ class Actions:
     def _command(
         self, who: Principal, name: str, charger_id: str, action: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
+        from ocpp_central.protocol import payload_problem  # the ocpp schemas, as the CLI
+
         try:
-            commands.check_command(self.store, charger_id, action, payload)
+            commands.check_command(
+                self.store, charger_id, action, payload, payload_problem=payload_problem
+            )
         except commands.CommandError as e:
             self._audit(who, name, {"charger_id": charger_id, **payload}, "refused", e.message)
             raise bad(e.argument.lower() if e.argument else "payload", e.message) from None
