@@ -211,7 +211,9 @@ class Actions:
         kind = body.get("type", "Soft")
         if kind not in ("Soft", "Hard"):
             raise bad("type", f"must be Soft or Hard, got {kind!r}")
-        if (row.get("ocpp_version") or self.station.charger(charger_id).ocpp_version) == "2.0.1":
+        configured = self.station.charger(charger_id)  # None for an auto-registered one
+        version = row.get("ocpp_version") or (configured.ocpp_version if configured else "1.6")
+        if version == "2.0.1":
             payload = {"type": "OnIdle" if kind == "Soft" else "Immediate"}
         else:
             payload = {"type": kind}
