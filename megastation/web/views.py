@@ -278,6 +278,7 @@ class Views:
         plan = cr.latest_plan(self.store)
         if plan is not None and plan["horizon"].get("times"):
             hz = plan["horizon"]
+            band = self._band([parse_iso(x) for x in hz["times"]])
             out["plan"] = {
                 "id": plan["id"],
                 "time": plan["created_at"],
@@ -289,8 +290,27 @@ class Views:
                     "grid_import_kw": hz.get("grid_import_kw"),
                     "battery_kw": hz.get("battery_kw"),
                     "soc_frac": hz.get("soc_frac"),
+                    "pv_p10_kw": band["p10_kw"],
+                    "pv_p90_kw": band["p90_kw"],
                 },
             }
+        return out
+
+    def _band(self, times: list[datetime]) -> dict[str, list[float | None]]:
+        """The latest issued PV forecast's P10/P90 at ``times`` (None where it has none)."""
+        fc = wr.latest_pv_forecast(self.store)
+        out: dict[str, list[float | None]] = {
+            "p10_kw": [None] * len(times),
+            "p90_kw": [None] * len(times),
+        }
+        if fc is None:
+            return out
+        t0, step = parse_iso(fc["start"]), fc["step_min"] * 60.0
+        for i, t in enumerate(times):
+            k = int((t - t0).total_seconds() // step)
+            if 0 <= k < len(fc["p10_kw"]):
+                out["p10_kw"][i] = _num(fc["p10_kw"][k])
+                out["p90_kw"][i] = _num(fc["p90_kw"][k])
         return out
 
     # ----------------------------------------------------------------- lists

@@ -98,6 +98,10 @@ async def test_operator_sees_the_live_station_and_lowers_the_grid_limit(browser,
     )  # car power points > 0
     assert drawn > 0
     assert await page.locator("#flows-chart canvas").count() == 1
+    band = await page.evaluate(
+        "() => window.megastation.planChart.data[1].filter(v => v !== null).length"
+    )  # the plan chart's PV P10 line: the forecast band beside the plan
+    assert band > 0
     # lower the grid limit (confirmed in a dialog) and see the next plan honour it
     acted_at = live.clock.now()
     await page.fill("#limit-kw", "60")
