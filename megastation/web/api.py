@@ -12,6 +12,7 @@ logged in, 403 not allowed (viewer, missing CSRF token), 404 unknown id, 409 con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ class Api:
     views: Views
     actions: Actions
     sse_interval_s: float = 2.0  # live overview push interval [s, wall]
-    closing: bool = False  # the server is stopping: event streams end
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set: event streams end
 
 
 Handler = Callable[[Api, Request, Principal], Awaitable[Any]]
@@ -178,14 +179,15 @@ async def events(api: Api, request: Request, p: Principal) -> Any:
 
     async def stream():
         last_plan = None
-        while not api.closing:
+        while not api.closing.is_set():
             ov = api.views.overview()
             yield f"event: overview\ndata: {json.dumps(ov, separators=(',', ':'))}\n\n"
             plan = (ov.get("plan") or {}).get("id")
             if plan != last_plan:  # the console refreshes its chart
                 last_plan = plan
                 yield f"event: plan\ndata: {json.dumps({'id': plan})}\n\n"
-            await asyncio.sleep(api.sse_interval_s)
+            with contextlib.suppress(TimeoutError):  # wakes at once when the server stops
+                await asyncio.wait_for(api.closing.wait(), api.sse_interval_s)
 
     return StreamingResponse(
         stream(),

@@ -264,7 +264,7 @@ class WebServer:
         return self
 
     async def stop(self) -> None:
-        self.app.state.api.closing = True
+        self.app.state.api.closing.set()
         self.server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, SystemExit):

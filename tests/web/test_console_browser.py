@@ -85,7 +85,9 @@ async def test_operator_sees_the_live_station_and_lowers_the_grid_limit(browser,
                    && parseFloat(r.cells[4].textContent) > 0).length >= 2""",
         timeout=ms,
     )
-    assert await page.locator("#live").text_content() == "live"  # server-sent events
+    await page.wait_for_function(  # server-sent events connected
+        "() => document.getElementById('live').textContent === 'live'", timeout=ms
+    )
     # the chart draws recorded flows (non-empty), and the plan's horizon beside it
     await page.wait_for_function(
         "() => Number(document.getElementById('flows-chart').dataset.points) >= 2", timeout=ms
