@@ -116,7 +116,8 @@ async def console_client(port: int, token: str, stop: asyncio.Event, seen: list[
         w.close()
 
     async def events() -> None:
-        r, w = await asyncio.open_connection("127.0.0.1", port)
+        # an overview of 1,000 chargers is a line of ~250 kB
+        r, w = await asyncio.open_connection("127.0.0.1", port, limit=2**24)
         w.write(
             f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
         )

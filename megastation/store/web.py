@@ -198,3 +198,10 @@ def latest_pv_forecast(store: Store) -> dict[str, Any] | None:
     for k in ("p50_kw", "p10_kw", "p90_kw"):
         out[k] = json.loads(out[k])
     return out
+
+
+def charger_states(store: Store) -> list[dict[str, Any]]:
+    """Each charger's ``id``, ``registration`` and ``connected`` (the overview's few
+    columns; :func:`megastation.store.records.list_chargers` has them all)."""
+    rows = store.conn.execute("SELECT id, registration, connected FROM chargers ORDER BY id")
+    return [{"id": i, "registration": r, "connected": c} for i, r, c in rows]

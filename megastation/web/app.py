@@ -191,6 +191,7 @@ def create_app(
     )
     app.state.views = views
     app.state.api = api
+    app.state.registry = registry
     return app
 
 
@@ -253,6 +254,13 @@ class WebServer:
     async def start(self) -> WebServer:
         """Bind (an ``OSError`` says why not: uvicorn itself would exit the process) and serve."""
         sock = socket.create_server((self.host, self.config.port))
+        # pay the views' first-call costs (pandas, SQLite statement caches) now, not in
+        # the middle of the chargers' traffic when the first page opens
+        views = self.app.state.views
+        views.overview_json()
+        views.day_flows(None)
+        metrics.render(self.app.state.registry)
+        views.invalidate()
         self.port = sock.getsockname()[1]
         self._task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:

@@ -8,6 +8,7 @@ for a few wall-clock seconds, so many browsers cost the OCPP server one computat
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -87,9 +88,15 @@ class Views:
     def connectors(self) -> list[dict[str, Any]]:
         """One row per charger and connector: status, car power, limit in force, SoC, energy."""
         store, now = self.store, self.clock.now()
-        chargers = records.list_chargers(store)
-        conns = records.connector_statuses(store)
+        chargers = wr.charger_states(store)
+        by_charger: dict[str, list[dict[str, Any]]] = {}
+        for x in records.connector_statuses(store):
+            if x["connector_id"]:
+                by_charger.setdefault(x["charger_id"], []).append(x)
         open_tx = {(t.charger_id, t.connector_id): t for t in records.open_transactions(store)}
+        tx_connectors: dict[str, list[int]] = {}
+        for c_id, n in sorted(open_tx, key=lambda k: (k[0], k[1] or 0)):
+            tx_connectors.setdefault(c_id, []).append(n)
         limits: dict[tuple[str, int, str], tuple[float | None, int | None]] = {}
         for p in cr.list_active_profiles(store):
             value = None
@@ -100,12 +107,12 @@ class Views:
         rows = []
         for c in chargers:
             cid = c["id"]
-            mine = [x for x in conns if x["charger_id"] == cid and x["connector_id"]]
+            mine = list(by_charger.get(cid, ()))
             seen = {x["connector_id"] for x in mine}
             mine += [  # a session on a connector that sent no status yet
                 {"connector_id": n, "status": None, "error_code": None}
-                for (c_id, n) in sorted(open_tx)
-                if c_id == cid and n not in seen
+                for n in tx_connectors.get(cid, ())
+                if n not in seen
             ]
             mine = mine or [{"connector_id": None, "status": None, "error_code": None}]
             for x in mine:
@@ -143,6 +150,16 @@ class Views:
 
     def overview(self) -> dict[str, Any]:
         return self.cached("overview", self._overview)
+
+    def overview_json(self) -> str:
+        """:meth:`overview` as compact JSON, made once per cache period for every client."""
+        ov = self.overview()
+        hit = self._cache.get("overview_json")
+        if hit is not None and hit[1][0] is ov:
+            return hit[1][1]
+        text = json.dumps(ov, separators=(",", ":"))
+        self._cache["overview_json"] = (time.monotonic(), (ov, text))
+        return text
 
     def _overview(self) -> dict[str, Any]:
         store, site, now = self.store, self.station.site, self.clock.now()
