@@ -25,6 +25,7 @@ from megastation.store import Store, commands, records
 from megastation.store import control as cr
 from megastation.store import web as wr
 from megastation.web.auth import Principal
+from ocpp_central.protocol import payload_problem
 
 
 class ApiError(Exception):
@@ -191,7 +192,6 @@ class Actions:
     def _command(
         self, who: Principal, name: str, charger_id: str, action: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
-        from ocpp_central.protocol import payload_problem  # the ocpp schemas, as the CLI
 
         try:
             commands.check_command(

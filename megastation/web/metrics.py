@@ -43,7 +43,7 @@ class StationCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         v = self.views
         central = v.central
-        ov = v.overview()
+        ov = v.overview(fresh=True)  # a scrape sees the station now (Prometheus scrapes rarely)
         conns = ov["connectors"]
         chargers = {c["charger_id"]: c["connected"] for c in conns}
         yield _gauge(

@@ -148,8 +148,9 @@ class Views:
 
     # ----------------------------------------------------------------- overview
 
-    def overview(self) -> dict[str, Any]:
-        return self.cached("overview", self._overview)
+    def overview(self, *, fresh: bool = False) -> dict[str, Any]:
+        """The overview; ``fresh`` computes it now instead of reusing one up to ``cache_s`` old."""
+        return self._overview() if fresh else self.cached("overview", self._overview)
 
     def overview_json(self) -> str:
         """:meth:`overview` as compact JSON, made once per cache period for every client."""
