@@ -719,7 +719,11 @@ class CentralSystem:
                         done.append((fut, None, e, []))
                 self._batch_events = None
                 rows, self._log_rows = self._log_rows, []
-                records.log_messages(store, rows)
+                try:  # a raw-log row that cannot be written must not cost the batch its data
+                    with records.savepoint(store):
+                        records.log_messages(store, rows)
+                except Exception:
+                    log.exception("message log: %d rows not written", len(rows))
         except Exception as e:
             self._batch_events = None
             log.exception("group commit of %d messages failed", len(writes))
@@ -776,6 +780,7 @@ class CentralSystem:
         """
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8", "replace")
+        uid, action = _utf8(uid), _utf8(action)  # storable whatever a charger sent
         ts = self._log_ts
         if ts is None:
             ts = self._log_ts = iso(self.clock.now())
@@ -815,6 +820,17 @@ async def _close_quickly(ws: ServerConnection, code: int, reason: str, wait_s: f
     finally:
         if ws.transport is not None and not ws.transport.is_closing():
             ws.transport.abort()
+
+
+def _utf8(text: str | None) -> str | None:
+    """``text`` as storable UTF-8 (an unpaired surrogate becomes '?')."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
