@@ -104,6 +104,15 @@ def start_server(kind: str, n: int, profile: str | None = None):
     return proc, int(first[0]), (first[1] if len(first) > 1 else None)
 
 
+def run_delay_s(pid: int) -> float:
+    """Seconds the process (all its threads) waited runnable for a CPU (schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[1])
+    return total / 1e9
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (and its reaped children)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -255,9 +264,11 @@ def paced(n: int, procs: int, interval: float, seconds: float, profile: str | No
         if profile:
             server.send_signal(signal.SIGUSR1)
         c0 = {w.pid: cpu_s(w.pid) for w in workers} | {server.pid: cpu_s(server.pid)}
+        d0 = run_delay_s(server.pid)
         load0 = os.getloadavg()[0]
         time.sleep(max(0.0, end_at - time.time()))
         c1 = {w.pid: cpu_s(w.pid) for w in workers} | {server.pid: cpu_s(server.pid)}
+        d1 = run_delay_s(server.pid)
         res = collect(workers)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -270,6 +281,8 @@ def paced(n: int, procs: int, interval: float, seconds: float, profile: str | No
         "max_ms": 1000 * max(lat) if lat else float("nan"),
         "samples": len(lat),
         "server_cpu": (c1[server.pid] - c0[server.pid]) / seconds,
+        "server_cpu_per_msg_ms": 1000 * (c1[server.pid] - c0[server.pid]) / max(1, len(lat)),
+        "server_waiting": (d1 - d0) / seconds,  # runnable, but no CPU given
         "load_cpu": sum(c1[w.pid] - c0[w.pid] for w in workers) / seconds,
         "loadavg": load0,
         "reconnects": res["failures"],
@@ -386,9 +399,11 @@ def main() -> None:
             f"max {r['max_ms']:.0f} ms  ({r['samples']} samples; target p99 < 100 ms)"
         )
         print(
-            f"        CPU over the window: server {100 * r['server_cpu']:.0f} % of a core, "
-            f"load processes {100 * r['load_cpu']:.0f} % in all; load average {r['loadavg']:.1f}"
-            f"; reconnects {r['reconnects']}"
+            f"        CPU over the window: server {100 * r['server_cpu']:.0f} % of a core "
+            f"({r['server_cpu_per_msg_ms']:.2f} ms CPU per message), waiting for a CPU while "
+            f"runnable {100 * r['server_waiting']:.0f} % of the time; load processes "
+            f"{100 * r['load_cpu']:.0f} % in all; load average {r['loadavg']:.1f}; "
+            f"reconnects {r['reconnects']}"
         )
     if a.storm:
         s = storm(a.storm, a.procs, a.storm_interval)
