@@ -10,7 +10,7 @@ horizon (dwell 0.5-8 h, 7-200 kW) on 1 connector per 2 sessions, in cabinets of 
 with PV, a battery, a grid limit, time-of-use prices and a demand charge.
 
 Part 2 plays a week of the seed station (seeds/gwangju-donggu.toml) with car visits
-from megastation.fleet.generate_visits and actual PV from pvlib on
+from megastation.core.fleet.generate_visits and actual PV from pvlib on
 seeds/weather/mixed-week.csv, and prints renewable share, grid energy, peak and energy
 delivered for uncontrolled, PV-surplus greedy, the receding-horizon loop (24 h horizon,
 arrivals not known in advance) with perfect PV forecasts, with perfect PV and arrival
@@ -31,8 +31,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from megastation.baselines import perfect_foresight, pv_surplus_greedy, uncontrolled
-from megastation.config import load_station, seeds_dir
+from megastation.control.needs import expected_demand_from_profile
+from megastation.core.config import load_station, seeds_dir
+from megastation.core.fleet import load_fleet_profile
 from megastation.dispatch import (
     BatteryState,
     GridState,
@@ -46,10 +47,9 @@ from megastation.dispatch import (
     station_grid_state,
     station_groups,
 )
-from megastation.dispatch_scenario import Scenario, capture
-from megastation.fleet import load_fleet_profile
-from megastation.needs import expected_demand_from_profile
-from megastation.replay import replay
+from megastation.evaluation.baselines import perfect_foresight, pv_surplus_greedy, uncontrolled
+from megastation.evaluation.replay import replay
+from megastation.evaluation.scenario import Scenario, capture
 
 T0 = datetime(2026, 7, 1, 15, 0, tzinfo=UTC)  # 2026-07-02 00:00 in Seoul
 REPORTED = "reported_renewable_to_ev_kwh"  # capture by the station's own accounting
@@ -124,13 +124,13 @@ def part1(quick: bool) -> None:
 def week_scenario(days: int, seed: int) -> tuple[Scenario, object]:
     from forecasts.pvmodel import pv_power
     from forecasts.weather import read_csv
-    from megastation.fleet import generate_visits
+    from megastation.core.fleet import generate_visits
 
     station = load_station(seeds_dir() / "gwangju-donggu.toml")
     n = 96 * days
     grid = TimeGrid(T0, n)
     weather = read_csv(seeds_dir() / "weather" / "mixed-week.csv")
-    pv = pv_power(station.site, station.pv_arrays, weather)["pv_ac_kw"]
+    pv = pv_power(station.pv_site(), station.pv_site().arrays, weather)["pv_ac_kw"]
     pv = pv.reindex(grid.times).to_numpy(dtype=float)
     pv = np.nan_to_num(pv)
     visits = generate_visits(station, grid.start, grid.end - timedelta(hours=1), seed)
@@ -160,7 +160,7 @@ def pvlib_forecast(sc: Scenario, station) -> callable:
     measured = pd.Series(sc.pv_actual_kw, index=sc.grid.times)
 
     def forecast(issue: datetime, grid: TimeGrid) -> np.ndarray:
-        fc = forecast_pv(station, issue, grid.n_steps, 15, None, measured)
+        fc = forecast_pv(station.pv_site(), issue, grid.n_steps, 15, None, measured)
         return fc["pv_ac_kw"].to_numpy(dtype=float)
 
     return forecast
@@ -184,7 +184,7 @@ def part2(quick: bool) -> None:
     fc_sc = replace(sc, pv_forecast=pvlib_forecast(sc, station))
     rh_pvlib = replay(fc_sc, horizon_steps=96, name="receding horizon, pvlib PV")
     # expected cars from the fleet profile the visits are drawn from (a station learns
-    # the same from its history: megastation.needs.learn_expected_demand)
+    # the same from its history: megastation.control.needs.learn_expected_demand)
     demand = expected_demand_from_profile(station, load_fleet_profile())
     tz = station.site.timezone
     rh_exp = replay(
@@ -208,7 +208,7 @@ def part2(quick: bool) -> None:
         )
     print(
         "RE share / RE->EV: the LP's labelled battery pools; reported: pro-rata battery "
-        "content (megastation.accounting, what the station's exports show)"
+        "content (megastation.core.accounting, what the station's exports show)"
     )
     base = runs[0]
     for o in (rh_perfect, rh_known, rh_pvlib, rh_exp, rh_exp_pvlib):

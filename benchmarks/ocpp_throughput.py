@@ -64,10 +64,9 @@ async def serve_echo() -> None:
 
 
 async def serve_megastation(n: int, profile: str | None) -> None:
-    from megastation import records
-    from megastation.clock import SystemClock
-    from megastation.config import load_station, seeds_dir
-    from megastation.store import Store
+    from megastation.core.clock import SystemClock
+    from megastation.core.config import load_station, seeds_dir
+    from megastation.store import Store, records
     from ocpp_central.server import CentralSystem
 
     clock = SystemClock()

@@ -22,9 +22,9 @@ import multiprocessing as mp
 import time
 from datetime import timedelta
 
-from megastation.config import load_station, seeds_dir
-from megastation.fleet import generate_visits
-from megastation.simulation import (
+from megastation.core.config import load_station, seeds_dir
+from megastation.core.fleet import generate_visits
+from megastation.sim.simulator import (
     POLICIES,
     perfect_foresight,
     prepare_site,

@@ -1,6 +1,6 @@
 """The controller's set points to chargers over OCPP: :class:`OcppGateway`.
 
-Implements :class:`megastation.controller.ChargerGateway` on top of
+Implements :class:`megastation.core.gateway.ChargerGateway` on top of
 :meth:`ocpp_central.server.CentralSystem.call` and :mod:`ocpp_central.profiles`:
 
 - reads each charger's smart-charging configuration once (1.6 GetConfiguration:
@@ -24,18 +24,16 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from megastation import control_records as cr
-from megastation import records
-from megastation.clock import Clock
-from megastation.config import Station
-from megastation.controller import ApplyOutcome, ConnectorSetpoint
-from megastation.store import Store
+from megastation.core.clock import Clock
+from megastation.core.config import Station
+from megastation.core.gateway import ApplyOutcome, ConnectorSetpoint
+from megastation.core.schedules import KwSchedule, failsafe_limits_kw
+from megastation.store import Store, records
+from megastation.store import control as cr
 from ocpp_central import protocol
 from ocpp_central.profiles import (
     ChargerCaps,
-    KwSchedule,
     caps_from_config_keys,
-    failsafe_limits_kw,
     failsafe_profiles,
     quantised,
     tx_profile,
@@ -359,80 +357,3 @@ def _still_open(store: Store, transaction_id: int) -> bool:
 def _lease_end(schedule: dict[str, Any]) -> datetime | None:
     text = schedule.get("lease_end")
     return datetime.fromisoformat(text) if text else None
-
-
-def controller_hooks(
-    station: Station,
-    store: Store,
-    clock: Clock,
-    *,
-    pv_kw: Any = None,
-    forecaster: Any = None,
-    weather: Any = None,
-    **controller_kwargs: Any,
-) -> tuple[Any, Any]:
-    """``(on_event, extra_task)`` that put the supervised control loop into ``run_server``.
-
-    ``extra_task(system)`` builds an :class:`OcppGateway` on the running central system
-    and runs a :class:`megastation.controller.ControlSupervisor` (restart with backoff;
-    it never raises, so the server keeps answering chargers); ``on_event`` forwards the
-    central system's domain events to the running controller. Devices default to the
-    simulated battery and (with ``pv_kw(t)``) a simulated PV meter.
-
-    The loop steers the station file's chargers and the auto-registered chargers an
-    operator accepted (:func:`megastation.records.station_with_registered`): when one
-    that the running loop does not know boots Accepted, the loop restarts with it (it
-    resumes from the store; its start-up installs the fail-safe profiles).
-    """
-    from megastation import events
-    from megastation.controller import ControlSupervisor, controller_from_station
-
-    state: dict[str, Any] = {"station": station}
-    reload = asyncio.Event()
-
-    def on_event(event: Any) -> None:
-        if (
-            isinstance(event, events.ChargerBooted)
-            and event.registration == "Accepted"
-            and state["station"].charger(event.charger_id) is None
-        ):
-            log.info("%s accepted: the control loop restarts to steer it", event.charger_id)
-            reload.set()
-        sup = state.get("supervisor")
-        if sup is not None:
-            sup.notify(event)
-
-    devices: dict[str, Any] = {}
-
-    async def extra_task(system: Any) -> None:
-        gateway = OcppGateway(station, store, clock, system)
-
-        def make() -> Any:
-            ctl = controller_from_station(
-                state["station"], store, clock, gateway=gateway, pv_kw=pv_kw,
-                forecaster=forecaster, weather=weather, **controller_kwargs,
-            )  # fmt: skip
-            # keep the same devices across restarts (the battery's state lives in them)
-            if "battery" in devices:
-                ctl.battery, ctl.pv_meter = devices["battery"], devices["pv"]
-            devices["battery"], devices["pv"] = ctl.battery, ctl.pv_meter
-            return ctl
-
-        while True:
-            reload.clear()
-            state["station"] = gateway.station = records.station_with_registered(station, store)
-            sup = ControlSupervisor(make, clock)
-            state["supervisor"] = sup
-            task = asyncio.ensure_future(sup.run())
-            waiter = asyncio.ensure_future(reload.wait())
-            try:
-                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                if not task.done():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-            if not reload.is_set():
-                return task.result()
-
-    return on_event, extra_task

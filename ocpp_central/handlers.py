@@ -1,7 +1,7 @@
 """OCPP 1.6 and 2.0.1 message handlers: frames in, domain calls and events out.
 
 Each ``@on`` method takes the payload as snake_case keyword arguments and returns the
-snake_case response payload. Persistence lives in :mod:`megastation.records`; no SQL
+snake_case response payload. Persistence lives in :mod:`megastation.store.records`; no SQL
 here, and no calls back to the charger (they would deadlock the connection: see
 :meth:`ocpp_central.server.CentralSystem.call`).
 """
@@ -15,7 +15,8 @@ from ocpp.routing import on
 from ocpp.v16.enums import Action as A16
 from ocpp.v201.enums import Action as A201
 
-from megastation import events, records
+from megastation.core import events
+from megastation.store import parse_iso, records
 from ocpp_central import protocol
 
 if TYPE_CHECKING:
@@ -510,6 +511,5 @@ def _checked_params(params: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 
 def parse(text: str):
-    from megastation.store import parse_iso
 
     return parse_iso(text)

@@ -18,7 +18,7 @@ Rules (OCPP 1.6 §3.13, 2.0.1 K01; see docs in /work/shared/DOMAIN.md):
 - **Periods.** Equal neighbouring periods are merged; at most
   ``ChargingScheduleMaxPeriods`` are sent, and the profile's ``duration`` ends with
   the last period sent (the charger then falls back to its TxDefaultProfile).
-- **Fail-safe.** :func:`failsafe_limits_kw` shares the grid import limit minus the
+- **Fail-safe.** :func:`megastation.core.schedules.failsafe_limits_kw` shares the grid import limit minus the
   base load among all chargers in proportion to their max power (battery idle, PV
   zero): with every charger at its default the site stays within its limit.
 """
@@ -26,10 +26,12 @@ Rules (OCPP 1.6 §3.13, 2.0.1 K01; see docs in /work/shared/DOMAIN.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from megastation.core.schedules import FailSafe, KwSchedule
 
 BACKDATE_S = 60  # replacements start this long before "now": no gap between profiles
 MIN_AC_CURRENT_A = 6.0  # below this an AC limit is sent as 0 A
@@ -120,69 +122,6 @@ def caps_from_config_keys(
         max_periods=_int("ChargingScheduleMaxPeriods", DEFAULT_MAX_PERIODS),
         max_stack_level=_int("ChargeProfileMaxStackLevel", 8),
     )
-
-
-@dataclass(frozen=True)
-class KwSchedule:
-    """A piecewise-constant power limit: ``limits_kw[i]`` from ``starts[i]`` to the next start.
-
-    The last period runs until ``end``. All times UTC.
-    """
-
-    starts: tuple[datetime, ...]
-    limits_kw: tuple[float, ...]
-    end: datetime
-
-    def __post_init__(self) -> None:
-        if len(self.starts) != len(self.limits_kw) or not self.starts:
-            raise ValueError("KwSchedule: starts and limits_kw must be non-empty and equal length")
-        if any(b <= a for a, b in zip(self.starts, self.starts[1:], strict=False)):
-            raise ValueError("KwSchedule: starts must increase")
-        if self.end <= self.starts[-1]:
-            raise ValueError("KwSchedule: end must be after the last start")
-
-    @classmethod
-    def regular(cls, start: datetime, step_s: float, limits_kw: Sequence[float]) -> KwSchedule:
-        """Equal steps of ``step_s`` seconds from ``start``."""
-        starts = tuple(start + timedelta(seconds=i * step_s) for i in range(len(limits_kw)))
-        return cls(
-            starts, tuple(float(x) for x in limits_kw), starts[-1] + timedelta(seconds=step_s)
-        )
-
-    def value_at(self, ts: datetime) -> float | None:
-        """The limit [kW] at ``ts``, None outside the schedule."""
-        if ts < self.starts[0] or ts >= self.end:
-            return None
-        i = max(j for j, s in enumerate(self.starts) if s <= ts)
-        return self.limits_kw[i]
-
-    def capped_after(self, ts: datetime, cap_kw: float) -> KwSchedule:
-        """The schedule with every limit from ``ts`` on capped at ``cap_kw``."""
-        starts, limits = [], []
-        for i, s in enumerate(self.starts):
-            nxt = self.starts[i + 1] if i + 1 < len(self.starts) else self.end
-            if s < ts < nxt:  # split the period at ts
-                starts += [s, ts]
-                limits += [self.limits_kw[i], min(self.limits_kw[i], cap_kw)]
-            else:
-                starts.append(s)
-                limits.append(self.limits_kw[i] if s < ts else min(self.limits_kw[i], cap_kw))
-        return KwSchedule(tuple(starts), tuple(limits), self.end)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "starts": [s.isoformat() for s in self.starts],
-            "limits_kw": list(self.limits_kw),
-            "end": self.end.isoformat(),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> KwSchedule:
-        return cls(
-            tuple(datetime.fromisoformat(s) for s in data["starts"]),
-            tuple(float(x) for x in data["limits_kw"]),
-            datetime.fromisoformat(data["end"]),
-        )
 
 
 def ocpp_time(ts: datetime) -> str:
@@ -316,41 +255,6 @@ def tx_profile(
         transaction_id=transaction_id,
     )
     return _request(caps, connector_id, prof), q
-
-
-@dataclass(frozen=True)
-class FailSafe:
-    """Fail-safe limits of one charger [kW]."""
-
-    charger_kw: float  # the whole charger at its TxDefaultProfile (sum over connectors)
-    connector_kw: float  # each connector's TxDefaultProfile limit
-    max_kw: float  # the ChargePointMaxProfile / ChargingStationMaxProfile limit
-
-
-def failsafe_limits_kw(
-    chargers: Sequence[Any], grid_import_limit_kw: float, base_load_kw: float
-) -> dict[str, FailSafe]:
-    """Share ``grid_import_limit_kw - base_load_kw`` among chargers by max power.
-
-    ``chargers`` are :class:`megastation.config.Charger` objects. The battery is
-    assumed idle and PV zero, so with every charger at its TxDefaultProfile the site
-    import stays within the limit. Each charger's share is split equally among its
-    connectors and never above the charger's (or connector's) own maximum. The station
-    maximum profile caps a charger at ``min(max_power_kw, limit - base load)``: no
-    single charger may ever draw more than the grid connection can give.
-    """
-    available_kw = max(0.0, grid_import_limit_kw - base_load_kw)
-    total_kw = sum(c.max_power_kw for c in chargers) or 1.0
-    out = {}
-    for c in chargers:
-        share_kw = min(c.max_power_kw, available_kw * c.max_power_kw / total_kw)
-        connector_kw = min(share_kw / c.connectors, c.connector_power_kw)
-        out[c.id] = FailSafe(
-            charger_kw=connector_kw * c.connectors,
-            connector_kw=connector_kw,
-            max_kw=min(c.max_power_kw, available_kw),
-        )
-    return out
 
 
 def failsafe_profiles(caps: ChargerCaps, failsafe: FailSafe, now: datetime) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import fastjsonschema
 from jsonschema.exceptions import ValidationError as SchemaValidationError
+from ocpp.exceptions import OCPPError
 from ocpp.messages import Call as LibCall
 from ocpp.messages import _validate_payload, get_validator
 from ocpp.v16.enums import Action as Action16
@@ -323,3 +324,20 @@ def to_camel(data: Any) -> Any:
     if isinstance(data, list):
         return [to_camel(v) for v in data if v is not None]
     return data
+
+
+def payload_problem(action: str, payload: dict[str, Any], ocpp_version: str) -> str | None:
+    """Why a snake_case ``payload`` fails the request schema of ``action`` (None: it passes)."""
+    camel = to_camel(payload)
+    try:
+        validate_outgoing_call(action, camel, ocpp_version)  # what the server runs
+        return None
+    except (OCPPError, ValueError, TypeError) as e:
+        fallback = str((getattr(e, "details", None) or {}).get("cause") or e).splitlines()[0]
+    try:  # the same schema again for a one-line message naming the field
+        validate_request(action, camel, ocpp_version)
+        text = fallback
+    except FrameError as e:
+        text = e.description.removeprefix(f"{action}: ")
+    # Name fields as the operator wrote them (snake_case).
+    return re.sub(r"\b([a-z]+(?:[A-Z][a-z0-9]*)+)\b", lambda m: snake_key(m[1]), text)

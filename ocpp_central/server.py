@@ -4,7 +4,7 @@ One :class:`ChargerSession` per connected charger routes its frames to the versi
 ``@on`` handlers (:mod:`ocpp_central.handlers`) and carries calls back to it. Calls to
 a charger (:meth:`CentralSystem.call`) always run in the caller's own task, never
 inside a handler. Operators reach the running server through the durable command
-table (:mod:`megastation.commands`), polled on the injected clock.
+table (:mod:`megastation.store.commands`), polled on the injected clock.
 
 Group commit: the handlers of every CALL received in one event-loop turn run inside
 one SQLite transaction (each in its own savepoint, so a failing one leaves nothing
@@ -44,11 +44,11 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import PayloadTooBig
 from websockets.http11 import Request, Response
 
-from megastation import commands, events, records
-from megastation.clock import Clock
-from megastation.commands import CommandOutcome
-from megastation.config import ConfigError, Station
-from megastation.store import Store, iso
+from megastation.core import events
+from megastation.core.clock import Clock
+from megastation.core.config import ConfigError, Station
+from megastation.store import Store, commands, iso, records
+from megastation.store.commands import CommandOutcome
 from ocpp_central import protocol
 from ocpp_central.auth import verify_password
 from ocpp_central.handlers import Handlers16, Handlers201
@@ -363,7 +363,7 @@ class ChargerSession:
 class CentralSystem:
     """The OCPP central system of one station.
 
-    ``on_event`` receives :mod:`megastation.events` after they are stored; it may be a
+    ``on_event`` receives :mod:`megastation.core.events` after they are stored; it may be a
     coroutine function (run as a task). ``response_timeout_s`` bounds a charger's
     answer to a call [s, real time]. ``data_transfer`` maps the vendor ids this station
     understands to a handler ``(charger_id, message_id, data) -> (status, data)``; the
@@ -428,7 +428,7 @@ class CentralSystem:
     ) -> websockets.asyncio.server.Server:
         """Register the configured chargers, listen, and start the command poller.
 
-        Raises :class:`~megastation.config.ConfigError` naming ``server.tls_cert`` /
+        Raises :class:`~megastation.core.config.ConfigError` naming ``server.tls_cert`` /
         ``server.tls_key`` when they cannot be loaded, and :class:`ListenError` when
         ``host:port`` cannot be bound (port in use, unknown host).
         """

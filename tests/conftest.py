@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from megastation.clock import SimClock
-from megastation.config import Station, load_station, seeds_dir
+from megastation.core.clock import SimClock
+from megastation.core.config import Station, load_station, seeds_dir
 from megastation.store import Store
 
 # 2026-06-15 00:00 UTC is 09:00 in Seoul, a summer morning.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from megastation.config import ConfigError, Station, default_config_path, load_station
+from megastation.core.config import ConfigError, Station, default_config_path, load_station
 from megastation.store import Store
 
 
@@ -58,7 +58,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Domain errors whose message is meant for the user: shown without a traceback."""
     from forecasts.weather import WeatherError
     from megastation.dispatch import ProblemError
-    from megastation.exports import ExportError
+    from megastation.reports.exports import ExportError
 
     return (ConfigError, ExportError, ProblemError, WeatherError, sqlite3.DatabaseError)
 
@@ -129,7 +129,7 @@ def export_group() -> click.Group:
 
 def check_weather(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Click callback for ``--weather``: a seed name or an existing weather CSV."""
-    from megastation.simulation import SimulationError, weather_path
+    from megastation.sim.simulator import SimulationError, weather_path
 
     try:
         weather_path(value)

@@ -8,7 +8,7 @@ import click
 
 from megastation.cli import main
 from megastation.cli.common import Context, pass_ctx
-from megastation.config import ConfigError, load_station
+from megastation.core.config import ConfigError, load_station
 
 
 @main.group("config")

@@ -14,8 +14,6 @@ from typing import Any
 
 import click
 
-from megastation import control_records as cr
-from megastation import records
 from megastation.cli import main
 from megastation.cli.common import (
     Context,
@@ -27,9 +25,10 @@ from megastation.cli.common import (
     range_options,
 )
 from megastation.cli.ocpp_cmd import add_status_section
-from megastation.config import Station
-from megastation.needs import set_override
-from megastation.store import Store, json_text, parse_iso
+from megastation.control.needs import set_override
+from megastation.core.config import Station
+from megastation.store import Store, json_text, parse_iso, records
+from megastation.store import control as cr
 
 
 @main.command("limit")

@@ -69,7 +69,7 @@ def demo(
     """Server, controller and simulated chargers on an accelerated clock; summary at the end."""
     from rich.console import Console
 
-    from megastation.demo import kpi_table, run_demo
+    from megastation.app.demo import kpi_table, run_demo
 
     console = Console()
     station = ctx.station

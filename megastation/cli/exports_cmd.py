@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from megastation import exports
 from megastation.cli import main
 from megastation.cli.common import (
     Context,
@@ -18,6 +17,7 @@ from megastation.cli.common import (
     pass_ctx,
     range_options,
 )
+from megastation.reports import exports
 
 _export = export_group()
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from megastation import commands, records, session_export
 from megastation.cli import main
 from megastation.cli.common import (
     Context,
@@ -22,7 +21,8 @@ from megastation.cli.common import (
     pass_ctx,
     range_options,
 )
-from megastation.store import json_text
+from megastation.reports import sessions as session_export
+from megastation.store import commands, json_text, records
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -379,7 +379,9 @@ def command_send(
         raise click.BadParameter("must be a JSON object", param_hint="PAYLOAD")
     _chargers_synced(ctx)
     try:
-        commands.check_command(ctx.store, charger_id, action, body)
+        from ocpp_central.protocol import payload_problem  # lazy: the ocpp schemas
+
+        commands.check_command(ctx.store, charger_id, action, body, payload_problem=payload_problem)
     except commands.CommandError as e:
         raise click.BadParameter(e.message, param_hint=e.argument) from None
     cid = commands.enqueue_command(ctx.store, charger_id, action, body, expires_after_s=expire_s)

@@ -13,7 +13,7 @@ import click
 
 from megastation.cli import main
 from megastation.cli.common import Context, pass_ctx
-from megastation.clock import SystemClock
+from megastation.core.clock import SystemClock
 
 
 @main.command("serve")
@@ -28,8 +28,10 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     Ctrl-C and SIGTERM (systemd, Docker) stop cleanly: chargers get a 1001 close and
     are marked disconnected, commands awaiting an answer end `interrupted`.
     """
-    from megastation.config import ConfigError
-    from ocpp_central.server import ListenError, run_server
+    from megastation.app.serve import serve as serve_station
+    from megastation.app.serve import until_stopped
+    from megastation.core.config import ConfigError
+    from ocpp_central.server import ListenError
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -46,23 +48,11 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     def ready(system) -> None:
         logging.getLogger("megastation").info("listening on %s:%s", h, system.port)
 
-    from ocpp_central.gateway import controller_hooks
-
-    clock = SystemClock()
-    on_event, control_task = controller_hooks(station, store, clock)  # the control loop
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            server = run_server(
-                station,
-                store,
-                clock,
-                h,
-                p,
-                ready=ready,
-                extra_tasks=[control_task],
-                on_event=on_event,
+            asyncio.run(
+                until_stopped(serve_station(station, store, SystemClock(), h, p, ready=ready))
             )
-            asyncio.run(until_stopped(server))
     except ConfigError as e:  # TLS files that exist but cannot be loaded
         raise click.ClickException(str(e)) from None
     except ListenError as e:

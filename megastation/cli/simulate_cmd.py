@@ -12,7 +12,7 @@ import click
 
 from megastation.cli import main
 from megastation.cli.common import Context, check_weather, parse_when, pass_ctx
-from megastation.simulation import POLICIES, SimulationError
+from megastation.sim.simulator import POLICIES, SimulationError
 
 
 def parse_policies(text: str) -> list[str]:
@@ -36,8 +36,8 @@ def _run_policy(
     progress: Callable[[float], None] | None = None,
 ) -> tuple[str, Any, Any]:
     """One policy's run, its CSVs; returns (policy, KPIs, perfect-foresight KPIs or None)."""
-    from megastation.demo import write_run_csvs
-    from megastation.simulation import simulate
+    from megastation.app.demo import write_run_csvs
+    from megastation.sim.simulator import simulate
 
     r = simulate(
         station,
@@ -85,9 +85,9 @@ def run_policies(
     import pandas as pd
     from rich.progress import Progress
 
-    from megastation import exports
-    from megastation.fleet import generate_visits
-    from megastation.simulation import prepare_site, read_weather, weather_start
+    from megastation.core.fleet import generate_visits
+    from megastation.reports import exports
+    from megastation.sim.simulator import prepare_site, read_weather, weather_start
 
     out_dir.mkdir(parents=True, exist_ok=True)
     wx = read_weather(weather)
@@ -230,7 +230,7 @@ def simulate_cmd(
     """Simulate the station for --days under each --policy and compare them."""
     from rich.console import Console
 
-    from megastation.demo import kpi_table
+    from megastation.app.demo import kpi_table
 
     station = ctx.station
     policies = parse_policies(policy)

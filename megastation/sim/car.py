@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from megastation.fleet import CarVisit
+from megastation.core.fleet import CarVisit
 
 MIN_AC_CURRENT_A = 6.0
 

@@ -4,7 +4,7 @@ One :class:`SimulatedChargePoint` per charger of the station config speaks OCPP 
 or 2.0.1 (``charger.ocpp_version``) through the ``ocpp`` library's client side
 (``ocpp.v16.ChargePoint`` / ``ocpp.v201.ChargePoint``) to the central system at
 ``ws://host:port/<charger_id>``. :class:`Fleet` runs them all for a list of
-:class:`~megastation.fleet.CarVisit`.
+:class:`~megastation.core.fleet.CarVisit`.
 
 What a charge point does, on the injected clock:
 
@@ -54,9 +54,9 @@ from ocpp.v201.enums import Action as A201
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from megastation.clock import Clock, SimClock
-from megastation.config import Charger, Station
-from megastation.fleet import CarVisit
+from megastation.core.clock import Clock, SimClock
+from megastation.core.config import Charger, Station
+from megastation.core.fleet import CarVisit
 from megastation.sim.car import ConnectorSim
 from megastation.sim.composite import Electrical, ProfileSet
 

@@ -8,14 +8,14 @@ import dataclasses
 
 from click.testing import CliRunner
 
-from megastation import control_records as cr
-from megastation import records
+from megastation.app.serve import controller_hooks
 from megastation.cli import main
-from ocpp_central.gateway import controller_hooks
+from megastation.store import control as cr
+from megastation.store import records
 from ocpp_central.server import run_server
+from tests.control.test_control_loop import flat_forecaster
 from tests.control_chargepoints import Car, ObeyingCP16
 from tests.ocpp_clients import connect_charger
-from tests.test_control_loop import flat_forecaster
 
 
 async def until(cond, what: str, timeout_s: float = 10.0) -> None:

@@ -19,15 +19,15 @@ import pytest
 import websockets
 from click.testing import CliRunner
 
-from megastation import control_records as cr
-from megastation import records
 from megastation.cli import main
-from megastation.controller import Controller, DirectGateway
-from megastation.store import Store, iso
+from megastation.control.controller import Controller
+from megastation.sim.gateway import DirectGateway
+from megastation.store import Store, iso, records
+from megastation.store import control as cr
 from ocpp_central.server import CentralSystem
 from tests.conftest import T0
+from tests.control.test_control_loop import make_controller, start_tx
 from tests.ocpp_clients import url
-from tests.test_control_loop import make_controller, start_tx
 
 TS = "2026-06-15T00:01:00Z"
 

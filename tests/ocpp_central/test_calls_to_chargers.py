@@ -15,15 +15,16 @@ from datetime import timedelta
 import pytest
 import websockets
 
-from megastation import control_records as cr
-from megastation import records
-from megastation.controller import ConnectorSetpoint, Controller
+from megastation.control.controller import Controller
+from megastation.core.gateway import ConnectorSetpoint
+from megastation.core.schedules import KwSchedule
+from megastation.store import control as cr
+from megastation.store import records
 from ocpp_central.gateway import OcppGateway
-from ocpp_central.profiles import KwSchedule
 from ocpp_central.server import CentralSystem
+from tests.control.test_control_loop import flat_forecaster
 from tests.control_chargepoints import Car, cp_class
 from tests.ocpp_clients import connect_charger, url
-from tests.test_control_loop import flat_forecaster
 
 BOOT = [2, "boot", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"}]
 CONFIG = {"configurationKey": [

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 import websockets
 
-from megastation import records
-from megastation.config import load_station
+from megastation.core.config import load_station
+from megastation.store import records
 from ocpp_central.server import CentralSystem
 from tests.conftest import T0
 from tests.ocpp_clients import url

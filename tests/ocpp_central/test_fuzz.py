@@ -30,9 +30,8 @@ import websockets.sync.client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from megastation import records
-from megastation.clock import SimClock
-from megastation.store import Store
+from megastation.core.clock import SimClock
+from megastation.store import Store, records
 from ocpp_central.server import CentralSystem
 from tests.conftest import T0
 from tests.ocpp_clients import url

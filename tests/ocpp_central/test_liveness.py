@@ -10,7 +10,8 @@ import time
 
 import websockets
 
-from megastation import events, records
+from megastation.core import events
+from megastation.store import records
 from ocpp_central.server import CentralSystem
 from tests.ocpp_clients import url
 

@@ -8,7 +8,7 @@ import json
 
 import websockets
 
-from megastation import records
+from megastation.store import records
 from ocpp_central.server import CentralSystem
 from tests.conftest import T0
 from tests.ocpp_clients import url

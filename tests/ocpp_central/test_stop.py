@@ -13,10 +13,9 @@ from pathlib import Path
 
 import websockets
 
-from megastation import commands, records
-from megastation.store import Store
+from megastation.store import Store, commands, records
+from tests.app.test_ocpp_serve import cli, start_server
 from tests.ocpp_clients import url
-from tests.test_ocpp_serve import cli, start_server
 
 CHARGER = "GJDG-AC-01"
 

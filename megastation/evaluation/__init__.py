@@ -1,0 +1,1 @@
+"""Scoring dispatch strategies: scenarios, baselines, receding-horizon replay, perfect foresight."""

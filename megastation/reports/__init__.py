@@ -1,0 +1,1 @@
+"""What analysts take away: CSV/Parquet exports and PNG plots of any store, live or simulated."""

@@ -1,0 +1,1271 @@
+"""Socket-free simulation of a whole station: site, cars, battery and a charging policy.
+
+:func:`simulate` steps the station on simulated time (``step_s``, default 60 s) from
+``start`` for ``days`` (or ``hours``) and records what happened into a fresh store:
+energy flows per dispatch step (:mod:`megastation.store.flows`), connector power per step,
+one stored transaction per car (so the session exports work on a simulated store as
+on a live one) and the per-session outcome (``sim_sessions``).
+
+What is simulated, and from where:
+
+- **PV actuals**: a weather file (``seeds/weather/*.csv`` or any CSV
+  :func:`forecasts.weather.read_csv` reads) through the pvlib PV model
+  (:func:`forecasts.pvmodel.pv_power`). A period outside the file is covered by
+  repeating its days, each day's clear-sky index moved onto the target date's sun.
+- **The forecast the policy sees**: :func:`megastation.sim.site.degrade_weather` of
+  the actual weather (bias and AR(1) noise), then :func:`forecasts.forecast.forecast_pv`
+  with the nowcast from the PV measured so far, P10/P90 bands.
+- **Other site load**: :func:`megastation.sim.site.site_load_kw` (known to the policy).
+- **Cars**: :func:`megastation.core.fleet.generate_visits`; each car's charge is
+  :class:`megastation.sim.car.ConnectorSim` (its own limit, taper near full, AC 6 A
+  minimum, stops at the energy its driver wanted), the same physics the OCPP charge
+  points of the demo use. Charger and cabinet limits always hold (hardware).
+- **Battery**: :class:`megastation.core.devices.SimulatedBattery` on a :class:`SimClock`.
+
+Policies (:data:`POLICIES`):
+
+- ``re100`` / ``cost``: a receding-horizon controller: every ``plan_interval_s`` (and
+  when a car arrives) the dispatch LP (:func:`megastation.dispatch.solve`) is solved
+  over the site horizon with the forecast and each car's estimated need
+  (:func:`megastation.control.needs.estimate_need`: ChargingNeeds for ISO 15118 cars on 2.0.1
+  chargers, the SoC for DC cars, station defaults otherwise); the first step's car
+  limits and battery set point are applied. Between plans the battery absorbs the PV
+  forecast error (grid held at the plan), and an over-limit guard discharges the
+  battery, then cuts car power, whenever import would exceed the limit.
+- ``uncontrolled``: every car at full power on arrival, battery idle, no guard.
+- ``greedy``: PV-surplus charging in the style of evcc's *Min+PV* mode: the PV
+  surplus (and the battery down to its minimum) is shared equally, every car is held
+  at a minimum power (AC 1.4 kW, DC 10 % of its connector), the battery stores the
+  surplus cars do not take, and the grid limit is guarded.
+
+Results: :class:`SimulationResult` with :class:`Kpis` (energy delivered and unmet,
+renewable share by :func:`megastation.core.accounting.allocate`, grid import, peak against
+the limit, cost) and, from :func:`perfect_foresight`, the same KPIs of the
+perfect-foresight optimum of the period (the LP over the whole period with actual PV
+and every car's true arrival, departure and energy known).
+
+Costs: energy at the time-of-use price plus the demand charge on the period's peak
+import, pro rata (``demand_charge_krw_per_kw_month x peak_kw x days / 30``), so
+periods of different length compare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecasts import bands as _bands
+from forecasts import nowcast as _nowcast
+from forecasts.forecast import forecast_pv
+from forecasts.pvmodel import (
+    array_column,
+    inverter_limits_kw,
+    pv_power,
+    pv_power_array,
+    solar_geometry,
+)
+from forecasts.weather import clear_sky_weather, read_csv, resample_weather
+from megastation import dispatch
+from megastation.control.controller import (
+    DEFAULT_LEASE_INTERVALS,
+    GUARD_TOLERANCE_KW,
+    Controller,
+)
+from megastation.core import accounting
+from megastation.core.clock import SimClock, utc
+from megastation.core.config import Station, seeds_dir
+from megastation.core.devices import SimulatedBattery, SimulatedPVMeter
+from megastation.core.fleet import CarVisit, generate_visits
+from megastation.core.tariff import Tariff
+from megastation.evaluation.baselines import perfect_foresight as pf_outcome
+from megastation.evaluation.scenario import Scenario
+from megastation.sim.car import ConnectorSim
+from megastation.sim.gateway import DirectGateway
+from megastation.sim.site import degrade_weather, site_load_kw
+from megastation.store import Store, flows, iso, records
+from megastation.store import control as cr
+
+POLICIES = ("re100", "cost", "uncontrolled", "greedy")
+WEATHER_NAMES = ("clear-day", "cloudy-day", "mixed-week")
+DAYS_PER_BILLING_MONTH = 30.0
+GREEDY_AC_MIN_KW = 1.4  # 6 A on one 230 V phase (evcc's minimum current)
+GREEDY_DC_MIN_FRAC = 0.10  # of the connector's power
+
+
+class SimulationError(ValueError):
+    """A simulation input is wrong; the message names it."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def weather_path(weather: str | Path) -> Path:
+    """A seed weather name (``clear-day``, ``cloudy-day``, ``mixed-week``) or a file."""
+    if str(weather) in WEATHER_NAMES:
+        return seeds_dir() / "weather" / f"{weather}.csv"
+    p = Path(weather)
+    if not p.is_file():
+        raise SimulationError(
+            f"weather: {weather}: no such file (or use one of {', '.join(WEATHER_NAMES)})"
+        )
+    return p
+
+
+def read_weather(weather: str | Path) -> pd.DataFrame:
+    """The canonical weather frame of a seed name or a weather CSV."""
+
+    return read_csv(weather_path(weather))
+
+
+def weather_start(weather: pd.DataFrame, tz: str) -> datetime:
+    """Local midnight of the weather's first full day, as UTC."""
+    first = weather.index[0].tz_convert(tz)
+    day = first.normalize()
+    if first != day:
+        day = day + pd.Timedelta(days=1)
+    return day.tz_convert("UTC").to_pydatetime()
+
+
+def cover_weather(station: Station, weather: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """Weather on ``index`` (15-min UTC starts); days outside the file are repeated.
+
+    Inside the file's span the rows are taken as they are. Outside, target day ``d``
+    takes source day ``d mod n_days`` (days counted from the file's first local
+    midnight); GHI is moved by its clear-sky index (``ghi = k x ghi_clear(target)``) so
+    the sun's path is the target date's; cloud cover, temperature and wind are copied.
+    """
+
+    tz = station.site.timezone
+    step = pd.Timedelta(minutes=15)
+    w0 = pd.Timestamp(weather_start(weather, tz))
+    n_days = max(1, int((weather.index[-1] + step - w0) // pd.Timedelta(days=1)))
+    src_index = pd.date_range(w0, periods=n_days * 96, freq=step)
+    src = resample_weather(weather, src_index)
+    if index[0] >= src_index[0] and index[-1] <= src_index[-1]:
+        return src.loc[index[0] : index[-1]].copy()
+    day_no = ((index - w0) // pd.Timedelta(days=1)).to_numpy()
+    pos = ((index - w0) % pd.Timedelta(days=1)) // step
+    rows = (np.mod(day_no, n_days) * 96 + np.asarray(pos)).astype(int)
+    out = pd.DataFrame(src.to_numpy(float)[rows], index=index, columns=src.columns)
+    if "ghi" in src:
+        geo_src = solar_geometry(station.pv_site(), src_index, step)
+        geo_dst = solar_geometry(station.pv_site(), index, step)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = np.where(
+                geo_src.ghi_clear > 20.0, src["ghi"].to_numpy(float) / geo_src.ghi_clear, np.nan
+            )
+        k = pd.Series(k).ffill().bfill().fillna(1.0).clip(0.0, 1.2).to_numpy()
+        out["ghi"] = np.where(geo_dst.day, k[rows] * geo_dst.ghi_clear, 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class SiteInputs:
+    """Everything about the site the simulation needs, per 15-minute step (UTC)."""
+
+    index: pd.DatetimeIndex  # steps covering the period plus one horizon
+    weather: pd.DataFrame  # actual weather on ``index``
+    forecast_weather: pd.DataFrame  # degraded copy the policy forecasts from
+    pv_actual_kw: np.ndarray  # AC, per step
+    base_load_kw: np.ndarray  # other site load, per step
+
+
+def prepare_site(
+    station: Station,
+    start: datetime,
+    end: datetime,
+    weather: pd.DataFrame | str | Path,
+    seed: int,
+) -> SiteInputs:
+    """PV actuals, forecast weather and site load for ``[start, end)`` plus one horizon."""
+
+    if not isinstance(weather, pd.DataFrame):
+        weather = read_weather(weather)
+    step = pd.Timedelta(minutes=15)
+    t0 = pd.Timestamp(start).floor(step)
+    t1 = pd.Timestamp(end) + pd.Timedelta(hours=station.site.horizon_h + 1)
+    index = pd.date_range(t0, t1, freq=step, inclusive="left")
+    actual = cover_weather(station, weather, index)
+    fc_weather = degrade_weather(actual, seed + 1)
+    pvs = station.pv_site()
+    pv = pv_power(pvs, pvs.arrays, actual, step=step)["pv_ac_kw"].to_numpy()
+    load = site_load_kw(
+        index,
+        station.site.base_load_kw,
+        seed + 2,
+        temp_air=actual["temp_air"].to_numpy() if "temp_air" in actual else None,
+        tz=station.site.timezone,
+    ).to_numpy()
+    return SiteInputs(index, actual, fc_weather, pv, load)
+
+
+# --------------------------------------------------------------------------- cars
+
+
+@dataclass
+class _Car:
+    sim: ConnectorSim  # the car's physics (megastation.sim.car)
+    key: str  # stable session key
+    kind: str  # AC / DC
+    sends_needs: bool  # ChargingNeeds reach the controller (2.0.1 charger and ISO 15118 car)
+    transaction_id: int | None = None
+    limit_kw: float = math.inf  # the policy's limit
+
+    @property
+    def visit(self) -> CarVisit:
+        return self.sim.visit
+
+    @property
+    def connector_kw(self) -> float:
+        return self.sim.connector_max_kw
+
+    @property
+    def delivered_kwh(self) -> float:
+        return self.sim.energy_kwh
+
+    @property
+    def soc_frac(self) -> float:
+        return self.sim.soc_frac
+
+    @property
+    def power_kw(self) -> float:
+        return self.sim.power_kw
+
+    @property
+    def wanted_left_kwh(self) -> float:
+        return self.sim.energy_remaining_kwh
+
+    def accept_kw(self) -> float:
+        return self.sim.max_power_kw()
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Kpis:
+    """Summary of a run (or of the perfect-foresight optimum) over one period."""
+
+    energy_delivered_kwh: float
+    energy_wanted_kwh: float
+    unmet_kwh: float
+    renewable_frac: float  # share of EV energy that was renewable (accounting.allocate)
+    pv_kwh: float  # PV used (after curtailment)
+    curtailed_kwh: float
+    grid_import_kwh: float
+    grid_export_kwh: float
+    peak_import_kw: float
+    grid_limit_kw: float
+    steps_over_limit: int  # dispatch steps whose mean import exceeded the limit
+    energy_cost_krw: float
+    demand_charge_krw: float  # pro rata for the period
+    cost_krw: float
+    sessions: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class SimulationResult:
+    """What :func:`simulate` returns."""
+
+    policy: str
+    start: datetime
+    end: datetime
+    kpis: Kpis
+    flows: pd.DataFrame  # energy-flow frame (megastation.store.flows.read_flows)
+    sessions: pd.DataFrame  # one row per car visit
+    db_path: str | None
+    wall_s: float
+    plans: int = 0  # LP solves
+    solve_s: float = 0.0  # total LP solve time
+    perfect_foresight: Kpis | None = None
+
+
+def flow_kpis(
+    station: Station,
+    frame: pd.DataFrame,
+    *,
+    energy_wanted_kwh: float,
+    sessions: int,
+    initial_soc_frac: float | None = None,
+) -> Kpis:
+    """KPIs of an energy-flow frame (15-minute steps, kW) for the station's tariff."""
+    if frame.empty:
+        raise SimulationError("no energy flows to summarise")
+    h = accounting.step_hours(frame.index)
+    if "step_s" in frame:
+        h = frame["step_s"].to_numpy(float) / 3600.0
+    b = station.battery
+    soc0 = initial_soc_frac
+    if soc0 is None:
+        soc0 = float(frame["soc_frac"].iloc[0]) if "soc_frac" in frame else 0.0
+        if not math.isfinite(soc0):
+            soc0 = b.initial_soc_frac if b else 0.0
+    alloc = accounting.allocate_battery(frame, b, soc0)
+    tariff = Tariff(station.tariff, station.site.timezone)
+    price = tariff.price_krw_per_kwh(pd.DatetimeIndex(frame.index))
+    imp = frame["grid_import_kw"].to_numpy(float)
+    exp_ = frame["grid_export_kw"].to_numpy(float)
+    limit = station.site.grid_import_limit_kw
+    if "grid_limit_kw" in frame and frame["grid_limit_kw"].notna().any():
+        lim = frame["grid_limit_kw"].fillna(limit).to_numpy(float)
+    else:
+        lim = np.full(len(frame), limit)
+    days = float(h.sum()) / 24.0
+    peak = float(imp.max()) if len(imp) else 0.0
+    energy_cost = float(
+        (imp * h * price).sum() - (exp_ * h).sum() * tariff.export_price_krw_per_kwh
+    )
+    demand = tariff.demand_charge_krw_per_kw_month * peak * days / DAYS_PER_BILLING_MONTH
+    delivered = float((frame["ev_kw"].to_numpy(float) * h).sum())
+    return Kpis(
+        energy_delivered_kwh=delivered,
+        energy_wanted_kwh=float(energy_wanted_kwh),
+        unmet_kwh=max(0.0, float(energy_wanted_kwh) - delivered),
+        renewable_frac=accounting.renewable_share(alloc),
+        pv_kwh=float((frame["pv_kw"].to_numpy(float) * h).sum()),
+        curtailed_kwh=float(
+            (frame.get("curtailed_kw", 0.0 * frame["pv_kw"]).fillna(0.0) * h).sum()
+        ),
+        grid_import_kwh=float((imp * h).sum()),
+        grid_export_kwh=float((exp_ * h).sum()),
+        peak_import_kw=peak,
+        grid_limit_kw=float(np.nanmin(lim)),
+        steps_over_limit=int((imp > lim + 1e-6).sum()),
+        energy_cost_krw=energy_cost,
+        demand_charge_krw=float(demand),
+        cost_krw=float(energy_cost + demand),
+        sessions=int(sessions),
+    )
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _StepForecastCache:
+    """:func:`forecasts.forecast.forecast_pv` for a simulated period, computed cheaply.
+
+    The controller asks for a forecast on every plan (about 230 a day: every interval
+    and every arrival or departure). Two savings, the second one exact:
+
+    - within one 15-minute forecast step the forecast grid, the weather and the
+      nowcast's measured clear-sky index (from the hour before the step) are the same;
+      only the lead times of the nowcast blend are a few minutes shorter. So the first
+      forecast issued in a step serves every plan in that step.
+    - the PV model (raw and clear-sky power per array) is pointwise in time: it is run
+      once over the whole forecast weather of the period (``weather``, on the site's
+      15-minute index) and sliced per forecast; the nowcast and the bands are then
+      applied as :func:`forecast_pv` does. A call outside that index, with another
+      step or another weather falls back to :func:`forecast_pv` itself.
+    """
+
+    def __init__(self, station: Station, weather: pd.DataFrame) -> None:
+
+        self._key: tuple | None = None
+        self._frame: pd.DataFrame | None = None
+        self._weather = weather
+        pvs = station.pv_site()
+        arrays = pvs.arrays
+        self._step = pd.Timedelta(minutes=15)
+        self._index = pd.DatetimeIndex(weather.index).tz_convert("UTC").as_unit("ns")
+        self._ok = bool(arrays) and len(self._index) > 1
+        if not self._ok:
+            return
+        self._raw, _ = pv_power_array(pvs, arrays, weather, step=self._step)
+        self._clear, _ = pv_power_array(pvs, arrays, weather, step=self._step, clear_sky=True)
+        # the nowcast's clear-sky reference (clear sky, typical temperature), from
+        # n_win steps before the first step on
+        n_win = 8
+        ext = pd.date_range(
+            self._index[0] - n_win * self._step,
+            periods=n_win + len(self._index),
+            freq=self._step,
+            unit="ns",
+        )
+        ref, _ = pv_power_array(pvs, arrays, clear_sky_weather(ext), step=self._step)
+        self._clear_ext = ref.sum(axis=1)
+        self._n_past = n_win
+        self._limits = inverter_limits_kw(arrays)
+        self._arrays = tuple(arrays)
+        self._t0_s = self._index[0].timestamp()
+
+    def __call__(
+        self,
+        station: Station,
+        start: datetime | pd.Timestamp,
+        n_steps: int,
+        step_min: int | None = None,
+        weather: pd.DataFrame | None = None,
+        measured_kw: pd.Series | None = None,
+    ) -> pd.DataFrame:
+
+        step_s = 60 * (step_min or station.site.dispatch_step_min)
+        key = (int(pd.Timestamp(start).timestamp()) // step_s, step_s, id(weather))
+        if key == self._key and self._frame is not None and len(self._frame) >= n_steps:
+            return self._frame
+        # one step more: a plan made on a step boundary has one step less than the plans
+        # made within the step (its first step is not a short one)
+        frame = None
+        if self._ok and weather is self._weather and step_s == 900:
+            frame = self._sliced(start, n_steps + 1, measured_kw)
+        if frame is None:
+            frame = forecast_pv(
+                station.pv_site(),
+                start,
+                n_steps + 1,
+                step_min,
+                weather=weather,
+                measured_kw=measured_kw,
+            )
+        self._frame, self._key = frame, key
+        return frame
+
+    def _sliced(
+        self, start: datetime | pd.Timestamp, n: int, measured_kw: pd.Series | None
+    ) -> pd.DataFrame | None:
+        """forecast_pv's nowcast and bands on the precomputed PV model (None: not covered)."""
+
+        issued = pd.Timestamp(start).tz_convert("UTC")
+        row = int((issued.timestamp() - self._t0_s) // 900)
+        if row < 0 or row + n > len(self._index):
+            return None
+        grid = self._index[row : row + n]
+        raw, clear = self._raw[row : row + n], self._clear[row : row + n]
+        k_meas = None
+        if measured_kw is not None and len(measured_kw):
+            n_win = max(1, round(_nowcast.WINDOW_H * 60 / 15))
+            if n_win > self._n_past:
+                return None
+            lo = row + self._n_past - n_win
+            past = pd.DatetimeIndex(grid[0] - self._step * np.arange(n_win, 0, -1), freq=self._step)
+            before = measured_kw[measured_kw.index < issued]
+            meas = _nowcast.step_means(before, past, self._step)
+            k_meas = _nowcast.measured_clear_sky_index(
+                meas, self._clear_ext[lo : lo + n_win], self._limits.sum()
+            )
+        lead_h = ((grid + self._step / 2) - issued).total_seconds().to_numpy() / 3600.0
+        p50 = _nowcast.nowcast(raw, clear, self._limits, lead_h, k_meas, _nowcast.TAU_H)
+        total = p50.sum(axis=1)
+        clear_total = clear.sum(axis=1)
+        b = _bands.DEFAULT_BANDS
+        p10, p90 = _bands.apply_bands(total, clear_total, float(self._limits.sum()), b)
+        data = {
+            "pv_ac_kw": total,
+            "pv_ac_p10_kw": p10,
+            "pv_ac_p90_kw": p90,
+            "pv_clear_kw": clear_total,
+            "pv_raw_kw": raw.sum(axis=1),
+        }
+        for j, a in enumerate(self._arrays):
+            data[array_column(a.name)] = p50[:, j]
+        out = pd.DataFrame(data, index=grid)
+        out.index.name = "time"
+        out.attrs["k_meas"] = k_meas
+        out.attrs["bands"] = b
+        return out
+
+
+@dataclass
+class _Bucket:
+    """Sums over one dispatch step (kW x s), flushed into ``energy_flows``."""
+
+    ts: datetime
+    seconds: float = 0.0
+    sums: dict[str, float] = field(default_factory=dict)
+    connector: dict[tuple[str, int], tuple[float, int | None, str | None]] = field(
+        default_factory=dict
+    )
+    soc_frac: float | None = None
+
+    def add(self, dt_s: float, **kw: float) -> None:
+        self.seconds += dt_s
+        for k, v in kw.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * dt_s
+
+
+class _Simulator:
+    def __init__(
+        self,
+        station: Station,
+        store: Store,
+        clock: SimClock,
+        site: SiteInputs,
+        visits: Sequence[CarVisit],
+        policy: str,
+        *,
+        start: datetime,
+        end: datetime,
+        step_s: float,
+        plan_interval_s: float,
+        run: str,
+        keep_plan_horizons: bool = False,
+        replan_on_departure: bool = True,
+        follow_balance: bool = True,
+    ) -> None:
+        self.station = station
+        self.store = store
+        self.clock = clock
+        self.site = site
+        self.policy = policy
+        self.start, self.end = start, end
+        self.step_s = step_s
+        self.plan_interval_s = plan_interval_s
+        self.run_name = run
+        self.replan_on_departure = replan_on_departure
+        self.follow_balance = follow_balance  # battery follows the site balance between plans
+        self.flow_step_s = station.site.dispatch_step_min * 60
+        self.tz = station.site.timezone
+        self.battery = SimulatedBattery(station.battery, clock) if station.battery else None
+        self.gateway: DirectGateway | None = None
+        self.controller: Controller | None = None
+        if policy in ("re100", "cost"):
+            cr.set_policy(store, policy)
+            cr.keep_plan_horizons(store, keep_plan_horizons)
+            self.gateway = DirectGateway(station, store, clock)
+            self.controller = Controller(
+                station,
+                store,
+                clock,
+                gateway=self.gateway,
+                battery=self.battery,
+                pv_meter=SimulatedPVMeter(self._pv_at, clock),
+                weather=site.forecast_weather,
+                forecaster=_StepForecastCache(station, site.forecast_weather),
+                record_flows=False,  # the simulator records the site's flows itself
+                guard_interval_s=None,
+                # the TxProfile lease must outlast this simulation's plan interval, not
+                # the station's dispatch_interval_s: else cars fall back to the
+                # fail-safe share between plans
+                lease_s=DEFAULT_LEASE_INTERVALS * plan_interval_s,
+            )
+            self.controller.solve_inline = True  # nothing else runs on this loop
+        self.groups = dispatch.station_groups(station)
+        self.kind = {c.id: c.kind for c in station.chargers}
+        self.version = {c.id: c.ocpp_version for c in station.chargers}
+        self.pending = sorted(visits, key=lambda v: v.arrival)
+        self.cars: dict[str, _Car] = {}
+        self.finished: list[dict] = []
+        self.meter_wh: dict[tuple[str, int], float] = {}
+        self.next_plan = start
+        self.replan = True
+        self.plans = 0
+        self.solve_s = 0.0
+        self.peak_kw = 0.0
+        self._site_t0_s = self.site.index[0].timestamp()  # epoch seconds of site row 0
+        self.renewable_kwh = 0.0  # battery renewable content (accounting convention)
+        self.bucket: _Bucket | None = None
+        self.fc_cache: dict[pd.Timestamp, pd.DataFrame] = {}
+        self._site_step = pd.Timedelta(minutes=15)
+        b = station.battery
+        self.stored_kwh = b.initial_soc_frac * b.capacity_kwh if b else 0.0
+        records.register_station_chargers(store, station)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _pv_at(self, t: datetime) -> float:
+        return float(self.site.pv_actual_kw[min(self._site_row(t), len(self.site.index) - 1)])
+
+    def _site_row(self, now: datetime) -> int:
+        return int((now.timestamp() - self._site_t0_s) // 900.0)  # 15-minute site steps
+
+    def _flow_step_start(self, now: datetime) -> datetime:
+        """Start of the flow step containing ``now`` (steps on multiples of the step, UTC)."""
+        fs = self.flow_step_s
+        return datetime.fromtimestamp(math.floor(now.timestamp() / fs) * fs, UTC)
+
+    def _plug_in(self, v: CarVisit, now: datetime) -> None:
+        ch = self.station.charger(v.charger_id)
+        key = f"{v.charger_id}/{v.connector_id}/{iso(v.arrival)}"
+        car = _Car(
+            sim=ConnectorSim(
+                visit=v,
+                connector_max_kw=ch.connector_power_kw,
+                kind=ch.kind,
+                phases=ch.phases,
+                voltage_v=ch.voltage_v,
+            ),
+            key=key,
+            kind=ch.kind,
+            sends_needs=v.sends_charging_needs and ch.ocpp_version == "2.0.1",
+        )
+        conn = (v.charger_id, v.connector_id)
+        meter = self.meter_wh.get(conn, 0.0)
+        tx = records.start_transaction(
+            self.store,
+            v.charger_id,
+            connector_id=v.connector_id,
+            id_token=v.id_token,
+            auth_status="Accepted",
+            meter_start_wh=round(meter, 1),
+            ts=v.arrival,
+        )
+        car.transaction_id = tx.transaction_id
+        self.cars[key] = car
+        if self.controller is not None:
+            if car.sends_needs:
+                records.record_charging_needs(
+                    self.store,
+                    v.charger_id,
+                    v.connector_id,
+                    requested_energy_kwh=v.energy_wanted_kwh,
+                    departure_time=v.departure,
+                    max_power_kw=None,
+                    energy_transfer_mode="DC" if ch.kind == "DC" else "AC_single_phase_core",
+                    payload={"simulated": True},
+                )
+            self._meter_sample(car, now)
+        self.replan = True
+
+    def _meter_sample(self, car: _Car, now: datetime) -> None:
+        """What the charger would report: register, power and (DC) the car's SoC."""
+        v = car.visit
+        reg_kwh = self.meter_wh.get((v.charger_id, v.connector_id), 0.0) / 1000.0
+        samples = [
+            records.Sample(now, records.ENERGY_REGISTER, round(reg_kwh, 4), "kWh"),
+            records.Sample(now, records.POWER_IMPORT, round(car.power_kw, 3), "kW"),
+        ]
+        if car.kind == "DC":
+            samples.append(
+                records.Sample(now, records.SOC, round(100 * car.soc_frac, 1), "Percent")
+            )
+        records.record_meter_values(
+            self.store, v.charger_id, v.connector_id, samples, transaction_id=car.transaction_id
+        )
+
+    def _unplug(self, car: _Car, ts: datetime) -> None:
+        v = car.visit
+        conn = (v.charger_id, v.connector_id)
+        records.stop_transaction(
+            self.store,
+            v.charger_id,
+            car.transaction_id,
+            meter_stop_wh=round(self.meter_wh.get(conn, 0.0), 1),
+            ts=ts,
+            reason="EVDisconnected" if ts >= v.departure else "Other",
+        )
+        self.finished.append(
+            {
+                "run": self.run_name,
+                "session_key": car.key,
+                "transaction_id": car.transaction_id,
+                "charger_id": v.charger_id,
+                "connector_id": v.connector_id,
+                "car_model": v.car_model,
+                "arrival": iso(v.arrival),
+                "departure": iso(min(v.departure, self.end)),
+                "energy_wanted_kwh": v.energy_wanted_kwh,
+                "energy_kwh": car.delivered_kwh,
+                "unmet_kwh": car.wanted_left_kwh,
+            }
+        )
+        del self.cars[car.key]
+        self.replan = True
+
+    # ---------------------------------------------------------------- policies
+
+    async def _plan(self, now: datetime, reason: str) -> None:
+        """One control cycle of the real controller; limits come from its gateway."""
+        for car in self.cars.values():
+            self._meter_sample(car, now)
+        result = await self.controller.cycle(reason)
+        self.solve_s += result.solve_s
+        self.plans += 1
+
+    def _limits(self, now: datetime) -> None:
+        for car in self.cars.values():
+            v = car.visit
+            car.limit_kw = self.gateway.limit_kw(
+                v.charger_id, v.connector_id, car.transaction_id, now
+            )
+
+    # ---------------------------------------------------------------- physics
+
+    def _hardware(self, want: dict[str, float]) -> dict[str, float]:
+        """Scale requests down pro rata inside every shared power group."""
+        by_conn = {(c.visit.charger_id, c.visit.connector_id): k for k, c in self.cars.items()}
+        out = dict(want)
+        for g in self.groups:
+            keys = [by_conn[m] for m in g.members if m in by_conn]
+            total = sum(out[k] for k in keys)
+            cap = float(np.min(g.max_power_kw))
+            if total > cap + 1e-9:
+                f = cap / total
+                for k in keys:
+                    out[k] *= f
+        return out
+
+    def _battery_bounds(self, dt_h: float) -> tuple[float, float]:
+        """(max charge, max discharge) [kW] this substep, SoC limits included."""
+        if self.battery is None:
+            return 0.0, 0.0
+        b = self.station.battery
+        soc = self.battery.soc_frac
+        room = max(0.0, (b.soc_max_frac - soc) * b.capacity_kwh)
+        avail = max(0.0, (soc - b.soc_min_frac) * b.capacity_kwh)
+        ch = min(b.max_charge_kw, room / b.charge_efficiency / dt_h)
+        dis = min(b.max_discharge_kw, avail * b.discharge_efficiency / dt_h)
+        return ch, dis
+
+    def _flows(self, now: datetime, dt_s: float) -> dict:
+        """The site's flows this substep for the cars' current limits (no state change)."""
+        dt_h = dt_s / 3600.0
+        row = min(self._site_row(now), len(self.site.index) - 1)
+        pv_avail = float(self.site.pv_actual_kw[row])
+        base = float(self.site.base_load_kw[row])
+        ch_max, dis_max = self._battery_bounds(dt_h)
+        accept = {k: c.accept_kw() for k, c in self.cars.items()}
+        if self.policy == "uncontrolled":
+            want, batt = accept, 0.0
+        elif self.policy == "greedy":
+            want, batt = self._greedy(accept, pv_avail, base, ch_max, dis_max)
+        else:
+            want = {k: min(a, self.cars[k].limit_kw) for k, a in accept.items()}
+            batt = self.battery.setpoint_kw if self.battery is not None else 0.0
+        ev = self._hardware(want)
+        ev_kw = sum(ev.values())
+        if self.controller is not None and self.battery is not None and self.follow_balance:
+            # What the live guard loop does every tick: the battery follows the metered
+            # site balance around the plan (Controller.balance_setpoint_kw).
+            follow = self.controller.balance_setpoint_kw(
+                now,
+                soc_frac=self.battery.soc_frac,
+                net_import_kw=ev_kw + base - pv_avail - batt,
+                battery_kw=batt,
+            )
+            if follow is not None:
+                batt = follow
+        batt = min(max(batt, -ch_max), dis_max)
+        if self.policy == "greedy":
+            # guard: battery first, then cut cars pro rata
+            limit = self.station.site.grid_import_limit_kw
+            net = ev_kw + base - pv_avail - batt
+            if net > limit:
+                batt = min(dis_max, batt + net - limit)
+                net = ev_kw + base - pv_avail - batt
+            if net > limit and ev_kw > 0:
+                f = max(0.0, (ev_kw - (net - limit)) / ev_kw)
+                ev = {k: p * f for k, p in ev.items()}
+                ev_kw = sum(ev.values())
+        net = ev_kw + base - pv_avail - batt
+        export_limit = self.station.site.grid_export_limit_kw
+        curtailed = 0.0
+        if -net > export_limit:
+            if batt > 0:  # never discharge into export
+                drop = min(batt, -net - export_limit)
+                batt -= drop
+                net += drop
+            curtailed = max(0.0, -net - export_limit)
+            net += curtailed
+        return {
+            "ev": ev,
+            "ev_kw": ev_kw,
+            "batt": batt,
+            "pv_avail": pv_avail,
+            "pv": pv_avail - curtailed,
+            "curtailed": curtailed,
+            "base": base,
+            "net": net,
+        }
+
+    def _commit(self, now: datetime, dt_s: float, f: dict) -> None:
+        dt_h = dt_s / 3600.0
+        batt = f["batt"]
+        soc_start = self.battery.soc_frac if self.battery else None
+        if self.battery is not None:
+            self.battery.setpoint_kw = batt
+            self._track_renewable(f["pv"], f["ev_kw"] + f["base"], batt, dt_h)
+        ev = {}
+        for k, p in f["ev"].items():
+            car = self.cars[k]
+            got = car.sim.step(now, dt_s, p + 1e-9)
+            ev[k] = got
+            conn = (car.visit.charger_id, car.visit.connector_id)
+            self.meter_wh[conn] = self.meter_wh.get(conn, 0.0) + got * dt_h * 1000.0
+        ev_kw = sum(ev.values())
+        net = ev_kw + f["base"] - f["pv"] - batt
+        b = self._bucket_for(now)
+        if b.soc_frac is None:
+            b.soc_frac = soc_start
+        b.add(
+            dt_s,
+            pv_kw=f["pv"],
+            curtailed_kw=f["curtailed"],
+            ev_kw=ev_kw,
+            base_load_kw=f["base"],
+            battery_charge_kw=max(-batt, 0.0),
+            battery_discharge_kw=max(batt, 0.0),
+            grid_import_kw=max(net, 0.0),
+            grid_export_kw=max(-net, 0.0),
+        )
+        for k, p in ev.items():
+            car = self.cars[k]
+            conn = (car.visit.charger_id, car.visit.connector_id)
+            old = b.connector.get(conn, (0.0, car.transaction_id, car.key))
+            b.connector[conn] = (old[0] + p * dt_s, car.transaction_id, car.key)
+
+    def _greedy(
+        self, accept: dict[str, float], pv: float, base: float, ch_max: float, dis_max: float
+    ) -> tuple[dict[str, float], float]:
+        """evcc Min+PV: share PV surplus and the battery, hold each car's minimum."""
+        surplus = max(0.0, pv - base) + dis_max
+        want = {}
+        for k, a in accept.items():
+            car = self.cars[k]
+            floor = GREEDY_AC_MIN_KW if car.kind == "AC" else GREEDY_DC_MIN_FRAC * car.connector_kw
+            want[k] = min(a, floor)
+        left = surplus - sum(want.values())
+        # water-fill the rest of the surplus
+        open_ = [k for k in want if accept[k] - want[k] > 1e-9]
+        while left > 1e-6 and open_:
+            share = left / len(open_)
+            nxt = []
+            for k in open_:
+                add = min(share, accept[k] - want[k])
+                want[k] += add
+                left -= add
+                if accept[k] - want[k] > 1e-9:
+                    nxt.append(k)
+            open_ = nxt
+        ev = sum(self._hardware(want).values())
+        batt = ev + base - pv  # > 0: the battery covers the shortfall; < 0: stores surplus
+        return want, min(max(batt, -ch_max), dis_max)
+
+    def _track_renewable(self, pv: float, load: float, batt: float, dt_h: float) -> None:
+        """Battery renewable content, by the convention of accounting.allocate."""
+        b = self.station.battery
+        charge, discharge = max(-batt, 0.0) * dt_h, max(batt, 0.0) * dt_h
+        pv_e, load_e = pv * dt_h, load * dt_h
+        pv_to_batt = min(max(pv_e - load_e, 0.0), charge)
+        frac = self.renewable_kwh / self.stored_kwh if self.stored_kwh > 1e-9 else 0.0
+        out_kwh = discharge / b.discharge_efficiency
+        self.renewable_kwh += pv_to_batt * b.charge_efficiency - out_kwh * frac
+        self.stored_kwh += charge * b.charge_efficiency - out_kwh
+        self.stored_kwh = max(self.stored_kwh, 0.0)
+        self.renewable_kwh = min(max(self.renewable_kwh, 0.0), self.stored_kwh)
+
+    # ---------------------------------------------------------------- recording
+
+    def _bucket_for(self, now: datetime) -> _Bucket:
+        ts = self._flow_step_start(now)
+        if self.bucket is None or self.bucket.ts != ts:
+            self._flush()
+            self.bucket = _Bucket(ts)
+        return self.bucket
+
+    def _flush(self) -> None:
+        b = self.bucket
+        if b is None or b.seconds <= 0:
+            return
+        mean = {k: v / b.seconds for k, v in b.sums.items()}
+        row = self._site_row(b.ts)
+        fc = self._flow_forecast(b.ts)
+        flows.record_flows(
+            self.store,
+            flows.FlowStep(
+                ts=b.ts,
+                step_s=b.seconds,
+                soc_frac=b.soc_frac,
+                grid_limit_kw=self.station.site.grid_import_limit_kw,
+                pv_forecast_kw=fc[0],
+                pv_p10_kw=fc[1],
+                pv_p90_kw=fc[2],
+                **mean,
+            ),
+        )
+        flows.record_connector_flows(
+            self.store,
+            [
+                flows.ConnectorStep(b.ts, c, n, e / b.seconds, tx, key)
+                for (c, n), (e, tx, key) in b.connector.items()
+            ],
+        )
+        self.peak_kw = max(self.peak_kw, mean.get("grid_import_kw", 0.0))
+        del row
+        self.bucket = None
+
+    def _flow_forecast(self, ts: datetime) -> tuple[float | None, ...]:
+        """The day-ahead forecast of a step (issued at local midnight, or at the start of
+        a run that starts later in the day), for the plots and the daily scores."""
+        day = pd.Timestamp(ts).tz_convert(self.tz).normalize().tz_convert("UTC")
+        if day not in self.fc_cache:
+            issue = max(day, self.site.index[0])
+            n = max(1, int((day + pd.Timedelta(days=1) - issue) // self._site_step))
+            try:
+                self.fc_cache[day] = forecast_pv(
+                    self.station.pv_site(), issue.to_pydatetime(), n, 15, self.site.forecast_weather
+                )
+            except ValueError:
+                self.fc_cache[day] = pd.DataFrame()
+        fc = self.fc_cache[day]
+        t = pd.Timestamp(ts).floor("15min")
+        if fc.empty or t not in fc.index:
+            return (None, None, None)
+        r = fc.loc[t]
+        return (float(r["pv_ac_kw"]), float(r["pv_ac_p10_kw"]), float(r["pv_ac_p90_kw"]))
+
+    # ---------------------------------------------------------------- loop
+
+    async def run(self, progress: Callable[[float], None] | None = None) -> None:
+        now = self.start
+        total_s = (self.end - self.start).total_seconds()
+        last_report = -1
+        limit = self.station.site.grid_import_limit_kw
+        if self.controller is not None:
+            for ch in self.station.chargers:  # boot: fail-safe profiles
+                await self.gateway.install_failsafe(ch.id, grid_import_limit_kw=limit)
+        while now < self.end:
+            # one SQLite transaction per substep (samples, plan, set points, flows)
+            with records.group_commit(self.store):
+                now = await self._substep(now, limit)
+            if progress is not None:
+                done = int(200 * (now - self.start).total_seconds() / total_s)
+                if done != last_report:
+                    progress((now - self.start).total_seconds() / total_s)
+                    last_report = done
+        with records.group_commit(self.store):
+            for car in list(self.cars.values()):
+                self._unplug(car, self.end)
+            self._flush()
+            if self.finished:
+                self.store.db["sim_sessions"].insert_all(self.finished)
+
+    async def _substep(self, now: datetime, limit: float) -> datetime:
+        """Events, a plan if due, then the flows up to the next boundary; returns it."""
+        reasons = []
+        for car in [c for c in self.cars.values() if c.visit.departure <= now]:
+            self._unplug(car, car.visit.departure)
+            if self.replan_on_departure:
+                reasons.append("car_left")
+        while self.pending and self.pending[0].arrival <= now:
+            v = self.pending.pop(0)
+            if v.departure > now:
+                self._plug_in(v, now)
+                reasons.append("car_plugged_in")
+        if self.controller is not None:
+            if now >= self.next_plan:
+                reasons.append("interval")
+            if reasons:
+                await self._plan(now, ",".join(sorted(set(reasons))))
+                if "interval" in reasons:
+                    self.next_plan = now + timedelta(seconds=self.plan_interval_s)
+            self._limits(now)
+        # the substep ends at the next event boundary (step, flow step or end)
+        nxt = now + timedelta(seconds=self.step_s)
+        flow_end = self._flow_step_start(now) + timedelta(seconds=self.flow_step_s)
+        nxt = min(nxt, flow_end, self.end)
+        if self.pending and now < self.pending[0].arrival < nxt:
+            nxt = self.pending[0].arrival
+        # ... or a departure: a car's power is its mean over the whole substep
+        for car in self.cars.values():
+            if now < car.visit.departure < nxt:
+                nxt = car.visit.departure
+        dt_s = (nxt - now).total_seconds()
+        f = self._flows(now, dt_s)
+        if self.controller is not None and f["net"] > limit + GUARD_TOLERANCE_KW:
+            # the controller's over-limit guard answers within a second
+            await self._plan(now, "over_limit")
+            self._limits(now)
+            f = self._flows(now, dt_s)
+        self._commit(now, dt_s, f)
+        self.clock.set(nxt)
+        if self.battery is not None:
+            _ = self.battery.power_kw  # integrate SoC to the new time
+        return nxt
+
+
+def simulate(
+    station: Station,
+    *,
+    start: datetime | None = None,
+    days: float = 1.0,
+    hours: float | None = None,
+    policy: str = "re100",
+    weather: str | Path | pd.DataFrame = "clear-day",
+    seed: int = 1,
+    db_path: str | Path | None = None,
+    step_s: float = 60.0,
+    plan_interval_s: float = 900.0,
+    visits: Sequence[CarVisit] | None = None,
+    site: SiteInputs | None = None,
+    with_perfect_foresight: bool = True,
+    progress: Callable[[float], None] | None = None,
+    keep_plan_horizons: bool = False,
+    replan_on_departure: bool = True,
+    follow_balance: bool = True,
+) -> SimulationResult:
+    """Simulate the station under ``policy`` and record it into a fresh store.
+
+    ``start`` defaults to the weather file's first local midnight; the period is
+    ``hours`` if given, else ``days``. ``db_path`` None keeps the store in memory.
+    ``keep_plan_horizons`` keeps every plan's per-step horizon in ``control_plans``
+    (several kB each, ~230 plans a day); by default only the latest plan keeps it.
+    ``replan_on_departure`` False: a car leaving does not trigger a plan (the live
+    controller re-plans; skipping it saves about a quarter of the LP solves of the
+    controlled policies and moves their KPIs by well under 2 %, see the README).
+    ``follow_balance`` (default, as the live guard loop): between plans the battery
+    follows the metered site balance around the plan; False holds the plan's set point.
+    Same inputs and seed give the same result.
+    """
+    if policy not in POLICIES:
+        raise SimulationError(f"policy: must be one of {', '.join(POLICIES)}; got {policy!r}")
+    wx = weather if isinstance(weather, pd.DataFrame) else read_weather(weather)
+    start = utc(start) if start is not None else weather_start(wx, station.site.timezone)
+    span = timedelta(hours=hours) if hours is not None else timedelta(days=days)
+    if span <= timedelta(0):
+        raise SimulationError("days/hours: must be > 0")
+    end = start + span
+    t_wall = time.perf_counter()
+    if site is None:
+        site = prepare_site(station, start, end, wx, seed)
+    if visits is None:
+        visits = generate_visits(station, start, end, seed)
+    visits = [_truncate(v, end) for v in visits if start <= v.arrival < end]
+    if db_path is not None:
+        p = Path(db_path)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(p) + suffix).unlink(missing_ok=True)
+    clock = SimClock(start)
+    store = Store(db_path if db_path is not None else ":memory:", clock)
+    try:
+        sim = _Simulator(
+            station,
+            store,
+            clock,
+            site,
+            visits,
+            policy,
+            start=start,
+            end=end,
+            step_s=step_s,
+            plan_interval_s=plan_interval_s,
+            run=policy,
+            keep_plan_horizons=keep_plan_horizons,
+            replan_on_departure=replan_on_departure,
+            follow_balance=follow_balance,
+        )
+        asyncio.run(sim.run(progress))
+        frame = flows.read_flows(store)
+        sessions = pd.DataFrame(sim.finished)
+        kpis = flow_kpis(
+            station,
+            frame,
+            energy_wanted_kwh=sum(v.energy_wanted_kwh for v in visits),
+            sessions=len(visits),
+        )
+        pf = None
+        if with_perfect_foresight:
+            pf = perfect_foresight(station, start, end, site, visits)
+            _store_reference(store, station, "perfect_foresight", pf_frame=pf[1], kpis=pf[0])
+            pf = pf[0]
+    finally:
+        store.close()
+    return SimulationResult(
+        policy=policy,
+        start=start,
+        end=end,
+        kpis=kpis,
+        flows=frame,
+        sessions=sessions,
+        db_path=str(db_path) if db_path is not None else None,
+        wall_s=time.perf_counter() - t_wall,
+        plans=sim.plans,
+        solve_s=sim.solve_s,
+        perfect_foresight=pf,
+    )
+
+
+def _truncate(v: CarVisit, end: datetime) -> CarVisit:
+    if v.departure <= end:
+        return v
+    from dataclasses import replace
+
+    return replace(v, departure=end)
+
+
+# --------------------------------------------------------------------------- perfect foresight
+
+
+def perfect_foresight(
+    station: Station,
+    start: datetime,
+    end: datetime,
+    site: SiteInputs,
+    visits: Sequence[CarVisit],
+    *,
+    chunk_days: int = 7,
+) -> tuple[Kpis, pd.DataFrame]:
+    """The perfect-foresight optimum of ``[start, end)`` under the ``re100`` policy.
+
+    :func:`megastation.evaluation.baselines.perfect_foresight` (the dispatch LP with the actual
+    PV and site load and every car's true arrival, departure and energy, played out
+    against the actuals) on one :class:`~megastation.evaluation.scenario.Scenario` per
+    chunk of ``chunk_days``, so a month or a year stays a series of week-long LPs. A
+    car's power is bounded by ``min(car, connector)`` without the taper near full (so
+    the optimum is, if anything, slightly optimistic). Cars still plugged in at a
+    chunk's end are cut there; the battery's SoC and renewable content carry over.
+    Returns the KPIs (same accounting as the online runs) and the energy-flow frame.
+    """
+
+    b = station.battery
+    soc = b.initial_soc_frac if b else None
+    renew = 0.0
+    parts = []
+    wanted = 0.0
+    t = start
+    step = station.site.dispatch_step_min * 60
+    limits = {
+        (ch.id, n): ch.connector_power_kw
+        for ch in station.chargers
+        for n in range(1, ch.connectors + 1)
+    }
+    groups = dispatch.station_groups(station)
+    while t < end:
+        t1 = min(end, t + timedelta(days=chunk_days))
+        n = max(1, math.ceil((t1 - t).total_seconds() / step))
+        grid = dispatch.TimeGrid(t, n, step)
+        rows = np.minimum(
+            ((grid.times - site.index[0]) // pd.Timedelta(seconds=step)).to_numpy(),
+            len(site.index) - 1,
+        )
+        chunk = [_truncate(v, t1) for v in visits if t <= v.arrival < t1]
+        wanted += sum(v.energy_wanted_kwh for v in chunk)
+        battery = dispatch.station_battery(station, soc, renew) if b else None
+        out = pf_outcome(
+            Scenario(
+                grid=grid,
+                pv_actual_kw=site.pv_actual_kw[rows],
+                site_load_kw=site.base_load_kw[rows],
+                grid_state=dispatch.station_grid_state(station, grid),
+                visits=[v for v in chunk if v.departure > v.arrival],
+                battery=battery,
+                groups=groups,
+                connector_limit_kw=limits,
+                policy="re100",
+            )
+        )
+        frame = pd.DataFrame(
+            {
+                "step_s": grid.durations_s,
+                "pv_kw": site.pv_actual_kw[rows] - out.curtailed_kw,
+                "curtailed_kw": out.curtailed_kw,
+                "ev_kw": out.session_kw.sum(axis=0),
+                "base_load_kw": site.base_load_kw[rows] - out.load_shed_kw,
+                "battery_charge_kw": out.battery_charge_kw,
+                "battery_discharge_kw": out.battery_discharge_kw,
+                "grid_import_kw": out.grid_import_kw,
+                "grid_export_kw": out.grid_export_kw,
+                "soc_frac": out.soc_frac[:-1],
+                "grid_limit_kw": station.site.grid_import_limit_kw,
+            },
+            index=grid.times,
+        )
+        parts.append(frame)
+        if b:
+            alloc = accounting.allocate_battery(frame, b, soc, renew)
+            soc = float(np.clip(out.soc_frac[-1], b.soc_min_frac, b.soc_max_frac))
+            renew = float(np.clip(alloc["battery_renewable_frac"].iloc[-1], 0.0, 1.0))
+        t = t1
+    frame = pd.concat(parts)
+    kpis = flow_kpis(
+        station,
+        frame,
+        energy_wanted_kwh=wanted,
+        sessions=len(visits),
+        initial_soc_frac=b.initial_soc_frac if b else None,
+    )
+    return kpis, frame
+
+
+def daily_kpis(
+    station: Station,
+    frame: pd.DataFrame,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pd.DataFrame:
+    """Per local day of a flow frame: energy, renewable share, grid kWh, peak, cost.
+
+    The battery's renewable content is tracked over the whole ``frame`` (so energy
+    stored from PV one day stays renewable when it is used the next), then the steps
+    in ``[start, end)`` are summed per day. Costs carry each day's demand charge pro
+    rata (one day of its own peak).
+    """
+    if frame.empty:
+        return pd.DataFrame()
+    tz = station.site.timezone
+    b = station.battery
+    soc0 = float(frame["soc_frac"].iloc[0]) if "soc_frac" in frame else math.nan
+    if not math.isfinite(soc0):
+        soc0 = b.initial_soc_frac if b else 0.0
+    alloc = accounting.allocate_battery(frame, b, soc0)
+    keep = np.ones(len(frame), dtype=bool)
+    if start is not None:
+        keep &= frame.index >= pd.Timestamp(start)
+    if end is not None:
+        keep &= frame.index < pd.Timestamp(end)
+    frame, alloc = frame[keep], alloc[keep]
+    if frame.empty:
+        return pd.DataFrame()
+    days = frame.index.tz_convert(tz).normalize()
+    green = alloc["ev_renewable_kwh"].groupby(days).sum()
+    ev = alloc["ev_kwh"].groupby(days).sum()
+    out = []
+    for day, part in frame.groupby(days):
+        k = flow_kpis(station, part, energy_wanted_kwh=0.0, sessions=0)
+        out.append(
+            {
+                "day": day.date().isoformat(),
+                "energy_kwh": k.energy_delivered_kwh,
+                "renewable_frac": float(green[day] / ev[day]) if ev[day] > 1e-9 else math.nan,
+                "grid_import_kwh": k.grid_import_kwh,
+                "peak_import_kw": k.peak_import_kw,
+                "cost_krw": k.cost_krw,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _store_reference(
+    store: Store, station: Station, reference: str, *, pf_frame: pd.DataFrame, kpis: Kpis
+) -> None:
+    """Per-day KPIs of a reference run (perfect foresight) for the daily export."""
+    daily = daily_kpis(station, pf_frame)
+    rows = [
+        {
+            "day": r["day"],
+            "reference": reference,
+            "energy_kwh": r["energy_kwh"],
+            "unmet_kwh": None,
+            "renewable_frac": r["renewable_frac"],
+            "grid_import_kwh": r["grid_import_kwh"],
+            "peak_import_kw": r["peak_import_kw"],
+            "cost_krw": r["cost_krw"],
+        }
+        for _, r in daily.iterrows()
+    ]
+    if rows:
+        store.db["sim_daily_reference"].insert_all(rows, replace=True)
+    del kpis
+
+
+__all__ = [
+    "POLICIES",
+    "Kpis",
+    "SimulationResult",
+    "cover_weather",
+    "daily_kpis",
+    "flow_kpis",
+    "perfect_foresight",
+    "prepare_site",
+    "read_weather",
+    "simulate",
+]

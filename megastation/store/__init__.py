@@ -1,0 +1,161 @@
+"""The SQLite store: the station's source of truth.
+
+Everything a process knows in memory is a cache it can rebuild from here, so a second
+process (or another database later) can share the work. Schema changes are
+migrations: named functions, applied once each in name order and recorded in the
+``_migrations`` table (see :mod:`megastation.store.schema`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from megastation.core.clock import Clock, SystemClock
+from megastation.store.schema import MIGRATIONS
+
+ENV_DB = "MEGASTATION_DB"
+DEFAULT_DB = "megastation.db"
+
+
+def default_db_path() -> Path:
+    """``$MEGASTATION_DB`` if set, else ``megastation.db`` in the working directory."""
+    return Path(os.environ.get(ENV_DB) or DEFAULT_DB)
+
+
+def iso(ts: datetime) -> str:
+    """A timestamp as stored: ISO 8601 in UTC with microseconds, so text order is time order."""
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts.isoformat()}: give a time zone")
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def time_range(
+    column: str, start: datetime | None, end: datetime | None
+) -> tuple[list[str], list[str]]:
+    """SQL conditions and arguments selecting ``column`` in ``[start, end)`` (either open).
+
+    Callers add their own conditions and join them with ``AND``.
+    """
+    where, args = [], []
+    if start is not None:
+        where.append(f"{column} >= ?")
+        args.append(iso(start))
+    if end is not None:
+        where.append(f"{column} < ?")
+        args.append(iso(end))
+    return where, args
+
+
+def parse_iso(text: str) -> datetime:
+    """Inverse of :func:`iso`."""
+    return datetime.fromisoformat(text)
+
+
+def dumps(obj: Any) -> str:
+    """Strict JSON for payload columns (compact, datetimes as ISO text, non-finite -> null)."""
+    try:
+        return json.dumps(
+            obj, separators=(",", ":"), default=_json_default, ensure_ascii=False, allow_nan=False
+        )
+    except ValueError:  # NaN or infinity somewhere: null, as strict JSON has no such numbers
+        return json.dumps(
+            finite_json(obj), separators=(",", ":"), default=_json_default, ensure_ascii=False,
+            allow_nan=False,
+        )  # fmt: skip
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by None, for strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON for output (CLI ``--json``): non-finite numbers as null, never ``Infinity``."""
+    kwargs.setdefault("default", str)
+    return json.dumps(finite_json(obj), allow_nan=False, **kwargs)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class Store:
+    """A migrated SQLite database in WAL mode, with the clock that stamps its rows.
+
+    ``path`` may be ``":memory:"`` for throwaway use; everything else is a file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], clock: Clock | None = None) -> None:
+        self.path = str(path)
+        self.clock: Clock = clock or SystemClock()
+        memory = self.path == ":memory:"
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+        self.db = sqlite_utils.Database(conn) if not memory else sqlite_utils.Database(memory=True)
+        if not memory:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.migrate()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in name order; return the names applied."""
+
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations").fetchall()}
+        applied = []
+        for name in sorted(MIGRATIONS):
+            if name in done:
+                continue
+            with self.conn:
+                MIGRATIONS[name](self.db)
+                self.conn.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                    (name, iso(self.clock.now())),
+                )
+            applied.append(name)
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
+
+    # Small key/value settings table (operator overrides such as a live grid limit).
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, dumps(value), iso(self.clock.now())),
+            )
+
+    def close(self) -> None:
+        self.db.close()

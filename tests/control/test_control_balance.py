@@ -1,0 +1,85 @@
+"""Between plans the battery follows the site balance around the plan (self-consumption)."""
+
+from __future__ import annotations
+
+import pytest
+
+from megastation.control.controller import Controller, follow_balance_kw
+from megastation.core.devices import SimulatedBattery, SimulatedSiteMeter
+from megastation.sim.gateway import DirectGateway
+from megastation.store import records
+from tests.conftest import T0
+from tests.control.test_control_loop import flat_forecaster, start_tx
+
+
+def rule(**kw):
+    base = dict(
+        planned_battery_kw=0.0,
+        planned_import_kw=50.0,
+        planned_export_kw=0.0,
+        import_at_plan_kw=50.0,
+        max_charge_kw=250.0,
+        max_discharge_kw=250.0,
+    )
+    return follow_balance_kw(**{**base, **kw})
+
+
+def test_rule_stores_surplus_that_would_be_exported():
+    # the plan imports 0; cars draw less than planned: 40 kW would go to the grid
+    assert rule(planned_import_kw=0.0, import_at_plan_kw=-40.0) == pytest.approx(-40.0)
+    # a planned discharge is cut before anything is exported
+    assert rule(
+        planned_battery_kw=30.0, planned_import_kw=0.0, import_at_plan_kw=-20.0
+    ) == pytest.approx(10.0)
+    # a planned export (battery full, say) stays
+    assert rule(planned_import_kw=0.0, planned_export_kw=40.0, import_at_plan_kw=-40.0) == 0.0
+
+
+def test_rule_discharges_instead_of_importing_above_the_plan():
+    assert rule(import_at_plan_kw=80.0) == pytest.approx(30.0)
+    # ... but not below the plan's reserve: a planned charge is only given up
+    assert rule(import_at_plan_kw=80.0, may_discharge_more=False) == 0.0
+    assert rule(
+        planned_battery_kw=-40.0, import_at_plan_kw=80.0, may_discharge_more=False
+    ) == pytest.approx(-10.0)
+    # within the deadband the plan's set point holds; limits hold
+    assert rule(import_at_plan_kw=50.5) == 0.0
+    assert rule(import_at_plan_kw=900.0) == 250.0
+    assert rule(planned_import_kw=0.0, import_at_plan_kw=-900.0) == -250.0
+
+
+async def test_battery_takes_pv_surplus_when_cars_draw_less_than_planned(station, store, clock):
+    # Sunny: the plan gives a DC car PV; the car draws nothing, so the surplus would be
+    # exported. With the guard loop's balance step the battery charges with it instead.
+    records.register_station_chargers(store, station)
+    gw = DirectGateway(station, store, clock)
+    start_tx(store, "GJDG-DC-01", 1, T0)
+    battery = SimulatedBattery(station.battery, clock, soc_frac=0.2)
+    car_kw = {"kw": None}
+
+    def ev_kw():
+        planned = sum(gw.limit_kw(c, k, tx, clock.now()) for (c, k), (tx, _) in gw.tx.items())
+        return planned if car_kw["kw"] is None else car_kw["kw"]
+
+    from megastation.core.devices import SimulatedPVMeter
+
+    pv = SimulatedPVMeter(lambda t: 150.0, clock)
+    meter = SimulatedSiteMeter(
+        clock, ev_kw=ev_kw, pv=pv, battery=battery, base_load_kw=station.site.base_load_kw
+    )
+    ctl = Controller(
+        station, store, clock, gateway=gw, battery=battery, site_meter=meter, pv_meter=pv,
+        forecaster=flat_forecaster(150.0),
+    )  # fmt: skip
+    for c in station.chargers:
+        await gw.install_failsafe(c.id, grid_import_limit_kw=400)
+    await ctl.cycle("test")
+    planned_export = ctl._follow[1].grid_export_kw[0]
+    car_kw["kw"] = 0.0  # the car stops drawing
+    before = await meter.read()
+    kw = await ctl.follow_balance()
+    after = await meter.read()
+    assert before.export_kw > planned_export + 10  # it would export
+    assert kw is not None and kw < 0  # the battery charges instead
+    assert after.export_kw == pytest.approx(planned_export, abs=1.5)
+    assert after.import_kw == pytest.approx(0.0, abs=1.5)
