@@ -81,7 +81,7 @@ async def serve_megastation(n: int, profile: str | None) -> None:
     records.forget_caches(store)
     cs = CentralSystem(load_station(seeds_dir() / "gwangju-donggu.toml"), store, clock)
     await cs.start("127.0.0.1", 0)
-    prof = cProfile.Profile() if profile else None
+    prof = cProfile.Profile(time.process_time) if profile else None  # CPU, not wall time
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -165,9 +165,17 @@ async def worker(a: argparse.Namespace) -> dict:
     back_s: list[float] = []
     failures = 0
 
+    connected = [0]
+    all_connected = asyncio.Event()
+    go = asyncio.Event()
+
     async def one(i: int) -> None:
         nonlocal made, failures
         ws = await _connect(a.port, i)
+        connected[0] += 1
+        if connected[0] == a.count:
+            all_connected.set()
+        await go.wait()  # the measured window starts once every charger is connected
         t = T0 + timedelta(seconds=i)
         seq, energy = 0, 0.0
         await asyncio.sleep(max(0.0, a.go_at - time.time()) + random.random() * a.interval)
@@ -214,11 +222,18 @@ async def worker(a: argparse.Namespace) -> dict:
         tasks.append(asyncio.create_task(one(a.first + k)))
         if k % 50 == 49:
             await asyncio.sleep(0.02)
+    await all_connected.wait()
+    print("ready", flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    a.go_at, a.end_at, drop_at = (float(x) for x in line.split())
+    a.drop_at = drop_at if drop_at >= 0 else None
+    go.set()
     await asyncio.gather(*tasks)
     return {"lat": lat, "made": made, "back_s": back_s, "failures": failures}
 
 
-def start_workers(port, n, procs, interval, go_at, end_at, drop_at=None):
+def start_workers(port, n, procs, interval):
+    """Start the load processes; return once every charger of every one is connected."""
     per = -(-n // procs)
     out = []
     for p in range(procs):
@@ -226,18 +241,28 @@ def start_workers(port, n, procs, interval, go_at, end_at, drop_at=None):
         if count <= 0:
             break
         args = [sys.executable, __file__, "--worker", "--port", str(port), "--first",
-                str(first), "--count", str(count), "--interval", str(interval),
-                "--go-at", str(go_at), "--end-at", str(end_at)]  # fmt: skip
-        if drop_at is not None:
-            args += ["--drop-at", str(drop_at)]
-        out.append(subprocess.Popen(args, stdout=subprocess.PIPE, cwd=ROOT, text=True))
+                str(first), "--count", str(count), "--interval", str(interval)]  # fmt: skip
+        out.append(
+            subprocess.Popen(
+                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, text=True
+            )
+        )
+    for w in out:
+        assert w.stdout.readline().strip() == "ready"
     return out
+
+
+def go(workers, go_at: float, end_at: float, drop_at: float | None = None) -> None:
+    for w in workers:
+        w.stdin.write(f"{go_at} {end_at} {-1 if drop_at is None else drop_at}\n")
+        w.stdin.flush()
 
 
 def collect(workers) -> dict:
     res = {"lat": [], "made": 0, "back_s": [], "failures": 0}
     for w in workers:
-        out, _ = w.communicate()
+        out = w.stdout.read()
+        w.wait()
         r = json.loads(out.strip().splitlines()[-1])
         for k in res:
             res[k] += r[k]
@@ -255,10 +280,12 @@ def pct(xs: list[float], q: float) -> float:
 def paced(n: int, procs: int, interval: float, seconds: float, profile: str | None = None) -> dict:
     server, port, db = start_server("megastation", n, profile)
     try:
-        ramp_s = max(10.0, n / 400)  # connections open (and the server settles) first
-        go_at = time.time() + ramp_s
+        t_connect = time.time()
+        workers = start_workers(port, n, procs, interval)
+        connect_s = time.time() - t_connect
+        go_at = time.time() + 3.0  # the server settles
         end_at = go_at + seconds
-        workers = start_workers(port, n, procs, interval, go_at, end_at)
+        go(workers, go_at, end_at)
         time.sleep(max(0.0, go_at - time.time()))
         if profile:
             server.send_signal(signal.SIGUSR1)
@@ -285,6 +312,7 @@ def paced(n: int, procs: int, interval: float, seconds: float, profile: str | No
         "load_cpu": sum(c1[w.pid] - c0[w.pid] for w in workers) / seconds,
         "loadavg": load0,
         "reconnects": res["failures"],
+        "connect_s": connect_s,
         "db": db,
     }
 
@@ -292,10 +320,11 @@ def paced(n: int, procs: int, interval: float, seconds: float, profile: str | No
 def storm(n: int, procs: int, interval: float) -> dict:
     server, port, db = start_server("megastation", n)
     try:
-        go_at = time.time() + max(8.0, n / 400)
+        workers = start_workers(port, n, procs, interval)
+        go_at = time.time() + 2.0
         drop_at = go_at + 2 * interval
         end_at = drop_at + 3 * interval
-        workers = start_workers(port, n, procs, interval, go_at, end_at, drop_at)
+        go(workers, go_at, end_at, drop_at)
         res = collect(workers)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -402,7 +431,7 @@ def main() -> None:
             f"({r['server_cpu_per_msg_ms']:.2f} ms CPU per message), waiting for a CPU while "
             f"runnable {100 * r['server_waiting']:.0f} % of the time; load processes "
             f"{100 * r['load_cpu']:.0f} % in all; load average {r['loadavg']:.1f}; "
-            f"reconnects {r['reconnects']}"
+            f"reconnects {r['reconnects']}; all {a.chargers} connected in {r['connect_s']:.0f} s"
         )
     if a.storm:
         s = storm(a.storm, a.procs, a.storm_interval)
