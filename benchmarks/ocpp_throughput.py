@@ -277,8 +277,15 @@ def pct(xs: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- scenarios
 
 
-def paced(n: int, procs: int, interval: float, seconds: float, profile: str | None = None) -> dict:
-    server, port, db = start_server("megastation", n, profile)
+def paced(
+    n: int,
+    procs: int,
+    interval: float,
+    seconds: float,
+    profile: str | None = None,
+    kind: str = "megastation",
+) -> dict:
+    server, port, db = start_server(kind, n, profile)
     try:
         t_connect = time.time()
         workers = start_workers(port, n, procs, interval)
@@ -395,6 +402,7 @@ def main() -> None:
     ap.add_argument("--storm-interval", type=float, default=5.0, help="storm: s between messages")
     ap.add_argument("--flood", type=int, default=0, help="flood comparison: connections (0: skip)")
     ap.add_argument("--profile", action="store_true", help="also profile the server (paced)")
+    ap.add_argument("--baseline", action="store_true", help="paced load on a bare echo server too")
     # internal: server and worker processes
     ap.add_argument("--serve", choices=["echo", "megastation"], help=argparse.SUPPRESS)
     ap.add_argument("-n", type=int, default=0, help=argparse.SUPPRESS)
@@ -432,6 +440,13 @@ def main() -> None:
             f"runnable {100 * r['server_waiting']:.0f} % of the time; load processes "
             f"{100 * r['load_cpu']:.0f} % in all; load average {r['loadavg']:.1f}; "
             f"reconnects {r['reconnects']}; all {a.chargers} connected in {r['connect_s']:.0f} s"
+        )
+    if a.baseline and a.chargers:
+        r = paced(a.chargers, a.procs, a.interval, a.seconds, kind="echo")
+        print(
+            f"echo    the same load on a bare websockets echo server: p50 {r['p50_ms']:.1f} ms  "
+            f"p99 {r['p99_ms']:.1f} ms; server {100 * r['server_cpu']:.0f} % of a core, waiting "
+            f"for a CPU {100 * r['server_waiting']:.0f} % of the time"
         )
     if a.storm:
         s = storm(a.storm, a.procs, a.storm_interval)
