@@ -14,6 +14,7 @@ over the measured window is read from /proc, to tell which side limits.
    minus energy samples stored (target 0).
 3. ``--flood``: the old comparison with a bare websockets echo server (msg/s ratio).
 4. ``--profile``: the paced run again with the server under cProfile; top functions.
+5. ``--console``: what the web console costs (runs ``console_cost.py --console``).
 
     .venv/bin/python benchmarks/ocpp_throughput.py [--chargers 10000] [--storm 2000]
 """
@@ -403,6 +404,8 @@ def main() -> None:
     ap.add_argument("--flood", type=int, default=0, help="flood comparison: connections (0: skip)")
     ap.add_argument("--profile", action="store_true", help="also profile the server (paced)")
     ap.add_argument("--baseline", action="store_true", help="paced load on a bare echo server too")
+    ap.add_argument("--console", action="store_true", help="the web console's cost instead")
+    ap.add_argument("--rounds", type=int, default=3, help="--console: alternating runs each")
     # internal: server and worker processes
     ap.add_argument("--serve", choices=["echo", "megastation"], help=argparse.SUPPRESS)
     ap.add_argument("-n", type=int, default=0, help=argparse.SUPPRESS)
@@ -422,6 +425,11 @@ def main() -> None:
     if a.worker:
         print(json.dumps(asyncio.run(worker(a))), flush=True)
         return
+    if a.console:
+        n = a.n or 1000
+        cmd = [sys.executable, str(Path(__file__).with_name("console_cost.py")), "--console",
+               "-n", str(n), "--rounds", str(a.rounds)]  # fmt: skip
+        raise SystemExit(subprocess.call(cmd, cwd=ROOT))
 
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the runs; "
