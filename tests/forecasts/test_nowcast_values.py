@@ -183,9 +183,13 @@ def test_forecast_with_gaps_in_the_measurements(station):
     assert fc.attrs["k_meas"] == pytest.approx(0.8, abs=0.02)
 
 
-def test_blend_uses_the_given_decay_and_never_goes_negative():
+def test_blend_uses_the_table_it_is_given_and_never_goes_negative():
     raw = np.array([[40.0], [-1.0]])
     clear = np.array([[100.0], [0.0]])
-    out = nowcast(raw, clear, np.array([110.0]), np.array([1.0, 0.0]), 0.5, tau_h=0.5)
-    w = np.exp(-2.0)
+    lead = np.array([1.0, 0.0])
+    out = nowcast(raw, clear, np.array([110.0]), lead, 0.5, with_weather=False)
+    w = 0.5 * (0.9 + 0.86)  # clear-sky table, halfway between the 0.875 h and 1.125 h nodes
     np.testing.assert_allclose(out[:, 0], [w * 50.0 + (1 - w) * 40.0, 0.0])
+    w = 0.5 * (0.61 + 0.54)  # weather table
+    np.testing.assert_allclose(nowcast(raw, clear, np.array([110.0]), lead, 0.5)[0, 0],
+                               w * 50.0 + (1 - w) * 40.0)  # fmt: skip
