@@ -69,7 +69,8 @@ def demo(
     """Server, controller and simulated chargers on an accelerated clock; summary at the end."""
     from rich.console import Console
 
-    from megastation.app.demo import kpi_table, run_demo
+    from megastation.app.demo import run_demo
+    from megastation.app.simulate import kpi_table
 
     console = Console()
     station = ctx.station

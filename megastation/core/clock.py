@@ -104,10 +104,16 @@ class ScaledClock:
 
     :meth:`hold` stops it while a block runs (the demo holds it while the controller
     solves: a 50 ms solve is nothing at 1x but more than a station minute at 1440x).
-    Thread-safe: the demo's simulated chargers read it from another thread.
+    ``held=True`` creates it stopped at ``start`` until :meth:`release` (the demo's
+    chargers boot and get their fail-safe profiles before the first car); sleeps begun
+    before the release end ``seconds / speed`` after it. Thread-safe: the demo's
+    simulated chargers read it from another thread.
     """
 
-    def __init__(self, start: datetime, speed: float) -> None:
+    #: how often a sleep begun before :meth:`release` checks for it [s of wall time]
+    RELEASE_POLL_S = 0.01
+
+    def __init__(self, start: datetime, speed: float, *, held: bool = False) -> None:
         if speed <= 0:
             raise ValueError(f"speed: must be > 0, got {speed}")
         self._start = utc(start)
@@ -116,27 +122,46 @@ class ScaledClock:
         self._lock = threading.Lock()
         self._held_at: float | None = None  # wall time the clock stopped at
         self._holds = 0
+        self._released = threading.Event()
+        if held:
+            self._stop()
+        else:
+            self._released.set()
 
     def now(self) -> datetime:
         with self._lock:
             t = self._held_at if self._held_at is not None else time.monotonic()
             return self._start + timedelta(seconds=(t - self._t0) * self.speed)
 
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        """Stop the clock for the duration of the block (nested holds are one hold)."""
+    def _stop(self) -> None:
         with self._lock:
             if self._holds == 0:
                 self._held_at = time.monotonic()
             self._holds += 1
+
+    def _resume(self) -> None:
+        with self._lock:
+            self._holds -= 1
+            if self._holds == 0 and self._held_at is not None:
+                self._t0 += time.monotonic() - self._held_at
+                self._held_at = None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Stop the clock for the duration of the block (nested holds are one hold)."""
+        self._stop()
         try:
             yield
         finally:
-            with self._lock:
-                self._holds -= 1
-                if self._holds == 0 and self._held_at is not None:
-                    self._t0 += time.monotonic() - self._held_at
-                    self._held_at = None
+            self._resume()
+
+    def release(self) -> None:
+        """End the hold of a clock created with ``held=True`` (no-op otherwise or twice)."""
+        if not self._released.is_set():
+            self._resume()
+            self._released.set()
 
     async def sleep(self, seconds: float) -> None:
+        while not self._released.is_set():
+            await asyncio.sleep(self.RELEASE_POLL_S)
         await asyncio.sleep(max(0.0, seconds) / self.speed)
