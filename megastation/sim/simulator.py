@@ -585,7 +585,6 @@ class _Simulator:
         self.finished: list[dict] = []
         self.meter_wh: dict[tuple[str, int], float] = {}
         self.next_plan = start
-        self.replan = True
         self.plans = 0
         self.solve_s = 0.0
         self.peak_kw = 0.0
@@ -648,7 +647,6 @@ class _Simulator:
                     payload={"simulated": True},
                 )
             self._meter_sample(car, now)
-        self.replan = True
 
     def _meter_sample(self, car: _Car, now: datetime) -> None:
         """What the charger would report: register, power and (DC) the car's SoC."""
@@ -693,7 +691,6 @@ class _Simulator:
             }
         )
         del self.cars[car.key]
-        self.replan = True
 
     # ---------------------------------------------------------------- policies
 

@@ -12,21 +12,12 @@ import json
 import os
 import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from megastation.core.clock import Clock, SystemClock
 from megastation.store.schema import MIGRATIONS
-
-ENV_DB = "MEGASTATION_DB"
-DEFAULT_DB = "megastation.db"
-
-
-def default_db_path() -> Path:
-    """``$MEGASTATION_DB`` if set, else ``megastation.db`` in the working directory."""
-    return Path(os.environ.get(ENV_DB) or DEFAULT_DB)
 
 
 def iso(ts: datetime) -> str:

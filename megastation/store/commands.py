@@ -24,7 +24,6 @@ TIMEOUT = "timeout"
 OFFLINE = "offline"
 ERROR = "error"
 EXPIRED = "expired"  # queued, but no server sent it before it expired
-FINAL_STATUSES = (ACCEPTED, REJECTED, TIMEOUT, OFFLINE, ERROR, EXPIRED)
 OPEN_STATUSES = ("pending", "sent")
 
 # How long an operator's queued command may wait for a server to send it [s].

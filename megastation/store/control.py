@@ -131,13 +131,6 @@ def record_plan(
     return plan_id
 
 
-def update_plan_cycle_ms(store: Store, plan_id: int, cycle_ms: float) -> None:
-    with store.conn:
-        store.conn.execute(
-            "UPDATE control_plans SET cycle_ms = ? WHERE id = ?", (cycle_ms, plan_id)
-        )
-
-
 @dataclass(frozen=True)
 class SetpointRecord:
     """One set point sent (or deliberately not sent) and its outcome."""
