@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
 
 from megastation.cli import main
 from megastation.cli.common import Context, parse_when, pass_ctx
 from megastation.core.clock import SystemClock
 from megastation.core.config import ConfigError, Station, load_station
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Function-level imports below are lazy on purpose: pandas and pvlib (through forecasts)
+# take about a second to import, and every other CLI command would pay for them.
 
 
 def _station(ctx: Context, config: Path | None) -> Station:
@@ -24,7 +30,7 @@ def _station(ctx: Context, config: Path | None) -> Station:
 
 def _read_weather(path: Path, year: int, label: str) -> pd.DataFrame:
     """A weather CSV, a TMY3 file or an EPW file, by content."""
-    from forecasts import weather
+    from forecasts import weather  # lazy: pandas, pvlib
 
     if path.suffix.lower() == ".epw":
         return weather.read_epw(path, year=year)[0]
@@ -42,11 +48,15 @@ def _parse_time(text: str | None, station: Station) -> pd.Timestamp:
 
     The forecast itself starts at the step containing it (``forecast_pv`` floors it).
     """
+    import pandas as pd  # lazy
+
     ts = parse_when(text, station, option="--start")
     return pd.Timestamp(SystemClock().now() if ts is None else ts).tz_convert("UTC")
 
 
 def _step_min(step: str) -> int:
+    import pandas as pd  # lazy
+
     try:
         td = pd.Timedelta(step)
     except ValueError:
@@ -123,6 +133,7 @@ def forecast_group(
         click_ctx.obj = ctx
         click_ctx.meta["forecast_config"] = config
         return
+    # lazy: pandas, pvlib
     from forecasts.forecast import forecast_pv
     from forecasts.issued import save_forecast
     from forecasts.weather import WeatherError
@@ -206,6 +217,9 @@ def score_cmd(
     output: Path | None,
 ) -> None:
     """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence."""
+    # lazy: pandas, pvlib
+    import pandas as pd
+
     from forecasts.issued import load_issued
     from forecasts.nowcast import step_means
     from forecasts.pvmodel import pv_power

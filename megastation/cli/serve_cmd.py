@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -12,6 +11,7 @@ import click
 from megastation.cli import main
 from megastation.cli.common import Context, pass_ctx
 from megastation.core.clock import SystemClock
+from megastation.core.config import ConfigError
 
 
 @main.command("serve")
@@ -25,8 +25,10 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
     Ctrl-C stops cleanly.
     """
+    # lazy: the server, the controller and asyncio are for this command only
+    import asyncio
+
     from megastation.app.serve import serve as serve_station
-    from megastation.core.config import ConfigError
     from ocpp_central.server import ListenError
 
     logging.basicConfig(

@@ -9,7 +9,7 @@ import click
 
 from megastation.cli import main
 from megastation.cli.common import Context, check_weather, parse_when, pass_ctx
-from megastation.sim.simulator import POLICIES, SimulationError
+from megastation.sim.options import POLICIES, SimulationError
 
 
 def parse_policies(text: str) -> list[str]:

@@ -13,7 +13,6 @@ All timestamps are timezone-aware UTC.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import threading
@@ -21,7 +20,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 @runtime_checkable
@@ -35,6 +37,13 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of this clock's time."""
         ...
+
+
+def _asyncio():
+    # lazy: asyncio adds tens of ms to every CLI command's start-up, and only sleeps need it
+    import asyncio
+
+    return asyncio
 
 
 def utc(ts: datetime) -> datetime:
@@ -51,7 +60,7 @@ class SystemClock:
         return datetime.now(UTC)
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
+        await _asyncio().sleep(max(0.0, seconds))
 
 
 class SimClock:
@@ -72,9 +81,9 @@ class SimClock:
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
-            await asyncio.sleep(0)
+            await _asyncio().sleep(0)
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = _asyncio().get_running_loop().create_future()
         heapq.heappush(
             self._sleepers, (self._now + timedelta(seconds=seconds), next(self._seq), fut)
         )
@@ -94,9 +103,9 @@ class SimClock:
                 fut.set_result(None)
             # Let the woken task (and whatever it schedules) run at this instant.
             for _ in range(5):
-                await asyncio.sleep(0)
+                await _asyncio().sleep(0)
         self._now = target
-        await asyncio.sleep(0)
+        await _asyncio().sleep(0)
 
 
 class ScaledClock:
@@ -163,5 +172,5 @@ class ScaledClock:
 
     async def sleep(self, seconds: float) -> None:
         while not self._released.is_set():
-            await asyncio.sleep(self.RELEASE_POLL_S)
-        await asyncio.sleep(max(0.0, seconds) / self.speed)
+            await _asyncio().sleep(self.RELEASE_POLL_S)
+        await _asyncio().sleep(max(0.0, seconds) / self.speed)

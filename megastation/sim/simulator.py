@@ -82,7 +82,7 @@ from megastation.control.controller import (
 )
 from megastation.core import accounting
 from megastation.core.clock import SimClock, utc
-from megastation.core.config import Station, seeds_dir
+from megastation.core.config import Station
 from megastation.core.devices import SimulatedBattery, SimulatedPVMeter
 from megastation.core.fleet import CarVisit, generate_visits
 from megastation.core.stepmean import StepMean
@@ -92,12 +92,11 @@ from megastation.evaluation.baselines import perfect_foresight as pf_outcome
 from megastation.evaluation.scenario import Scenario
 from megastation.sim.car import ConnectorSim
 from megastation.sim.gateway import DirectGateway
+from megastation.sim.options import POLICIES, SimulationError, weather_path
 from megastation.sim.site import degrade_weather, site_load_kw
 from megastation.store import Store, flows, iso, records
 from megastation.store import control as cr
 
-POLICIES = ("re100", "cost", "uncontrolled", "greedy")
-WEATHER_NAMES = ("clear-day", "cloudy-day", "mixed-week")
 DAYS_PER_BILLING_MONTH = 30.0
 # Resolution of the site inputs (weather, PV actuals, base load) and of the PV forecast
 # the simulated controller sees: the weather files' 15-minute grid, not a setting.
@@ -105,23 +104,7 @@ SITE_STEP_S = 900
 SITE_STEP = pd.Timedelta(seconds=SITE_STEP_S)
 
 
-class SimulationError(ValueError):
-    """A simulation input is wrong; the message names it."""
-
-
 # --------------------------------------------------------------------------- inputs
-
-
-def weather_path(weather: str | Path) -> Path:
-    """A seed weather name (``clear-day``, ``cloudy-day``, ``mixed-week``) or a file."""
-    if str(weather) in WEATHER_NAMES:
-        return seeds_dir() / "weather" / f"{weather}.csv"
-    p = Path(weather)
-    if not p.is_file():
-        raise SimulationError(
-            f"weather: {weather}: no such file (or use one of {', '.join(WEATHER_NAMES)})"
-        )
-    return p
 
 
 def read_weather(weather: str | Path) -> pd.DataFrame:
