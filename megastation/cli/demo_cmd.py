@@ -67,6 +67,7 @@ def demo(
     out_dir: Path,
 ) -> None:
     """Server, controller and simulated chargers on an accelerated clock; summary at the end."""
+    # lazy: the demo pulls in the server, the controller, scipy, pandas and pvlib
     from rich.console import Console
 
     from megastation.app.demo import run_demo

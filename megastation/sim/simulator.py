@@ -102,6 +102,16 @@ DAYS_PER_BILLING_MONTH = 30.0
 # the simulated controller sees: the weather files' 15-minute grid, not a setting.
 SITE_STEP_S = 900
 SITE_STEP = pd.Timedelta(seconds=SITE_STEP_S)
+SITE_STEPS_PER_DAY = 86400 // SITE_STEP_S
+# A weather file's clear-sky index (GHI / clear-sky GHI), moved onto another date's sun,
+# is taken where the clear-sky GHI exceeds this (not at dawn and dusk) and clipped at the
+# maximum (cloud-edge enhancement).
+MIN_CLEAR_GHI_W_M2 = 20.0
+MAX_CLEAR_SKY_INDEX = 1.2
+# Float slack [kW]: a step counts as over the grid limit beyond it; a power group over
+# its cap beyond it is scaled down; a car's limit gets it so rounding never cuts it.
+OVER_LIMIT_TOL_KW = 1e-6
+LIMIT_SLACK_KW = 1e-9
 
 
 # --------------------------------------------------------------------------- inputs
@@ -135,22 +145,24 @@ def cover_weather(station: Station, weather: pd.DataFrame, index: pd.DatetimeInd
     step = SITE_STEP
     w0 = pd.Timestamp(weather_start(weather, tz))
     n_days = max(1, int((weather.index[-1] + step - w0) // pd.Timedelta(days=1)))
-    src_index = pd.date_range(w0, periods=n_days * 96, freq=step)
+    src_index = pd.date_range(w0, periods=n_days * SITE_STEPS_PER_DAY, freq=step)
     src = resample_weather(weather, src_index)
     if index[0] >= src_index[0] and index[-1] <= src_index[-1]:
         return src.loc[index[0] : index[-1]].copy()
     day_no = ((index - w0) // pd.Timedelta(days=1)).to_numpy()
     pos = ((index - w0) % pd.Timedelta(days=1)) // step
-    rows = (np.mod(day_no, n_days) * 96 + np.asarray(pos)).astype(int)
+    rows = (np.mod(day_no, n_days) * SITE_STEPS_PER_DAY + np.asarray(pos)).astype(int)
     out = pd.DataFrame(src.to_numpy(float)[rows], index=index, columns=src.columns)
     if "ghi" in src:
         geo_src = solar_geometry(station.site, src_index, step)
         geo_dst = solar_geometry(station.site, index, step)
         with np.errstate(invalid="ignore", divide="ignore"):
             k = np.where(
-                geo_src.ghi_clear > 20.0, src["ghi"].to_numpy(float) / geo_src.ghi_clear, np.nan
+                geo_src.ghi_clear > MIN_CLEAR_GHI_W_M2,
+                src["ghi"].to_numpy(float) / geo_src.ghi_clear,
+                np.nan,
             )
-        k = pd.Series(k).ffill().bfill().fillna(1.0).clip(0.0, 1.2).to_numpy()
+        k = pd.Series(k).ffill().bfill().fillna(1.0).clip(0.0, MAX_CLEAR_SKY_INDEX).to_numpy()
         out["ghi"] = np.where(geo_dst.day, k[rows] * geo_dst.ghi_clear, 0.0)
     return out
 
@@ -328,7 +340,7 @@ def flow_kpis(
         grid_export_kwh=float((exp_ * h).sum()),
         peak_import_kw=peak,
         grid_limit_kw=float(np.nanmin(lim)),
-        steps_over_limit=int((imp > lim + 1e-6).sum()),
+        steps_over_limit=int((imp > lim + OVER_LIMIT_TOL_KW).sum()),
         energy_cost_krw=energy_cost,
         demand_charge_krw=float(demand),
         cost_krw=float(energy_cost + demand),
@@ -702,7 +714,7 @@ class _Simulator:
             keys = [by_conn[m] for m in g.members if m in by_conn]
             total = sum(out[k] for k in keys)
             cap = float(np.min(g.max_power_kw))
-            if total > cap + 1e-9:
+            if total > cap + LIMIT_SLACK_KW:
                 f = cap / total
                 for k in keys:
                     out[k] *= f
@@ -790,7 +802,7 @@ class _Simulator:
         ev = {}
         for k, p in f["ev"].items():
             car = self.cars[k]
-            got = car.sim.step(now, dt_s, p + 1e-9)
+            got = car.sim.step(now, dt_s, p + LIMIT_SLACK_KW)
             ev[k] = got
             conn = (car.visit.charger_id, car.visit.connector_id)
             self.meter_wh[conn] = self.meter_wh.get(conn, 0.0) + got * dt_h * 1000.0
