@@ -469,7 +469,9 @@ async def _demo_async(
     ctl_task = asyncio.create_task(controller.run())
     fleet_thread.start()
     n_fc = max(1, int((end - start).total_seconds() // SITE_STEP_S) + 1)
-    day_ahead = forecast_pv(station, start, n_fc, SITE_STEP_S // 60, site.forecast_weather)
+    day_ahead = forecast_pv(
+        station.pv_site(), start, n_fc, SITE_STEP_S // 60, site.forecast_weather
+    )
     await _wait_booted(station, store, fleet_thread, controller, boot_timeout_s)
     clock.release()
     try:

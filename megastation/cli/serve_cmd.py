@@ -23,12 +23,14 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     """Run the OCPP central system: chargers connect over OCPP-J 1.6 / 2.0.1.
 
     Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
-    Ctrl-C stops cleanly.
+    Ctrl-C and SIGTERM (systemd, Docker) stop cleanly: chargers get a 1001 close and
+    are marked disconnected, commands awaiting an answer end `interrupted`.
     """
     # lazy: the server, the controller and asyncio are for this command only
     import asyncio
 
     from megastation.app.serve import serve as serve_station
+    from megastation.app.serve import until_stopped
     from ocpp_central.server import ListenError
 
     logging.basicConfig(
@@ -48,7 +50,9 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_station(station, store, SystemClock(), h, p, ready=ready))
+            asyncio.run(
+                until_stopped(serve_station(station, store, SystemClock(), h, p, ready=ready))
+            )
     except ConfigError as e:  # TLS files that exist but cannot be loaded
         raise click.ClickException(str(e)) from None
     except ListenError as e:

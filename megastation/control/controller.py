@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecasts.forecast import forecast_pv
 from megastation.control.flows import FlowRecorder, Reading
 from megastation.control.needs import (
     EXPECTED_PREFIX,
@@ -52,6 +51,7 @@ from megastation.control.needs import (
     profile_demand,
     read_overrides,
 )
+from megastation.control.pv_forecast import station_forecast
 from megastation.core import events as ev
 from megastation.core.clock import Clock
 from megastation.core.config import Station
@@ -181,21 +181,12 @@ def follow_balance_kw(
 Forecaster = Callable[..., pd.DataFrame]
 """``forecaster(station, start, n_steps, step_min, weather=None, measured_kw=None)``
 returning a DataFrame indexed by step start (UTC) with ``pv_ac_kw`` (P50) [kW] and
-optionally ``pv_ac_p10_kw``; :func:`forecasts.forecast.forecast_pv` is the default."""
+optionally ``pv_ac_p10_kw``; :func:`megastation.control.pv_forecast.station_forecast` is the default."""
 
 
 def default_forecaster() -> Forecaster:
-    """The forecasts package's entry point, or clear-sky zero if it is not available."""
-    try:
-        return forecast_pv
-    except ImportError:  # pragma: no cover - forecasts not installed
-        log.warning("forecasts.forecast_pv not available: PV forecast is zero")
-
-        def zero(station, start, n_steps, step_min, weather=None, measured_kw=None):
-            idx = pd.date_range(start, periods=n_steps, freq=f"{step_min}min")
-            return pd.DataFrame({"p50": np.zeros(n_steps)}, index=idx)
-
-        return zero
+    """The station's PV forecast (:func:`megastation.control.pv_forecast.station_forecast`)."""
+    return station_forecast
 
 
 def _column(df: pd.DataFrame, names: Sequence[str]) -> pd.Series | None:
@@ -322,6 +313,8 @@ class Controller:
         self._battery_set_kw: float | None = None
         self._balanced_at: datetime | None = None
         self._battery_green_frac: float | None = None
+        self._cycle_failing: bool | None = None  # None: not known (a failure may be stored)
+        self.warnings: list[str] = []  # bad stored values the last cycle skipped
 
     # ----------------------------------------------------------------- events
 
@@ -412,7 +405,17 @@ class Controller:
                 reasons = self._reasons or {"interval"}
                 self._reasons = set()
                 self._wake.clear()
-                await self.cycle(",".join(sorted(reasons)))
+                try:
+                    await self.cycle(",".join(sorted(reasons)))
+                except Exception as exc:  # shown by `status` until a cycle succeeds
+                    cr.record_cycle_error(
+                        self.store, f"{type(exc).__name__}: {exc}", self.clock.now()
+                    )
+                    self._cycle_failing = True
+                    raise
+                if self._cycle_failing is not False:
+                    cr.clear_cycle_error(self.store)
+                    self._cycle_failing = False
                 if "interval" in reasons or self.clock.now() >= next_at:
                     next_at = self.clock.now() + timedelta(seconds=self.interval_s)
                 if not self._reasons:
@@ -618,6 +621,7 @@ class Controller:
         t_wall = time.perf_counter()
         now = self.clock.now()
         site = self.station.site
+        self.warnings = []
 
         # gather
         batt = await self._read_battery()
@@ -632,6 +636,7 @@ class Controller:
         fs = failsafe_limits_kw(self.station.chargers, limit_kw, site.base_load_kw)
         uncontrollable = cr.uncontrollable_chargers(self.store)
         txs = [t for t in records.open_transactions(self.store) if t.connector_id]
+        self.warnings += [f"{v}: not finite, skipped" for t in txs for v in t.bad_values]
         for t in txs:
             if t.power_kw is not None:
                 self._ev_kw.setdefault((t.charger_id, t.connector_id), t.power_kw)
@@ -984,6 +989,7 @@ class Controller:
             "uncontrollable": sorted(set(uncontrollable) | rejected),
             "expected_kwh": round(expected_kwh, 3),
             "n_steps": n,
+            "warnings": self.warnings,  # bad stored values skipped
         }
         cycle_s = time.perf_counter() - t_wall
         plan_id = cr.record_plan(
@@ -1216,7 +1222,7 @@ class Controller:
     def _first_soc(self, transaction_id: int) -> float | None:
         row = self.store.conn.execute(
             "SELECT value FROM meter_samples WHERE transaction_id = ? AND measurand = 'SoC' "
-            "ORDER BY ts LIMIT 1",
+            f"AND {records.FINITE_VALUE} ORDER BY ts LIMIT 1",
             (transaction_id,),
         ).fetchone()
         return row[0] / 100.0 if row else None
@@ -1235,16 +1241,28 @@ class Controller:
         )
         w = DEMAND_WINDOW_S
         current = int(now.timestamp()) // w * w  # start of the window in progress
+        span = (iso(month), iso(datetime.fromtimestamp(current, UTC)))
+        finite = "grid_import_kw BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+        # a store written before values were checked at the edge may hold Inf: skip it
+        bad = self.store.conn.execute(
+            f"SELECT COUNT(*) FROM energy_flows WHERE ts >= ? AND ts < ? AND NOT ({finite})",
+            span,
+        ).fetchone()[0]
+        if bad:
+            self.warnings.append(
+                f"energy_flows: {bad} step(s) this month with a non-finite grid_import_kw "
+                "skipped in the demand peak"
+            )
         metered = self.store.conn.execute(
             "SELECT MAX(kw) FROM (SELECT SUM(grid_import_kw * step_s) / ? AS kw "
-            "FROM energy_flows WHERE ts >= ? AND ts < ? "
+            f"FROM energy_flows WHERE ts >= ? AND ts < ? AND {finite} "
             "GROUP BY CAST(strftime('%s', ts) AS INTEGER) / ?)",
-            (w, iso(month), iso(datetime.fromtimestamp(current, UTC)), w),
+            (w, *span, w),
         ).fetchone()[0]
-        if metered is not None:
+        if metered is not None and math.isfinite(metered):
             return max(0.0, float(metered))
         row = self.store.conn.execute(
-            "SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ?",
+            f"SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ? AND {finite}",
             (iso(month),),
         ).fetchone()
         return float(row[0]) if row and row[0] is not None and row[0] > 0 else 0.0

@@ -308,7 +308,7 @@ def _energy_flows(db: sqlite3.Connection) -> None:
 
 @migration("0200_pv_forecasts")
 def _pv_forecasts(db: sqlite3.Connection) -> None:
-    """Every issued PV forecast (forecasts.issued), series as JSON arrays in kW."""
+    """Every issued PV forecast (megastation.store.forecasts), series as JSON arrays in kW."""
     db.execute(
         "CREATE TABLE pv_forecasts ("
         " id INTEGER PRIMARY KEY,"
@@ -324,7 +324,31 @@ def _pv_forecasts(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX pv_forecasts_issued_at ON pv_forecasts (issued_at)")
 
 
+@migration("0201_weather_forecasts")
+def _weather_forecasts(db: sqlite3.Connection) -> None:
+    """Weather forecasts fetched from a provider (megastation.control.weather_feed), as issued."""
+    db.execute(
+        "CREATE TABLE weather_forecasts ("
+        " id INTEGER PRIMARY KEY,"
+        " fetched_at TEXT NOT NULL,"  # UTC ISO 8601
+        " start TEXT NOT NULL,"  # first interval start, UTC
+        " step_min INTEGER NOT NULL,"
+        " n_steps INTEGER NOT NULL,"
+        " source TEXT NOT NULL,"  # provider URL without the query
+        " data TEXT NOT NULL)"  # {"ghi": [...], "temp_air": [...], ...} canonical columns
+    )
+    db.execute("CREATE INDEX weather_forecasts_fetched_at ON weather_forecasts (fetched_at)")
+
+
 @migration("0101_command_expiry")
 def _command_expiry(db: sqlite3.Connection) -> None:
     """Queued operator commands expire (status 'expired') when no server sends them in time."""
     db.execute("ALTER TABLE commands ADD COLUMN expires_at TEXT")  # UTC ISO; NULL = never
+
+
+@migration("0105_auto_charger_ratings")
+def _auto_charger_ratings(db: sqlite3.Connection) -> None:
+    """What an operator says of an auto-registered charger on accepting it (issue #13)."""
+    db.execute("ALTER TABLE chargers ADD COLUMN kind TEXT")  # AC | DC; NULL = AC
+    db.execute("ALTER TABLE chargers ADD COLUMN max_power_kw REAL")  # NULL: the kind's default
+    db.execute("ALTER TABLE chargers ADD COLUMN connectors INTEGER")  # NULL: the kind's default

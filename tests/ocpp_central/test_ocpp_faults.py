@@ -39,12 +39,13 @@ def count(store: Store, table: str) -> int:
         ("ocpp1.6", '{"a": 1}', "FormationViolation"),
         ("ocpp1.6", '[7, "u1", "Heartbeat", {}]', "ProtocolError"),
         ("ocpp2.0.1", '[7, "u1", "Heartbeat", {}]', "MessageTypeNotSupported"),
-        ("ocpp1.6", '[2, "u1", "FlyToTheMoon", {}]', "NotSupported"),
+        # OCPP-J: NotImplemented = action not known; NotSupported = known, not supported
+        ("ocpp1.6", '[2, "u1", "FlyToTheMoon", {}]', "NotImplemented"),
         (
             "ocpp2.0.1",
             '[2, "u1", "Get15118EVCertificate", {"iso15118SchemaVersion": "x", '
             '"action": "Install", "exiRequest": "y"}]',
-            "NotImplemented",
+            "NotSupported",
         ),
         ("ocpp1.6", '[2, "u1", "Heartbeat", {"extra": 1}]', "FormationViolation"),
         (
@@ -214,7 +215,8 @@ async def test_charger_vanishing_mid_call(station, store, clock):
 async def test_oversized_frame_closes_that_connection_only(central: CentralSystem):
     other = await raw(central, "GJDG-AC-02")
     ws = await raw(central)
-    await ws.send(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "y" * 200_000}]))
+    big = central.max_frame_bytes + 1000
+    await ws.send(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "y" * big}]))
     with pytest.raises(websockets.ConnectionClosed) as info:
         await asyncio.wait_for(ws.recv(), 3)
     assert info.value.rcvd.code == 1009
