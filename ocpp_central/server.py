@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -419,6 +419,9 @@ class CentralSystem:
         self._in_flight: set[int] = set()  # operator commands sent, not yet answered
         self._watchdog: asyncio.Task[None] | None = None  # drops silent chargers
         self.closing = False  # close() has begun
+        # frames by (direction, message type, action; None for answers received), for /metrics
+        self.frame_counts: Counter[tuple[str, int | None, str | None]] = Counter()
+        self.last_heartbeat: dict[str, str] = {}  # charger id -> ISO time of its last Heartbeat
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -781,6 +784,9 @@ class CentralSystem:
             ts = self._log_ts = iso(self.clock.now())
             asyncio.get_running_loop().call_soon(self._reset_log_ts)
         self._log_rows.append((charger_id, direction, mtype, uid, action, payload, ts))
+        self.frame_counts[direction, mtype, action] += 1
+        if action == "Heartbeat" and mtype == CALL and charger_id:
+            self.last_heartbeat[charger_id] = ts
         if len(self._log_rows) >= 500:
             self.flush_log()
         elif self._log_flush is None:

@@ -12,6 +12,7 @@ perfect-foresight optimum, and writes the database, CSVs and PNG plots to ``out_
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,8 @@ from megastation.sim.simulator import (
 )
 from megastation.store import Store, flows, records
 from megastation.store import control as cr
+from megastation.web import WebServer
+from megastation.web.auth import add_user
 from ocpp_central.gateway import OcppGateway
 from ocpp_central.server import CentralSystem
 
@@ -267,6 +270,26 @@ async def _wait_booted(
     await controller.wait_idle(timeout_s)
 
 
+async def _start_console(
+    station: Station,
+    store: Store,
+    clock: ScaledClock,
+    central: CentralSystem,
+    controller: Controller,
+    port: int,
+    console,
+) -> WebServer:
+    """The operator console on 127.0.0.1:``port`` (0 = any free port), to watch the
+    simulated day live; prints its URL and a one-off login."""
+    password = secrets.token_urlsafe(9)
+    add_user(store, "demo", "operator", password)
+    web = WebServer(station, store, clock, central=central, port=port, notify=controller.notify)
+    await web.start()
+    if console is not None:
+        console.print(f"console: {web.url} (log in as demo, password {password})")
+    return web
+
+
 @dataclass
 class _Sample:
     """The site over one sampling interval [kW] (EV power from the energy registers)."""
@@ -454,8 +477,10 @@ async def _demo_async(
     console,
     record_step_s: float = RECORD_STEP_S,
     boot_timeout_s: float = BOOT_TIMEOUT_S,
+    web_port: int | None = None,
 ) -> int:
-    """The live run: returns the number of transactions stored over OCPP."""
+    """The live run (with the operator console on ``web_port`` if given): returns the
+    number of transactions stored over OCPP."""
     clock = ScaledClock(start, speed, held=True)  # stands still until the chargers booted
     store = Store(db_path, clock)
     cr.set_policy(store, policy)
@@ -464,6 +489,9 @@ async def _demo_async(
     demo_site = _DemoSite(station, site, clock)
     central, controller = _start_station(station, store, clock, demo_site, speed)
     await central.start("127.0.0.1", 0)
+    web = None
+    if web_port is not None:
+        web = await _start_console(station, store, clock, central, controller, web_port, console)
     fleet_thread = _FleetThread(station, visits, f"ws://127.0.0.1:{central.port}", clock, end)
     demo_site.fleet = fleet = fleet_thread.fleet
     ctl_task = asyncio.create_task(controller.run())
@@ -494,6 +522,8 @@ async def _demo_async(
         ctl_task.cancel()
         await asyncio.gather(ctl_task, return_exceptions=True)
         await fleet_thread.join(FLEET_STOP_WAIT_S)
+        if web is not None:
+            await web.stop()
         await central.close()
     if fleet_thread.error is not None:
         raise RuntimeError(f"simulated fleet failed: {fleet_thread.error!r}")
@@ -513,11 +543,14 @@ def run_demo(
     out_dir: str | Path = "demo-out",
     console: object | None = None,
     start_hour: float = 0.0,
+    web_port: int | None = None,
 ) -> DemoResult:
     """Run the station in a box; see the module docstring. Returns the KPIs and files.
 
     ``hours`` of station time from ``start_hour`` [h, site time] on the weather file's
     first day, at ``speed`` times the wall clock (24 h at 1440x: about a minute).
+    With ``web_port`` (0 = any free port) the operator console serves the run on
+    127.0.0.1 and its URL and a one-off login are printed.
     """
     t_wall = time.perf_counter()
     out = Path(out_dir)
@@ -541,6 +574,7 @@ def run_demo(
             visits=visits,
             db_path=db_path,
             console=console,
+            web_port=web_port,
         )
     )
     wanted = sum(v.energy_wanted_kwh for v in visits)

@@ -102,8 +102,13 @@ async def serve(
     port: int,
     *,
     ready: Callable[[CentralSystem], Any] | None = None,
+    web: bool = True,
+    web_port: int | None = None,
 ) -> None:
-    """Run the OCPP central system on ``host:port`` with the control loop until cancelled."""
+    """Run the OCPP central system on ``host:port`` with the control loop until cancelled.
+
+    With ``web`` the operator console, HTTP API, /metrics and the data hub feed run beside
+    it on ``[web]`` host and port (``web_port`` overrides the port)."""
     on_event, control_task = controller_hooks(station, store, clock)
     await run_server(
         station,

@@ -17,13 +17,24 @@ from megastation.core.config import ConfigError
 @main.command("serve")
 @click.option("--host", default=None, help="Address to listen on [default: [server].host].")
 @click.option("--port", type=int, default=None, help="Port [default: [server].port; 0 = any free].")
+@click.option("--web-port", type=int, default=None, help="Console port [default: [web].port].")
+@click.option("--no-web", is_flag=True, help="No console, API, /metrics or data hub feed.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every OCPP frame.")
 @pass_ctx
-def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> None:
+def serve(
+    ctx: Context,
+    host: str | None,
+    port: int | None,
+    web_port: int | None,
+    no_web: bool,
+    verbose: bool,
+) -> None:
     """Run the OCPP central system: chargers connect over OCPP-J 1.6 / 2.0.1.
 
-    Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
-    Ctrl-C and SIGTERM (systemd, Docker) stop cleanly: chargers get a 1001 close and
+    The operator console, HTTP API (/api/v1), /metrics and the data hub feed
+    (/ngsi-ld/v1) run beside it on [web].host:port (127.0.0.1:8080 by default; accounts:
+    `megastation users add`). Logs go to stderr; the bound addresses are logged as
+    "listening on HOST:PORT" and "console on URL". Ctrl-C and SIGTERM (systemd, Docker) stop cleanly: chargers get a 1001 close and
     are marked disconnected, commands awaiting an answer end `interrupted`.
     """
     # lazy: the server, the controller and asyncio are for this command only
@@ -51,7 +62,18 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
-                until_stopped(serve_station(station, store, SystemClock(), h, p, ready=ready))
+                until_stopped(
+                    serve_station(
+                        station,
+                        store,
+                        SystemClock(),
+                        h,
+                        p,
+                        ready=ready,
+                        web=not no_web,
+                        web_port=web_port,
+                    )
+                )
             )
     except ConfigError as e:  # TLS files that exist but cannot be loaded
         raise click.ClickException(str(e)) from None
@@ -59,5 +81,11 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
         option = "--port or [server].port" if e.kind == "port" else "--host or [server].host"
         raise click.ClickException(
             f"{e.strerror}; choose another with {option} ({station.source})"
+        ) from None
+    except OSError as e:  # the console's port
+        raise click.ClickException(
+            f"cannot listen on {station.web.host}:{station.web.port if web_port is None else web_port}"
+            f" for the console: {e.strerror or e}; choose another with --web-port or [web].port "
+            f"({station.source}), or --no-web"
         ) from None
     click.echo("stopped", err=True)

@@ -336,6 +336,8 @@ class Controller:
             self.trigger("car_left")
         elif isinstance(event, ev.ChargingNeedsReceived):
             self.trigger("charging_needs")
+        elif isinstance(event, ev.OperatorChanged):
+            self.trigger(f"operator_{event.what}")
         elif isinstance(event, ev.ChargerDisconnected):
             for key in [k for k in self._ev_kw if k[0] == event.charger_id]:
                 self._ev_kw.pop(key, None)

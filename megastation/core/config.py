@@ -82,6 +82,16 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Web:
+    """The operator console and HTTP API (``[web]``); TLS from ``[server]`` tls_cert/tls_key."""
+
+    host: str = "127.0.0.1"  # loopback unless configured: the console controls the station
+    port: int = 8080
+    session_hours: float = 12.0  # a login lasts this long [h, wall time]
+    sse_interval_s: float = 2.0  # live overview push interval [s, wall time]
+
+
+@dataclass(frozen=True)
 class Season:
     name: str
     months: tuple[int, ...]
@@ -191,6 +201,7 @@ class Station:
     battery: BatteryConfig | None
     weather: WeatherFeedConfig | None = None  # None: no live weather forecast
     source: str = "<memory>"  # file it was read from
+    web: Web = field(default_factory=Web)  # operator console and HTTP API
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def charger(self, charger_id: str) -> Charger | None:
@@ -397,6 +408,19 @@ def _server(t: _Table) -> Server:
     return server
 
 
+def _web(t: _Table) -> Web:
+    web = Web(
+        host=t.string("host", "127.0.0.1"),
+        port=int(t.integer("port", 8080, minimum=0)),
+        session_hours=t.number("session_hours", 12.0, positive=True),
+        sse_interval_s=t.number("sse_interval_s", 2.0, positive=True),
+    )
+    if web.port > 65535:
+        raise t.fail("port", f"must be <= 65535, got {web.port}")
+    t.done()
+    return web
+
+
 def _readable_file(t: _Table, key: str, value: str) -> str:
     """A file named in the config: relative to the config file's folder; must be readable."""
     path = Path(value).expanduser()
@@ -592,6 +616,7 @@ def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
         weather=weather,
         source=source,
         raw=data,
+        web=_web(root.table("web", {})),
     )
     root.seen.update(("battery", "weather"))
     root.done()

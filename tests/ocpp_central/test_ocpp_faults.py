@@ -14,6 +14,8 @@ from ocpp.v16.enums import Action
 from megastation.store import Store, commands, records
 from ocpp_central.server import CentralSystem
 from tests.ocpp_clients import connect_charger, url
+from tests.waiting import command_settled as _done
+from tests.waiting import wait_until
 
 TS = "2026-06-15T00:{:02d}:00Z"
 
@@ -184,8 +186,7 @@ async def test_reconnect_replaces_old_connection(central: CentralSystem):
     assert (await ask(new, [2, "2", "Heartbeat", {}]))[0] == 3
     assert central.is_connected("GJDG-AC-01")
     await new.close()
-    await asyncio.sleep(0.05)
-    assert not central.is_connected("GJDG-AC-01")
+    await wait_until(lambda: not central.is_connected("GJDG-AC-01"), "GJDG-AC-01 disconnected")
 
 
 async def test_charger_vanishing_mid_call(station, store, clock):
@@ -201,8 +202,7 @@ async def test_charger_vanishing_mid_call(station, store, clock):
         ws.transport.abort()
         outcome = await asyncio.wait_for(task, 3)
         assert outcome.status in (commands.OFFLINE, commands.TIMEOUT)
-        await asyncio.sleep(0.05)
-        assert not cs.is_connected("GJDG-AC-01")
+        await wait_until(lambda: not cs.is_connected("GJDG-AC-01"), "GJDG-AC-01 disconnected")
         offline = await cs.call("GJDG-AC-01", "Reset", {"type": "Soft"})
         assert offline.status == commands.OFFLINE
         stored = [c["status"] for c in commands.list_commands(store)]
@@ -248,14 +248,11 @@ async def test_commands_reach_the_charger(central: CentralSystem, store: Store):
             store, "GJDG-AC-01", "RemoteStartTransaction", {"id_tag": "OK"}
         )
         assert await central.process_pending_commands() == [cid]
-        for _ in range(100):
-            if commands.get_command(store, cid)["status"] != "sent":
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: _done(store, cid), f"command {cid} answered")
         assert commands.get_command(store, cid)["status"] == commands.ACCEPTED
     cid = commands.enqueue_command(store, "GJDG-AC-01", "Reset", {"type": "Soft"})
     await central.process_pending_commands()
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: _done(store, cid), f"command {cid} settled")
     assert commands.get_command(store, cid)["status"] == commands.OFFLINE
 
 
