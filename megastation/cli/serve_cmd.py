@@ -34,8 +34,9 @@ def serve(
     The operator console, HTTP API (/api/v1), /metrics and the data hub feed
     (/ngsi-ld/v1) run beside it on [web].host:port (127.0.0.1:8080 by default; accounts:
     `megastation users add`). Logs go to stderr; the bound addresses are logged as
-    "listening on HOST:PORT" and "console on URL". Ctrl-C and SIGTERM (systemd, Docker) stop cleanly: chargers get a 1001 close and
-    are marked disconnected, commands awaiting an answer end `interrupted`.
+    "listening on HOST:PORT" and "console on URL". Ctrl-C and SIGTERM (systemd, Docker)
+    stop cleanly: chargers get a 1001 close and are marked disconnected, commands
+    awaiting an answer end `interrupted`.
     """
     # lazy: the server, the controller and asyncio are for this command only
     import asyncio
