@@ -20,8 +20,6 @@ from megastation.core import accounting
 from megastation.core.clock import Clock
 from megastation.core.config import Station
 from megastation.reports import sessions as session_export
-from megastation.reports.exports import sessions_by_source_frame
-from megastation.sim.simulator import daily_kpis
 from megastation.store import Store, commands, flows, parse_iso, records
 from megastation.store import control as cr
 from megastation.store import web as wr
@@ -201,6 +199,9 @@ class Views:
 
     def _today(self) -> dict[str, Any]:
         """Today's energy into cars by source, renewable share, grid import, cost [kWh, KRW]."""
+        # lazy: the simulator (scipy, pvlib) is not loaded at serve start for this figure
+        from megastation.sim.simulator import daily_kpis
+
         start, end = day_bounds(self.station, self.clock.now())
         # two days before today carry the battery's renewable content into today
         f = flows.read_flows(self.store, start - timedelta(days=2), end)
@@ -298,6 +299,9 @@ class Views:
 
     def sessions(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
         """Sessions with their metered energy and the energy by source [kWh]."""
+        # lazy: the exports pull in matplotlib, which serve does not need at start
+        from megastation.reports.exports import sessions_by_source_frame
+
         by = sessions_by_source_frame(self.store, self.station, start, end)
         base = {r["transaction_id"]: r for r in session_export.session_rows(self.store, start, end)}
         rows = []
