@@ -77,6 +77,18 @@ def _step_min(step: str) -> int:
     return int(minutes)
 
 
+def _print_scores(table: pd.DataFrame) -> None:
+    """One line per day (then overall) of forecast scores."""
+    click.echo(
+        f"{'day':<11}{'steps':>6}{'nMAE':>8}{'nRMSE':>8}{'nBias':>8}{'nRMSE_sp':>10}{'skill':>8}"
+    )
+    for r in table.itertuples():
+        click.echo(
+            f"{r.day:<11}{r.n_steps:>6}{r.nmae:>8.3f}{r.nrmse:>8.3f}{r.nbias:>+8.3f}"
+            f"{r.nrmse_persistence:>10.3f}{r.skill:>+8.3f}"
+        )
+
+
 def _fmt_lag(lag: pd.Timedelta) -> str:
     minutes = lag.total_seconds() / 60
     return f"{minutes / 60:g} h" if minutes >= 60 else f"{minutes:g} min"
@@ -307,14 +319,7 @@ def score_cmd(
     table = score(m_kw, f_kw, clear, station.pv_peak_kw, tz=site.timezone, persistence_lag=lag)
     click.echo(f"scoring {what} against {measured}, capacity {station.pv_peak_kw:g} kWp")
     click.echo(f"skill against smart persistence of the PV clear-sky index {_fmt_lag(lag)} before")
-    click.echo(
-        f"{'day':<11}{'steps':>6}{'nMAE':>8}{'nRMSE':>8}{'nBias':>8}{'nRMSE_sp':>10}{'skill':>8}"
-    )
-    for r in table.itertuples():
-        click.echo(
-            f"{r.day:<11}{r.n_steps:>6}{r.nmae:>8.3f}{r.nrmse:>8.3f}{r.nbias:>+8.3f}"
-            f"{r.nrmse_persistence:>10.3f}{r.skill:>+8.3f}"
-        )
+    _print_scores(table)
     # The P10/P90 spread these errors give (forecast_pv(bands=...)), in clear-sky units.
     b = fit_bands(
         m_kw.to_numpy(float),
