@@ -25,7 +25,6 @@ from megastation.cli.common import (
     range_options,
 )
 from megastation.cli.ocpp_cmd import add_status_section
-from megastation.control.needs import set_override
 from megastation.core.config import Station
 from megastation.store import Store, json_text, parse_iso, records
 from megastation.store import control as cr
@@ -90,6 +89,9 @@ def session(ctx: Context, session: int, depart: str | None, energy_kwh: float | 
     if tx is None:
         raise click.ClickException(f"no session {session}")
     dep = parse_when(depart, ctx.station, option="--depart")
+    # lazy: the control package pulls in the dispatch LP (scipy); only this command needs it
+    from megastation.control.needs import set_override
+
     set_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
     click.echo(
         f"session {session}: "
