@@ -35,14 +35,23 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
 EQUIVALENT = ROOT / "mutation-equivalent.toml"
 
-#: module name -> (file mutated, globs of the tests run against its mutants).
-MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
+#: module name -> (file(s) mutated, globs of the tests run against its mutants).
+MODULES: dict[str, tuple[str | tuple[str, ...], tuple[str, ...]]] = {
     "accounting": (
         "megastation/core/accounting.py",
         ("tests/**/test_accounting*.py", "tests/**/test_dispatch_accounting.py"),
     ),
     "tariff": ("megastation/core/tariff.py", ("tests/**/test_tariff*.py",)),
-    "dispatch": ("megastation/dispatch/__init__.py", ("tests/dispatch/test_*.py",)),
+    "dispatch": (
+        (
+            "megastation/dispatch/lp.py",
+            "megastation/dispatch/problem.py",
+            "megastation/dispatch/policy.py",
+            "megastation/dispatch/validate.py",
+            "megastation/dispatch/station.py",
+        ),
+        ("tests/dispatch/test_*.py",),
+    ),
     "needs": (
         "megastation/control/needs.py",
         ("tests/**/test_expected_demand.py", "tests/**/test_needs*.py"),
@@ -99,11 +108,11 @@ def _sync(dest: Path) -> None:
             shutil.copy2(src, dst)
 
 
-def _write_config(dest: Path, path: str, tests: list[str]) -> None:
+def _write_config(dest: Path, paths: tuple[str, ...], tests: list[str]) -> None:
     """The repository's pyproject.toml with this module's ``only_mutate`` and tests."""
     text = (ROOT / "pyproject.toml").read_text()
     extra = (
-        f"only_mutate = [{path!r}]\n"
+        f"only_mutate = [{', '.join(repr(p) for p in paths)}]\n"
         f"pytest_add_cli_args_test_selection = [{', '.join(repr(t) for t in tests)}]\n"
     )
     text = re.sub(r"(\[tool\.mutmut\]\n)", r"\1" + extra.replace("\\", "\\\\"), text)
@@ -129,14 +138,16 @@ def _results(dest: Path) -> dict[str, str]:
 
 def run_module(name: str, *, max_children: int, timeout_min: float) -> dict[str, object]:
     path, globs = MODULES[name]
+    paths = (path,) if isinstance(path, str) else path
     tests = _tests(globs)
-    if not (ROOT / path).exists():
-        raise SystemExit(f"{name}: {path} does not exist (update tools/mutation.py MODULES)")
+    for p in paths:
+        if not (ROOT / p).exists():
+            raise SystemExit(f"{name}: {p} does not exist (update tools/mutation.py MODULES)")
     if not tests:
         raise SystemExit(f"{name}: no tests match {globs}")
     dest = WORK / name
     _sync(dest)
-    _write_config(dest, path, tests)
+    _write_config(dest, paths, tests)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     t0 = time.monotonic()
     timed_out = False
@@ -212,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
     if args.list:
         for n in names:
-            print(f"{n:11s} {MODULES[n][0]}: {' '.join(_tests(MODULES[n][1]))}")
+            path = MODULES[n][0]
+            files = path if isinstance(path, str) else " ".join(path)
+            print(f"{n:11s} {files}: {' '.join(_tests(MODULES[n][1]))}")
         return 0
     rows = []
     for n in names:
