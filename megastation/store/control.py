@@ -48,6 +48,33 @@ def grid_limit_kw(store: Store, configured_kw: float, now: datetime) -> tuple[fl
     return configured_kw, "config"
 
 
+def set_session_override(
+    store: Store,
+    transaction_id: int,
+    *,
+    departure: datetime | None,
+    energy_kwh: float | None,
+) -> None:
+    """Record an operator's departure [UTC] and/or total energy [kWh] for a session
+    (a None keeps what was set before)."""
+    with store.conn:
+        store.conn.execute(
+            "INSERT INTO control_session_overrides (transaction_id, departure, energy_kwh, set_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(transaction_id) DO UPDATE SET "
+            "departure = COALESCE(excluded.departure, departure), "
+            "energy_kwh = COALESCE(excluded.energy_kwh, energy_kwh), set_at = excluded.set_at",
+            (transaction_id, iso(departure) if departure else None, energy_kwh, iso(store.now())),
+        )
+
+
+def session_overrides(store: Store) -> dict[int, tuple[datetime | None, float | None]]:
+    """All operator overrides: transaction id -> (departure UTC, total energy kWh)."""
+    rows = store.conn.execute(
+        "SELECT transaction_id, departure, energy_kwh FROM control_session_overrides"
+    ).fetchall()
+    return {int(t): (parse_iso(d) if d else None, e) for t, d, e in rows}
+
+
 def set_policy(store: Store, policy: str) -> None:
     if policy not in POLICIES:
         raise ValueError(f"policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -179,6 +206,14 @@ def record_setpoints(
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+
+
+def max_planned_import_kw(store: Store, since: datetime) -> float | None:
+    """The highest grid import [kW] recorded with a plan made at or after ``since``."""
+    row = store.conn.execute(
+        "SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ?", (iso(since),)
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def latest_plan(store: Store) -> dict[str, Any] | None:

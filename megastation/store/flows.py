@@ -269,3 +269,17 @@ def totals(flows: pd.DataFrame) -> Mapping[str, float]:
     }
     out["peak_import_kw"] = float(np.nanmax(flows["grid_import_kw"].to_numpy(float)))
     return out
+
+
+def peak_window_import_kw(
+    store: Store, start: datetime, end: datetime, window_s: int
+) -> float | None:
+    """The highest mean grid import [kW] over a ``window_s`` window (epoch-aligned) of the
+    steps recorded in ``[start, end)``; None when there are none. Each window's mean is
+    its imported energy over the whole window (a window partly recorded counts as such)."""
+    return store.conn.execute(
+        "SELECT MAX(kw) FROM (SELECT SUM(grid_import_kw * step_s) / ? AS kw "
+        "FROM energy_flows WHERE ts >= ? AND ts < ? "
+        "GROUP BY CAST(strftime('%s', ts) AS INTEGER) / ?)",
+        (window_s, iso(start), iso(end), window_s),
+    ).fetchone()[0]
