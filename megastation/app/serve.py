@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from megastation.control.controller import ControlSupervisor, controller_from_station
+from megastation.control.controller import controller_from_station
+from megastation.control.supervisor import ControlSupervisor
 from megastation.core.clock import Clock
 from megastation.core.config import Station
 from megastation.store import Store
@@ -26,7 +27,7 @@ def controller_hooks(
     """``(on_event, extra_task)`` that put the supervised control loop into ``run_server``.
 
     ``extra_task(system)`` builds an :class:`OcppGateway` on the running central system
-    and runs a :class:`megastation.control.controller.ControlSupervisor` (restart with backoff;
+    and runs a :class:`megastation.control.supervisor.ControlSupervisor` (restart with backoff;
     it never raises, so the server keeps answering chargers); ``on_event`` forwards the
     central system's domain events to the running controller. Devices default to the
     simulated battery and (with ``pv_kw(t)``) a simulated PV meter.

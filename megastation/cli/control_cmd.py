@@ -26,7 +26,6 @@ from megastation.cli.common import (
     range_options,
 )
 from megastation.cli.ocpp_cmd import add_status_section
-from megastation.control.needs import set_override
 from megastation.core.config import Station
 from megastation.store import Store, parse_iso, records
 from megastation.store import control as cr
@@ -81,7 +80,7 @@ def session(ctx: Context, session: int, depart: str | None, energy_kwh: float | 
     if tx is None:
         raise click.ClickException(f"no session {session}")
     dep = parse_when(depart, ctx.station, option="--depart")
-    set_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
+    cr.set_session_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
     click.echo(
         f"session {session}: "
         + ", ".join(

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from megastation.store import Store, flows, iso, parse_iso, records
+from megastation.store import Store, flows, parse_iso, records
 
 DEFAULT_GRACE_S = 60.0
 
@@ -225,12 +225,7 @@ class FlowRecorder:
 
     def _session_energy(self, t0: datetime, t1: datetime) -> list[tuple[int, str, int, float]]:
         """(transaction, charger, connector, kWh) delivered in ``[t0, t1)``, per session."""
-        rows = self.store.conn.execute(
-            "SELECT id, charger_id, connector_id, start_time, stop_time, state, "
-            "meter_start_wh, energy_kwh FROM transactions "
-            "WHERE start_time < ? AND (stop_time IS NULL OR stop_time > ? OR state = 'open')",
-            (iso(t1), iso(t0)),
-        ).fetchall()
+        rows = records.transactions_overlapping(self.store, t0, t1)
         out = []
         seen = set()
         for tx, ch, conn, start, stop, state, start_wh, energy_kwh in rows:
@@ -261,11 +256,7 @@ def _delivered_at(
 ) -> Callable[[datetime], float]:
     """Delivered energy [kWh] of a session as a function of time (register samples
     interpolated; 0 at the start, the final energy at the stop)."""
-    regs = store.conn.execute(
-        "SELECT ts, value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
-        "AND phase = '' AND location IN ('', 'Outlet') ORDER BY ts",
-        (tx, records.ENERGY_REGISTER),
-    ).fetchall()
+    regs = records.energy_register_samples(store, tx)
     start_kwh = start_wh / 1000.0 if start_wh is not None else (regs[0][1] if regs else 0.0)
     ts = [start.timestamp()] + [parse_iso(r[0]).timestamp() for r in regs]
     kwh = [0.0] + [max(0.0, r[1] - start_kwh) for r in regs]

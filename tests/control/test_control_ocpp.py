@@ -15,7 +15,8 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from megastation.control.controller import Controller, ControlSupervisor
+from megastation.control.controller import Controller
+from megastation.control.supervisor import ControlSupervisor
 from megastation.core.devices import SimulatedBattery, SimulatedPVMeter, SimulatedSiteMeter
 from megastation.store import control as cr
 from megastation.store import records
