@@ -742,7 +742,7 @@ class _Simulator:
         batt = min(max(batt, -ch_max), dis_max)
         if self.policy == "greedy":
             # guard: battery first, then cut cars pro rata
-            limit = self.station.site.grid_import_limit_kw
+            limit = self._limit_kw(now)
             net = ev_kw + base - pv_avail - batt
             if net > limit:
                 batt = min(dis_max, batt + net - limit)
@@ -848,6 +848,10 @@ class _Simulator:
         self.stored_kwh = max(self.stored_kwh, 0.0)
         self.renewable_kwh = min(max(self.renewable_kwh, 0.0), self.stored_kwh)
 
+    def _limit_kw(self, at: datetime) -> float:
+        """The grid import limit in force at ``at`` [kW] (the operator's override counts)."""
+        return cr.grid_limit_kw(self.store, self.station.site.grid_import_limit_kw, at)[0]
+
     # ---------------------------------------------------------------- recording
 
     def _bucket_for(self, now: datetime) -> _Bucket:
@@ -870,7 +874,7 @@ class _Simulator:
                 ts=b.ts,
                 step_s=b.seconds,
                 soc_frac=b.soc_frac,
-                grid_limit_kw=self.station.site.grid_import_limit_kw,
+                grid_limit_kw=self._limit_kw(b.ts),
                 pv_forecast_kw=fc[0],
                 pv_p10_kw=fc[1],
                 pv_p90_kw=fc[2],
@@ -914,14 +918,14 @@ class _Simulator:
         now = self.start
         total_s = (self.end - self.start).total_seconds()
         last_report = -1
-        limit = self.station.site.grid_import_limit_kw
         if self.controller is not None:
+            limit = self._limit_kw(now)
             for ch in self.station.chargers:  # boot: fail-safe profiles
                 await self.gateway.install_failsafe(ch.id, grid_import_limit_kw=limit)
         while now < self.end:
             # one SQLite transaction per substep (samples, plan, set points, flows)
             with records.group_commit(self.store):
-                now = await self._substep(now, limit)
+                now = await self._substep(now, self._limit_kw(now))
             if progress is not None:
                 done = int(200 * (now - self.start).total_seconds() / total_s)
                 if done != last_report:
