@@ -91,6 +91,7 @@ from megastation.store import control as cr
 log = logging.getLogger(__name__)
 
 GUARD_TOLERANCE_KW = 0.5  # import above limit + this triggers the guard
+DEFAULT_GUARD_INTERVAL_S = 0.5  # the guard polls the site meter this often [s]
 DEFAULT_LEASE_INTERVALS = 5  # TxProfile follows the plan this many intervals, then fail-safe
 # While running, the loop samples battery, PV, site meter and car powers this often
 # [s] for the energy-flow record (megastation.control.flows).
@@ -126,7 +127,7 @@ class Controller:
         pv_meter: PVMeter | None = None,
         forecaster: Forecaster | None = None,
         weather: pd.DataFrame | None = None,
-        guard_interval_s: float | None = 0.5,
+        guard_interval_s: float | None = DEFAULT_GUARD_INTERVAL_S,
         lease_s: float | None = None,
         expect_arrivals: bool = True,
         record_flows: bool = True,

@@ -37,6 +37,9 @@ import numpy as np
 from megastation.store import Store, flows, parse_iso, records
 
 DEFAULT_GRACE_S = 60.0
+# A step with a site-meter reading for more than this share of it is metered (the base
+# load is the balance residual); a step metered for part of it only mixes both.
+METERED_STEP_FRAC = 0.999
 
 
 @dataclass
@@ -177,7 +180,7 @@ class FlowRecorder:
         imp, exp = mean.get("grid_import_kw", 0.0), mean.get("grid_export_kw", 0.0)
         pv = mean.get("pv_kw", 0.0)
         chg, dis = mean.get("battery_charge_kw", 0.0), mean.get("battery_discharge_kw", 0.0)
-        if mean.get("metered", 0.0) > 0.999:
+        if mean.get("metered", 0.0) > METERED_STEP_FRAC:
             base = imp - exp + pv + dis - chg - ev_kw  # the balance residual
         else:
             base = self.base_load_kw
