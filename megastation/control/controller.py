@@ -70,7 +70,12 @@ from megastation.control.problem import (
 from megastation.control.pv import Forecaster, PvForecast, default_forecaster, forecast_on_grid
 from megastation.control.record import record_cycle, setpoint_record
 from megastation.control.renewable import StoredRenewable
-from megastation.control.setpoints import connector_setpoints, fit_headroom, tx_powers
+from megastation.control.setpoints import (
+    TxPowers,
+    connector_setpoints,
+    fit_headroom,
+    tx_powers,
+)
 from megastation.control.solve import solve_plan
 from megastation.core import events as ev
 from megastation.core.clock import Clock
@@ -479,19 +484,7 @@ class Controller:
         plan = await solve_plan(built.problem, self.clock, inline=self.solve_inline)
         self.renewable.last_plan = (now, plan)
         first = plan.first_step()
-        powers = tx_powers(plan, first)
-        fit_headroom(powers, plan, first, site.limit_kw)
-        setpoints = connector_setpoints(
-            powers,
-            plan,
-            built.cars.controlled,
-            self.station,
-            failsafe_limits_kw(
-                self.station.chargers, site.limit_kw, self.station.site.base_load_kw
-            ),
-            lease_end=now + timedelta(seconds=self.lease_s),
-            force="over_limit" in reason,
-        )
+        powers, setpoints = self._setpoints(now, reason, site, built, plan, first)
         self.caps.forget_closed({r.tx.transaction_id for r in txs})
         applied = await self._apply(now, plan, first, built, setpoints)
         plan_id, cycle_s = record_cycle(
@@ -549,6 +542,33 @@ class Controller:
             peak_kw=peak_so_far_kw(self.store, self.station, now),
         )  # fmt: skip
         return built, pv
+
+    def _setpoints(
+        self,
+        now: datetime,
+        reason: str,
+        site: SiteReadings,
+        built: BuiltProblem,
+        plan: Plan,
+        first: SetPoints,
+    ) -> tuple[TxPowers, list[ConnectorSetpoint]]:
+        """Stage 4: each controlled car's powers and schedule (forced after an over-limit
+        trip; the fail-safe share after the lease)."""
+        powers = tx_powers(plan, first)
+        fit_headroom(powers, plan, first, site.limit_kw)
+        failsafe = failsafe_limits_kw(
+            self.station.chargers, site.limit_kw, self.station.site.base_load_kw
+        )
+        setpoints = connector_setpoints(
+            powers,
+            plan,
+            built.cars.controlled,
+            self.station,
+            failsafe,
+            lease_end=now + timedelta(seconds=self.lease_s),
+            force="over_limit" in reason,
+        )
+        return powers, setpoints
 
     async def _apply(
         self,
