@@ -156,8 +156,8 @@ def _print_table(table: Any) -> None:
     from rich.table import Table
 
     t = Table(title="Sizing study (annual figures)")
-    for col in ("policy", "PV kWp", "battery kWh/kW", "grid kW", "seed", "renewable %",
-                "optimum %", "unmet kWh", "peak kW", "annual cost MKRW", "Pareto"):  # fmt: skip
+    for col in ("policy", "PV kWp", "battery kWh/kW", "grid kW", "seed", "RE %", "opt. RE %",
+                "unmet kWh", "peak kW", "MKRW/yr", "front"):  # fmt: skip
         t.add_column(col, justify="left" if col == "policy" else "right")
     for r in table.sort_values("annual_cost_krw").itertuples():
         t.add_row(
@@ -166,7 +166,7 @@ def _print_table(table: Any) -> None:
             f"{r.unmet_kwh:,.0f}", f"{r.peak_import_kw:,.0f}", f"{r.annual_cost_krw / 1e6:,.1f}",
             "*" if r.pareto else "",
         )  # fmt: skip
-    Console().print(t)
+    Console(width=120).print(t)
 
 
 __all__ = ["study_cmd"]

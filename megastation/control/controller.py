@@ -181,6 +181,8 @@ class Controller:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cycle_failing: bool | None = None  # None: not known (a failure may be stored)
+        self.warnings: list[str] = []  # bad stored values the last cycle skipped
 
     # the devices (settable: the composition root shares them between restarts)
 
@@ -224,6 +226,8 @@ class Controller:
             self.trigger("car_left")
         elif isinstance(event, ev.ChargingNeedsReceived):
             self.trigger("charging_needs")
+        elif isinstance(event, ev.OperatorChanged):
+            self.trigger(f"operator_{event.what}")
         elif isinstance(event, ev.ChargerDisconnected):
             for key in [k for k in self._ev_kw if k[0] == event.charger_id]:
                 self._ev_kw.pop(key, None)
@@ -304,7 +308,15 @@ class Controller:
             reasons = self._reasons or {"interval"}
             self._reasons = set()
             self._wake.clear()
-            await self.cycle(",".join(sorted(reasons)))
+            try:
+                await self.cycle(",".join(sorted(reasons)))
+            except Exception as exc:  # shown by `status` until a cycle succeeds
+                cr.record_cycle_error(self.store, f"{type(exc).__name__}: {exc}", self.clock.now())
+                self._cycle_failing = True
+                raise
+            if self._cycle_failing is not False:
+                cr.clear_cycle_error(self.store)
+                self._cycle_failing = False
             if "interval" in reasons or self.clock.now() >= next_at:
                 next_at = self.clock.now() + timedelta(seconds=self.interval_s)
             if not self._reasons:
@@ -479,6 +491,7 @@ class Controller:
         """One pass: gather -> problem -> solve -> set points -> apply -> record."""
         started_s = time.perf_counter()
         now = self.clock.now()
+        self.warnings = []
         site, uncontrollable, txs = await self._gather(now)
         built, pv = self._problem(now, site, uncontrollable, txs)
         plan = await solve_plan(built.problem, self.clock, inline=self.solve_inline)
@@ -490,7 +503,7 @@ class Controller:
         plan_id, cycle_s = record_cycle(
             self.store, now=now, reason=reason, site=site, pv=pv, built=built, plan=plan,
             first=first, powers=powers, applied=applied, uncontrollable=uncontrollable,
-            started_s=started_s,
+            warnings=self.warnings, started_s=started_s,
         )  # fmt: skip
         self.cycles += 1
         solve_s = plan.build_time_s + plan.solve_time_s
@@ -506,6 +519,7 @@ class Controller:
         site = await read_site(self.devices, self.store, self.station, now)
         await self._refresh_failsafe(site.limit_kw)
         uncontrollable, txs = read_sessions(self.store, self.caps)
+        self.warnings += [f"{v}: not finite, skipped" for r in txs for v in r.tx.bad_values]
         for r in txs:
             if r.tx.power_kw is not None:
                 self._ev_kw.setdefault((r.tx.charger_id, r.tx.connector_id), r.tx.power_kw)
@@ -539,7 +553,7 @@ class Controller:
             ev_kw_total=sum(self._ev_kw.values()), policy=controller_policy(site.policy),
             expected=self.demand.expected(now) if self.expect_arrivals else None,
             green_frac=self.renewable.frac(now) if usable_battery else None,
-            peak_kw=peak_so_far_kw(self.store, self.station, now),
+            peak_kw=self._peak_so_far(now),
         )  # fmt: skip
         return built, pv
 
@@ -569,6 +583,10 @@ class Controller:
             force="over_limit" in reason,
         )
         return powers, setpoints
+
+    def _peak_so_far(self, now: datetime) -> float:
+        """This month's demand peak [kW] (:func:`megastation.control.problem.peak_so_far_kw`)."""
+        return peak_so_far_kw(self.store, self.station, now, self.warnings)
 
     async def _apply(
         self,

@@ -12,6 +12,7 @@ Powers in kW, energy in kWh, times tz-aware UTC.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -314,18 +315,27 @@ def site_load_kw(grid: TimeGrid, base_load_kw: float, unexplained_kw: float) -> 
     return load
 
 
-def peak_so_far_kw(store: Store, station: Station, now: datetime) -> float:
+def peak_so_far_kw(
+    store: Store, station: Station, now: datetime, warnings: list[str] | None = None
+) -> float:
     """This billing month's demand peak [kW]: the highest :data:`DEMAND_WINDOW_S` mean
     import metered in a window that has ended (recorded energy flows), else the highest
     import recorded with a plan. (The window in progress is not counted: its mean so far
-    over the whole window would understate it.)"""
+    over the whole window would understate it.) Non-finite stored imports are skipped,
+    with a line in ``warnings``."""
     month = now.astimezone(station.site.tz).replace(
         day=1, hour=0, minute=0, second=0, microsecond=0
     )
     w = DEMAND_WINDOW_S
     current = datetime.fromtimestamp(int(now.timestamp()) // w * w, UTC)  # window in progress
+    bad = flows.nonfinite_import_steps(store, month, current)
+    if bad and warnings is not None:
+        warnings.append(
+            f"energy_flows: {bad} step(s) this month with a non-finite grid_import_kw "
+            "skipped in the demand peak"
+        )
     metered = flows.peak_window_import_kw(store, month, current, w)
-    if metered is not None:
+    if metered is not None and math.isfinite(metered):
         return max(0.0, float(metered))
     planned = cr.max_planned_import_kw(store, month)
     return planned if planned is not None and planned > 0 else 0.0

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from forecasts.forecast import forecast_pv
+from megastation.control.pv_forecast import station_forecast
 from megastation.core.config import Station
 from megastation.dispatch import TimeGrid
 
@@ -26,8 +26,8 @@ PV_HISTORY = timedelta(hours=6)  # measured PV kept for the nowcast
 Forecaster = Callable[..., pd.DataFrame]
 """``forecaster(station, start, n_steps, step_min, weather=None, measured_kw=None)``
 returning a DataFrame indexed by step start (UTC) with ``pv_ac_kw`` (P50) [kW] and
-optionally ``pv_ac_p10_kw`` / ``pv_ac_p90_kw``; :func:`forecasts.forecast.forecast_pv`
-is the default."""
+optionally ``pv_ac_p10_kw`` / ``pv_ac_p90_kw``;
+:func:`megastation.control.pv_forecast.station_forecast` is the default."""
 
 P50_COLUMNS = ("pv_ac_kw", "p50", "p50_kw", "pv_kw")
 P10_COLUMNS = ("pv_ac_p10_kw", "p10", "p10_kw")
@@ -35,8 +35,8 @@ P90_COLUMNS = ("pv_ac_p90_kw", "p90", "p90_kw")
 
 
 def default_forecaster() -> Forecaster:
-    """The forecasts package's entry point."""
-    return forecast_pv
+    """The station's PV forecast (:func:`megastation.control.pv_forecast.station_forecast`)."""
+    return station_forecast
 
 
 @dataclass(frozen=True)

@@ -77,9 +77,13 @@ def horizon_record(plan: Plan, p: TxPowers, pv: PvForecast) -> dict[str, Any]:
 
 
 def inputs_record(
-    site: SiteReadings, built: BuiltProblem, uncontrollable: Iterable[str], rejected: set[str]
+    site: SiteReadings,
+    built: BuiltProblem,
+    uncontrollable: Iterable[str],
+    rejected: set[str],
+    warnings: list[str],
 ) -> dict[str, Any]:
-    """What the plan was made from."""
+    """What the plan was made from (``warnings``: bad stored values skipped)."""
     batt = site.battery
     return {
         "grid_limit_source": site.limit_source,
@@ -93,6 +97,7 @@ def inputs_record(
         "uncontrollable": sorted(set(uncontrollable) | rejected),
         "expected_kwh": round(built.expected_kwh, KW_DECIMALS),
         "n_steps": built.problem.grid.n_steps,
+        "warnings": warnings,  # bad stored values skipped
     }
 
 
@@ -109,11 +114,12 @@ def record_cycle(
     powers: TxPowers,
     applied: Applied,
     uncontrollable: Mapping[str, str],
+    warnings: list[str],
     started_s: float,
 ) -> tuple[int, float]:
     """Record one cycle; returns the plan's id and the cycle's wall time [s] (from
     ``started_s``, a :func:`time.perf_counter` value)."""
-    inputs = inputs_record(site, built, uncontrollable, applied.rejected)
+    inputs = inputs_record(site, built, uncontrollable, applied.rejected, warnings)
     first_step = first_step_record(powers, first, applied.battery_kw, pv, built)
     horizon = horizon_record(plan, powers, pv)
     batt = site.battery

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from forecasts.site import PVArray as ForecastArray
+from forecasts.site import PVSite
+
 ENV_CONFIG = "MEGASTATION_CONFIG"
 DEFAULT_SEED = "gwangju-donggu.toml"
 
@@ -37,7 +40,7 @@ class Site:
     grid_import_limit_kw: float
     grid_export_limit_kw: float
     base_load_kw: float = 0.0  # other site load, constant when nothing better is known
-    free_vend: bool = False
+    free_vend: bool = False  # accept any id token except the ones the operator blocked
     auto_register: bool = False
     dispatch_interval_s: int = 60
     dispatch_step_min: int = 15
@@ -59,6 +62,33 @@ class Server:
     heartbeat_interval_s: int = 300
     # DataTransfer vendorIds answered Accepted (message kept in the raw message log)
     data_transfer_vendors: tuple[str, ...] = ()
+    # largest incoming WebSocket frame [bytes]; larger ones close the connection (1009,
+    # logged with charger and size). 4 MiB holds a 1.6 StopTransaction with days of data.
+    max_frame_bytes: int = 4 * 1024 * 1024
+    # WebSocket ping every ping_interval_s [s] (0 = none); no pong within ping_timeout_s
+    # [s] closes the connection (1011) and the charger counts as disconnected
+    ping_interval_s: float = 60.0
+    ping_timeout_s: float = 30.0
+    # a charger that sends nothing for this long [s] is disconnected (0 = never);
+    # None: 2 heartbeat intervals + 60 s
+    heartbeat_timeout_s: float | None = None
+
+    @property
+    def silence_timeout_s(self) -> float:
+        """How long a connected charger may stay silent before it is dropped [s] (0: never)."""
+        if self.heartbeat_timeout_s is not None:
+            return self.heartbeat_timeout_s
+        return 2.0 * self.heartbeat_interval_s + 60.0
+
+
+@dataclass(frozen=True)
+class Web:
+    """The operator console and HTTP API (``[web]``); TLS from ``[server]`` tls_cert/tls_key."""
+
+    host: str = "127.0.0.1"  # loopback unless configured: the console controls the station
+    port: int = 8080
+    session_hours: float = 12.0  # a login lasts this long [h, wall time]
+    sse_interval_s: float = 2.0  # live overview push interval [s, wall time]
 
 
 @dataclass(frozen=True)
@@ -144,6 +174,20 @@ class BatteryConfig:
 
 
 @dataclass(frozen=True)
+class WeatherFeedConfig:
+    """``[weather]``: where the live loop fetches its weather forecast (Open-Meteo API)."""
+
+    url: str  # an Open-Meteo-compatible /v1/forecast endpoint (or a self-hosted mirror)
+    resolution: str = "minutely_15"  # minutely_15 | hourly
+    refresh_min: float = 60.0  # fetch period [min]
+    retry_min: float = 5.0  # after a failed fetch [min]
+    timeout_s: float = 10.0  # per request [s]
+    forecast_days: int = 3  # days asked for (from today 00:00 UTC)
+    max_age_h: float = 12.0  # the last good forecast is used this long [h]
+    history_days: int = 3  # measured PV days behind the clear-sky-index fallback
+
+
+@dataclass(frozen=True)
 class Station:
     """A whole station, as read from its TOML file."""
 
@@ -155,7 +199,9 @@ class Station:
     chargers: tuple[Charger, ...]
     pv_arrays: tuple[PVArray, ...]
     battery: BatteryConfig | None
+    weather: WeatherFeedConfig | None = None  # None: no live weather forecast
     source: str = "<memory>"  # file it was read from
+    web: Web = field(default_factory=Web)  # operator console and HTTP API
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def charger(self, charger_id: str) -> Charger | None:
@@ -167,6 +213,32 @@ class Station:
     @property
     def pv_peak_kw(self) -> float:
         return sum(a.peak_power_kw for a in self.pv_arrays)
+
+    def pv_site(self) -> PVSite:
+        """The station's PV system as :mod:`forecasts` describes it (site and arrays)."""
+        s = self.site
+        arrays = tuple(_forecast_array(a) for a in self.pv_arrays)
+        return PVSite(
+            latitude=s.latitude,
+            longitude=s.longitude,
+            altitude_m=s.altitude_m,
+            timezone=s.timezone,
+            arrays=arrays,
+            step_min=s.dispatch_step_min,
+        )
+
+
+def _forecast_array(a: PVArray) -> ForecastArray:
+    return ForecastArray(
+        name=a.name,
+        peak_power_kw=a.peak_power_kw,
+        tilt_deg=a.tilt_deg,
+        azimuth_deg=a.azimuth_deg,
+        temp_coeff_per_c=a.temp_coeff_per_c,
+        losses_frac=a.losses_frac,
+        inverter_ac_kw=a.inverter_ac_kw,
+        mounting=a.mounting,
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -314,6 +386,10 @@ def _server(t: _Table) -> Server:
         tls_key=t.string("tls_key", None),
         message_log_retention_days=t.integer("message_log_retention_days", 30, minimum=0),
         heartbeat_interval_s=t.integer("heartbeat_interval_s", 300, minimum=1),
+        max_frame_bytes=t.integer("max_frame_bytes", 4 * 1024 * 1024, minimum=1024),
+        ping_interval_s=t.number("ping_interval_s", 60.0, minimum=0),
+        ping_timeout_s=t.number("ping_timeout_s", 30.0, positive=True),
+        heartbeat_timeout_s=t.number("heartbeat_timeout_s", None, minimum=0),
     )
     if server.port > 65535:
         raise t.fail("port", f"must be <= 65535, got {server.port}")
@@ -330,6 +406,19 @@ def _server(t: _Table) -> Server:
     server = replace(server, data_transfer_vendors=_vendor_ids(t, "data_transfer_vendors"))
     t.done()
     return server
+
+
+def _web(t: _Table) -> Web:
+    web = Web(
+        host=t.string("host", "127.0.0.1"),
+        port=int(t.integer("port", 8080, minimum=0)),
+        session_hours=t.number("session_hours", 12.0, positive=True),
+        sse_interval_s=t.number("sse_interval_s", 2.0, positive=True),
+    )
+    if web.port > 65535:
+        raise t.fail("port", f"must be <= 65535, got {web.port}")
+    t.done()
+    return web
 
 
 def _readable_file(t: _Table, key: str, value: str) -> str:
@@ -471,6 +560,26 @@ def _battery(t: _Table) -> BatteryConfig:
     return b
 
 
+def _weather(t: _Table) -> WeatherFeedConfig:
+    url = t.string("url")
+    if not url.startswith(("http://", "https://")) or "?" in url:
+        raise t.fail("url", f"must be an http(s) URL without a query, got {url!r}")
+    w = WeatherFeedConfig(
+        url=url,
+        resolution=t.string("resolution", "minutely_15", choices=("minutely_15", "hourly")),
+        refresh_min=t.number("refresh_min", 60.0, minimum=1, maximum=24 * 60),
+        retry_min=t.number("retry_min", 5.0, minimum=0.1, maximum=24 * 60),
+        timeout_s=t.number("timeout_s", 10.0, positive=True, maximum=300),
+        forecast_days=t.integer("forecast_days", 3, minimum=2),
+        max_age_h=t.number("max_age_h", 12.0, positive=True, maximum=72),
+        history_days=t.integer("history_days", 3, minimum=1),
+    )
+    if w.forecast_days > 16:
+        raise t.fail("forecast_days", f"must be <= 16, got {w.forecast_days}")
+    t.done()
+    return w
+
+
 def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
     """Validate a parsed TOML document into a :class:`Station`."""
     root = _Table(data, "", source)
@@ -494,6 +603,7 @@ def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
         if name in names[:i]:
             raise ConfigError(f"{source}: pv_arrays[{i}].name: duplicate array name {name!r}")
     battery = _battery(root.table("battery")) if "battery" in data else None
+    weather = _weather(root.table("weather")) if "weather" in data else None
     station = Station(
         site=_site(root.table("site")),
         server=_server(root.table("server", {})),
@@ -503,10 +613,12 @@ def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
         chargers=tuple(chargers),
         pv_arrays=tuple(arrays),
         battery=battery,
+        weather=weather,
         source=source,
         raw=data,
+        web=_web(root.table("web", {})),
     )
-    root.seen.add("battery")
+    root.seen.update(("battery", "weather"))
     root.done()
     return station
 

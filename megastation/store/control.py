@@ -12,6 +12,7 @@ Power in kW, energy in kWh, times ISO UTC text in the store, tz-aware UTC here.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import weakref
 from collections.abc import Iterable
@@ -57,6 +58,8 @@ def set_session_override(
 ) -> None:
     """Record an operator's departure [UTC] and/or total energy [kWh] for a session
     (a None keeps what was set before)."""
+    if energy_kwh is not None and not (math.isfinite(energy_kwh) and energy_kwh >= 0):
+        raise ValueError(f"energy_kwh: must be a finite number >= 0, got {energy_kwh}")
     with store.conn:
         store.conn.execute(
             "INSERT INTO control_session_overrides (transaction_id, departure, energy_kwh, set_at) "
@@ -72,7 +75,10 @@ def session_overrides(store: Store) -> dict[int, tuple[datetime | None, float | 
     rows = store.conn.execute(
         "SELECT transaction_id, departure, energy_kwh FROM control_session_overrides"
     ).fetchall()
-    return {int(t): (parse_iso(d) if d else None, e) for t, d, e in rows}
+    return {  # a non-finite energy (stored before it was checked) counts as not given
+        int(t): (parse_iso(d) if d else None, e if e is None or math.isfinite(e) else None)
+        for t, d, e in rows
+    }
 
 
 def set_policy(store: Store, policy: str) -> None:
@@ -84,6 +90,36 @@ def set_policy(store: Store, policy: str) -> None:
 def policy(store: Store, configured: str) -> str:
     """The policy in force: the operator's (store) over the station config."""
     return store.get_setting(POLICY_KEY) or configured
+
+
+# --------------------------------------------------------------------------- cycle errors
+
+CYCLE_ERROR_KEY = "control.cycle_error"  # {"error", "since", "last_at", "count"} or None
+
+
+def record_cycle_error(store: Store, error: str, now: datetime) -> None:
+    """A control cycle failed: keep the error text, since when cycles fail, and how often."""
+    prev = store.get_setting(CYCLE_ERROR_KEY)
+    store.set_setting(
+        CYCLE_ERROR_KEY,
+        {
+            "error": error[:500],
+            "since": prev["since"] if prev else iso(now),
+            "last_at": iso(now),
+            "count": (prev["count"] if prev else 0) + 1,
+        },
+    )
+
+
+def clear_cycle_error(store: Store) -> None:
+    """A cycle succeeded: cycles no longer fail (writes only when an error was recorded)."""
+    if store.get_setting(CYCLE_ERROR_KEY) is not None:
+        store.set_setting(CYCLE_ERROR_KEY, None)
+
+
+def cycle_error(store: Store) -> dict[str, Any] | None:
+    """The failing cycles' last error (``error``, ``since``, ``last_at``, ``count``) or None."""
+    return store.get_setting(CYCLE_ERROR_KEY)
 
 
 # --------------------------------------------------------------------------- plans and set points
@@ -209,9 +245,11 @@ def record_setpoints(
 
 
 def max_planned_import_kw(store: Store, since: datetime) -> float | None:
-    """The highest grid import [kW] recorded with a plan made at or after ``since``."""
+    """The highest finite grid import [kW] recorded with a plan made at or after ``since``."""
     row = store.conn.execute(
-        "SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ?", (iso(since),)
+        "SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ? "
+        "AND grid_import_kw BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308",
+        (iso(since),),
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 

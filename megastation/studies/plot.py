@@ -31,13 +31,18 @@ def plot_study(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
         ms=10,
         label="Pareto front",
     )
+    mid_m = (cost_m.min() + cost_m.max()) / 2.0
     for _, r in front.iterrows():
+        battery = (
+            f"{r.battery_kwh:g} kWh/{r.battery_kw:g} kW" if r.battery_kwh > 0 else "no battery"
+        )
+        right_half = r.annual_cost_krw / 1e6 > mid_m
         ax.annotate(
-            f"PV {r.pv_kwp:g} kWp, {r.battery_kwh:g} kWh/{r.battery_kw:g} kW, "
-            f"grid {r.grid_limit_kw:g} kW",
+            f"PV {r.pv_kwp:g} kWp, {battery}, grid {r.grid_limit_kw:g} kW",
             (r.annual_cost_krw / 1e6, 100.0 * r.renewable_frac),
             textcoords="offset points",
-            xytext=(6, -10),
+            xytext=(-8, -12) if right_half else (8, -12),
+            ha="right" if right_half else "left",
             fontsize=7,
         )
     ax.set_xlabel("annual cost [million KRW/year] (energy + demand charge + capital annuity)")
