@@ -11,10 +11,12 @@ from typing import Any
 
 from megastation.control.controller import controller_from_station
 from megastation.control.supervisor import ControlSupervisor
+from megastation.control.weather_feed import WeatherFeed
 from megastation.core import events
 from megastation.core.clock import Clock
 from megastation.core.config import Station
 from megastation.store import Store, records
+from megastation.web import start_web
 from ocpp_central.gateway import OcppGateway
 from ocpp_central.server import CentralSystem, run_server
 
@@ -108,9 +110,25 @@ async def serve(
 ) -> None:
     """Run the OCPP central system on ``host:port`` with the control loop until cancelled.
 
-    With ``web`` the operator console, HTTP API, /metrics and the data hub feed run beside
-    it on ``[web]`` host and port (``web_port`` overrides the port)."""
-    on_event, control_task = controller_hooks(station, store, clock)
+    With a ``[weather]`` section the live weather forecast feed runs beside them and the
+    controller plans on its forecasts. With ``web`` the operator console, HTTP API, /metrics
+    and the data hub feed run on ``[web]`` host and port (``web_port`` overrides the port).
+    """
+    tasks: list[Callable[[CentralSystem], Any]] = []
+    forecaster = None
+    if station.weather is not None:
+        feed = WeatherFeed(station, store, clock)
+        tasks.append(feed.run)
+        forecaster = feed.forecaster
+        log.info("weather forecast from %s", station.weather.url)
+    on_event, control_task = controller_hooks(station, store, clock, forecaster=forecaster)
+    if web:
+        tasks.append(
+            start_web(
+                station, store, clock, port=web_port, notify=on_event,
+                ready=lambda w: log.info("console on %s", w.url),
+            )
+        )  # fmt: skip
     await run_server(
         station,
         store,
@@ -118,7 +136,7 @@ async def serve(
         host,
         port,
         ready=ready,
-        extra_tasks=[control_task],
+        extra_tasks=[control_task, *tasks],
         on_event=on_event,
     )
 
