@@ -116,7 +116,8 @@ async def console_client(port: int, token: str, stop: asyncio.Event, seen: list[
         w.close()
 
     async def events() -> None:
-        r, w = await asyncio.open_connection("127.0.0.1", port)
+        # an overview of 1,000 chargers is a line of ~250 kB
+        r, w = await asyncio.open_connection("127.0.0.1", port, limit=2**24)
         w.write(
             f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
         )
@@ -138,10 +139,25 @@ async def console_client(port: int, token: str, stop: asyncio.Event, seen: list[
         await asyncio.gather(sse, return_exceptions=True)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_console(n: int, seconds: float, with_console: bool) -> dict:
-    """One flood run against megastation, with or without the console and its client."""
+    """One flood run against megastation, with or without the console and its client;
+    ``cpu_ms_per_msg`` is the server process's CPU time per answered message (robust to
+    other load on the machine, unlike msg/s)."""
     if not with_console:
-        return run("megastation", n, seconds, None)
+        proc, port = start_server("megastation", n)
+        try:
+            c0 = cpu_s(proc.pid)
+            r = asyncio.run(load(port, n, seconds, None))
+            return {**r, "cpu_ms_per_msg": 1000 * (cpu_s(proc.pid) - c0) / r["messages"]}
+        finally:
+            proc.terminate()
+            proc.wait()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", "megastation-web", "-n", str(n)],
         stdout=subprocess.PIPE,
@@ -149,40 +165,53 @@ def run_console(n: int, seconds: float, with_console: bool) -> dict:
         text=True,
     )
     ocpp_port, web_port, token = proc.stdout.readline().split()
-
-    async def both() -> dict:
-        stop, seen = asyncio.Event(), [0]
-        client = asyncio.create_task(console_client(int(web_port), token, stop, seen))
-        try:
-            r = await load(int(ocpp_port), n, seconds, None)
-        finally:
-            stop.set()
-            await asyncio.gather(client, return_exceptions=True)
-        return {**r, "overviews": seen[0]}
-
+    # the console client runs in its own process, so it does not slow the load generator
+    client = subprocess.Popen(
+        [sys.executable, __file__, "--console-client", web_port, token, str(seconds + 4)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
     try:
-        return asyncio.run(both())
+        c0 = cpu_s(proc.pid)
+        r = asyncio.run(load(int(ocpp_port), n, seconds, None))
+        cpu = 1000 * (cpu_s(proc.pid) - c0) / r["messages"]
+        return {**r, "cpu_ms_per_msg": cpu, "overviews": int(client.stdout.readline() or 0)}
     finally:
+        client.terminate()
+        client.wait()
         proc.terminate()
         proc.wait()
 
 
+async def run_console_client(port: int, token: str, seconds: float) -> None:
+    stop, seen = asyncio.Event(), [0]
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    await console_client(port, token, stop, seen)
+    print(seen[0], flush=True)
+
+
 def console_cost(n: int, seconds: float, rounds: int) -> None:
     print(f"{os.cpu_count()} CPUs, {n} connections, {seconds:g} s per run, {rounds} rounds")
-    alone, served = [], []
+    alone, served, cpu_a, cpu_b = [], [], [], []
     for i in range(rounds):
         a = run_console(n, seconds, False)
         b = run_console(n, seconds, True)
         alone.append(a["messages_per_s"])
         served.append(b["messages_per_s"])
+        cpu_a.append(a["cpu_ms_per_msg"])
+        cpu_b.append(b["cpu_ms_per_msg"])
         print(
-            f"round {i + 1}: alone {a['messages_per_s']:7.0f} msg/s   with console "
-            f"{b['messages_per_s']:7.0f} msg/s ({b['overviews']} overviews pushed)"
+            f"round {i + 1}: alone {a['messages_per_s']:7.0f} msg/s {a['cpu_ms_per_msg']:.3f} "
+            f"CPU ms/msg   with console {b['messages_per_s']:7.0f} msg/s "
+            f"{b['cpu_ms_per_msg']:.3f} CPU ms/msg ({b['overviews']} overviews pushed)"
         )
     m_a, m_b = statistics.median(alone), statistics.median(served)
+    c_a, c_b = statistics.median(cpu_a), statistics.median(cpu_b)
     print(
         f"median: alone {m_a:.0f} msg/s, with one console client {m_b:.0f} msg/s: "
-        f"cost {100 * (1 - m_b / m_a):.1f} %  (target < 5 %)"
+        f"throughput cost {100 * (1 - m_b / m_a):.1f} %; server CPU per message "
+        f"{c_a:.3f} -> {c_b:.3f} ms: cost {100 * (c_b / c_a - 1):.1f} %  (target < 5 %)"
     )
 
 
@@ -292,6 +321,7 @@ async def load(port: int, n: int, seconds: float, interval: float | None) -> dic
         "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
         "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))] if lat else float("nan"),
         "samples": len(lat),
+        "messages": counts[0],  # all answered, warm-up included
     }
 
 
@@ -316,7 +346,12 @@ def main() -> None:
     ap.add_argument(
         "--serve", choices=["echo", "megastation", "megastation-web"], help=argparse.SUPPRESS
     )
+    ap.add_argument("--console-client", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.console_client:
+        port, token, seconds = args.console_client
+        asyncio.run(run_console_client(int(port), token, float(seconds)))
+        return
     if args.serve == "megastation-web":
         asyncio.run(serve_megastation_web(args.n))
         return

@@ -28,6 +28,14 @@ from megastation.cli.ocpp_cmd import add_status_section
 from megastation.core.config import Station
 from megastation.store import Store, json_text, parse_iso, records
 from megastation.store import control as cr
+from megastation.store import devices as device_store
+
+# What the controller does without a faulted device of each kind
+WITHOUT_DEVICE = {
+    "battery": "planned without it (battery idle)",
+    "pv": "PV from the forecast",
+    "meter": "site balance from the chargers",
+}
 
 
 @main.command("limit")
@@ -136,6 +144,18 @@ def control_status(store: Store, station: Station) -> dict[str, Any]:
         "plan": None,
         "connectors": [],
         "uncontrollable": cr.uncontrollable_chargers(store),
+        "devices": [
+            {
+                "name": d["name"],
+                "kind": d["kind"],
+                "address": d["address"],
+                "fault": d["fault"],
+                "fault_since": d["fault_since"],
+                "without_it": WITHOUT_DEVICE.get(d["kind"]) if d["fault"] else None,
+                "reading_at": d["reading_at"],
+            }
+            for d in device_store.device_statuses(store)
+        ],
         # cycles failing now: {"error", "since", "last_at", "count"}; the plan below is
         # then the last good one, older than "since"
         "cycle_error": cr.cycle_error(store),
@@ -225,6 +245,15 @@ def print_control_status(data: dict[str, Any]) -> None:
             )
     for cid, reason in data["uncontrollable"].items():
         click.echo(f"  {cid}: uncontrollable ({reason})")
+    for d in data.get("devices", []):
+        if d["fault"]:
+            click.echo(
+                f"device {d['name']} ({d['kind']}, {d['address']}) FAULT since "
+                f"{d['fault_since']}: {d['fault']}; {d['without_it']}"
+            )
+    simulated = [d["kind"] for d in data.get("devices", []) if d["address"] == "simulated"]
+    if simulated:
+        click.echo(f"simulated devices: {', '.join(simulated)}")
 
 
 @main.command("control-status")

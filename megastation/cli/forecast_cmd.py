@@ -259,7 +259,9 @@ def score_cmd(
         grid = pd.date_range(m.index[0].floor(stp), m.index[-1].floor(stp), freq=stp)
         m_kw = pd.Series(step_means(m, grid, stp), index=grid)
         clear = pv_power(site, arrays, clear_sky_weather(grid), step=stp)["pv_ac_kw"]
-        for day, jump in timing.clock_shifts(timing.daily_phase_min(m_kw, clear, site.timezone)):
+        for day, jump in timing.clock_shifts(
+            timing.daily_phase_min(m_kw, clear, site.timezone, min_index=timing.CLEAR_DAY_INDEX)
+        ):
             click.echo(
                 f"warning: {measured}: the PV peak moves {jump:+.0f} min against the sun from "
                 f"{day} on: a daylight-saving change in the log's clock? Scores around it suffer",

@@ -31,6 +31,9 @@ def serve(
 ) -> None:
     """Run the OCPP central system: chargers connect over OCPP-J 1.6 / 2.0.1.
 
+    The control loop runs beside it with the station's [[devices]] (Modbus TCP battery,
+    PV inverters, grid meter); the log says at start which kinds are simulated or absent.
+
     The operator console, HTTP API (/api/v1), /metrics and the data hub feed
     (/ngsi-ld/v1) run beside it on [web].host:port (127.0.0.1:8080 by default; accounts:
     `megastation users add`). Logs go to stderr; the bound addresses are logged as
@@ -50,6 +53,8 @@ def serve(
     )
     if not verbose:
         logging.getLogger("websockets").setLevel(logging.WARNING)
+        # device faults are logged once by megastation.devices, with the reason
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     station = ctx.station
     store = ctx.store
     h = host or station.server.host

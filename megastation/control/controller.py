@@ -206,6 +206,10 @@ class Controller:
     def site_meter(self) -> SiteMeter | None:
         return self.devices.site_meter
 
+    @site_meter.setter
+    def site_meter(self, value: SiteMeter | None) -> None:
+        self.devices.site_meter = value
+
     # ----------------------------------------------------------------- events
 
     def trigger(self, reason: str) -> None:
@@ -388,7 +392,7 @@ class Controller:
             Reading(
                 pv_kw=pv_kw or 0.0,
                 battery_kw=batt.power_kw if batt else 0.0,
-                soc_frac=batt.soc_frac if batt else None,
+                soc_frac=batt.soc_frac if batt and not batt.fault else None,
                 ev_kw=sum(self._ev_kw.values()),
                 grid_limit_kw=self._limit_now(),
                 import_kw=grid.import_kw if grid else None,
@@ -401,8 +405,8 @@ class Controller:
             await self.clock.sleep(self.guard_interval_s)
             try:
                 import_kw = await self.devices.measured_import_kw()
-            except Exception as exc:
-                log.warning("guard: site meter read failed: %s", exc)
+            except Exception as exc:  # a faulted meter is logged by its driver, once
+                log.debug("guard: site meter read failed: %s", exc)
                 continue
             if import_kw is not None and import_kw > self._limit_now() + GUARD_TOLERANCE_KW:
                 self._over_limit()
@@ -437,8 +441,8 @@ class Controller:
             return None
         grid_reading = await self.devices.read_grid()
         pv_kw = None
-        if grid_reading is None:
-            pv_kw = await self.devices.read_pv_kw()
+        if grid_reading is None:  # polled twice a second: a faulted driver logs it once
+            pv_kw = await self.devices.read_pv_kw(quiet=True)
         kw = self.balance_setpoint_kw(
             self.clock.now(),
             soc_frac=batt.soc_frac,

@@ -62,14 +62,15 @@ class SiteDevices:
         self._fault = r.fault
         return r
 
-    async def read_pv_kw(self, *, remember: bool = False) -> float | None:
-        """PV now [kW]; ``remember`` keeps it (for :data:`PV_HISTORY`) for the nowcast."""
+    async def read_pv_kw(self, *, remember: bool = False, quiet: bool = False) -> float | None:
+        """PV now [kW]; ``remember`` keeps it (for :data:`PV_HISTORY`) for the nowcast;
+        ``quiet`` logs a failed read at debug level (frequent polls: the driver logs a fault)."""
         if self.pv_meter is None:
             return None
         try:
             kw = float(await self.pv_meter.read_pv_kw())
         except Exception as exc:
-            log.warning("PV meter read failed: %s", exc)
+            (log.debug if quiet else log.warning)("PV meter read failed: %s", exc)
             return None
         if remember:
             now = self.clock.now()
@@ -85,8 +86,8 @@ class SiteDevices:
             return None
         try:
             return await self.site_meter.read()
-        except Exception as exc:
-            log.warning("site meter read failed: %s", exc)
+        except Exception as exc:  # polled twice a second: a faulted meter's driver logs it once
+            log.debug("site meter read failed: %s", exc)
             return None
 
     async def measured_import_kw(self) -> float | None:

@@ -135,7 +135,7 @@ def record_cycle(
         cycle_ms=cycle_s * 1000,
         grid_import_kw=site.grid.net_import_kw if site.grid else built.computed_import_kw,
         pv_kw=site.pv_kw,
-        battery_soc_frac=batt.soc_frac if batt else None,
+        battery_soc_frac=batt.soc_frac if batt and not batt.fault else None,
         battery_kw=batt.power_kw if batt else None,
         inputs=inputs,
         first_step=first_step,

@@ -62,11 +62,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecasts import bands as _bands
 from forecasts import nowcast as _nowcast
-from forecasts.forecast import forecast_pv
+from forecasts.forecast import assemble, forecast_pv
 from forecasts.pvmodel import (
-    array_column,
     inverter_limits_kw,
     pv_power,
     pv_power_array,
@@ -453,26 +451,9 @@ class _StepForecastCache:
             k_meas = _nowcast.measured_clear_sky_index(
                 meas, self._clear_ext[lo : lo + n_win], self._limits.sum()
             )
-        lead_h = ((grid + self._step / 2) - issued).total_seconds().to_numpy() / 3600.0
-        p50 = _nowcast.nowcast(raw, clear, self._limits, lead_h, k_meas, _nowcast.TAU_H)
-        total = p50.sum(axis=1)
-        clear_total = clear.sum(axis=1)
-        b = _bands.DEFAULT_BANDS
-        p10, p90 = _bands.apply_bands(total, clear_total, float(self._limits.sum()), b)
-        data = {
-            "pv_ac_kw": total,
-            "pv_ac_p10_kw": p10,
-            "pv_ac_p90_kw": p90,
-            "pv_clear_kw": clear_total,
-            "pv_raw_kw": raw.sum(axis=1),
-        }
-        for j, a in enumerate(self._arrays):
-            data[array_column(a.name)] = p50[:, j]
-        out = pd.DataFrame(data, index=grid)
-        out.index.name = "time"
-        out.attrs["k_meas"] = k_meas
-        out.attrs["bands"] = b
-        return out
+        return assemble(
+            self._arrays, grid, issued, raw, clear, self._limits, k_meas, with_weather=True
+        )
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Name prefixes group them by owner so that parts of the system can grow their own
 tables without clashing: ``00xx`` core, ``01xx`` OCPP central system, ``02xx``
-forecasts, ``03xx`` dispatch and control loop, ``04xx`` simulator. Never edit a
+forecasts, ``03xx`` dispatch and control loop, ``04xx`` simulator, ``05xx`` web console and API, ``06xx`` site devices. Never edit a
 migration that has shipped: add a new one.
 """
 
@@ -353,6 +353,27 @@ def _auto_charger_ratings(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE chargers ADD COLUMN kind TEXT")  # AC | DC; NULL = AC
     db.execute("ALTER TABLE chargers ADD COLUMN max_power_kw REAL")  # NULL: the kind's default
     db.execute("ALTER TABLE chargers ADD COLUMN connectors INTEGER")  # NULL: the kind's default
+
+
+# --------------------------------------------------------------------------- 06xx site devices
+
+
+@migration("0600_device_status")
+def _device_status(db: sqlite_utils.Database) -> None:
+    """The latest state of each site device (see megastation.store.devices)."""
+    db.execute(
+        """CREATE TABLE device_status (
+            name TEXT PRIMARY KEY,               -- [[devices]] name, or battery/pv/meter
+            kind TEXT NOT NULL,                  -- battery | pv | meter
+            address TEXT NOT NULL,               -- host:port/unit, or 'simulated' / 'none'
+            model TEXT NOT NULL,                 -- sunspec | profile | registers | simulated
+            updated_at TEXT NOT NULL,            -- UTC, the latest poll
+            reading_at TEXT,                     -- UTC, the latest good reading
+            reading TEXT NOT NULL DEFAULT '{}',  -- JSON: that reading (units in the keys)
+            fault TEXT,                          -- why it cannot be used; NULL = healthy
+            fault_since TEXT                     -- UTC
+        )"""
+    )
 
 
 # --------------------------------------------------------------------------- 05xx web console and API
