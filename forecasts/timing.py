@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from forecasts.pvmodel import solar_geometry
+from forecasts.weather import _step_of
+
 #: Days with daylight a label guess needs; fewer and the caller's default stands.
 MIN_DAYS_FOR_GUESS = 3
 #: A change of the median phase offset [min] that counts as a clock jump, the days on
@@ -99,9 +102,6 @@ def weather_label(weather: pd.DataFrame, site: object, default: str = "end") -> 
     Returns ``(label, why)``; ``default`` when the frame has no GHI or too few days.
     ``site`` is a :class:`forecasts.site.PVSite` (latitude, longitude, altitude, zone).
     """
-    from forecasts.pvmodel import solar_geometry
-    from forecasts.weather import _step_of
-
     if "ghi" not in weather or len(weather) < 2:
         return default, f"default {default!r} (no GHI to check the timing against)"
     step = _step_of(weather.index)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -12,6 +11,7 @@ import click
 from megastation.cli import main
 from megastation.cli.common import Context, pass_ctx
 from megastation.core.clock import SystemClock
+from megastation.core.config import ConfigError
 
 
 @main.command("serve")
@@ -41,9 +41,11 @@ def serve(
     stop cleanly: chargers get a 1001 close and are marked disconnected, commands
     awaiting an answer end `interrupted`.
     """
+    # lazy: the server, the controller and asyncio are for this command only
+    import asyncio
+
     from megastation.app.serve import serve as serve_station
     from megastation.app.serve import until_stopped
-    from megastation.core.config import ConfigError
     from ocpp_central.server import ListenError
 
     logging.basicConfig(

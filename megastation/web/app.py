@@ -140,6 +140,36 @@ def create_app(
         body = metrics.render(registry)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    async def openapi_doc(request: Request) -> Response:
+        return JSONResponse(openapi())
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/login", login_page, methods=["GET"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/healthz", health),
+            Route("/metrics", metrics_endpoint),
+            *_ngsi_routes(views),
+            Route("/api/v1/openapi.json", openapi_doc),
+            *routes(api),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[Middleware(_SecurityHeaders)],
+    )
+    app.state.views = views
+    app.state.api = api
+    app.state.registry = registry
+    return app
+
+
+def _ngsi_routes(views: Views) -> list[Route]:
+    """The city data hub feed: NGSI-LD entities of type EVChargingStation (this station)."""
+
     def ld(body: Any, status: int = 200) -> Response:
         return Response(
             json.dumps(body, separators=(",", ":")),
@@ -167,32 +197,10 @@ def create_app(
             )  # fmt: skip
         return ld(ngsi.station_entity(views))
 
-    async def openapi_doc(request: Request) -> Response:
-        return JSONResponse(openapi())
-
-    async def health(request: Request) -> Response:
-        return PlainTextResponse("ok\n")
-
-    app = Starlette(
-        routes=[
-            Route("/", index),
-            Route("/login", login_page, methods=["GET"]),
-            Route("/login", login, methods=["POST"]),
-            Route("/logout", logout, methods=["POST"]),
-            Route("/healthz", health),
-            Route("/metrics", metrics_endpoint),
-            Route("/ngsi-ld/v1/entities", ngsi_entities),
-            Route("/ngsi-ld/v1/entities/{entity_id:path}", ngsi_entity),
-            Route("/api/v1/openapi.json", openapi_doc),
-            *routes(api),
-            Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        ],
-        middleware=[Middleware(_SecurityHeaders)],
-    )
-    app.state.views = views
-    app.state.api = api
-    app.state.registry = registry
-    return app
+    return [
+        Route("/ngsi-ld/v1/entities", ngsi_entities),
+        Route("/ngsi-ld/v1/entities/{entity_id:path}", ngsi_entity),
+    ]
 
 
 async def _form(request: Request) -> dict[str, str]:
