@@ -32,11 +32,12 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 
+from megastation.core.stepmean import StepMean
 from megastation.store import Store, flows, parse_iso, records
 
 DEFAULT_GRACE_S = 60.0
@@ -47,19 +48,13 @@ log = logging.getLogger(__name__)
 METERED_STEP_FRAC = 0.999
 
 
-@dataclass
-class _Bucket:
-    ts: datetime  # start of the covered span
+@dataclass(kw_only=True)
+class _Bucket(StepMean):
+    """One step's readings (``ts``: start of the covered span)."""
+
     end: datetime  # step end
-    seconds: float = 0.0
-    sums: dict[str, float] = field(default_factory=dict)  # kW x s
     soc_frac: float | None = None
     forecast: tuple[float | None, float | None, float | None] | None = None
-
-    def add(self, seconds: float, values: dict[str, float]) -> None:
-        self.seconds += seconds
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v * seconds
 
 
 @dataclass
@@ -183,7 +178,7 @@ class FlowRecorder:
         return n
 
     def _write(self, b: _Bucket, end: datetime) -> None:
-        mean = {k: v / b.seconds for k, v in b.sums.items()}
+        mean = b.means()
         step_h = b.seconds / 3600.0
         per_tx = self._session_energy(b.ts, end)
         ev_kw = sum(kwh for *_, kwh in per_tx) / step_h
