@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from megastation.control.controller import ControlSupervisor, controller_from_station
+from megastation.control.controller import controller_from_station
+from megastation.control.supervisor import ControlSupervisor
 from megastation.control.weather_feed import WeatherFeed
 from megastation.core import events
 from megastation.core.clock import Clock
@@ -39,7 +40,7 @@ def controller_hooks(
     """``(on_event, extra_task)`` that put the supervised control loop into ``run_server``.
 
     ``extra_task(system)`` builds an :class:`OcppGateway` on the running central system
-    and runs a :class:`megastation.control.controller.ControlSupervisor` (restart with backoff;
+    and runs a :class:`megastation.control.supervisor.ControlSupervisor` (restart with backoff;
     it never raises, so the server keeps answering chargers); ``on_event`` forwards the
     central system's domain events to the running controller. ``devices``
     (:func:`megastation.devices.build_devices`) are given to every controller and polled

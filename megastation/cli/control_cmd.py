@@ -89,10 +89,7 @@ def session(ctx: Context, session: int, depart: str | None, energy_kwh: float | 
     if tx is None:
         raise click.ClickException(f"no session {session}")
     dep = parse_when(depart, ctx.station, option="--depart")
-    # lazy: the control package pulls in the dispatch LP (scipy); only this command needs it
-    from megastation.control.needs import set_override
-
-    set_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
+    cr.set_session_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
     click.echo(
         f"session {session}: "
         + ", ".join(

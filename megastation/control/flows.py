@@ -32,31 +32,29 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from megastation.store import Store, flows, iso, parse_iso, records
+from megastation.core.stepmean import StepMean
+from megastation.store import Store, flows, parse_iso, records
 
 DEFAULT_GRACE_S = 60.0
 
 log = logging.getLogger(__name__)
+# A step with a site-meter reading for more than this share of it is metered (the base
+# load is the balance residual); a step metered for part of it only mixes both.
+METERED_STEP_FRAC = 0.999
 
 
-@dataclass
-class _Bucket:
-    ts: datetime  # start of the covered span
+@dataclass(kw_only=True)
+class _Bucket(StepMean):
+    """One step's readings (``ts``: start of the covered span)."""
+
     end: datetime  # step end
-    seconds: float = 0.0
-    sums: dict[str, float] = field(default_factory=dict)  # kW x s
     soc_frac: float | None = None
     forecast: tuple[float | None, float | None, float | None] | None = None
-
-    def add(self, seconds: float, values: dict[str, float]) -> None:
-        self.seconds += seconds
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v * seconds
 
 
 @dataclass
@@ -180,14 +178,14 @@ class FlowRecorder:
         return n
 
     def _write(self, b: _Bucket, end: datetime) -> None:
-        mean = {k: v / b.seconds for k, v in b.sums.items()}
+        mean = b.means()
         step_h = b.seconds / 3600.0
         per_tx = self._session_energy(b.ts, end)
         ev_kw = sum(kwh for *_, kwh in per_tx) / step_h
         imp, exp = mean.get("grid_import_kw", 0.0), mean.get("grid_export_kw", 0.0)
         pv = mean.get("pv_kw", 0.0)
         chg, dis = mean.get("battery_charge_kw", 0.0), mean.get("battery_discharge_kw", 0.0)
-        if mean.get("metered", 0.0) > 0.999:
+        if mean.get("metered", 0.0) > METERED_STEP_FRAC:
             base = imp - exp + pv + dis - chg - ev_kw  # the balance residual
         else:
             base = self.base_load_kw
@@ -235,12 +233,7 @@ class FlowRecorder:
 
     def _session_energy(self, t0: datetime, t1: datetime) -> list[tuple[int, str, int, float]]:
         """(transaction, charger, connector, kWh) delivered in ``[t0, t1)``, per session."""
-        rows = self.store.conn.execute(
-            "SELECT id, charger_id, connector_id, start_time, stop_time, state, "
-            "meter_start_wh, energy_kwh FROM transactions "
-            "WHERE start_time < ? AND (stop_time IS NULL OR stop_time > ? OR state = 'open')",
-            (iso(t1), iso(t0)),
-        ).fetchall()
+        rows = records.transactions_overlapping(self.store, t0, t1)
         out = []
         seen = set()
         for tx, ch, conn, start, stop, state, start_wh, energy_kwh in rows:
@@ -284,11 +277,7 @@ def _delivered_at(
 ) -> Callable[[datetime], float]:
     """Delivered energy [kWh] of a session as a function of time (register samples
     interpolated; 0 at the start, the final energy at the stop)."""
-    regs = store.conn.execute(
-        "SELECT ts, value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
-        f"AND phase = '' AND location IN ('', 'Outlet') AND {records.FINITE_VALUE} ORDER BY ts",
-        (tx, records.ENERGY_REGISTER),
-    ).fetchall()
+    regs = records.energy_register_samples(store, tx)
     start_kwh = start_wh / 1000.0 if start_wh is not None else (regs[0][1] if regs else 0.0)
     ts = [start.timestamp()] + [parse_iso(r[0]).timestamp() for r in regs]
     kwh = [0.0] + [max(0.0, r[1] - start_kwh) for r in regs]

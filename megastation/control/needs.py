@@ -32,7 +32,8 @@ done takes the shortfall with it while one that stays longer only waits:
   energy.
 
 Everything here is a pure function of its inputs except :func:`learn_defaults_from_store`
-and :func:`read_override`, which read the store.
+and :func:`expected_demand_for_station`, which read the store (operator overrides are
+:func:`megastation.store.control.session_overrides`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from zoneinfo import ZoneInfo
 
 from megastation.core.config import SessionDefaults, Station
 from megastation.core.fleet import generate_visits, load_fleet_profile
-from megastation.store import Store, iso, parse_iso
+from megastation.store import Store, records
 
 MIN_HISTORY = 20  # finished sessions a (kind, hour) cell needs before it is trusted
 MIN_HISTORY_KIND = 8  # ... and a whole charger kind (the fallback when the cell is thin)
@@ -56,6 +57,13 @@ DEFAULT_EV_BATTERY_KWH = 64.0  # a typical Korean EV battery when nothing better
 MIN_DWELL_LEFT_MIN = 5.0  # a car past its assumed departure is given this much more
 # Dwell spread (sigma of ln dwell) by kind when there is no history: seeds/fleet.toml.
 DWELL_SIGMA = {"ac": 0.55, "dc": 0.40}
+DEFAULT_DWELL_SIGMA = 0.5  # ... for a kind not listed
+Z_95 = 1.645  # the standard normal's 95th percentile (a lognormal stay's q95)
+# The capacity of a car's battery is estimated from its SoC once the SoC rose this much
+# on more than this much energy, and kept within this range [kWh].
+CAPACITY_MIN_SOC_RISE = 0.05
+CAPACITY_MIN_KWH = 1.0
+EV_BATTERY_KWH_RANGE = (10.0, 200.0)
 FIRM_DWELL_QUANTILE = 0.1  # firm energy is planned to be in the car by this dwell quantile
 EXTRA_ENERGY_FACTOR = 1.6  # no SoC: the car may take up to this x the median energy
 EXTRA_TAIL_FRAC = 0.25  # a car past its median dwell stays about this x median longer
@@ -148,6 +156,40 @@ def learn_defaults(
     )
 
 
+def _typical_stay(
+    kind: str,
+    started_at: datetime,
+    timezone: str,
+    defaults: Mapping[str, SessionDefaults],
+    learned: LearnedDefaults | None,
+) -> tuple[SessionDefaults, str, float]:
+    """The typical stay and energy of a car of ``kind`` arriving at ``started_at``, where
+    it comes from ('history' | 'default'), and the pessimistic dwell [min]."""
+    base = defaults[kind]
+    source = "default"
+    hour = started_at.astimezone(ZoneInfo(timezone)).hour
+    z = statistics.NormalDist().inv_cdf(FIRM_DWELL_QUANTILE)
+    early_min = base.dwell_min * math.exp(z * DWELL_SIGMA.get(kind, DEFAULT_DWELL_SIGMA))
+    if learned is not None and (got := learned.get(kind, hour)) is not None:
+        base, source = got, "history"
+        early_min = learned.early_dwell_min(kind, hour) or early_min
+    return base, source, early_min
+
+
+def ev_battery_kwh(soc_frac: float, soc_start_frac: float | None, delivered_kwh: float) -> float:
+    """A car's battery capacity [kWh] from its SoC rise per kWh delivered, once it has
+    risen :data:`CAPACITY_MIN_SOC_RISE` on more than :data:`CAPACITY_MIN_KWH`; else
+    :data:`DEFAULT_EV_BATTERY_KWH`."""
+    if (
+        soc_start_frac is not None
+        and soc_frac - soc_start_frac >= CAPACITY_MIN_SOC_RISE
+        and delivered_kwh > CAPACITY_MIN_KWH
+    ):
+        lo, hi = EV_BATTERY_KWH_RANGE
+        return min(hi, max(lo, delivered_kwh / (soc_frac - soc_start_frac)))
+    return DEFAULT_EV_BATTERY_KWH
+
+
 def estimate_need(
     *,
     kind: str,
@@ -170,14 +212,7 @@ def estimate_need(
     ``soc_start_frac`` the first SoC seen in the session (for the capacity estimate).
     """
     kind = kind.lower()
-    base = defaults[kind]
-    source = "default"
-    hour = started_at.astimezone(ZoneInfo(timezone)).hour
-    z = statistics.NormalDist().inv_cdf(FIRM_DWELL_QUANTILE)
-    early_min = base.dwell_min * math.exp(z * DWELL_SIGMA.get(kind, 0.5))
-    if learned is not None and (got := learned.get(kind, hour)) is not None:
-        base, source = got, "history"
-        early_min = learned.early_dwell_min(kind, hour) or early_min
+    base, source, early_min = _typical_stay(kind, started_at, timezone, defaults, learned)
     # departure: pessimistic (firm) and expected (extra)
     departure = started_at + timedelta(minutes=min(early_min, base.dwell_min))
     expected = started_at + timedelta(minutes=base.dwell_min)
@@ -189,9 +224,7 @@ def estimate_need(
     total_high = max(total_high, EXTRA_TOPUP_FRAC * base.energy_kwh)
 
     if soc_frac is not None:
-        capacity = DEFAULT_EV_BATTERY_KWH
-        if soc_start_frac is not None and soc_frac - soc_start_frac >= 0.05 and delivered_kwh > 1:
-            capacity = min(200.0, max(10.0, delivered_kwh / (soc_frac - soc_start_frac)))
+        capacity = ev_battery_kwh(soc_frac, soc_start_frac, delivered_kwh)
         energy = (TARGET_SOC.get(kind, 1.0) - soc_frac) * capacity
         total_high = (FULL_SOC.get(kind, 1.0) - soc_frac) * capacity
         source = "soc"
@@ -230,9 +263,9 @@ def estimate_need(
         # the extra may come until the stay's 95th percentile, each kWh weighed by the
         # chance the car is still there (lognormal stay); still here after that: it stays
         # a while yet
-        sigma = DWELL_SIGMA.get(kind, 0.5)
+        sigma = DWELL_SIGMA.get(kind, DEFAULT_DWELL_SIGMA)
         stay_median_s = 60.0 * base.dwell_min
-        q95 = started_at + timedelta(seconds=stay_median_s * math.exp(1.645 * sigma))
+        q95 = started_at + timedelta(seconds=stay_median_s * math.exp(Z_95 * sigma))
         tail = timedelta(minutes=max(2 * MIN_DWELL_LEFT_MIN, EXTRA_TAIL_FRAC * base.dwell_min))
         expected = max(q95, now + tail)
     expected = max(expected, departure)
@@ -258,48 +291,19 @@ def learn_defaults_from_store(
 
     ``kind_of`` maps charger id to 'ac' / 'dc'; unknown chargers are skipped.
     """
-    rows = store.db.execute(
-        "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
-        "WHERE state = 'closed' AND stop_time IS NOT NULL "
-        "AND energy_kwh BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 "
-        "ORDER BY start_time DESC LIMIT ?",
-        [limit],
-    ).fetchall()
-    sessions = [
-        (kind_of[c], parse_iso(a), parse_iso(b), float(e)) for c, a, b, e in rows if c in kind_of
+    return learn_defaults(_closed_sessions_by_kind(store, kind_of, limit), timezone)
+
+
+def _closed_sessions_by_kind(
+    store: Store, kind_of: Mapping[str, str], limit: int
+) -> list[tuple[str, datetime, datetime, float]]:
+    """The latest ``limit`` closed sessions as ``(kind, start, stop, energy_kwh)``, on
+    chargers in ``kind_of`` (charger id -> 'ac' / 'dc')."""
+    return [
+        (kind_of[c], a, b, e)
+        for c, a, b, e in records.closed_sessions(store, limit=limit)
+        if c in kind_of
     ]
-    return learn_defaults(sessions, timezone)
-
-
-def set_override(
-    store: Store,
-    transaction_id: int,
-    *,
-    departure: datetime | None,
-    energy_kwh: float | None,
-) -> None:
-    """Record an operator's departure [UTC] and/or total energy [kWh] for a session."""
-    if energy_kwh is not None and not (math.isfinite(energy_kwh) and energy_kwh >= 0):
-        raise ValueError(f"energy_kwh: must be a finite number >= 0, got {energy_kwh}")
-    with store.conn:
-        store.conn.execute(
-            "INSERT INTO control_session_overrides (transaction_id, departure, energy_kwh, set_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT(transaction_id) DO UPDATE SET "
-            "departure = COALESCE(excluded.departure, departure), "
-            "energy_kwh = COALESCE(excluded.energy_kwh, energy_kwh), set_at = excluded.set_at",
-            (transaction_id, iso(departure) if departure else None, energy_kwh, iso(store.now())),
-        )
-
-
-def read_overrides(store: Store) -> dict[int, tuple[datetime | None, float | None]]:
-    """All operator overrides: transaction id -> (departure, total energy kWh)."""
-    rows = store.db.execute(
-        "SELECT transaction_id, departure, energy_kwh FROM control_session_overrides"
-    ).fetchall()
-    return {  # a non-finite energy (stored before it was checked) counts as not given
-        int(t): (parse_iso(d) if d else None, e if e is None or math.isfinite(e) else None)
-        for t, d, e in rows
-    }
 
 
 # --------------------------------------------------------------------------- expected cars
@@ -310,12 +314,13 @@ def read_overrides(store: Store) -> dict[int, tuple[datetime | None, float | Non
 # (re100 tier 2, 1e4 points = 0.01 of tier 1), but far above money (tier 3): the plan
 # keeps PV and green stored energy for them rather than export or curtail it, yet never
 # buys grid energy for them, nor holds back green energy a real car could use instead
-# of grid energy. Measured on the benchmark day: 0.015 (above a grid kWh) captured 62 %
-# of the perfect-foresight gain, 0.002-0.009 94 %, none 80 %.
+# of grid energy. Measured choice: dispatch.md, "Cars still to come".
 EXPECTED_PRIORITY = 0.005
 EXPECTED_PREFIX = "expected:"
 PROFILE_HISTORY_DAYS = 28  # simulated history behind expected_demand_from_profile
 MIN_HISTORY_DAYS = 3.0  # history must span this many days before it replaces the profile
+MIN_EXPECTED_KWH = 0.1  # an expected session with less energy is left out
+MIN_HOUR_FRAC = 1e-6  # a part of an hour shorter than this share gets no expected session
 
 
 @dataclass(frozen=True)
@@ -435,11 +440,11 @@ def expected_sessions(
         nxt = t + timedelta(hours=1)
         a, b = max(t, lo), min(nxt, hi)
         frac = (b - a).total_seconds() / 3600.0
-        if frac > 1e-6:
+        if frac > MIN_HOUR_FRAC:
             for kind, kd in demand.kinds.items():
                 cars = kd.arrivals_per_h[t.hour] * frac
                 kwh = cars * kd.energy_kwh * share
-                if kwh < 0.1:
+                if kwh < MIN_EXPECTED_KWH:
                     continue
                 dep = b + timedelta(minutes=kd.dwell_min)
                 kw = min(kd.max_power_kw, max(cars, 1.0) * kd.car_power_kw)
@@ -459,18 +464,8 @@ def expected_demand_for_station(
 ) -> ExpectedDemand | None:
     """Expected cars learned from the store's closed sessions (:func:`learn_expected_demand`),
     else ``fallback()`` (default :func:`profile_demand`: the fleet profile in ``seeds/``)."""
-    rows = store.db.execute(
-        "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
-        "WHERE state = 'closed' AND stop_time IS NOT NULL "
-        "AND energy_kwh BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 "
-        "ORDER BY start_time DESC LIMIT ?",
-        [limit],
-    ).fetchall()
     kind_of = {c.id: c.kind.lower() for c in station.chargers}
-    sessions = [
-        (kind_of[c], parse_iso(a), parse_iso(b), float(e)) for c, a, b, e in rows if c in kind_of
-    ]
-    got = learn_expected_demand(sessions, station, now)
+    got = learn_expected_demand(_closed_sessions_by_kind(store, kind_of, limit), station, now)
     if got is not None:
         return got
     return fallback() if fallback is not None else profile_demand(station)

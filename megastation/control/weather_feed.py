@@ -49,6 +49,10 @@ MIN_HISTORY_STEPS = 16
 MIN_CLEAR_FRAC = 0.05
 #: The recent clear-sky index is recomputed at most this often.
 INDEX_TTL = timedelta(hours=1)
+#: ... and clipped to [0, this].
+MAX_CLEAR_INDEX = 1.3
+#: A fetch is abandoned this long after the fetcher's own timeout.
+FETCH_GRACE_S = 1.0
 
 Fetch = Callable[..., pd.DataFrame]
 
@@ -105,7 +109,7 @@ class WeatherFeed:
                     forecast_days=cfg.forecast_days,
                     timeout_s=cfg.timeout_s,
                 ),
-                timeout=cfg.timeout_s + 1.0,
+                timeout=cfg.timeout_s + FETCH_GRACE_S,
             )
             save_weather(self.store, wx, fetched_at=now, source=cfg.url)
         except Exception as exc:  # down, slow, malformed, or a bug: the loop goes on
@@ -201,4 +205,4 @@ def _clear_index(station: Station, flows: pd.DataFrame) -> float | None:
     day = clear >= MIN_CLEAR_FRAC * site.peak_power_kw
     if day.sum() < MIN_HISTORY_STEPS or clear[day].sum() <= 0:
         return None
-    return float(np.clip(pv[day].sum() / clear[day].sum(), 0.0, 1.3))
+    return float(np.clip(pv[day].sum() / clear[day].sum(), 0.0, MAX_CLEAR_INDEX))

@@ -22,6 +22,7 @@ from megastation.reports import plots
 from megastation.reports.frames import ExportError, write_frame
 from megastation.sim.simulator import daily_kpis
 from megastation.store import Store, flows, records
+from megastation.store import control as cr
 
 
 def _times(index: pd.DatetimeIndex, tz: str) -> dict[str, pd.Series]:
@@ -41,8 +42,19 @@ def energy_flows_frame(
     out["step_s"] = f["step_s"].to_numpy()
     for col in flows.FLOW_FIELDS:
         out[col] = f[col].to_numpy()
+    out["grid_limit_kw"] = _grid_limit_kw(store, station, f)
     out["battery_kw"] = (f["battery_discharge_kw"] - f["battery_charge_kw"]).to_numpy()
     return out
+
+
+def _grid_limit_kw(store: Store, station: Station, f: pd.DataFrame) -> np.ndarray:
+    """Each step's import limit [kW]: as recorded, else the limit in force at its start
+    (:func:`megastation.store.control.grid_limit_kw`: the operator's override counts)."""
+    lim = f["grid_limit_kw"].to_numpy(float).copy()
+    for i in np.flatnonzero(np.isnan(lim)):
+        at = f.index[i].to_pydatetime()
+        lim[i] = cr.grid_limit_kw(store, station.site.grid_import_limit_kw, at)[0]
+    return lim
 
 
 def _allocation(station: Station, f: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +218,7 @@ def write_day_plots(
             f,
             out / "energy-flows.png",
             tz=tz,
-            grid_limit_kw=station.site.grid_import_limit_kw,
+            grid_limit_kw=float(_grid_limit_kw(store, station, f).min()),
             title=f"{station.site.name}: energy flows {label}",
         )
     ]

@@ -749,7 +749,7 @@ class _Simulator:
         batt = min(max(batt, -ch_max), dis_max)
         if self.policy == "greedy":
             # guard: battery first, then cut cars pro rata
-            limit = self.station.site.grid_import_limit_kw
+            limit = self._limit_kw(now)
             net = ev_kw + base - pv_avail - batt
             if net > limit:
                 batt = min(dis_max, batt + net - limit)
@@ -845,6 +845,10 @@ class _Simulator:
         batt = ev + base - pv  # > 0: the battery covers the shortfall; < 0: stores surplus
         return want, min(max(batt, -ch_max), dis_max)
 
+    def _limit_kw(self, at: datetime) -> float:
+        """The grid import limit in force at ``at`` [kW] (the operator's override counts)."""
+        return cr.grid_limit_kw(self.store, self.station.site.grid_import_limit_kw, at)[0]
+
     # ---------------------------------------------------------------- recording
 
     def _bucket_for(self, now: datetime) -> FlowBucket:
@@ -860,7 +864,7 @@ class _Simulator:
             return
         mean = b.record(
             self.store,
-            grid_limit_kw=self.station.site.grid_import_limit_kw,
+            grid_limit_kw=self._limit_kw(b.ts),
             forecast=self._flow_forecast(b.ts),
         )
         self.peak_kw = max(self.peak_kw, mean.get("grid_import_kw", 0.0))
@@ -896,14 +900,14 @@ class _Simulator:
         now = self.start
         total_s = (self.end - self.start).total_seconds()
         last_report = -1
-        limit = self.station.site.grid_import_limit_kw
         if self.controller is not None:
+            limit = self._limit_kw(now)
             for ch in self.station.chargers:  # boot: fail-safe profiles
                 await self.gateway.install_failsafe(ch.id, grid_import_limit_kw=limit)
         while now < self.end:
             # one SQLite transaction per substep (samples, plan, set points, flows)
             with records.group_commit(self.store):
-                now = await self._substep(now, limit)
+                now = await self._substep(now, self._limit_kw(now))
             if progress is not None:
                 done = int(200 * (now - self.start).total_seconds() / total_s)
                 if done != last_report:

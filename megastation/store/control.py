@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import weakref
 from collections.abc import Iterable
@@ -47,6 +48,38 @@ def grid_limit_kw(store: Store, configured_kw: float, now: datetime) -> tuple[fl
     if value and (value.get("until") is None or parse_iso(value["until"]) > now):
         return float(value["kw"]), "operator"
     return configured_kw, "config"
+
+
+def set_session_override(
+    store: Store,
+    transaction_id: int,
+    *,
+    departure: datetime | None,
+    energy_kwh: float | None,
+) -> None:
+    """Record an operator's departure [UTC] and/or total energy [kWh] for a session
+    (a None keeps what was set before)."""
+    if energy_kwh is not None and not (math.isfinite(energy_kwh) and energy_kwh >= 0):
+        raise ValueError(f"energy_kwh: must be a finite number >= 0, got {energy_kwh}")
+    with store.conn:
+        store.conn.execute(
+            "INSERT INTO control_session_overrides (transaction_id, departure, energy_kwh, set_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(transaction_id) DO UPDATE SET "
+            "departure = COALESCE(excluded.departure, departure), "
+            "energy_kwh = COALESCE(excluded.energy_kwh, energy_kwh), set_at = excluded.set_at",
+            (transaction_id, iso(departure) if departure else None, energy_kwh, iso(store.now())),
+        )
+
+
+def session_overrides(store: Store) -> dict[int, tuple[datetime | None, float | None]]:
+    """All operator overrides: transaction id -> (departure UTC, total energy kWh)."""
+    rows = store.conn.execute(
+        "SELECT transaction_id, departure, energy_kwh FROM control_session_overrides"
+    ).fetchall()
+    return {  # a non-finite energy (stored before it was checked) counts as not given
+        int(t): (parse_iso(d) if d else None, e if e is None or math.isfinite(e) else None)
+        for t, d, e in rows
+    }
 
 
 def set_policy(store: Store, policy: str) -> None:
@@ -203,6 +236,16 @@ def record_setpoints(
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+
+
+def max_planned_import_kw(store: Store, since: datetime) -> float | None:
+    """The highest finite grid import [kW] recorded with a plan made at or after ``since``."""
+    row = store.conn.execute(
+        "SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ? "
+        "AND grid_import_kw BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308",
+        (iso(since),),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def latest_plan(store: Store) -> dict[str, Any] | None:

@@ -260,3 +260,30 @@ def session_power_wide(long: pd.DataFrame, index: pd.DatetimeIndex | None = None
     if index is not None:
         wide = wide.reindex(index)
     return wide.fillna(0.0)
+
+
+def peak_window_import_kw(
+    store: Store, start: datetime, end: datetime, window_s: int
+) -> float | None:
+    """The highest mean grid import [kW] over a ``window_s`` window (epoch-aligned) of the
+    steps recorded in ``[start, end)``; None when there are none. Each window's mean is
+    its imported energy over the whole window (a window partly recorded counts as such).
+    Steps with a non-finite import (:func:`nonfinite_import_steps`) are left out."""
+    return store.conn.execute(
+        "SELECT MAX(kw) FROM (SELECT SUM(grid_import_kw * step_s) / ? AS kw "
+        f"FROM energy_flows WHERE ts >= ? AND ts < ? AND {_FINITE_IMPORT} "
+        "GROUP BY CAST(strftime('%s', ts) AS INTEGER) / ?)",
+        (window_s, iso(start), iso(end), window_s),
+    ).fetchone()[0]
+
+
+def nonfinite_import_steps(store: Store, start: datetime, end: datetime) -> int:
+    """How many steps in ``[start, end)`` hold a non-finite grid import (a store written
+    before values were checked at the edge may hold Inf)."""
+    return store.conn.execute(
+        f"SELECT COUNT(*) FROM energy_flows WHERE ts >= ? AND ts < ? AND NOT ({_FINITE_IMPORT})",
+        (iso(start), iso(end)),
+    ).fetchone()[0]
+
+
+_FINITE_IMPORT = "grid_import_kw BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"

@@ -1377,3 +1377,62 @@ def prune_message_log(store: Store, before: datetime) -> int:
     with _tx(store):
         cur = store.conn.execute("DELETE FROM message_log WHERE ts < ?", (iso(before),))
     return cur.rowcount
+
+
+# --------------------------------------------------------------------------- control-loop reads
+
+
+def latest_sample_at(
+    store: Store, transaction_id: int, measurand: str = POWER_IMPORT
+) -> datetime | None:
+    """When the latest sample of ``measurand`` in a transaction was taken (None: none)."""
+    row = store.conn.execute(
+        "SELECT MAX(ts) FROM meter_samples WHERE transaction_id = ? AND measurand = ?",
+        (transaction_id, measurand),
+    ).fetchone()
+    return None if row is None or row[0] is None else parse_iso(row[0])
+
+
+def first_soc_frac(store: Store, transaction_id: int) -> float | None:
+    """The first state of charge [0..1] a transaction reported (None: none)."""
+    row = store.conn.execute(
+        "SELECT value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
+        f"AND {FINITE_VALUE} ORDER BY ts LIMIT 1",
+        (transaction_id, SOC),
+    ).fetchone()
+    return row[0] / 100.0 if row else None
+
+
+def closed_sessions(store: Store, *, limit: int) -> list[tuple[str, datetime, datetime, float]]:
+    """The latest ``limit`` closed transactions with an end and a finite energy, newest
+    first: ``(charger_id, start UTC, stop UTC, energy_kwh)``."""
+    rows = store.conn.execute(
+        "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
+        "WHERE state = 'closed' AND stop_time IS NOT NULL "
+        "AND energy_kwh BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 "
+        "ORDER BY start_time DESC LIMIT ?",
+        [limit],
+    ).fetchall()
+    return [(c, parse_iso(a), parse_iso(b), float(e)) for c, a, b, e in rows]
+
+
+def transactions_overlapping(store: Store, t0: datetime, t1: datetime) -> list[tuple]:
+    """Transactions that started before ``t1`` and were open after ``t0``:
+    ``(id, charger_id, connector_id, start_time, stop_time | None, state, meter_start_wh,
+    energy_kwh)``, times as stored (ISO UTC text)."""
+    return store.conn.execute(
+        "SELECT id, charger_id, connector_id, start_time, stop_time, state, "
+        "meter_start_wh, energy_kwh FROM transactions "
+        "WHERE start_time < ? AND (stop_time IS NULL OR stop_time > ? OR state = 'open')",
+        (iso(t1), iso(t0)),
+    ).fetchall()
+
+
+def energy_register_samples(store: Store, transaction_id: int) -> list[tuple[str, float]]:
+    """A transaction's finite energy-register samples (whole meter, outlet) in time order:
+    ``(ts ISO UTC text, value kWh)``."""
+    return store.conn.execute(
+        "SELECT ts, value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
+        f"AND phase = '' AND location IN ('', 'Outlet') AND {FINITE_VALUE} ORDER BY ts",
+        (transaction_id, ENERGY_REGISTER),
+    ).fetchall()

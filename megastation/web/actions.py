@@ -2,7 +2,7 @@
 
 Each checks its JSON body (an :class:`ApiError` names the bad field), calls the same
 library function as the CLI command (``megastation limit`` -> ``control_records.
-set_grid_limit``, ``policy`` -> ``set_policy``, ``session`` -> ``needs.set_override``,
+set_grid_limit``, ``policy`` -> ``set_policy``, ``session`` -> ``store.control.set_session_override``,
 ``chargers accept`` -> ``records.accept_charger``, ``command send`` ->
 ``commands.check_command`` + ``enqueue_command``) and records who did it in the audit
 log (``web_audit``). Changes that steer the plan are announced to the controller in
@@ -18,7 +18,6 @@ from datetime import datetime
 from datetime import time as dtime
 from typing import Any
 
-from megastation.control.needs import set_override
 from megastation.core import events
 from megastation.core.config import Station
 from megastation.store import Store, commands, records
@@ -165,7 +164,7 @@ class Actions:
         dep = parse_time(body.get("departure"), self.station, "departure")
         if records.get_transaction(self.store, session) is None:
             raise ApiError(404, f"no session {session}", "session")
-        set_override(self.store, session, departure=dep, energy_kwh=energy)
+        cr.set_session_override(self.store, session, departure=dep, energy_kwh=energy)
         self._audit(who, "session", {"session": session, **body}, "ok")
         self._announce("session")
         return {

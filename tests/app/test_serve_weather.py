@@ -19,7 +19,7 @@ async def test_serve_runs_the_weather_feed(station, store, clock):
     try:
         cfg = WeatherFeedConfig(url=provider.url, timeout_s=2.0)
         st = dataclasses.replace(station, weather=cfg)
-        task = asyncio.create_task(serve(st, store, clock, "127.0.0.1", 0))
+        task = asyncio.create_task(serve(st, store, clock, "127.0.0.1", 0, web=False))
         loop = asyncio.get_running_loop()
         end = loop.time() + TIMEOUT_S
         while latest_weather(store, before=clock.now()) is None:

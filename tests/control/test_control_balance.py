@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from megastation.control.controller import Controller, follow_balance_kw
+from megastation.control.balance import follow_balance_kw
+from megastation.control.controller import Controller
 from megastation.core.devices import SimulatedBattery, SimulatedSiteMeter
 from megastation.sim.gateway import DirectGateway
 from megastation.store import records
@@ -74,7 +75,7 @@ async def test_battery_takes_pv_surplus_when_cars_draw_less_than_planned(station
     for c in station.chargers:
         await gw.install_failsafe(c.id, grid_import_limit_kw=400)
     await ctl.cycle("test")
-    planned_export = ctl._follow[1].grid_export_kw[0]
+    planned_export = ctl.balance.plan[1].grid_export_kw[0]
     car_kw["kw"] = 0.0  # the car stops drawing
     before = await meter.read()
     kw = await ctl.follow_balance()

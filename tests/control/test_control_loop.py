@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from megastation.control.controller import Controller, ControlSupervisor
+from megastation.control.controller import Controller
 from megastation.control.needs import (
     DWELL_SIGMA,
     FIRM_DWELL_QUANTILE,
     estimate_need,
     learn_defaults,
-    set_override,
 )
+from megastation.control.pv import forecast_on_grid
+from megastation.control.supervisor import ControlSupervisor
 from megastation.core.devices import SimulatedBattery, SimulatedPVMeter, SimulatedSiteMeter
 from megastation.sim.gateway import DirectGateway
 from megastation.store import control as cr
@@ -220,7 +221,7 @@ async def test_override_from_store_reaches_the_plan(station, store, clock):
     records.register_station_chargers(store, station)
     gw = DirectGateway(station, store, clock)
     tx = start_tx(store, "GJDG-AC-01", 1, T0)
-    set_override(store, tx, departure=T0 + timedelta(hours=3), energy_kwh=12.0)
+    cr.set_session_override(store, tx, departure=T0 + timedelta(hours=3), energy_kwh=12.0)
     ctl, _, _ = make_controller(station, store, clock, gw)
     await ctl.cycle("test")
     s = cr.latest_plan(store)["inputs"]["sessions"][0]
@@ -233,5 +234,6 @@ def test_forecast_reaches_the_plan_grid(station, store, clock):
 
     ctl = Controller(station, store, clock, gateway=DirectGateway(station, store, clock))
     now = T0 + timedelta(hours=3, minutes=7)  # 12:07 in Seoul, June
-    pv, p10 = ctl._forecast(now, TimeGrid.aligned(now, 24, 900))
+    fc = forecast_on_grid(ctl.forecaster, station, TimeGrid.aligned(now, 24, 900))
+    pv, p10 = fc.p50_kw, fc.p10_kw
     assert 50 < pv[0] <= 180 and p10 is not None and p10[0] <= pv[0]

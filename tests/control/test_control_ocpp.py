@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from megastation.control.controller import Controller, ControlSupervisor
+from megastation.control.controller import Controller
+from megastation.control.supervisor import ControlSupervisor
 from megastation.core.devices import SimulatedBattery, SimulatedPVMeter, SimulatedSiteMeter
 from megastation.store import control as cr
 from megastation.store import records

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from megastation.control.controller import BATTERY_GREEN_KEY, Controller
+from megastation.control.controller import Controller
+from megastation.control.renewable import BATTERY_GREEN_KEY
 from megastation.core.devices import SimulatedBattery
 from megastation.core.fleet import CarVisit
 from megastation.sim.gateway import DirectGateway
@@ -89,8 +90,6 @@ async def test_policy_changes_the_plan_under_a_two_price_tariff(station, store, 
     """Summer: 21:00-23:00 mid price (103.2 KRW/kWh), 23:00-09:00 light (63.1). re100
     charges the car now from the solar energy in the battery; cost waits for the light
     load hours and buys cheap grid energy (the stored kWh are worth more than that)."""
-    from megastation.control.needs import set_override
-
     # energy prices only (no demand charge), so the time of use decides
     station = dataclasses.replace(
         station, tariff=dataclasses.replace(station.tariff, demand_charge_krw_per_kw_month=0.0)
@@ -103,7 +102,7 @@ async def test_policy_changes_the_plan_under_a_two_price_tariff(station, store, 
         meter_start_wh=0.0, ts=now,
     )  # fmt: skip
     tx = res.transaction_id
-    set_override(store, tx, departure=now + timedelta(hours=11), energy_kwh=20.0)
+    cr.set_session_override(store, tx, departure=now + timedelta(hours=11), energy_kwh=20.0)
     await ctl.cycle("test")
     plan = cr.latest_plan(store)
     assert plan["policy"] == policy

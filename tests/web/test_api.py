@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from megastation.control.needs import read_overrides
 from megastation.core import events
 from megastation.store import commands, records
 from megastation.store import control as cr
@@ -258,7 +257,7 @@ async def test_session_needs(client, store, central):
     err(r, 404, "session")
     r = await client.post(p, json={"departure": "2026-06-15T17:30", "energy_kwh": 30}, headers=h)
     assert r.status_code == 200, r.text
-    dep, kwh = read_overrides(store)[sid]
+    dep, kwh = cr.session_overrides(store)[sid]
     assert kwh == 30 and dep.isoformat() == "2026-06-15T08:30:00+00:00"
 
 

@@ -1,0 +1,61 @@
+"""What the loop has learned of the station's cars, re-learned from the store hourly.
+
+- session defaults by charger kind and hour (:func:`megastation.control.needs.learn_defaults_from_store`),
+  for cars that do not say what they need;
+- the cars still to come (:func:`megastation.control.needs.expected_demand_for_station`),
+  from history, else the fleet profile (simulated once, ~0.1 s).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from megastation.control.needs import (
+    ExpectedDemand,
+    LearnedDefaults,
+    expected_demand_for_station,
+    learn_defaults_from_store,
+    profile_demand,
+)
+from megastation.core.config import Station
+from megastation.store import Store
+
+RELEARN_INTERVAL = timedelta(hours=1)
+
+
+class Demand:
+    """Learned defaults and expected cars of a station, cached (see the module docstring)."""
+
+    def __init__(self, store: Store, station: Station) -> None:
+        self.store = store
+        self.station = station
+        self.kind = {c.id: c.kind.lower() for c in station.chargers}  # charger id -> ac | dc
+        self._learned: LearnedDefaults | None = None
+        self._learned_at: datetime | None = None
+        self._expected: ExpectedDemand | None = None
+        self._profile: tuple[ExpectedDemand | None] | None = None  # computed once
+
+    def learned(self, now: datetime) -> LearnedDefaults | None:
+        """Session defaults learned from history (re-learned after :data:`RELEARN_INTERVAL`,
+        and with them the expected cars)."""
+        if self._learned_at is None or now - self._learned_at > RELEARN_INTERVAL:
+            self._learned = learn_defaults_from_store(
+                self.store, self.kind, self.station.site.timezone
+            )
+            self._expected = None
+            self._learned_at = now
+        return self._learned
+
+    def expected(self, now: datetime) -> ExpectedDemand | None:
+        """Cars still to come (re-learned with the defaults)."""
+        if self._expected is None:
+            self._expected = expected_demand_for_station(
+                self.store, self.station, now, fallback=self._profile_demand
+            )
+        return self._expected
+
+    def _profile_demand(self) -> ExpectedDemand | None:
+        """The fleet profile's expected cars, until history replaces them."""
+        if self._profile is None:
+            self._profile = (profile_demand(self.station),)
+        return self._profile[0]

@@ -1,0 +1,127 @@
+"""The PV forecast on the plan's grid (with the nowcast from measured PV).
+
+:func:`forecast_on_grid` asks the forecaster for the plan's fine steps and maps its
+P50 / P10 / P90 [kW] onto the plan's grid (a coarse step gets the mean of its fine
+steps). A forecaster that fails leaves the plan with zero PV rather than no plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from megastation.control.pv_forecast import station_forecast
+from megastation.core.config import Station
+from megastation.dispatch import TimeGrid
+
+log = logging.getLogger(__name__)
+
+PV_HISTORY = timedelta(hours=6)  # measured PV kept for the nowcast
+
+Forecaster = Callable[..., pd.DataFrame]
+"""``forecaster(station, start, n_steps, step_min, weather=None, measured_kw=None)``
+returning a DataFrame indexed by step start (UTC) with ``pv_ac_kw`` (P50) [kW] and
+optionally ``pv_ac_p10_kw`` / ``pv_ac_p90_kw``;
+:func:`megastation.control.pv_forecast.station_forecast` is the default."""
+
+P50_COLUMNS = ("pv_ac_kw", "p50", "p50_kw", "pv_kw")
+P10_COLUMNS = ("pv_ac_p10_kw", "p10", "p10_kw")
+P90_COLUMNS = ("pv_ac_p90_kw", "p90", "p90_kw")
+
+
+def default_forecaster() -> Forecaster:
+    """The station's PV forecast (:func:`megastation.control.pv_forecast.station_forecast`)."""
+    return station_forecast
+
+
+@dataclass(frozen=True)
+class PvForecast:
+    """The PV forecast of one plan, on its grid."""
+
+    p50_kw: np.ndarray  # per plan step [kW]
+    p10_kw: np.ndarray | None  # per plan step [kW], None: the forecaster gives no band
+    p90_first_kw: float | None  # P90 of the first fine step [kW] (for the flow record)
+
+
+def _column(df: pd.DataFrame, names: Sequence[str]) -> pd.Series | None:
+    for n in names:
+        if n in df.columns:
+            return df[n]
+    return None
+
+
+def on_grid(series: pd.Series, times: pd.DatetimeIndex) -> np.ndarray:
+    """Values of a step series at each grid step start (the step it falls in); NaN and
+    negative values become 0, as do times before the series."""
+    s = series.sort_index()
+    idx = s.index
+    if idx.tz is None:
+        idx = idx.tz_localize("UTC")
+    # compare in one unit: indexes may be stored in ns, us or s resolution
+    pos = (
+        np.searchsorted(
+            idx.tz_convert("UTC").as_unit("ns").asi8,
+            times.tz_convert("UTC").as_unit("ns").asi8,
+            side="right",
+        )
+        - 1
+    )
+    vals = np.asarray(s.to_numpy(dtype=float))
+    out = np.where(pos >= 0, vals[np.clip(pos, 0, len(vals) - 1)], 0.0)
+    return np.nan_to_num(np.maximum(out, 0.0))
+
+
+def measured_series(history: Sequence[tuple[datetime, float]]) -> pd.Series | None:
+    """Measured PV samples ``(time, kW)`` as the forecaster's ``measured_kw``."""
+    if not history:
+        return None
+    return pd.Series(
+        [kw for _, kw in history],
+        index=pd.DatetimeIndex([t for t, _ in history]),
+        name="pv_kw",
+    )
+
+
+def forecast_on_grid(
+    forecaster: Forecaster,
+    station: Station,
+    grid: TimeGrid,
+    *,
+    weather: pd.DataFrame | None = None,
+    history: Sequence[tuple[datetime, float]] = (),
+) -> PvForecast:
+    """The PV forecast [kW] for each step of ``grid`` (see the module docstring).
+
+    ``weather`` goes to the forecaster (None: clear sky); ``history`` is measured PV
+    ``(time, kW)`` for its nowcast.
+    """
+    start = pd.Timestamp(grid.start)  # the forecaster floors it to its step
+    fine = grid.fine()  # a coarse step gets the mean of its fine steps' forecast
+    try:
+        df = forecaster(
+            station,
+            start,
+            fine.n_steps + 1,
+            station.site.dispatch_step_min,
+            weather=weather,
+            measured_kw=measured_series(history),
+        )
+    except Exception as exc:
+        log.warning("PV forecast failed (%s): planning with zero PV", exc)
+        return PvForecast(np.zeros(grid.n_steps), None, None)
+    p50 = _column(df, P50_COLUMNS)
+    p10 = _column(df, P10_COLUMNS)
+    p90 = _column(df, P90_COLUMNS)
+    times = fine.times
+    return PvForecast(
+        p50_kw=grid.mean_of_fine(on_grid(p50, times))
+        if p50 is not None
+        else np.zeros(grid.n_steps),
+        p10_kw=grid.mean_of_fine(on_grid(p10, times)) if p10 is not None else None,
+        p90_first_kw=float(on_grid(p90, times)[0]) if p90 is not None else None,
+    )
