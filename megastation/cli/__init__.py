@@ -2,7 +2,10 @@
 
 Each command opens what it needs (station config, store), calls one library
 function and turns domain errors into a clear message. Command groups live in
-modules of this package, each registering itself on :data:`main`.
+modules of this package, each registering itself on :data:`main`. Every import of
+the library inside a command function is deliberate (lazy): `megastation --help`,
+`status`, `sessions`, `chargers` and `tags` answer without loading scipy, pandas,
+pvlib or matplotlib (tests/cli/test_cli_imports.py, benchmarks/cli_start.py).
 """
 
 from __future__ import annotations
