@@ -79,6 +79,7 @@ from megastation.control.controller import (
     GUARD_TOLERANCE_KW,
     Controller,
 )
+from megastation.control.needs import set_override
 from megastation.core import accounting
 from megastation.core.clock import SimClock, utc
 from megastation.core.config import Station, seeds_dir
@@ -618,8 +619,33 @@ class _Simulator:
                     energy_transfer_mode="DC" if ch.kind == "DC" else "AC_single_phase_core",
                     payload={"simulated": True},
                 )
+            elif v.stated_departure is not None or v.stated_energy_kwh is not None:
+                self._driver_input(car, ch)
             self._meter_sample(car, now)
         self.replan = True
+
+    def _driver_input(self, car: _Car, ch) -> None:
+        """What an imported car's driver said (not the truth): ChargingNeeds on a 2.0.1
+        charger, an app/operator override on a 1.6 one."""
+        v = car.visit
+        if ch.ocpp_version == "2.0.1":
+            records.record_charging_needs(
+                self.store,
+                v.charger_id,
+                v.connector_id,
+                requested_energy_kwh=v.stated_energy_kwh,
+                departure_time=v.stated_departure,
+                max_power_kw=None,
+                energy_transfer_mode="DC" if ch.kind == "DC" else "AC_single_phase_core",
+                payload={"simulated": True, "stated": True},
+            )
+        else:
+            set_override(
+                self.store,
+                car.transaction_id,
+                departure=v.stated_departure,
+                energy_kwh=v.stated_energy_kwh,
+            )
 
     def _meter_sample(self, car: _Car, now: datetime) -> None:
         """What the charger would report: register, power and (DC) the car's SoC."""
@@ -997,6 +1023,7 @@ def simulate(
     keep_plan_horizons: bool = False,
     replan_on_departure: bool = True,
     follow_balance: bool = True,
+    history: Sequence[CarVisit] | None = None,
 ) -> SimulationResult:
     """Simulate the station under ``policy`` and record it into a fresh store.
 
@@ -1009,7 +1036,10 @@ def simulate(
     controlled policies and moves their KPIs by well under 2 %, see the README).
     ``follow_balance`` (default, as the live guard loop): between plans the battery
     follows the metered site balance around the plan; False holds the plan's set point.
-    Same inputs and seed give the same result.
+    ``history``: visits written into the store as closed transactions before the run
+    (:func:`megastation.sim.sessions.preload_history`; those departing after ``start``
+    are left out), so the controller learns its defaults and expected cars from them
+    instead of the fleet profile. Same inputs and seed give the same result.
     """
     if policy not in POLICIES:
         raise SimulationError(f"policy: must be one of {', '.join(POLICIES)}; got {policy!r}")
@@ -1031,6 +1061,11 @@ def simulate(
             Path(str(p) + suffix).unlink(missing_ok=True)
     clock = SimClock(start)
     store = Store(db_path if db_path is not None else ":memory:", clock)
+    if history:
+        from megastation.sim.sessions import preload_history
+
+        records.register_station_chargers(store, station)
+        preload_history(store, station, [v for v in history if v.departure <= start])
     try:
         sim = _Simulator(
             station,
