@@ -40,13 +40,13 @@ import numpy as np
 import pandas as pd
 
 from forecasts.forecast import forecast_pv
+from megastation.control import history
 from megastation.control.flows import FlowRecorder, Reading
 from megastation.control.needs import (
     EXPECTED_PREFIX,
     ExpectedDemand,
     LearnedDefaults,
     estimate_need,
-    expected_demand_for_station,
     expected_sessions,
     learn_defaults_from_store,
     profile_demand,
@@ -1098,7 +1098,7 @@ class Controller:
     def _expected_demand(self, now: datetime) -> ExpectedDemand | None:
         """Cars still to come (re-learned with the defaults, hourly)."""
         if self._expected is None:
-            self._expected = expected_demand_for_station(
+            self._expected = history.expected_demand_for_station(
                 self.store, self.station, now, fallback=self._profile_demand
             )
         return self._expected

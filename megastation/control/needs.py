@@ -321,6 +321,8 @@ class KindDemand:
     energy_kwh: float  # typical (median) energy per car
     car_power_kw: float  # what one car can take (connector power)
     max_power_kw: float  # all connectors of the kind together
+    # Saturdays and Sundays, when learned apart (megastation.control.history); None: as above
+    weekend_arrivals_per_h: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -431,7 +433,8 @@ def expected_sessions(
         frac = (b - a).total_seconds() / 3600.0
         if frac > 1e-6:
             for kind, kd in demand.kinds.items():
-                cars = kd.arrivals_per_h[t.hour] * frac
+                per_h = kd.weekend_arrivals_per_h if t.weekday() >= 5 else None
+                cars = (per_h or kd.arrivals_per_h)[t.hour] * frac
                 kwh = cars * kd.energy_kwh * share
                 if kwh < 0.1:
                     continue

@@ -3,6 +3,7 @@ bad-file case named by file, row and field, stated needs reaching the controller
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, date, datetime, timedelta
 
@@ -276,14 +277,14 @@ def test_placement_by_charger_id_then_by_kind_with_warnings(st):
         by_conn.setdefault((v.charger_id, v.connector_id), []).append(v)
     for vs in by_conn.values():
         vs.sort(key=lambda v: v.arrival)
-        assert all(a.departure <= b.arrival for a, b in zip(vs, vs[1:], strict=False))
+        assert all(a.departure <= b.arrival for a, b in itertools.pairwise(vs))
 
 
 def test_station_too_small_and_outside_the_period_are_counted(st):
     report = ss.ImportReport("p.csv")
     cars = [_s(i, T, 120, kind="DC") for i in range(2, 9)]  # 7 DC cars, 4 DC connectors
     late = _s(9, T + timedelta(days=3), 30, kind="DC")
-    visits = ss.place_sessions(cars + [late], st, start=T, end=T + timedelta(days=1), report=report)
+    visits = ss.place_sessions([*cars, late], st, start=T, end=T + timedelta(days=1), report=report)
     assert len(visits) == 4 and report.dropped == 4
     lines = "\n".join(report.lines())
     assert "station too small: all 4 DC connectors busy, dropped (3 rows: 6, 7, 8)" in lines
