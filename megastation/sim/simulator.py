@@ -32,7 +32,10 @@ Policies (:data:`POLICIES`):
   limits and battery set point are applied. Between plans the battery absorbs the PV
   forecast error (grid held at the plan), and an over-limit guard discharges the
   battery, then cuts car power, whenever import would exceed the limit.
-- ``uncontrolled``: every car at full power on arrival, battery idle, no guard.
+- ``uncontrolled``: every car at full power on arrival, no guard; the battery in the
+  self-consumption mode a hybrid inverter ships with: it stores the PV surplus and
+  discharges to cover any import, down to its reserve (``soc_min_frac``).
+- ``uncontrolled-idle``: the same cars, battery idle (the baseline before #11).
 - ``greedy``: PV-surplus charging in the style of evcc's *Min+PV* mode: the PV
   surplus (and the battery down to its minimum) is shared equally, every car is held
   at a minimum power (AC 1.4 kW, DC 10 % of its connector), the battery stores the
@@ -94,7 +97,7 @@ from megastation.sim.site import degrade_weather, site_load_kw
 from megastation.store import Store, flows, iso, records
 from megastation.store import control as cr
 
-POLICIES = ("re100", "cost", "uncontrolled", "greedy")
+POLICIES = ("re100", "cost", "uncontrolled", "uncontrolled-idle", "greedy")
 WEATHER_NAMES = ("clear-day", "cloudy-day", "mixed-week")
 DAYS_PER_BILLING_MONTH = 30.0
 GREEDY_AC_MIN_KW = 1.4  # 6 A on one 230 V phase (evcc's minimum current)
@@ -745,8 +748,11 @@ class _Simulator:
         base = float(self.site.base_load_kw[row])
         ch_max, dis_max = self._battery_bounds(dt_h)
         accept = {k: c.accept_kw() for k, c in self.cars.items()}
-        if self.policy == "uncontrolled":
-            want, batt = accept, 0.0
+        if self.policy in ("uncontrolled", "uncontrolled-idle"):
+            # full power, but no more than the car still takes this substep (so the
+            # self-consumption battery covers what the cars really draw)
+            want = {k: min(a, self.cars[k].wanted_left_kwh / dt_h) for k, a in accept.items()}
+            batt = 0.0
         elif self.policy == "greedy":
             want, batt = self._greedy(accept, pv_avail, base, ch_max, dis_max)
         else:
@@ -754,6 +760,10 @@ class _Simulator:
             batt = self.battery.setpoint_kw if self.battery is not None else 0.0
         ev = self._hardware(want)
         ev_kw = sum(ev.values())
+        if self.policy == "uncontrolled":
+            # a hybrid inverter's self-consumption mode: store the PV surplus, cover the
+            # import, down to the battery's reserve (soc_min_frac: _battery_bounds)
+            batt = ev_kw + base - pv_avail
         if self.controller is not None and self.battery is not None and self.follow_balance:
             # What the live guard loop does every tick: the battery follows the metered
             # site balance around the plan (Controller.balance_setpoint_kw).

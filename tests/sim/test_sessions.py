@@ -425,3 +425,19 @@ def test_simulate_cli_bad_session_file_names_row_and_field(tmp_path):
     assert res.exit_code != 0 and "--columns" in res.output
     res = _cli(tmp_path, "--sessions", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o"))
     assert res.exit_code != 0 and "none.csv: no such file" in res.output
+
+
+def test_uncontrolled_battery_in_self_consumption_beside_the_idle_one(st):
+    """Same cars at full power; the self-consumption battery imports less, never exports."""
+    from megastation.sim.simulator import simulate
+
+    start = datetime(2026, 6, 30, 0, 0, tzinfo=UTC)  # 09:00 Seoul, clear day
+    kw = {"start": start, "hours": 6, "weather": "clear-day", "with_perfect_foresight": False}
+    idle = simulate(st, policy="uncontrolled-idle", **kw)
+    selfc = simulate(st, policy="uncontrolled", **kw)
+    assert selfc.kpis.energy_delivered_kwh == pytest.approx(idle.kpis.energy_delivered_kwh)
+    assert selfc.kpis.grid_import_kwh < idle.kpis.grid_import_kwh
+    f = selfc.flows
+    assert (f["battery_charge_kw"] + f["battery_discharge_kw"]).sum() > 0
+    assert float((f["battery_discharge_kw"].clip(upper=f["grid_export_kw"])).max()) < 1e-6
+    assert float(idle.flows["battery_discharge_kw"].abs().sum()) == 0.0
