@@ -73,6 +73,7 @@ from megastation.dispatch import (
     Problem,
     SessionNeed,
     TimeGrid,
+    battery_may_export,
     solve,
     station_battery,
     station_grid_state,
@@ -148,6 +149,7 @@ def follow_balance_kw(
     max_discharge_kw: float,
     may_discharge_more: bool = True,
     deadband_kw: float = BALANCE_DEADBAND_KW,
+    may_export: bool = True,
 ) -> float:
     """The battery set point [kW, > 0 discharge] between plans (self-consumption).
 
@@ -162,7 +164,10 @@ def follow_balance_kw(
       ``may_discharge_more`` (its state of charge is not below the plan's path);
     - within ``deadband_kw`` of the plan: the plan's set point.
 
-    Clamped to the battery's power limits; the SoC limits are the battery's own.
+    Clamped to the battery's power limits; the SoC limits are the battery's own. Unless
+    ``may_export`` (:func:`megastation.dispatch.battery_may_export`), a discharge never
+    exceeds the import the site would have with the battery idle: stored energy is not
+    sent to the grid (#11).
     """
     p = planned_battery_kw
     x = import_at_plan_kw
@@ -172,6 +177,8 @@ def follow_balance_kw(
         p = planned_battery_kw + (x - planned_import_kw)
         if not may_discharge_more:
             p = min(p, max(planned_battery_kw, 0.0))
+    if not may_export and p > 0:
+        p = min(p, max(0.0, x + planned_battery_kw))  # x + planned: import, battery idle
     return min(max(p, -max_charge_kw), max_discharge_kw)
 
 
@@ -322,6 +329,7 @@ class Controller:
         self._battery_set_kw: float | None = None
         self._balanced_at: datetime | None = None
         self._battery_green_frac: float | None = None
+        self._battery_may_export = False  # dispatch.battery_may_export, set every cycle
 
     # ----------------------------------------------------------------- events
 
@@ -591,6 +599,7 @@ class Controller:
             max_charge_kw=b.max_charge_kw,
             max_discharge_kw=b.max_discharge_kw,
             may_discharge_more=reserve_ok or import_at_plan > self._limit_now(),
+            may_export=self._battery_may_export,
         )
 
     def _over_limit(self) -> None:
@@ -821,6 +830,7 @@ class Controller:
             else None
         )
         gs = station_grid_state(self.station, grid, peak_so_far_kw=self._peak_so_far(now))
+        self._battery_may_export = battery_may_export(pol, gs)
         gs = type(gs)(**{**gs.__dict__, "import_limit_kw": limit_kw})
         problem = Problem(
             grid=grid,

@@ -673,6 +673,9 @@ def solve(problem: Problem) -> Plan:
         ub[col[name]] = ch_max
     for name in _DISCHARGE:
         ub[col[name]] = dis_max
+    if not battery_may_export(pol, gs):
+        for name in ("bg_exp", "by_exp", "bo_exp"):  # stored energy is never given away (#11)
+            ub[col[name]] = 0.0
     lb[col["soc_kwh"]] = e_min
     ub[col["soc_kwh"]] = e_max
     ub[col["green_kwh"]] = e_max
@@ -936,6 +939,16 @@ def connector_limit_kw(station: Station, charger_id: str, connector_id: int) -> 
     if ch is None or connector_id not in ch.connector_ids:
         raise KeyError(f"no connector {charger_id}/{connector_id} in {station.source}")
     return ch.connector_power_kw
+
+
+def battery_may_export(policy: Policy, grid_state: GridState) -> bool:
+    """Stored energy may go to the grid only when export pays and the policy puts money
+    first (``cost``): a zero or negative export price makes it a gift, and under ``re100``
+    stored energy is for cars (#11: the battery was seen emptied into the grid at night)."""
+    price = np.asarray(grid_state.export_price_krw_per_kwh, dtype=float)
+    return (
+        bool(np.all(price > 0)) and policy.cost_weight_per_krw >= policy.grid_to_ev_weight_per_kwh
+    )
 
 
 def station_groups(station: Station) -> tuple[PowerGroup, ...]:

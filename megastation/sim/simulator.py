@@ -756,7 +756,14 @@ class _Simulator:
         elif self.policy == "greedy":
             want, batt = self._greedy(accept, pv_avail, base, ch_max, dis_max)
         else:
-            want = {k: min(a, self.cars[k].limit_kw) for k, a in accept.items()}
+            # what each car will draw under its limit (AC 6 A minimum, energy left): the
+            # battery follows the site balance the cars really make
+            want = {}
+            for k, a in accept.items():
+                car = self.cars[k]
+                p = min(a, car.limit_kw)
+                p = 0.0 if p < car.sim.min_power_kw - 1e-9 else p
+                want[k] = min(p, car.wanted_left_kwh / dt_h)
             batt = self.battery.setpoint_kw if self.battery is not None else 0.0
         ev = self._hardware(want)
         ev_kw = sum(ev.values())
