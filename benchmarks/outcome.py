@@ -89,7 +89,11 @@ def renewable_kwh(k: Kpis) -> float:
 
 
 def battery_export_kwh(r: SimulationResult, *, night_only: bool) -> float:
-    """Energy the battery sent to the grid: per flow step min(discharge, export) x h."""
+    """Energy the battery sent to the grid: per simulator substep min(discharge, export)
+    (older simulators: per 15-minute flow step, which also counts a discharge and an
+    export at different minutes of one step)."""
+    if hasattr(r, "battery_export_kwh"):
+        return r.battery_export_night_kwh if night_only else r.battery_export_kwh
     f = r.flows
     h = f["step_s"].to_numpy(float) / 3600.0 if "step_s" in f else 0.25
     both = (f["battery_discharge_kw"].clip(upper=f["grid_export_kw"])).to_numpy(float) * h

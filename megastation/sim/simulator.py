@@ -292,6 +292,10 @@ class SimulationResult:
     plans: int = 0  # LP solves
     solve_s: float = 0.0  # total LP solve time
     perfect_foresight: Kpis | None = None
+    # stored energy sent to the grid, per substep min(discharge, export) [kWh]: all of it,
+    # and the part while the PV gave nothing (night)
+    battery_export_kwh: float = 0.0
+    battery_export_night_kwh: float = 0.0
 
 
 def flow_kpis(
@@ -560,6 +564,8 @@ class _Simulator:
         self.plans = 0
         self.solve_s = 0.0
         self.peak_kw = 0.0
+        self.battery_export_kwh = 0.0  # min(discharge, export) per substep [kWh]
+        self.battery_export_night_kwh = 0.0  # ... while PV is 0
         self._site_t0_s = self.site.index[0].timestamp()  # epoch seconds of site row 0
         self.renewable_kwh = 0.0  # battery renewable content (accounting convention)
         self.bucket: _Bucket | None = None
@@ -831,6 +837,10 @@ class _Simulator:
             self.meter_wh[conn] = self.meter_wh.get(conn, 0.0) + got * dt_h * 1000.0
         ev_kw = sum(ev.values())
         net = ev_kw + f["base"] - f["pv"] - batt
+        stored_out = min(max(batt, 0.0), max(-net, 0.0)) * dt_h
+        self.battery_export_kwh += stored_out
+        if f["pv_avail"] <= 0.0:
+            self.battery_export_night_kwh += stored_out
         b = self._bucket_for(now)
         if b.soc_frac is None:
             b.soc_frac = soc_start
@@ -1128,6 +1138,8 @@ def simulate(
         plans=sim.plans,
         solve_s=sim.solve_s,
         perfect_foresight=pf,
+        battery_export_kwh=sim.battery_export_kwh,
+        battery_export_night_kwh=sim.battery_export_night_kwh,
     )
 
 

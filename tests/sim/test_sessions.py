@@ -441,3 +441,4 @@ def test_uncontrolled_battery_in_self_consumption_beside_the_idle_one(st):
     assert (f["battery_charge_kw"] + f["battery_discharge_kw"]).sum() > 0
     assert float((f["battery_discharge_kw"].clip(upper=f["grid_export_kw"])).max()) < 1e-6
     assert float(idle.flows["battery_discharge_kw"].abs().sum()) == 0.0
+    assert selfc.battery_export_kwh < 1e-6 and idle.battery_export_kwh == 0.0
