@@ -130,7 +130,7 @@ def week_scenario(days: int, seed: int) -> tuple[Scenario, object]:
     n = 96 * days
     grid = TimeGrid(T0, n)
     weather = read_csv(seeds_dir() / "weather" / "mixed-week.csv")
-    pv = pv_power(station.site, station.pv_arrays, weather)["pv_ac_kw"]
+    pv = pv_power(station.pv_site(), station.pv_site().arrays, weather)["pv_ac_kw"]
     pv = pv.reindex(grid.times).to_numpy(dtype=float)
     pv = np.nan_to_num(pv)
     visits = generate_visits(station, grid.start, grid.end - timedelta(hours=1), seed)
@@ -160,7 +160,7 @@ def pvlib_forecast(sc: Scenario, station) -> callable:
     measured = pd.Series(sc.pv_actual_kw, index=sc.grid.times)
 
     def forecast(issue: datetime, grid: TimeGrid) -> np.ndarray:
-        fc = forecast_pv(station, issue, grid.n_steps, 15, None, measured)
+        fc = forecast_pv(station.pv_site(), issue, grid.n_steps, 15, None, measured)
         return fc["pv_ac_kw"].to_numpy(dtype=float)
 
     return forecast

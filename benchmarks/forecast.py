@@ -25,6 +25,7 @@ from forecasts.weather import read_tmy3
 from megastation.core.config import load_station, seeds_dir
 
 STATION = load_station(seeds_dir() / "gwangju-donggu.toml")
+SITE = STATION.pv_site()
 START = datetime(2026, 6, 15, 1, 7, tzinfo=UTC)
 
 
@@ -83,7 +84,7 @@ def main() -> None:
 
     def cold48():
         clear_cache()
-        forecast_pv(STATION, START, 192)
+        forecast_pv(SITE, START, 192)
 
     measured = pd.Series(50.0, index=pd.date_range(START - pd.Timedelta("1h"), START, freq="1min"))
     rows = [
@@ -94,26 +95,26 @@ def main() -> None:
         ),
         (
             "48 h / 15 min, clear sky, warm",
-            lambda: forecast_pv(STATION, START, 192),
+            lambda: forecast_pv(SITE, START, 192),
             lambda: baseline(grid + pd.Timedelta("7.5min")),
         ),
         (
             "48 h / 15 min, + nowcast, warm",
-            lambda: forecast_pv(STATION, START, 192, measured_kw=measured),
+            lambda: forecast_pv(SITE, START, 192, measured_kw=measured),
             lambda: baseline(grid + pd.Timedelta("7.5min")),
         ),
         (
             "year / 1 h, TMY3 GHI+DNI+DHI, cold",
-            lambda: (clear_cache(), pv_power(STATION.site, STATION.pv_arrays, wx)),
+            lambda: (clear_cache(), pv_power(SITE, SITE.arrays, wx)),
             lambda: baseline(year_grid, mid[["ghi", "dni", "dhi", "temp_air", "wind_speed"]]),
         ),
         (
             "year / 1 h, TMY3 GHI+DNI+DHI, warm",
-            lambda: pv_power(STATION.site, STATION.pv_arrays, wx),
+            lambda: pv_power(SITE, SITE.arrays, wx),
             lambda: baseline(year_grid, mid[["ghi", "dni", "dhi", "temp_air", "wind_speed"]]),
         ),
     ]
-    forecast_pv(STATION, START, 192)  # imports and first-call set-up done
+    forecast_pv(SITE, START, 192)  # imports and first-call set-up done
     print(f"{'case':<40}{'ours ms':>10}{'baseline ms':>13}{'ratio':>8}")
     for name, ours, base in rows:
         o, _ = best_ms(ours)

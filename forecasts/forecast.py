@@ -15,15 +15,15 @@ import pandas as pd
 from forecasts import bands as _bands
 from forecasts import nowcast as _nowcast
 from forecasts.pvmodel import array_column, inverter_limits_kw, pv_power_array
+from forecasts.site import PVSite
 from forecasts.weather import WeatherError, clear_sky_weather, resample_weather, step_grid
-from megastation.core.config import Station
 
 #: Columns of a forecast frame, before the per-array ``pv_ac_kw[<name>]`` columns.
 FORECAST_COLUMNS = ("pv_ac_kw", "pv_ac_p10_kw", "pv_ac_p90_kw", "pv_clear_kw", "pv_raw_kw")
 
 
 def forecast_pv(
-    station: Station,
+    site: PVSite,
     start: datetime | pd.Timestamp,
     n_steps: int,
     step_min: int | None = None,
@@ -33,20 +33,21 @@ def forecast_pv(
     bands: _bands.Bands | None = None,
     window_h: float = _nowcast.WINDOW_H,
     tau_h: float = _nowcast.TAU_H,
+    clear_index: float | None = None,
 ) -> pd.DataFrame:
     """PV AC power forecast [kW] for the station's arrays, P10/P50/P90.
 
     Parameters
     ----------
-    station : Station
-        Uses ``station.site`` (lat, lon, altitude) and ``station.pv_arrays``.
+    site : PVSite
+        Latitude, longitude, altitude and the arrays (:mod:`forecasts.site`).
     start : datetime
         Issue time, tz-aware. The first step is the one containing it (start floored
         to the step); the nowcast uses only measurements before ``start``.
     n_steps : int
         Number of steps (192 = 48 h of 15 min).
     step_min : int, optional
-        Step [min], must divide 60; default ``site.dispatch_step_min``.
+        Step [min], must divide 60; default ``site.step_min``.
     weather : DataFrame, optional
         Canonical weather frame (:mod:`forecasts.weather`) covering the horizon, any
         regular step; None = clear sky with typical temperature.
@@ -56,6 +57,9 @@ def forecast_pv(
     bands : Bands, optional
         Error percentiles (:func:`forecasts.bands.fit_bands`); default
         :data:`forecasts.bands.DEFAULT_BANDS`.
+    clear_index : float, optional
+        Without ``weather``: the raw forecast is clear sky times this PV clear-sky
+        index (e.g. the mean measured over the last days); default 1.
 
     Returns
     -------
@@ -70,21 +74,20 @@ def forecast_pv(
         Naive ``start``, a step that does not divide the hour, weather not covering
         the horizon.
     """
-    site = station.site
-    arrays = station.pv_arrays
+    arrays = site.arrays
     if not arrays:
-        raise WeatherError("station has no pv_arrays")
+        raise WeatherError("site has no PV arrays")
     if n_steps < 1:
         raise WeatherError(f"n_steps: must be >= 1, got {n_steps}")
-    step_min = step_min or site.dispatch_step_min
+    step_min = step_min or site.step_min
     grid = step_grid(start, n_steps, step_min)
     step = pd.Timedelta(minutes=step_min)
     issued = pd.Timestamp(start).tz_convert("UTC")
 
     if weather is None:
         wx = clear_sky_weather(grid)
-        raw, _ = pv_power_array(site, arrays, wx, step=step)
-        clear = raw
+        clear, _ = pv_power_array(site, arrays, wx, step=step)
+        raw = clear if clear_index is None else clear * float(np.clip(clear_index, 0.0, 1.3))
     else:
         wx = resample_weather(weather, grid)
         raw, _ = pv_power_array(site, arrays, wx, step=step)

@@ -30,8 +30,13 @@ import numpy as np
 import pandas as pd
 import pvlib
 
-from forecasts.weather import WeatherError, _step_of
-from megastation.core.config import PVArray, Site
+from forecasts.site import PVArray, PVSite
+from forecasts.weather import (
+    TYPICAL_TEMP_AIR_C,
+    TYPICAL_WIND_SPEED_M_S,
+    WeatherError,
+    _step_of,
+)
 
 #: Cloud cover to GHI, ``ghi = ghi_clear * (1 - CLOUD_A * (cc/100) ** CLOUD_B)``
 #: (Kasten & Czeplak 1980 form). Calibrated by least squares on the odd days of the
@@ -110,7 +115,7 @@ def _linke(latitude: float, longitude: float, doy: np.ndarray) -> np.ndarray:
     return np.interp(doy, x, y)
 
 
-def solar_geometry(site: Site, index: pd.DatetimeIndex, step: pd.Timedelta) -> SolarGeometry:
+def solar_geometry(site: PVSite, index: pd.DatetimeIndex, step: pd.Timedelta) -> SolarGeometry:
     """Sun position and clear-sky irradiance at ``index + step/2`` (cached per grid).
 
     Depends only on the instants (a naive index is UTC, as pvlib takes it), not on
@@ -211,7 +216,7 @@ def inverter_limits_kw(arrays: Sequence[PVArray]) -> np.ndarray:
 
 
 def pv_power_array(
-    site: Site,
+    site: PVSite,
     arrays: Sequence[PVArray],
     weather: pd.DataFrame,
     *,
@@ -253,8 +258,8 @@ def pv_power_array(
                 e = pvlib.irradiance.erbs(ghi, geo.zenith, geo.doy)
             dni = np.nan_to_num(np.asarray(e["dni"], float))
             dhi = np.nan_to_num(np.asarray(e["dhi"], float))
-    temp_air = get("temp_air", 20.0)[:, None]
-    wind = get("wind_speed", 1.0)[:, None]
+    temp_air = get("temp_air", TYPICAL_TEMP_AIR_C)[:, None]
+    wind = get("wind_speed", TYPICAL_WIND_SPEED_M_S)[:, None]
     albedo = get("albedo", ALBEDO)[:, None]
 
     zen = geo.zenith[:, None]
@@ -288,7 +293,7 @@ def pv_power_array(
 
 
 def pv_power(
-    site: Site,
+    site: PVSite,
     arrays: Sequence[PVArray],
     weather: pd.DataFrame,
     *,
@@ -299,7 +304,7 @@ def pv_power(
 
     Parameters
     ----------
-    site : Site
+    site : PVSite
         Latitude, longitude [deg], altitude [m] (used, never looked up).
     arrays : sequence of PVArray
         kWp, tilt, azimuth [deg], temperature coefficient [1/K], losses, AC limit [kW].

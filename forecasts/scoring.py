@@ -38,11 +38,17 @@ SCORE_COLUMNS = (
 
 
 def smart_persistence(
-    measured_kw: pd.Series, clear_kw: pd.Series, capacity_kw: float, lag: str = "24h"
+    measured_kw: pd.Series,
+    clear_kw: pd.Series,
+    capacity_kw: float,
+    lag: str | pd.Timedelta = "24h",
 ) -> pd.Series:
-    """Smart-persistence forecast [kW] on ``clear_kw``'s index (NaN where undefined)."""
-    lag_td = pd.Timedelta(lag)
-    past = clear_kw.index - lag_td
+    """Smart-persistence forecast [kW] on ``clear_kw``'s index (NaN where undefined).
+
+    ``p(t) = m(t - lag) / c(t - lag) * c(t)``: the PV clear-sky index measured ``lag``
+    earlier, where the sun was up then (clear sky at least 5 % of capacity).
+    """
+    past = clear_kw.index - pd.Timedelta(lag)
     m_prev = measured_kw.reindex(past).to_numpy(float)
     c_prev = clear_kw.reindex(past).to_numpy(float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -79,11 +85,15 @@ def score(
     capacity_kw: float,
     *,
     tz: str = "UTC",
+    persistence_lag: str | pd.Timedelta = "24h",
 ) -> pd.DataFrame:
     """Scores by local day (``tz``) and ``overall``, one row each (:data:`SCORE_COLUMNS`).
 
     ``clear_kw`` is the clear-sky PV of the site on the grid; it defines the grid,
     daylight and the smart persistence. ``capacity_kw`` normalises (kWp).
+    ``persistence_lag``: how long before each step the reference smart persistence
+    read the measured clear-sky index: the forecast's lead plus one step for a
+    nowcast (1 h 15 min for a 1 h forecast on 15-min steps), 24 h for day-ahead.
     """
     if capacity_kw <= 0:
         raise ValueError(f"capacity_kw: must be > 0, got {capacity_kw}")
@@ -91,7 +101,7 @@ def score(
     m = measured_kw.reindex(index).to_numpy(float)
     f = forecast_kw.reindex(index).to_numpy(float)
     c = clear_kw.to_numpy(float)
-    p = smart_persistence(measured_kw.reindex(index), clear_kw, capacity_kw).to_numpy(float)
+    p = smart_persistence(measured_kw, clear_kw, capacity_kw, lag=persistence_lag).to_numpy(float)
     day = c >= MIN_CLEAR_FRAC * capacity_kw
     m = np.where(day, m, np.nan)
     local_day = index.tz_convert(tz).strftime("%Y-%m-%d")
@@ -103,12 +113,27 @@ def score(
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 
 
-def read_power_csv(path: str | os.PathLike[str], column: str = "pv_ac_kw") -> pd.Series:
+#: Negative power accepted and clipped to 0 (inverter standby draw at night, meter
+#: offsets), as a share of the file's largest value; larger negatives are errors
+#: (a sign convention the other way round, or another quantity).
+NEGATIVE_CLIP_FRAC = 0.05
+
+
+def read_power_csv(
+    path: str | os.PathLike[str], column: str = "pv_ac_kw", *, label: str = "start"
+) -> pd.Series:
     """Read a ``time, pv_ac_kw`` CSV (tz-aware ISO 8601 times) into a UTC series [kW].
 
-    Errors (missing column, naive or duplicated times, non-numbers, negative power)
-    raise :class:`~forecasts.weather.WeatherError` naming the line.
+    ``label``: ``"start"`` (default: each row is a sample, or the mean of the interval
+    it starts, as most inverter logs write) or ``"end"`` (energy-meter style: the row
+    is the mean of the interval it ends; times are moved back by the file's step).
+    Negative values down to ``-NEGATIVE_CLIP_FRAC`` x the file's largest value are
+    clipped to 0 (night standby draw); empty cells are skipped. Errors (missing
+    column, naive or duplicated times, non-numbers, larger negatives) raise
+    :class:`~forecasts.weather.WeatherError` naming the line.
     """
+    if label not in ("start", "end"):
+        raise WeatherError(f"label: must be start or end, got {label!r}")
     source = str(path)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -126,9 +151,23 @@ def read_power_csv(path: str | os.PathLike[str], column: str = "pv_ac_kw") -> pd
     values = _parse_numbers(raw[column], column, source)
     if times.has_duplicates:
         i = int(np.argmax(times.duplicated()))
-        raise WeatherError(f"{source}: line {i + 2}: time {times[i].isoformat()} is duplicated")
-    neg = np.flatnonzero(values < 0)
+        raise WeatherError(
+            f"{source}: line {i + 2}: time {times[i].isoformat()} is duplicated "
+            "(a daylight-saving change written without its UTC offset?)"
+        )
+    top = np.nanmax(values) if np.isfinite(values).any() else 0.0
+    floor = -NEGATIVE_CLIP_FRAC * max(top, 0.0)
+    neg = np.flatnonzero(values < floor)
     if neg.size:
         i = int(neg[0])
-        raise WeatherError(f"{source}: line {i + 2}: column {column!r}: {values[i]:g} is negative")
-    return pd.Series(values, index=times, name=column).sort_index()
+        raise WeatherError(
+            f"{source}: line {i + 2}: column {column!r}: {values[i]:g} is negative beyond "
+            f"{floor:g} ({NEGATIVE_CLIP_FRAC:.0%} of the largest value): is the sign "
+            "convention reversed?"
+        )
+    values = np.clip(values, 0.0, None)
+    out = pd.Series(values, index=times, name=column).sort_index().dropna()
+    if label == "end" and len(out) > 1:
+        step = pd.Timedelta(np.median(np.diff(out.index.asi8)), unit="ns")
+        out.index = out.index - step
+    return out

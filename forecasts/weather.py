@@ -89,8 +89,10 @@ def read_csv(
     ----------
     path : str or path
         CSV with a ``time`` column (ISO 8601 *with* UTC offset) and ``ghi`` [W/m²]
-        and/or ``cloud_cover`` [%], ``temp_air`` [°C], ``wind_speed`` [m/s];
-        optionally ``dni``, ``dhi`` [W/m²], ``albedo``. Aliases: :data:`VARIABLE_MAP`.
+        and/or ``cloud_cover`` [%]; optionally ``temp_air`` [°C] (default
+        :data:`TYPICAL_TEMP_AIR_C`), ``wind_speed`` [m/s] (default
+        :data:`TYPICAL_WIND_SPEED_M_S`), ``dni``, ``dhi`` [W/m²], ``albedo``.
+        Aliases: :data:`VARIABLE_MAP`.
     label : {"end", "start", "instant"}
         What ``time`` labels: the end of an averaging interval (default, as in TMY,
         Open-Meteo, Solcast and seeds/weather/*.csv), its start, or an instantaneous
@@ -142,9 +144,8 @@ def parse_csv(
             raise WeatherError(f"{source}: columns {cols} all mean {name!r}: keep one")
     if "ghi" not in mapped and "cloud_cover" not in mapped:
         raise WeatherError(f"{source}: needs a 'ghi' or a 'cloud_cover' column")
-    for name in ("temp_air", "wind_speed"):
-        if name not in mapped:
-            raise WeatherError(f"{source}: column {name!r} is missing")
+    # temp_air and wind_speed are optional: the PV model then takes TYPICAL_TEMP_AIR_C
+    # and TYPICAL_WIND_SPEED_M_S (many satellite and inverter files carry no wind)
     if len(raw) < 2:
         raise WeatherError(f"{source}: needs at least two rows, got {len(raw)}")
 
@@ -393,13 +394,19 @@ def resample_weather(
     """
     if len(weather) == 0:
         raise WeatherError("weather: no rows")
+    if weather.index.tz is None or index.tz is None:
+        raise WeatherError("resample_weather: weather and grid must be timezone-aware")
+    # one datetime precision for both (pandas >= 2 keeps s/ms/us/ns; asi8 is in that unit)
+    target = index
+    index = pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns")
+    weather = weather.set_axis(pd.DatetimeIndex(weather.index).tz_convert("UTC").as_unit("ns"))
     step_in = _step_of(weather.index)
     step_out = _step_of(index) if len(index) > 1 else pd.Timedelta(index.freq or "15min")
     cols = [c for c in (columns or weather.columns) if c in weather.columns]
     if step_in == step_out and weather.index[0] <= index[0] and weather.index[-1] >= index[-1]:
         out = weather.loc[index[0] : index[-1], cols]
         if len(out) == len(index) and out.index.equals(index):
-            return out
+            return out.set_axis(target)
     if step_in <= step_out:
         # average the finer rows that start inside each target interval
         bins = ((weather.index - index[0]) // step_out).to_numpy()
@@ -417,7 +424,7 @@ def resample_weather(
         sums = np.stack(
             [np.bincount(bins[ok], src[ok, j], minlength=n) for j in range(len(cols))], 1
         )
-        return pd.DataFrame(sums / counts[:, None], index=index, columns=cols)
+        return pd.DataFrame(sums / counts[:, None], index=target, columns=cols)
     x_in = ((weather.index + step_in / 2).asi8).astype(float)
     x_out = ((index + step_out / 2).asi8).astype(float)
     half = step_in.value / 2
@@ -431,7 +438,7 @@ def resample_weather(
         )
     src = weather[cols].to_numpy(float)
     out = np.column_stack([np.interp(x_out, x_in, src[:, j]) for j in range(len(cols))])
-    return pd.DataFrame(out, index=index, columns=cols)
+    return pd.DataFrame(out, index=target, columns=cols)
 
 
 def _step_of(index: pd.DatetimeIndex) -> pd.Timedelta:

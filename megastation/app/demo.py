@@ -384,7 +384,7 @@ async def _demo_async(
     fleet_thread.start()
 
     n_fc = max(1, int((end - start).total_seconds() // 900) + 1)
-    day_ahead = forecast_pv(station, start, n_fc, 15, site.forecast_weather)
+    day_ahead = forecast_pv(station.pv_site(), start, n_fc, 15, site.forecast_weather)
     bucket: _Bucket | None = None
     flow_step_s = station.site.dispatch_step_min * 60
     limit_kw = station.site.grid_import_limit_kw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from megastation.core.config import Station
 from megastation.store import Store
 from ocpp_central.gateway import OcppGateway
 from ocpp_central.server import CentralSystem, run_server
+
+log = logging.getLogger("megastation")
 
 
 def controller_hooks(

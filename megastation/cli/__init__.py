@@ -58,6 +58,7 @@ _COMMAND_MODULES = (
     "megastation.cli.serve_cmd",
     "megastation.cli.ocpp_cmd",
     "megastation.cli.simulate_cmd",
+    "megastation.cli.study_cmd",
     "megastation.cli.demo_cmd",
     "megastation.cli.exports_cmd",
     "megastation.cli.control_cmd",

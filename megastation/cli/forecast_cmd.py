@@ -22,9 +22,14 @@ def _station(ctx: Context, config: Path | None) -> Station:
         raise click.ClickException(str(exc)) from None
 
 
-def _read_weather(path: Path, year: int, label: str) -> pd.DataFrame:
-    """A weather CSV, a TMY3 file or an EPW file, by content."""
-    from forecasts import weather
+def _read_weather(path: Path, year: int, label: str, station: Station) -> pd.DataFrame:
+    """A weather CSV, a TMY3 file or an EPW file, by content.
+
+    ``label="auto"``: a CSV's label is guessed from when its GHI peaks against clear
+    sky (:func:`forecasts.timing.weather_label`; ``end`` when it cannot tell), and the
+    choice is printed to stderr.
+    """
+    from forecasts import timing, weather
 
     if path.suffix.lower() == ".epw":
         return weather.read_epw(path, year=year)[0]
@@ -34,7 +39,12 @@ def _read_weather(path: Path, year: int, label: str) -> pd.DataFrame:
         raise click.ClickException(f"{path}: cannot read: {exc.strerror}") from None
     if "time" not in first.split(",")[0].lower() and len(first.split(",")) == 7:
         return weather.read_tmy3(path, year=year)[0]
-    return weather.read_csv(path, label=label)
+    if label != "auto":
+        return weather.read_csv(path, label=label)
+    as_start = weather.read_csv(path, label="start")
+    label, why = timing.weather_label(as_start, station.pv_site(), default="end")
+    click.echo(f"{path}: time read as interval {label}s: {why}", err=True)
+    return as_start if label == "start" else weather.read_csv(path, label=label)
 
 
 def _parse_time(text: str | None, station: Station) -> pd.Timestamp:
@@ -57,6 +67,11 @@ def _step_min(step: str) -> int:
     return int(minutes)
 
 
+def _fmt_lag(lag: pd.Timedelta) -> str:
+    minutes = lag.total_seconds() / 60
+    return f"{minutes / 60:g} h" if minutes >= 60 else f"{minutes:g} min"
+
+
 def _write_csv(df: pd.DataFrame, out: Path, tz: str, digits: int = 3) -> None:
     local = df.round(digits)
     local.index = [t.isoformat() for t in df.index.tz_convert(tz)]
@@ -65,11 +80,15 @@ def _write_csv(df: pd.DataFrame, out: Path, tz: str, digits: int = 3) -> None:
 
 
 _label = click.option(
+    "--weather-label",
     "--label",
-    type=click.Choice(["start", "end", "instant"]),
-    default="end",
+    "label",
+    type=click.Choice(["auto", "start", "end", "instant"]),
+    default="auto",
     show_default=True,
-    help="What the weather CSV's time labels (interval start, end, or a sample).",
+    help="What the weather CSV's time labels: interval start (NSRDB/PSM3, many satellite "
+    "files), end (Open-Meteo, TMY, Solcast), an instant sample, or auto: guessed from when "
+    "its GHI peaks (end if it cannot tell).",
 )
 
 
@@ -124,8 +143,8 @@ def forecast_group(
         click_ctx.meta["forecast_config"] = config
         return
     from forecasts.forecast import forecast_pv
-    from forecasts.issued import save_forecast
     from forecasts.weather import WeatherError
+    from megastation.store.forecasts import save_forecast
 
     if output is None:
         raise click.UsageError("-o FILE.csv is required")
@@ -134,8 +153,8 @@ def forecast_group(
     t0 = _parse_time(start, station)
     n = hours * 60 // step_min
     try:
-        wx = None if weather_path is None else _read_weather(weather_path, t0.year, label)
-        fc = forecast_pv(station, t0, n, step_min, wx)
+        wx = None if weather_path is None else _read_weather(weather_path, t0.year, label, station)
+        fc = forecast_pv(station.pv_site(), t0, n, step_min, wx)
     except WeatherError as exc:
         raise click.ClickException(str(exc)) from None
     _write_csv(fc.drop(columns=["pv_raw_kw"]), output, station.site.timezone)
@@ -178,13 +197,22 @@ def forecast_group(
 )
 @click.option(
     "--lead-hours",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="For issued forecasts: issued at least this long before each step.",
+    type=click.FloatRange(0, 48),
+    default=None,
+    help="Lead of the forecasts scored [h]: issued forecasts are taken issued at least this "
+    "long before each step (default 0), and skill is against smart persistence made this "
+    "long before (default: 24 h persistence for --weather/--forecast files, else 0).",
 )
 @click.option("--step", default="15min", show_default=True, help="Scoring step, divides the hour.")
 @_label
+@click.option(
+    "--measured-label",
+    type=click.Choice(["start", "end"]),
+    default="start",
+    show_default=True,
+    help="What the measured CSV's time labels: a sample or the interval it starts (most "
+    "inverter logs), or the end of the interval it averages (energy meters).",
+)
 @click.option(
     "-o",
     "--output",
@@ -200,48 +228,67 @@ def score_cmd(
     measured: Path,
     weather_path: Path | None,
     forecast_path: Path | None,
-    lead_hours: float,
+    lead_hours: float | None,
     step: str,
     label: str,
+    measured_label: str,
     output: Path | None,
 ) -> None:
-    """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence."""
-    from forecasts.issued import load_issued
+    """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence.
+
+    Measured values may be slightly negative at night (clipped to 0); a log whose clock
+    jumps by about an hour (daylight saving) is reported on stderr.
+    """
+    from forecasts import timing
     from forecasts.nowcast import step_means
     from forecasts.pvmodel import pv_power
     from forecasts.scoring import read_power_csv, score
     from forecasts.weather import WeatherError, clear_sky_weather, resample_weather
+    from megastation.store.forecasts import load_issued
 
     config = click_ctx.parent.meta.get("forecast_config") if click_ctx.parent else None
     station = _station(ctx, config)
-    site, arrays = station.site, station.pv_arrays
+    site = station.pv_site()
+    arrays = site.arrays
     step_min = _step_min(step)
     stp = pd.Timedelta(minutes=step_min)
     try:
-        m = read_power_csv(measured)
+        m = read_power_csv(measured, label=measured_label)
         grid = pd.date_range(m.index[0].floor(stp), m.index[-1].floor(stp), freq=stp)
         m_kw = pd.Series(step_means(m, grid, stp), index=grid)
         clear = pv_power(site, arrays, clear_sky_weather(grid), step=stp)["pv_ac_kw"]
+        for day, jump in timing.clock_shifts(timing.daily_phase_min(m_kw, clear, site.timezone)):
+            click.echo(
+                f"warning: {measured}: the PV peak moves {jump:+.0f} min against the sun from "
+                f"{day} on: a daylight-saving change in the log's clock? Scores around it suffer",
+                err=True,
+            )
         if forecast_path is not None:
             f = read_power_csv(forecast_path)
             f_kw = pd.Series(step_means(f, grid, stp), index=grid)
             what = str(forecast_path)
         elif weather_path is not None:
-            wx = resample_weather(_read_weather(weather_path, grid[0].year, label), grid)
+            wx = resample_weather(_read_weather(weather_path, grid[0].year, label, station), grid)
             f_kw = pv_power(site, arrays, wx, step=stp)["pv_ac_kw"]
             what = f"forecast from {weather_path}"
         else:
-            issued = load_issued(ctx.store, grid[0], grid[-1] + stp, lead_min=lead_hours * 60)
+            lead = lead_hours or 0.0
+            issued = load_issued(ctx.store, grid[0], grid[-1] + stp, lead_min=lead * 60)
             if len(issued):
                 f_kw = issued["pv_ac_kw"].astype(float)
-                what = f"issued forecasts ({lead_hours:g} h ahead)"
+                what = f"issued forecasts ({lead:g} h ahead)"
+                lead_hours = lead
             else:
                 f_kw = clear
                 what = "clear sky (no weather, no issued forecasts)"
     except WeatherError as exc:
         raise click.ClickException(str(exc)) from None
-    table = score(m_kw, f_kw, clear, station.pv_peak_kw, tz=site.timezone)
+    # smart persistence made as long before each step as the forecast: its index over
+    # the last step measured then (lead + one step); 24 h for day-ahead files
+    lag = pd.Timedelta(hours=24) if lead_hours is None else pd.Timedelta(hours=lead_hours) + stp
+    table = score(m_kw, f_kw, clear, station.pv_peak_kw, tz=site.timezone, persistence_lag=lag)
     click.echo(f"scoring {what} against {measured}, capacity {station.pv_peak_kw:g} kWp")
+    click.echo(f"skill against smart persistence of the PV clear-sky index {_fmt_lag(lag)} before")
     click.echo(
         f"{'day':<11}{'steps':>6}{'nMAE':>8}{'nRMSE':>8}{'nBias':>8}{'nRMSE_sp':>10}{'skill':>8}"
     )

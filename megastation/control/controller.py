@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecasts.forecast import forecast_pv
 from megastation.control import history
 from megastation.control.flows import FlowRecorder, Reading
 from megastation.control.needs import (
@@ -52,6 +51,7 @@ from megastation.control.needs import (
     profile_demand,
     read_overrides,
 )
+from megastation.control.pv_forecast import station_forecast
 from megastation.core import events as ev
 from megastation.core.clock import Clock
 from megastation.core.config import Station
@@ -188,21 +188,12 @@ def follow_balance_kw(
 Forecaster = Callable[..., pd.DataFrame]
 """``forecaster(station, start, n_steps, step_min, weather=None, measured_kw=None)``
 returning a DataFrame indexed by step start (UTC) with ``pv_ac_kw`` (P50) [kW] and
-optionally ``pv_ac_p10_kw``; :func:`forecasts.forecast.forecast_pv` is the default."""
+optionally ``pv_ac_p10_kw``; :func:`megastation.control.pv_forecast.station_forecast` is the default."""
 
 
 def default_forecaster() -> Forecaster:
-    """The forecasts package's entry point, or clear-sky zero if it is not available."""
-    try:
-        return forecast_pv
-    except ImportError:  # pragma: no cover - forecasts not installed
-        log.warning("forecasts.forecast_pv not available: PV forecast is zero")
-
-        def zero(station, start, n_steps, step_min, weather=None, measured_kw=None):
-            idx = pd.date_range(start, periods=n_steps, freq=f"{step_min}min")
-            return pd.DataFrame({"p50": np.zeros(n_steps)}, index=idx)
-
-        return zero
+    """The station's PV forecast (:func:`megastation.control.pv_forecast.station_forecast`)."""
+    return station_forecast
 
 
 def _column(df: pd.DataFrame, names: Sequence[str]) -> pd.Series | None:

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from forecasts.site import PVArray as ForecastArray
+from forecasts.site import PVSite
+
 ENV_CONFIG = "MEGASTATION_CONFIG"
 DEFAULT_SEED = "gwangju-donggu.toml"
 
@@ -144,6 +147,20 @@ class BatteryConfig:
 
 
 @dataclass(frozen=True)
+class WeatherFeedConfig:
+    """``[weather]``: where the live loop fetches its weather forecast (Open-Meteo API)."""
+
+    url: str  # an Open-Meteo-compatible /v1/forecast endpoint (or a self-hosted mirror)
+    resolution: str = "minutely_15"  # minutely_15 | hourly
+    refresh_min: float = 60.0  # fetch period [min]
+    retry_min: float = 5.0  # after a failed fetch [min]
+    timeout_s: float = 10.0  # per request [s]
+    forecast_days: int = 3  # days asked for (from today 00:00 UTC)
+    max_age_h: float = 12.0  # the last good forecast is used this long [h]
+    history_days: int = 3  # measured PV days behind the clear-sky-index fallback
+
+
+@dataclass(frozen=True)
 class Station:
     """A whole station, as read from its TOML file."""
 
@@ -155,6 +172,7 @@ class Station:
     chargers: tuple[Charger, ...]
     pv_arrays: tuple[PVArray, ...]
     battery: BatteryConfig | None
+    weather: WeatherFeedConfig | None = None  # None: no live weather forecast
     source: str = "<memory>"  # file it was read from
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -167,6 +185,32 @@ class Station:
     @property
     def pv_peak_kw(self) -> float:
         return sum(a.peak_power_kw for a in self.pv_arrays)
+
+    def pv_site(self) -> PVSite:
+        """The station's PV system as :mod:`forecasts` describes it (site and arrays)."""
+        s = self.site
+        arrays = tuple(_forecast_array(a) for a in self.pv_arrays)
+        return PVSite(
+            latitude=s.latitude,
+            longitude=s.longitude,
+            altitude_m=s.altitude_m,
+            timezone=s.timezone,
+            arrays=arrays,
+            step_min=s.dispatch_step_min,
+        )
+
+
+def _forecast_array(a: PVArray) -> ForecastArray:
+    return ForecastArray(
+        name=a.name,
+        peak_power_kw=a.peak_power_kw,
+        tilt_deg=a.tilt_deg,
+        azimuth_deg=a.azimuth_deg,
+        temp_coeff_per_c=a.temp_coeff_per_c,
+        losses_frac=a.losses_frac,
+        inverter_ac_kw=a.inverter_ac_kw,
+        mounting=a.mounting,
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -471,6 +515,26 @@ def _battery(t: _Table) -> BatteryConfig:
     return b
 
 
+def _weather(t: _Table) -> WeatherFeedConfig:
+    url = t.string("url")
+    if not url.startswith(("http://", "https://")) or "?" in url:
+        raise t.fail("url", f"must be an http(s) URL without a query, got {url!r}")
+    w = WeatherFeedConfig(
+        url=url,
+        resolution=t.string("resolution", "minutely_15", choices=("minutely_15", "hourly")),
+        refresh_min=t.number("refresh_min", 60.0, minimum=1, maximum=24 * 60),
+        retry_min=t.number("retry_min", 5.0, minimum=0.1, maximum=24 * 60),
+        timeout_s=t.number("timeout_s", 10.0, positive=True, maximum=300),
+        forecast_days=t.integer("forecast_days", 3, minimum=2),
+        max_age_h=t.number("max_age_h", 12.0, positive=True, maximum=72),
+        history_days=t.integer("history_days", 3, minimum=1),
+    )
+    if w.forecast_days > 16:
+        raise t.fail("forecast_days", f"must be <= 16, got {w.forecast_days}")
+    t.done()
+    return w
+
+
 def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
     """Validate a parsed TOML document into a :class:`Station`."""
     root = _Table(data, "", source)
@@ -494,6 +558,7 @@ def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
         if name in names[:i]:
             raise ConfigError(f"{source}: pv_arrays[{i}].name: duplicate array name {name!r}")
     battery = _battery(root.table("battery")) if "battery" in data else None
+    weather = _weather(root.table("weather")) if "weather" in data else None
     station = Station(
         site=_site(root.table("site")),
         server=_server(root.table("server", {})),
@@ -503,10 +568,11 @@ def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
         chargers=tuple(chargers),
         pv_arrays=tuple(arrays),
         battery=battery,
+        weather=weather,
         source=source,
         raw=data,
     )
-    root.seen.add("battery")
+    root.seen.update(("battery", "weather"))
     root.done()
     return station
 

@@ -160,8 +160,8 @@ def cover_weather(station: Station, weather: pd.DataFrame, index: pd.DatetimeInd
     rows = (np.mod(day_no, n_days) * 96 + np.asarray(pos)).astype(int)
     out = pd.DataFrame(src.to_numpy(float)[rows], index=index, columns=src.columns)
     if "ghi" in src:
-        geo_src = solar_geometry(station.site, src_index, step)
-        geo_dst = solar_geometry(station.site, index, step)
+        geo_src = solar_geometry(station.pv_site(), src_index, step)
+        geo_dst = solar_geometry(station.pv_site(), index, step)
         with np.errstate(invalid="ignore", divide="ignore"):
             k = np.where(
                 geo_src.ghi_clear > 20.0, src["ghi"].to_numpy(float) / geo_src.ghi_clear, np.nan
@@ -199,7 +199,8 @@ def prepare_site(
     index = pd.date_range(t0, t1, freq=step, inclusive="left")
     actual = cover_weather(station, weather, index)
     fc_weather = degrade_weather(actual, seed + 1)
-    pv = pv_power(station.site, station.pv_arrays, actual, step=step)["pv_ac_kw"].to_numpy()
+    pvs = station.pv_site()
+    pv = pv_power(pvs, pvs.arrays, actual, step=step)["pv_ac_kw"].to_numpy()
     load = site_load_kw(
         index,
         station.site.base_load_kw,
@@ -381,16 +382,15 @@ class _StepForecastCache:
         self._key: tuple | None = None
         self._frame: pd.DataFrame | None = None
         self._weather = weather
-        arrays = station.pv_arrays
+        pvs = station.pv_site()
+        arrays = pvs.arrays
         self._step = pd.Timedelta(minutes=15)
         self._index = pd.DatetimeIndex(weather.index).tz_convert("UTC").as_unit("ns")
         self._ok = bool(arrays) and len(self._index) > 1
         if not self._ok:
             return
-        self._raw, _ = pv_power_array(station.site, arrays, weather, step=self._step)
-        self._clear, _ = pv_power_array(
-            station.site, arrays, weather, step=self._step, clear_sky=True
-        )
+        self._raw, _ = pv_power_array(pvs, arrays, weather, step=self._step)
+        self._clear, _ = pv_power_array(pvs, arrays, weather, step=self._step, clear_sky=True)
         # the nowcast's clear-sky reference (clear sky, typical temperature), from
         # n_win steps before the first step on
         n_win = 8
@@ -400,7 +400,7 @@ class _StepForecastCache:
             freq=self._step,
             unit="ns",
         )
-        ref, _ = pv_power_array(station.site, arrays, clear_sky_weather(ext), step=self._step)
+        ref, _ = pv_power_array(pvs, arrays, clear_sky_weather(ext), step=self._step)
         self._clear_ext = ref.sum(axis=1)
         self._n_past = n_win
         self._limits = inverter_limits_kw(arrays)
@@ -428,7 +428,12 @@ class _StepForecastCache:
             frame = self._sliced(start, n_steps + 1, measured_kw)
         if frame is None:
             frame = forecast_pv(
-                station, start, n_steps + 1, step_min, weather=weather, measured_kw=measured_kw
+                station.pv_site(),
+                start,
+                n_steps + 1,
+                step_min,
+                weather=weather,
+                measured_kw=measured_kw,
             )
         self._frame, self._key = frame, key
         return frame
@@ -950,7 +955,7 @@ class _Simulator:
             n = max(1, int((day + pd.Timedelta(days=1) - issue) // self._site_step))
             try:
                 self.fc_cache[day] = forecast_pv(
-                    self.station, issue.to_pydatetime(), n, 15, self.site.forecast_weather
+                    self.station.pv_site(), issue.to_pydatetime(), n, 15, self.site.forecast_weather
                 )
             except ValueError:
                 self.fc_cache[day] = pd.DataFrame()

@@ -309,7 +309,7 @@ def _energy_flows(db: sqlite_utils.Database) -> None:
 
 @migration("0200_pv_forecasts")
 def _pv_forecasts(db: sqlite_utils.Database) -> None:
-    """Every issued PV forecast (forecasts.issued), series as JSON arrays in kW."""
+    """Every issued PV forecast (megastation.store.forecasts), series as JSON arrays in kW."""
     db.execute(
         "CREATE TABLE pv_forecasts ("
         " id INTEGER PRIMARY KEY,"
@@ -323,6 +323,22 @@ def _pv_forecasts(db: sqlite_utils.Database) -> None:
         " clear_kw TEXT NOT NULL, raw_kw TEXT NOT NULL)"
     )
     db.execute("CREATE INDEX pv_forecasts_issued_at ON pv_forecasts (issued_at)")
+
+
+@migration("0201_weather_forecasts")
+def _weather_forecasts(db: sqlite_utils.Database) -> None:
+    """Weather forecasts fetched from a provider (megastation.control.weather_feed), as issued."""
+    db.execute(
+        "CREATE TABLE weather_forecasts ("
+        " id INTEGER PRIMARY KEY,"
+        " fetched_at TEXT NOT NULL,"  # UTC ISO 8601
+        " start TEXT NOT NULL,"  # first interval start, UTC
+        " step_min INTEGER NOT NULL,"
+        " n_steps INTEGER NOT NULL,"
+        " source TEXT NOT NULL,"  # provider URL without the query
+        " data TEXT NOT NULL)"  # {"ghi": [...], "temp_air": [...], ...} canonical columns
+    )
+    db.execute("CREATE INDEX weather_forecasts_fetched_at ON weather_forecasts (fetched_at)")
 
 
 @migration("0101_command_expiry")

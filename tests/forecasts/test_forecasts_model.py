@@ -13,11 +13,13 @@ import pytest
 
 from forecasts.bands import DEFAULT_BANDS, apply_bands, fit_bands
 from forecasts.forecast import forecast_pv
-from forecasts.issued import issue_forecast, load_issued
 from forecasts.pvmodel import pv_power, solar_geometry
 from forecasts.scoring import score, smart_persistence
+from forecasts.site import PVArray, PVSite
 from forecasts.weather import read_tmy3
-from megastation.core.config import PVArray, Station
+from megastation.control.pv_forecast import issue_forecast
+from megastation.core.config import Station
+from megastation.store.forecasts import load_issued
 
 TMY3 = Path(pvlib.__path__[0]) / "data" / "723170TYA.CSV"
 
@@ -28,16 +30,15 @@ def tmy():
 
 
 @pytest.fixture
-def greensboro(station: Station, tmy) -> Station:
+def greensboro(station: Station, tmy) -> PVSite:
     _, meta = tmy
-    site = dataclasses.replace(
-        station.site,
+    return dataclasses.replace(
+        station.pv_site(),
         latitude=meta["latitude"],
         longitude=meta["longitude"],
         altitude_m=meta["altitude"],
         timezone="Etc/GMT+5",
     )
-    return dataclasses.replace(station, site=site)
 
 
 SOUTH = PVArray("south", peak_power_kw=100.0, tilt_deg=30.0, azimuth_deg=180.0)
@@ -45,11 +46,11 @@ SOUTH = PVArray("south", peak_power_kw=100.0, tilt_deg=30.0, azimuth_deg=180.0)
 
 def test_year_yield_per_kwp_is_plausible(greensboro, tmy):
     wx, _ = tmy
-    out = pv_power(greensboro.site, greensboro.pv_arrays, wx)
+    out = pv_power(greensboro, greensboro.arrays, wx)
     assert len(out) == 8760
-    yield_kwh_per_kwp = out["pv_ac_kw"].sum() / greensboro.pv_peak_kw
+    yield_kwh_per_kwp = out["pv_ac_kw"].sum() / greensboro.peak_power_kw
     assert 1150 < yield_kwh_per_kwp < 1450
-    south = pv_power(greensboro.site, [SOUTH], wx)["pv_ac_kw"].sum() / 100.0
+    south = pv_power(greensboro, [SOUTH], wx)["pv_ac_kw"].sum() / 100.0
     assert south > yield_kwh_per_kwp  # a 30° south array beats flat-ish and west ones
     per_array = out.drop(columns="pv_ac_kw").sum(axis=1)
     np.testing.assert_allclose(per_array, out["pv_ac_kw"])
@@ -57,8 +58,8 @@ def test_year_yield_per_kwp_is_plausible(greensboro, tmy):
 
 def test_night_is_exactly_zero_and_never_nan(greensboro, tmy):
     wx, _ = tmy
-    out = pv_power(greensboro.site, greensboro.pv_arrays, wx)
-    geo = solar_geometry(greensboro.site, wx.index, pd.Timedelta("1h"))
+    out = pv_power(greensboro, greensboro.arrays, wx)
+    geo = solar_geometry(greensboro, wx.index, pd.Timedelta("1h"))
     assert not out.isna().any().any()
     assert (out.to_numpy()[geo.apparent_zenith >= 90] == 0.0).all()
     assert (out.to_numpy() >= 0).all()
@@ -73,13 +74,13 @@ def test_solar_geometry_depends_on_the_instants_not_the_zone(station):
     utc_index = pd.date_range("2026-06-30T01:00Z", periods=40, freq=step)
     local = utc_index.tz_convert(station.site.timezone)
     naive = utc_index.tz_localize(None)
-    fields = [f.name for f in dataclasses.fields(solar_geometry(station.site, local, step))]
+    fields = [f.name for f in dataclasses.fields(solar_geometry(station.pv_site(), local, step))]
     for order in ((utc_index, local, naive), (local, naive, utc_index), (naive, utc_index, local)):
         got = []
         for idx in order:
             clear_cache()
-            got.append(solar_geometry(station.site, idx, step))
-        got.append(solar_geometry(station.site, order[1], step))  # a cache hit
+            got.append(solar_geometry(station.pv_site(), idx, step))
+        got.append(solar_geometry(station.pv_site(), order[1], step))  # a cache hit
         for g in got[1:]:
             for name in fields:
                 np.testing.assert_array_equal(getattr(g, name), getattr(got[0], name), name)
@@ -87,7 +88,7 @@ def test_solar_geometry_depends_on_the_instants_not_the_zone(station):
 
 def test_daily_peak_is_near_solar_noon(greensboro, tmy):
     wx, _ = tmy
-    site = greensboro.site
+    site = greensboro
     out = pv_power(site, [SOUTH], wx, clear_sky=True)["pv_ac_kw"]
     geo = solar_geometry(site, wx.index, pd.Timedelta("1h"))
     zen = pd.Series(geo.zenith, index=wx.index)
@@ -102,7 +103,7 @@ def test_daily_peak_is_near_solar_noon(greensboro, tmy):
 def test_output_is_clipped_at_the_inverter_limit(greensboro, tmy):
     wx, _ = tmy
     small = dataclasses.replace(SOUTH, inverter_ac_kw=50.0)
-    out = pv_power(greensboro.site, [small], wx)["pv_ac_kw"]
+    out = pv_power(greensboro, [small], wx)["pv_ac_kw"]
     assert out.max() == pytest.approx(50.0)
     assert (out <= 50.0 + 1e-9).all()
     assert (out >= 50.0 - 1e-9).sum() > 100  # clipped for many hours
@@ -110,12 +111,12 @@ def test_output_is_clipped_at_the_inverter_limit(greensboro, tmy):
 
 def test_cloud_cover_forecast_scores_better_than_clear_sky(greensboro, tmy):
     wx, _ = tmy
-    site, arrays = greensboro.site, greensboro.pv_arrays
+    site, arrays = greensboro, greensboro.arrays
     measured = pv_power(site, arrays, wx)["pv_ac_kw"]  # from measured GHI/DNI/DHI
     cc_only = wx[["cloud_cover", "temp_air", "wind_speed"]]
     from_clouds = pv_power(site, arrays, cc_only)["pv_ac_kw"]
     clear = pv_power(site, arrays, wx, clear_sky=True)["pv_ac_kw"]
-    cap = greensboro.pv_peak_kw
+    cap = greensboro.peak_power_kw
     s_cc = score(measured, from_clouds, clear, cap, tz=site.timezone).iloc[-1]
     s_cs = score(measured, clear, clear, cap, tz=site.timezone).iloc[-1]
     assert s_cc["day"] == "overall"
@@ -150,7 +151,7 @@ T = datetime(2026, 6, 15, 1, 0, tzinfo=UTC)  # 10:00 in Seoul
 
 
 def test_forecast_pv_shape_and_clear_sky(station):
-    fc = forecast_pv(station, T, 192)
+    fc = forecast_pv(station.pv_site(), T, 192)
     assert len(fc) == 192 and fc.index[0] == pd.Timestamp(T)
     assert fc.index.tz is not None
     assert not fc.isna().any().any()
@@ -164,14 +165,14 @@ def test_forecast_pv_shape_and_clear_sky(station):
 
 
 def test_nowcast_follows_measured_pv_then_decays(station):
-    raw = forecast_pv(station, T, 192)
+    raw = forecast_pv(station.pv_site(), T, 192)
     # the last hour produced half the clear-sky PV
     past = pd.date_range(T - timedelta(hours=1), T, freq="1min", inclusive="left")
-    past_fc = forecast_pv(station, T - timedelta(hours=1), 4)
+    past_fc = forecast_pv(station.pv_site(), T - timedelta(hours=1), 4)
     measured = pd.Series(
         0.5 * past_fc["pv_clear_kw"].reindex(past, method="ffill").to_numpy(), index=past
     )
-    fc = forecast_pv(station, T, 192, measured_kw=measured)
+    fc = forecast_pv(station.pv_site(), T, 192, measured_kw=measured)
     assert fc.attrs["k_meas"] == pytest.approx(0.5, abs=0.01)
     first = fc["pv_ac_kw"].iloc[0] / fc["pv_clear_kw"].iloc[0]
     assert first == pytest.approx(0.5, abs=0.05)
@@ -179,7 +180,7 @@ def test_nowcast_follows_measured_pv_then_decays(station):
     np.testing.assert_allclose(fc["pv_ac_kw"][later], raw["pv_ac_kw"][later], rtol=0.01, atol=0.5)
     # measurements after the issue time are ignored
     future = pd.Series(0.0, index=pd.date_range(T, periods=60, freq="1min"))
-    fc2 = forecast_pv(station, T, 192, measured_kw=future)
+    fc2 = forecast_pv(station.pv_site(), T, 192, measured_kw=future)
     assert fc2.attrs["k_meas"] is None
     np.testing.assert_allclose(fc2["pv_ac_kw"], raw["pv_ac_kw"])
 

@@ -260,7 +260,9 @@ def test_simulation_forecaster_matches_forecast_pv(station):
         t = pd.Timestamp(start + timedelta(hours=hours))
         m = measured[measured.index < t]
         m = m if len(m) else None
-        want = forecast_pv(station, t, 98, 15, weather=site.forecast_weather, measured_kw=m)
+        want = forecast_pv(
+            station.pv_site(), t, 98, 15, weather=site.forecast_weather, measured_kw=m
+        )
         cache._key = None
         got = cache(station, t, 97, 15, weather=site.forecast_weather, measured_kw=m)
         pd.testing.assert_frame_equal(got, want, check_freq=False, rtol=1e-9)
