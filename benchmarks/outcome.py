@@ -247,6 +247,42 @@ def summary(rows: list[dict], policies: list[str]) -> None:
         )
 
 
+def markdown(rows: list[dict], policies: list[str]) -> str:
+    """The per-cell table as Markdown (for dispatch.md)."""
+    out = [
+        "| cell | delivered kWh | unmet vs uncontrolled | capture | greedy | battery to grid kWh "
+        "(night) | peak kW online / optimum / uncontrolled | cost kKRW online / optimum |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for pol in policies:
+            d = r[f"{pol}_unmet_kwh"] - r["unc_unmet_kwh"]
+            name = r["cell"] if len(policies) == 1 else f"{r['cell']} {pol}"
+            out.append(
+                f"| {name} | {r[f'{pol}_delivered_kwh']:.0f} | {d:+.1f} "
+                f"({100 * d / max(r['wanted_kwh'], 1e-9):+.2f} %) | "
+                f"{fmt_capture(r[f'{pol}_capture'], r['gain_ok']).strip()} | "
+                f"{fmt_capture(r['greedy_capture'], r['gain_ok']).strip()} | "
+                f"{r[f'{pol}_bat_export_kwh']:.1f} ({r[f'{pol}_night_export_kwh']:.1f}) | "
+                f"{r[f'{pol}_peak_kw']:.0f} / {r['pf_peak_kw']:.0f} / {r['unc_peak_kw']:.0f} | "
+                f"{r[f'{pol}_cost_krw'] / 1000:.0f} / {r['pf_cost_krw'] / 1000:.0f} |"
+            )
+    return "\n".join(out)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a CSV written by ``--out`` (numbers back to floats, gain_ok to bool)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k, v in r.items():
+            if k == "gain_ok":
+                r[k] = v == "True"
+            elif k not in ("cell", "notes"):
+                r[k] = float(v)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 day, seeds 1-2, scale 1/4 and 1")
@@ -260,7 +296,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--forecast", choices=("pvlib", "perfect"), default="pvlib")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="CSV of every figure per cell")
+    ap.add_argument("--from-csv", type=Path, default=None, help="print a CSV of --out again")
+    ap.add_argument("--markdown", action="store_true", help="... as a Markdown table")
     args = ap.parse_args(argv)
+    if args.from_csv is not None:
+        rows = read_rows(args.from_csv)
+        pols = [p for p in args.policies.split(",") if p]
+        if args.markdown:
+            print(markdown(rows, pols))
+        else:
+            print(HEADER)
+            for r in rows:
+                print_row(r, pols)
+        summary(rows, pols)
+        return
     if args.quick:
         args.days, args.file_days, args.seeds = 1.0, 2.0, "1,2"
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
