@@ -128,9 +128,13 @@ def run_cell(cell: dict) -> dict:
 
         path = seeds_dir() / "sessions" / cell["file"]
         got = sessions_for_simulation(
-            station, sessions=path, history=path, span=timedelta(days=days), start=start
-        )
-        visits, history = got.visits, got.history
+            station,
+            sessions=path,
+            history=path,
+            span=timedelta(days=days),
+            align_to=start.astimezone(station.site.tz).date(),
+        )  # the run starts on the data's first weekday on or after the weather's start
+        visits, history, start = got.visits, got.history, got.start
         notes = f"{len(visits)} cars, {len(history)} in history"
     else:
         visits = generate_visits(station, start, start + timedelta(days=days), cell["seed"])
@@ -328,7 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     if args.jobs <= 1:
         for c in todo:
-            rows.append(run_cell(c))
+            try:
+                rows.append(run_cell(c))
+            except Exception as exc:  # report the cell, keep the matrix going
+                print(f"{c['name']}: FAILED: {exc!r}", file=sys.stderr, flush=True)
+                continue
             print_row(rows[-1], args.policies)
     else:
         ctx = mp.get_context("spawn")

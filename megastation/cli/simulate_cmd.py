@@ -253,7 +253,7 @@ def run_policies(
     "--align-to",
     default=None,
     help="Move the sessions by whole weeks onto this local date (weekday and time of day "
-    "kept) [default: --start, else the data's own dates].",
+    "kept) [default: with --start, the week before it; else the data's own dates].",
 )
 @click.option(
     "--wants",

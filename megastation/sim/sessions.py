@@ -925,7 +925,8 @@ def sessions_for_simulation(
     """Cars and history for ``megastation simulate --sessions/--history``.
 
     The run starts at ``start`` or else at the local midnight of the first rebased
-    arrival (``align_to`` or, without it, the data's own dates); cars arriving later than
+    arrival (``align_to`` or, without it, the data's own dates; with ``start`` and no
+    ``align_to`` the data's first day is moved into the six days before the start); cars arriving later than
     ``span`` after it are dropped (counted). The ``history`` file (same options) is moved
     by whole weeks to end before the start (:func:`history_align_to`). With
     ``sessions=None`` only the history is read (``start`` is then required)."""
@@ -933,7 +934,9 @@ def sessions_for_simulation(
     reports = []
     visits: list[CarVisit] = []
     if align_to is None and start is not None:
-        align_to = start.astimezone(station.site.tz).date()
+        # the data's first weekday lands in the week before the start, so the period
+        # from the start on is covered (earlier sessions are dropped, counted)
+        align_to = start.astimezone(station.site.tz).date() - timedelta(days=6)
     if sessions is not None:
         report = ImportReport(str(sessions))
         rows = read_sessions(
