@@ -8,13 +8,22 @@ speaking OCPP 1.6 MeterValues, one outstanding CALL per connection as OCPP requi
 2. paced: N chargers at one MeterValues per ``--interval`` seconds against megastation;
    prints p50/p99 (target: p99 < 50 ms at 1,000 chargers / 10 s).
 
+With ``--console`` it measures instead what the web console costs: the flood against
+megastation alone, then with the console served on the same event loop and one
+console client connected (the live overview over server-sent events, plus what the
+page fetches: the chart data every 15 s, and a Prometheus scrape every 15 s),
+alternating ``--rounds`` times; prints the median msg/s of each and the cost
+(target < 5 %).
+
     .venv/bin/python benchmarks/ocpp_throughput.py [-n 1000] [--seconds 10]
+    .venv/bin/python benchmarks/ocpp_throughput.py --console [-n 100] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -66,6 +75,115 @@ async def serve_megastation(n: int) -> None:
     await cs.start("127.0.0.1", 0)
     print(cs.port, flush=True)
     await asyncio.Future()
+
+
+async def serve_megastation_web(n: int) -> None:
+    """megastation with the console beside it; prints the OCPP port, web port, API token."""
+    from megastation.core.clock import SystemClock
+    from megastation.core.config import load_station, seeds_dir
+    from megastation.store import Store, records
+    from megastation.web import WebServer
+    from megastation.web.auth import add_user, new_api_token
+    from ocpp_central.server import CentralSystem
+
+    clock = SystemClock()
+    db = Path(tempfile.mkdtemp()) / "bench.db"
+    store = Store(db, clock)
+    for i in range(n):
+        records.add_pending_charger(store, f"CP{i:05d}")
+        records.accept_charger(store, f"CP{i:05d}")
+    add_user(store, "bench", "viewer", "benchmark-password")
+    token = new_api_token(store, "bench")
+    station = load_station(seeds_dir() / "gwangju-donggu.toml")
+    cs = CentralSystem(station, store, clock)
+    await cs.start("127.0.0.1", 0)
+    web = await WebServer(station, store, clock, central=cs, port=0).start()
+    print(f"{cs.port} {web.port} {token}", flush=True)
+    await asyncio.Future()
+
+
+async def console_client(port: int, token: str, stop: asyncio.Event, seen: list[int]) -> None:
+    """What one open console page asks of the server: the SSE overview stream, the
+    chart data every 15 s; plus a Prometheus scrape every 15 s."""
+
+    async def get(path: str) -> None:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        await r.read()
+        w.close()
+
+    async def events() -> None:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(
+            f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        )
+        try:
+            while line := await r.readline():
+                if line.startswith(b"event: overview"):
+                    seen[0] += 1
+        finally:
+            w.close()
+
+    sse = asyncio.create_task(events())
+    try:
+        while not stop.is_set():
+            await asyncio.gather(get("/api/v1/flows"), get("/metrics"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 15.0)
+    finally:
+        sse.cancel()
+        await asyncio.gather(sse, return_exceptions=True)
+
+
+def run_console(n: int, seconds: float, with_console: bool) -> dict:
+    """One flood run against megastation, with or without the console and its client."""
+    if not with_console:
+        return run("megastation", n, seconds, None)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "megastation-web", "-n", str(n)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
+    ocpp_port, web_port, token = proc.stdout.readline().split()
+
+    async def both() -> dict:
+        stop, seen = asyncio.Event(), [0]
+        client = asyncio.create_task(console_client(int(web_port), token, stop, seen))
+        try:
+            r = await load(int(ocpp_port), n, seconds, None)
+        finally:
+            stop.set()
+            await asyncio.gather(client, return_exceptions=True)
+        return {**r, "overviews": seen[0]}
+
+    try:
+        return asyncio.run(both())
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def console_cost(n: int, seconds: float, rounds: int) -> None:
+    print(f"{os.cpu_count()} CPUs, {n} connections, {seconds:g} s per run, {rounds} rounds")
+    alone, served = [], []
+    for i in range(rounds):
+        a = run_console(n, seconds, False)
+        b = run_console(n, seconds, True)
+        alone.append(a["messages_per_s"])
+        served.append(b["messages_per_s"])
+        print(
+            f"round {i + 1}: alone {a['messages_per_s']:7.0f} msg/s   with console "
+            f"{b['messages_per_s']:7.0f} msg/s ({b['overviews']} overviews pushed)"
+        )
+    m_a, m_b = statistics.median(alone), statistics.median(served)
+    print(
+        f"median: alone {m_a:.0f} msg/s, with one console client {m_b:.0f} msg/s: "
+        f"cost {100 * (1 - m_b / m_a):.1f} %  (target < 5 %)"
+    )
 
 
 def start_server(kind: str, n: int) -> tuple[subprocess.Popen, int]:
@@ -191,8 +309,20 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000, help="charger connections")
     ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     ap.add_argument("--interval", type=float, default=10.0, help="paced run: s between messages")
-    ap.add_argument("--serve", choices=["echo", "megastation"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--console", action="store_true", help="cost of serving the console (see above)"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="--console: alternating runs each")
+    ap.add_argument(
+        "--serve", choices=["echo", "megastation", "megastation-web"], help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
+    if args.serve == "megastation-web":
+        asyncio.run(serve_megastation_web(args.n))
+        return
+    if args.console:
+        console_cost(args.n, args.seconds, args.rounds)
+        return
     if args.serve == "echo":
         asyncio.run(serve_echo())
         return

@@ -80,6 +80,7 @@ class OcppGateway:
         *,
         deadband_kw: float = 1.0,
         refresh_before_s: float | None = None,
+        ready_timeout_s: float = 60.0,
     ) -> None:
         self.station = station
         self.store = store
@@ -89,11 +90,34 @@ class OcppGateway:
         # re-send when the profile on the charger ends within this [s]
         self.refresh_before_s = refresh_before_s or 3.0 * station.site.dispatch_interval_s
         self.sent = 0  # SetChargingProfile calls made by this gateway
+        # how long a fail-safe install waits for a new connection's boot to be accepted [s]
+        self.ready_timeout_s = ready_timeout_s
+        self._locks: dict[str, asyncio.Lock] = {}  # one configuration/fail-safe at a time
+
+    def _lock(self, charger_id: str) -> asyncio.Lock:
+        lock = self._locks.get(charger_id)
+        if lock is None:
+            lock = self._locks[charger_id] = asyncio.Lock()
+        return lock
+
+    async def _ready(self, charger_id: str, timeout_s: float) -> bool:
+        """Whether the charger may be sent calls now: connected and, on a central system
+        that knows, its boot on this connection accepted (waits up to ``timeout_s``)."""
+        wait = getattr(self.central, "wait_ready", None)
+        if wait is None:
+            return self.central.is_connected(charger_id)
+        if timeout_s <= 0:
+            return self.central.is_ready(charger_id)
+        return await wait(charger_id, timeout_s)
 
     # ----------------------------------------------------------------- capabilities
 
     async def caps(self, charger_id: str) -> ChargerCaps | None:
-        """The charger's capabilities (configuration read once, kept in the store)."""
+        """The charger's capabilities (configuration read once, kept in the store).
+
+        None when it is not known: an unknown charger, or a read that failed (timeout,
+        disconnect: not kept, so the next call reads again).
+        """
         ch = self.station.charger(charger_id)
         version = self.central.ocpp_version(charger_id)
         if ch is None or version is None:
@@ -101,6 +125,8 @@ class OcppGateway:
         keys = cr.charger_config_keys(self.store, charger_id)
         if keys is None:
             keys = await self._read_keys(charger_id, version)
+            if keys is None:
+                return None
             controllable, reason = True, None
             features = keys.get("SupportedFeatureProfiles")
             if version == "1.6" and features and "smartcharging" not in features.lower():
@@ -118,7 +144,9 @@ class OcppGateway:
             keys, ocpp_version=version, kind=ch.kind, phases=ch.phases, voltage_v=ch.voltage_v
         )
 
-    async def _read_keys(self, charger_id: str, version: str) -> dict[str, str]:
+    async def _read_keys(self, charger_id: str, version: str) -> dict[str, str] | None:
+        """The smart-charging configuration; {} if the charger does not support the read
+        (its defaults apply), None if the read failed (retried later)."""
         keys: dict[str, str] = {}
         if version == "1.6":
             out = await self.central.call(
@@ -142,6 +170,13 @@ class OcppGateway:
                 name = (item.get("variable") or {}).get("name")
                 if item.get("attribute_status") == "Accepted" and name in VARIABLES_201:
                     keys[VARIABLES_201[name]] = str(item.get("attribute_value", ""))
+        failed = out.status in ("timeout", "offline", "error")
+        if failed and not any(u in (out.error or "") for u in UNSUPPORTED):
+            log.warning(
+                "%s: configuration read failed (%s: %s); read again later",
+                charger_id, out.status, out.error,
+            )  # fmt: skip
+            return None
         return keys
 
     # ----------------------------------------------------------------- sending
@@ -175,9 +210,17 @@ class OcppGateway:
 
         if not self.central.is_connected(charger_id):
             return [outcome(sp, "offline") for sp in setpoints]
-        caps = await self.caps(charger_id)
+        if not await self._ready(charger_id, 0):
+            return [outcome(sp, "offline", detail="boot not accepted yet") for sp in setpoints]
+        async with self._lock(charger_id):
+            caps = await self.caps(charger_id)
         if caps is None:
-            return [outcome(sp, "error", detail="unknown charger") for sp in setpoints]
+            detail = (
+                "unknown charger"
+                if self.station.charger(charger_id) is None
+                else "configuration not read yet"
+            )
+            return [outcome(sp, "error", detail=detail) for sp in setpoints]
         if charger_id in cr.uncontrollable_chargers(self.store):
             return [outcome(sp, "uncontrollable") for sp in setpoints]
         out = []
@@ -185,9 +228,10 @@ class OcppGateway:
             now = self.clock.now()
             prev = cr.active_profile(self.store, charger_id, sp.connector_id, "tx")
             q = quantised(caps, sp.schedule, now)
+            # the deadband holds on forced re-plans too: a profile (nearly) equal to the
+            # one in force is not sent again (#13: 225 identical profiles in 2.5 min)
             if (
-                not sp.force
-                and prev is not None
+                prev is not None
                 and prev.transaction_id == sp.transaction_id
                 and within_deadband(
                     KwSchedule.from_json(prev.schedule),
@@ -200,6 +244,11 @@ class OcppGateway:
                 )
             ):
                 out.append(outcome(sp, "deadband"))
+                continue
+            if not _still_open(self.store, sp.transaction_id):
+                # the car left between planning and sending: never send a TxProfile for
+                # an ended transaction (2.0.1 chargers may apply it to the next one)
+                out.append(outcome(sp, "ended", detail="transaction ended before sending"))
                 continue
             tx_id: str | int = sp.ocpp_tx_id
             if caps.ocpp_version == "1.6":
@@ -251,11 +300,27 @@ class OcppGateway:
         """Station maximum and TxDefault profiles; not re-sent when already on the charger."""
         if self.station.charger(charger_id) is None:
             return []
-        if not self.central.is_connected(charger_id):
+        if not await self._ready(charger_id, self.ready_timeout_s):
+            # not connected, or its boot not (yet) accepted: nothing is sent before it is
             return [ApplyOutcome(charger_id, 0, t, "offline") for t in ("max", "tx_default")]
-        caps = await self.caps(charger_id)
+        async with self._lock(charger_id):  # one install per connection, not one per event
+            return await self._install_failsafe(charger_id, grid_import_limit_kw)
+
+    async def _install_failsafe(
+        self, charger_id: str, grid_import_limit_kw: float
+    ) -> list[ApplyOutcome]:
+        caps = None
+        for attempt in range(3):  # a failed configuration read is retried
+            caps = await self.caps(charger_id)
+            if caps is not None or not self.central.is_connected(charger_id):
+                break
+            await asyncio.sleep(2.0 * (attempt + 1))
         if caps is None:
-            return []
+            detail = "configuration not read"
+            return [
+                ApplyOutcome(charger_id, 0, t, "error", detail=detail)
+                for t in ("max", "tx_default")
+            ]
         fs = failsafe_limits_kw(
             self.station.chargers, grid_import_limit_kw, self.station.site.base_load_kw
         )[charger_id]

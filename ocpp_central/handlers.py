@@ -17,6 +17,7 @@ from ocpp.v201.enums import Action as A201
 
 from megastation.core import events
 from megastation.store import parse_iso, records
+from ocpp_central import protocol
 
 if TYPE_CHECKING:
     from ocpp_central.server import ChargerSession
@@ -42,7 +43,12 @@ def _sample_event(
     phase_power = 0.0
     have_phase_power = False
     for s in samples:
-        if s.ts != last_ts or s.location not in ("", "Outlet"):
+        if s.ts != last_ts:
+            continue
+        if s.measurand == records.SOC:  # the car's SoC: sampled at location EV (or none)
+            soc = s.value / 100.0
+            continue
+        if s.location not in ("", "Outlet"):
             continue
         if s.measurand == records.POWER_IMPORT and s.unit == "kW":
             if s.phase:
@@ -52,8 +58,6 @@ def _sample_event(
                 power = s.value
         elif s.measurand == records.ENERGY_REGISTER and s.unit == "kWh" and not s.phase:
             energy = s.value
-        elif s.measurand == records.SOC:
-            soc = s.value / 100.0
     if power is None and have_phase_power:
         power = phase_power
     return events.MeterSampleReceived(
@@ -122,7 +126,7 @@ class _Base:
     def _meter_values(
         self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None
     ) -> None:
-        samples = records.normalise_meter_values(meter_value)
+        samples = records.normalise_meter_values(meter_value, self.charger_id)
         if (
             records.record_meter_values(
                 self.store, self.charger_id, connector_id, samples, transaction_id=transaction_id
@@ -198,15 +202,16 @@ class Handlers16(_Base):
     def on_start_transaction(
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **kw: Any
     ) -> dict[str, Any]:
-        auth = self._authorize(id_tag)
         ts = records.parse_time(timestamp)
+        meter_start_wh = records.checked(meter_start, "meterStart")
+        auth = self._authorize(id_tag)
         res = records.start_transaction(
             self.store,
             self.charger_id,
             connector_id=connector_id,
             id_token=id_tag,
             auth_status=auth.status,
-            meter_start_wh=float(meter_start),
+            meter_start_wh=meter_start_wh,
             ts=ts,
         )
         if res.created:
@@ -217,7 +222,7 @@ class Handlers16(_Base):
                     res.transaction_id,
                     connector_id,
                     id_tag,
-                    float(meter_start),
+                    meter_start_wh,
                 )
             )
         return {"transaction_id": res.transaction_id, "id_tag_info": self._id_tag_info(auth)}
@@ -234,12 +239,13 @@ class Handlers16(_Base):
         **kw: Any,
     ) -> dict[str, Any]:
         ts = records.parse_time(timestamp)
-        samples = records.normalise_meter_values(transaction_data or [])
+        meter_stop_wh = records.checked(meter_stop, "meterStop")
+        samples = records.normalise_meter_values(transaction_data or [], self.charger_id)
         res = records.stop_transaction(
             self.store,
             self.charger_id,
             transaction_id,
-            meter_stop_wh=float(meter_stop),
+            meter_stop_wh=meter_stop_wh,
             ts=ts,
             reason=reason,
             id_token=id_tag,
@@ -353,7 +359,7 @@ class Handlers201(_Base):
         ts = records.parse_time(timestamp)
         token = id_token.get("id_token") if id_token else None
         auth = self._authorize(token) if id_token else None
-        samples = records.normalise_meter_values(meter_value or [])
+        samples = records.normalise_meter_values(meter_value or [], self.charger_id)
         connector_id = evse.get("id") if evse else None
         res = records.transaction_event(
             self.store,
@@ -415,8 +421,8 @@ class Handlers201(_Base):
     def on_notify_ev_charging_needs(
         self, evse_id: int, charging_needs: dict[str, Any], **kw: Any
     ) -> dict[str, Any]:
-        ac = charging_needs.get("ac_charging_parameters") or {}
-        dc = charging_needs.get("dc_charging_parameters") or {}
+        ac = _checked_params(charging_needs.get("ac_charging_parameters"), "ac")
+        dc = _checked_params(charging_needs.get("dc_charging_parameters"), "dc")
         energy_wh = ac.get("energy_amount", dc.get("energy_amount"))
         max_power_kw = None
         if dc.get("ev_max_power") is not None:
@@ -427,7 +433,9 @@ class Handlers201(_Base):
             max_power_kw = ac["ev_max_current"] * ac["ev_max_voltage"] * phases / 1000.0
         elif dc.get("ev_max_current") is not None:
             max_power_kw = dc["ev_max_current"] * dc["ev_max_voltage"] / 1000.0
-        departure = records.parse_time(charging_needs.get("departure_time"))
+        departure = records.parse_time(
+            charging_needs.get("departure_time"), "chargingNeeds.departureTime"
+        )
         needs = records.record_charging_needs(
             self.store,
             self.charger_id,
@@ -475,6 +483,31 @@ class Handlers201(_Base):
     def on_log_status_notification(self, status: str, **kw: Any) -> dict[str, Any]:
         log.info("%s: log upload %s", self.charger_id, status)
         return {}
+
+
+# NotifyEVChargingNeeds numbers the plan uses: field -> largest plausible value (>= 0)
+_NEEDS_RANGE = {
+    "energy_amount": 1e9,  # Wh
+    "ev_max_power": 1e7,  # W
+    "ev_max_current": 1e4,  # A
+    "ev_max_voltage": 1e5,  # V
+    "ev_min_current": 1e4,  # A
+    "ev_max_energy_request": 1e9,  # Wh
+    "ev_min_energy_request": 1e9,  # Wh
+    "ev_energy_capacity": 1e9,  # Wh
+    "full_so_c": 100,  # %
+    "bulk_so_c": 100,  # %
+}
+
+
+def _checked_params(params: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    """AC/DC charging parameters with every number finite and in range (else InvalidValue)."""
+    out = dict(params or {})
+    for key, hi in _NEEDS_RANGE.items():
+        if out.get(key) is not None:
+            field = f"chargingNeeds.{kind}ChargingParameters.{protocol.camel_key(key)}"
+            out[key] = records.checked(out[key], field, lo=0.0, hi=hi)
+    return out
 
 
 def parse(text: str):

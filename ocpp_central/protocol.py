@@ -76,18 +76,89 @@ class FrameError(Exception):
         return codes.get(self.kind) or codes["generic"]
 
 
+MAX_DEPTH = 32  # arrays/objects nested deeper are refused (OCPP payloads use < 10 levels)
+MAX_INT = 2**53  # integers beyond +-2**53 are not interoperable JSON (RFC 7493, I-JSON)
+
+
+class _NumberError(ValueError):
+    """A JSON number the central system will not take (non-finite or out of range)."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind  # FrameError kind: "format" (not JSON) or "property" (out of range)
+
+
+def _bad_constant(name: str) -> Any:
+    raise _NumberError("format", f"{name} is not a JSON number")
+
+
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf (1e400 overflows): NaN literals go to _bad_constant
+        raise _NumberError("property", f"number {text[:40]} is out of range")
+    return value
+
+
+def _checked_int(text: str) -> int:
+    value = int(text)
+    if len(text) > 15 and not -MAX_INT <= value <= MAX_INT:
+        raise _NumberError("property", f"integer {text[:40]} is out of range (|n| > 2**53)")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    parse_float=_checked_float, parse_int=_checked_int, parse_constant=_bad_constant
+)
+
+
+def _lenient_uid(text: str | bytes) -> str:
+    """The uniqueId of a frame refused for one of its numbers ("-1" if not readable)."""
+    try:
+        msg = json.loads(text, parse_constant=lambda _: None, parse_int=lambda _: 0)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "-1"
+    if isinstance(msg, list) and len(msg) > 1 and isinstance(msg[1], str) and len(msg[1]) <= 36:
+        return msg[1]
+    return "-1"
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays/objects in ``value`` nest deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values() if isinstance(x, dict | list))
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v if isinstance(x, dict | list))
+    return False
+
+
 def parse_frame(text: str | bytes) -> list[Any]:
     """Decode one frame into ``[2, id, action, payload]``, ``[3, id, payload]`` or ``[4, ...]``.
 
-    Raises :class:`FrameError` for anything that is not a well-formed OCPP-J message.
+    Raises :class:`FrameError` for anything that is not a well-formed OCPP-J message:
+    not JSON (also ``NaN`` / ``Infinity``, which JSON does not have), nested deeper than
+    :data:`MAX_DEPTH`, or a number no charger can mean (``1e400`` overflows to infinity;
+    integers beyond +-2**53) - the latter as a property error.
     """
     try:
-        msg = json.loads(text)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        msg = _DECODER.decode(text)
+    except _NumberError as e:
+        raise FrameError(e.kind, str(e), _lenient_uid(text)) from None
+    except RecursionError:
+        raise FrameError("format", f"message nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError):
         raise FrameError("format", "message is not valid JSON") from None
     if not isinstance(msg, list) or not msg:
         raise FrameError("format", "message must be a JSON array")
     uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) else "-1"
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(msg, MAX_DEPTH):
+        raise FrameError("format", f"message nested deeper than {MAX_DEPTH} levels", uid)
     mtype = msg[0]
     if isinstance(mtype, bool) or not isinstance(mtype, int):
         raise FrameError("format", "MessageTypeId must be a number", uid)

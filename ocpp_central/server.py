@@ -29,8 +29,9 @@ import inspect
 import logging
 import socket
 import ssl
+import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -40,6 +41,7 @@ import websockets
 from ocpp.exceptions import OCPPError
 from ocpp.routing import create_route_map
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import PayloadTooBig
 from websockets.http11 import Request, Response
 
 from megastation.core import events
@@ -54,8 +56,10 @@ from ocpp_central.protocol import CALL, CALLERROR, CALLRESULT, FrameError
 
 log = logging.getLogger("megastation.ocpp")
 
-MAX_FRAME_BYTES = 64 * 1024  # larger frames close the connection (1009)
 _REPLAY_CACHE = 64  # answers remembered per charger, for CALLs re-sent after a reconnect
+# A charger that connects and sends no BootNotification within this long [s] while its
+# registration is Accepted (a reconnect: 1.6 boots only at power-up) is ready for calls.
+READY_AFTER_S = 5.0
 
 
 # DataTransfer handler: (charger_id, message_id, data) -> (status, response data or None);
@@ -148,6 +152,22 @@ class ChargerSession:
         # the CSMS asked for (TriggerMessage; 2.0.1 NotifyReport), is processed.
         self.registration = registration
         self._triggered: set[str] = set()  # actions requested by TriggerMessage while pending
+        self.last_rx = time.monotonic()  # last frame received [s, monotonic real time]
+        # Ready for calls from the CSMS (configuration read, profiles): its BootNotification
+        # on this connection was answered Accepted, or (a reconnect without a boot) it sent
+        # another CALL while Accepted, or READY_AFTER_S passed with no boot begun.
+        self.ready = False
+        self.settled = asyncio.Event()  # readiness decided (ready or not)
+        self._boot_seen = False  # a BootNotification arrived on this connection
+        self._ready_timer: asyncio.TimerHandle | None = None
+
+    def _set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        self.settled.set()
+
+    def _ready_without_boot(self) -> None:
+        if not self._boot_seen and not self.settled.is_set():
+            self._set_ready(self.registration == "Accepted")
 
     # ----------------------------------------------------------------- incoming
 
@@ -156,14 +176,31 @@ class ChargerSession:
             async for frame in self.ws:
                 await self.on_frame(frame)
         except websockets.ConnectionClosed:
-            pass
+            too_big = getattr(self.ws.protocol, "parser_exc", None)
+            if isinstance(too_big, PayloadTooBig):
+                # a compressed frame is not inflated beyond the limit: its size is unknown
+                size = (
+                    f"frame of {too_big.size} bytes"
+                    if too_big.size is not None
+                    else f"compressed frame of over {too_big.max_size} bytes"
+                )
+                text = (
+                    f"{size} refused: over [server] max_frame_bytes = {too_big.max_size}; "
+                    "connection closed (1009)"
+                )
+                log.warning("%s: %s", self.charger_id, text)
+                self.system.log_raw(self.charger_id, "in", None, None, None, text)
         finally:
             self.closed = True
+            self.settled.set()
+            if self._ready_timer is not None:
+                self._ready_timer.cancel()
             if self._pending and not self._pending[1].done():
                 self._pending[1].set_exception(ConnectionError("connection closed"))
 
     async def on_frame(self, frame: str | bytes) -> None:
         sys = self.system
+        self.last_rx = time.monotonic()
         try:
             msg = protocol.parse_frame(frame)
         except FrameError as e:
@@ -186,6 +223,8 @@ class ChargerSession:
             await self._send(cached[1], CALLRESULT, uid, action)  # re-sent: same answer again
             return
         route = self.routes.get(action)
+        if action == "BootNotification":
+            self._boot_seen = True
         try:
             if self.registration != "Accepted" and not self._allowed_unregistered(action):
                 # OCPP 2.0.1 B02.FR.09 / B03.FR.07; 1.6 §4.2: not before being accepted.
@@ -196,10 +235,12 @@ class ChargerSession:
                     uid,
                 )
             if route is None or "_on_action" not in route:
+                # OCPP-J (1.6 table 7, 2.0.1 part 4 §4.3): NotImplemented = action not
+                # known by the receiver; NotSupported = recognised but not supported
                 if protocol.known_action(action, self.version):
-                    raise FrameError("not_implemented", f"no handler for {action}", uid)
+                    raise FrameError("not_supported", f"{action} is not supported here", uid)
                 raise FrameError(
-                    "not_supported", f"{action} is not an OCPP {self.version} action", uid
+                    "not_implemented", f"{action} is not an OCPP {self.version} action", uid
                 )
             protocol.validate_request(action, payload, self.version)
             kwargs = protocol.to_snake(payload)
@@ -219,6 +260,11 @@ class ChargerSession:
         except OCPPError as e:
             await self._send_error(uid, e.code, str(e.description))
             return
+        except records.InvalidValue as e:  # a value that cannot be stored (named)
+            log.warning("%s: %s refused: %s", self.charger_id, action, e)
+            kind = "format" if e.kind == "format" else "property"
+            await self._send_error(uid, protocol._CODES[self.version][kind], f"{action}: {e}")
+            return
         except TypeError as e:  # a handler signature the payload does not fit
             log.warning("%s: %s: %s", self.charger_id, action, e)
             await self._send_error(uid, protocol._CODES[self.version]["format"], str(e))
@@ -232,6 +278,10 @@ class ChargerSession:
         if len(cache) > _REPLAY_CACHE:
             cache.popitem(last=False)
         await self._send(text, CALLRESULT, uid, action)
+        if action == "BootNotification":  # calls to it may follow its answer, not precede it
+            self._set_ready(self.registration == "Accepted")
+        elif not self.ready and self.registration == "Accepted":
+            self._set_ready(True)  # talking normally (reconnected without a boot)
         after = route.get("_after_action")
         if after is not None:
             res = after(**kwargs)
@@ -331,7 +381,8 @@ class CentralSystem:
         response_timeout_s: float = 30,
         command_poll_s: float = 1.0,
         validate_responses: bool = False,
-        max_frame_bytes: int = MAX_FRAME_BYTES,
+        max_frame_bytes: int | None = None,
+        close_timeout_s: float = 5.0,
         data_transfer: Mapping[str, DataTransferHandler] | None = None,
     ) -> None:
         self.station = station  # the station config
@@ -341,7 +392,11 @@ class CentralSystem:
         self.response_timeout_s = response_timeout_s  # charger's answer to a call [s]
         self.command_poll_s = command_poll_s  # command table poll interval [clock s]
         self.validate_responses = validate_responses  # check our own answers too (tests)
-        self.max_frame_bytes = max_frame_bytes  # larger incoming frames close the connection
+        # larger incoming frames close the connection (1009); default [server] max_frame_bytes
+        self.max_frame_bytes = max_frame_bytes or station.server.max_frame_bytes
+        # a closing peer that does not finish the close handshake in this long is cut off
+        # (a frozen charger after a ping timeout: marked disconnected then) [s]
+        self.close_timeout_s = close_timeout_s
         # vendorId -> handler for DataTransfer from chargers; other vendors: UnknownVendorId.
         # [server] data_transfer_vendors are accepted as they come (kept in the message log).
         self.data_transfer: dict[str, DataTransferHandler] = {
@@ -361,6 +416,12 @@ class CentralSystem:
         self._writes: list[tuple[Callable[..., Any], dict[str, Any], asyncio.Future[Any]]] = []
         self._commit_handle: asyncio.Handle | None = None
         self._batch_events: list[events.Event] | None = None  # events raised in a batch
+        self._in_flight: set[int] = set()  # operator commands sent, not yet answered
+        self._watchdog: asyncio.Task[None] | None = None  # drops silent chargers
+        self.closing = False  # close() has begun
+        # frames by (direction, message type, action; None for answers received), for /metrics
+        self.frame_counts: Counter[tuple[str, int | None, str | None]] = Counter()
+        self.last_heartbeat: dict[str, str] = {}  # charger id -> ISO time of its last Heartbeat
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -374,7 +435,12 @@ class CentralSystem:
         ``host:port`` cannot be bound (port in use, unknown host).
         """
         ssl_ctx = tls_context(self.station)
-        records.register_station_chargers(self.store, self.station)
+        records.register_station_chargers(self.store, self.station)  # connected flags reset
+        stale = commands.interrupt_sent(
+            self.store, reason="the server stopped before the charger answered"
+        )
+        if stale:
+            log.warning("commands %s were left 'sent' by a stopped server: interrupted", stale)
         try:
             self.server = await serve(
                 self._handler,
@@ -385,27 +451,45 @@ class CentralSystem:
                 process_request=self._process_request,
                 max_size=self.max_frame_bytes,
                 ssl=ssl_ctx,
-                ping_interval=None,
+                # WebSocket keepalive: a peer that does not answer a ping within
+                # ping_timeout_s is closed (1011) and so marked disconnected
+                ping_interval=self.station.server.ping_interval_s or None,
+                ping_timeout=self.station.server.ping_timeout_s,
+                close_timeout=self.close_timeout_s,
             )
         except OSError as e:
             raise ListenError(host, port, e) from e
         self.port = self.server.sockets[0].getsockname()[1]
         self._poller = asyncio.create_task(self._poll_commands())
+        if self.station.server.silence_timeout_s > 0:
+            self._watchdog = asyncio.create_task(self._watch_silence())
         log.info("OCPP central system listening on %s:%s", host, self.port)
         return self.server
 
-    async def close(self) -> None:
-        if self._poller:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+    async def close(self, grace_s: float = 2.0) -> None:
+        """Stop cleanly (Ctrl-C, SIGTERM): every charger gets a 1001 close ("going away")
+        and is marked disconnected; operator commands still waiting for an answer are
+        resolved ``interrupted``; what was received is committed."""
+        self.closing = True
+        for t in (self._poller, self._watchdog):
+            if t is not None:
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
         if self.server:
-            self.server.close()
-            await self.server.wait_closed()
+            self.server.close()  # closes every connection with 1001
+            await self.server.wait_closed()  # handlers ran: connected flags cleared
+        if self._tasks:  # calls ended with their connections: let them record that
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.commit_writes()
         self.flush_log()
+        commands.interrupt_sent(
+            self.store,
+            sorted(self._in_flight),
+            reason="the server stopped before the charger answered",
+        )
 
     # ----------------------------------------------------------------- handshake
 
@@ -472,9 +556,14 @@ class CentralSystem:
         session = ChargerSession(self, charger_id, ws, version, registration)
         self.sessions[charger_id] = session
         if old is not None:
+            # the old connection may be frozen: close it in the background (aborted if it
+            # does not answer the close within a second), the new one starts at once
             log.info("%s reconnected; closing its old connection", charger_id)
             old.closed = True
-            await old.ws.close(1000, "replaced by a new connection")
+            self._spawn(_close_quickly(old.ws, 1000, "replaced by a new connection"))
+        session._ready_timer = asyncio.get_running_loop().call_later(
+            READY_AFTER_S, session._ready_without_boot
+        )
         now = self.clock.now()
         records.set_connected(self.store, charger_id, True, now, version)
         self.emit(events.ChargerConnected(charger_id, now, version))
@@ -488,6 +577,47 @@ class CentralSystem:
                 records.set_connected(self.store, charger_id, False, now)
                 self.emit(events.ChargerDisconnected(charger_id, now))
                 log.info("%s disconnected", charger_id)
+
+    def drop(self, session: ChargerSession, reason: str) -> None:
+        """Mark a charger disconnected now (a dead connection) and close its socket."""
+        session.closed = True
+        if session._pending and not session._pending[1].done():
+            session._pending[1].set_exception(ConnectionError(reason))
+        if self.sessions.get(session.charger_id) is session:
+            del self.sessions[session.charger_id]
+            now = self.clock.now()
+            records.set_connected(self.store, session.charger_id, False, now)
+            self.emit(events.ChargerDisconnected(session.charger_id, now))
+        log.warning("%s: %s: disconnected", session.charger_id, reason)
+        self.log_raw(session.charger_id, "in", None, None, None, f"dropped: {reason}")
+        self._spawn(_close_quickly(session.ws, 1001, reason[:120]))
+
+    async def _watch_silence(self) -> None:
+        """Drop chargers that sent nothing for ``[server] heartbeat_timeout_s`` (real time)."""
+        timeout_s = self.station.server.silence_timeout_s
+        while True:
+            await asyncio.sleep(min(timeout_s / 4, 10.0))
+            cutoff = time.monotonic() - timeout_s
+            for session in [s for s in self.sessions.values() if s.last_rx < cutoff]:
+                self.drop(session, f"no message for {timeout_s:g} s (heartbeat timeout)")
+
+    def is_ready(self, charger_id: str) -> bool:
+        """Connected and ready for the CSMS's calls (see :attr:`ChargerSession.ready`)."""
+        s = self.sessions.get(charger_id)
+        return s is not None and s.ready and not s.closed
+
+    async def wait_ready(self, charger_id: str, timeout_s: float) -> bool:
+        """Wait (real time) until the charger is ready for calls; False if it is not
+        connected, not accepted (Pending/Rejected) or not ready within ``timeout_s``."""
+        s = self.sessions.get(charger_id)
+        if s is None:
+            return False
+        if not s.settled.is_set():
+            try:
+                await asyncio.wait_for(s.settled.wait(), timeout_s)
+            except TimeoutError:
+                return False
+        return s.ready and not s.closed and self.sessions.get(charger_id) is s
 
     def is_connected(self, charger_id: str) -> bool:
         return charger_id in self.sessions
@@ -531,8 +661,16 @@ class CentralSystem:
         return [r["id"] for r in rows]
 
     async def _run_command(self, row: dict[str, Any]) -> None:
-        outcome = await self._send_call(row["charger_id"], row["action"], row["payload"])
-        commands.finish_command(self.store, row["id"], outcome)
+        self._in_flight.add(row["id"])
+        try:
+            outcome = await self._send_call(row["charger_id"], row["action"], row["payload"])
+            if self.closing and outcome.status in (commands.OFFLINE, commands.TIMEOUT):
+                outcome = CommandOutcome(
+                    commands.INTERRUPTED, error="the server stopped before the charger answered"
+                )
+            commands.finish_command(self.store, row["id"], outcome)
+        finally:
+            self._in_flight.discard(row["id"])
         log.info(
             "command %s %s -> %s: %s", row["id"], row["action"], row["charger_id"], outcome.status
         )
@@ -646,6 +784,9 @@ class CentralSystem:
             ts = self._log_ts = iso(self.clock.now())
             asyncio.get_running_loop().call_soon(self._reset_log_ts)
         self._log_rows.append((charger_id, direction, mtype, uid, action, payload, ts))
+        self.frame_counts[direction, mtype, action] += 1
+        if action == "Heartbeat" and mtype == CALL and charger_id:
+            self.last_heartbeat[charger_id] = ts
         if len(self._log_rows) >= 500:
             self.flush_log()
         elif self._log_flush is None:
@@ -669,6 +810,17 @@ class CentralSystem:
         if days <= 0:
             return 0
         return records.prune_message_log(self.store, self.clock.now() - timedelta(days=days))
+
+
+async def _close_quickly(ws: ServerConnection, code: int, reason: str, wait_s: float = 1.0) -> None:
+    """Close ``ws``; a peer that does not complete the close within ``wait_s`` is cut off."""
+    try:
+        await asyncio.wait_for(ws.close(code, reason), wait_s)
+    except (TimeoutError, websockets.ConnectionClosed, OSError):
+        pass
+    finally:
+        if ws.transport is not None and not ws.transport.is_closing():
+            ws.transport.abort()
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:

@@ -4,6 +4,11 @@ Each keeps its accepted profiles in a :class:`megastation.sim.composite.ProfileS
 (composite of max, TxDefault and Tx profiles) and draws, per connector with a car,
 ``min(composite limit, what the car still wants at its max power)``. The test drives
 time: :meth:`ObeyingCP.step` integrates energy and reports MeterValues.
+
+Installing and clearing follow OCPP 1.6 §3.13 as the ProfileSet does: a profile with
+the id of an installed one, or the same connector, stackLevel and purpose, replaces it
+(so one TxProfile id for two connectors would leave only the last); ClearChargingProfile
+removes what it names and answers Unknown when nothing matched.
 """
 
 from __future__ import annotations
@@ -127,7 +132,13 @@ class ObeyingCP16(_Obeying, CP16):
 
     @on("ClearChargingProfile")
     def on_clear_charging_profile(self, **kw):
-        return res16.ClearChargingProfile(status="Accepted")
+        found = self.profiles.clear(
+            profile_id=kw.get("id"),
+            connector_id=kw.get("connector_id"),
+            purpose=kw.get("charging_profile_purpose"),
+            stack_level=kw.get("stack_level"),
+        )
+        return res16.ClearChargingProfile(status="Accepted" if found else "Unknown")
 
     async def boot(self) -> None:
         await self.call(
@@ -214,7 +225,14 @@ class ObeyingCP201(_Obeying, CP201):
 
     @on("ClearChargingProfile")
     def on_clear_charging_profile(self, **kw):
-        return res201.ClearChargingProfile(status="Accepted")
+        crit = kw.get("charging_profile_criteria") or {}
+        found = self.profiles.clear(
+            profile_id=kw.get("charging_profile_id"),
+            connector_id=crit.get("evse_id"),
+            purpose=crit.get("charging_profile_purpose"),
+            stack_level=crit.get("stack_level"),
+        )
+        return res201.ClearChargingProfile(status="Accepted" if found else "Unknown")
 
     def _seq_no(self) -> int:
         self._seq += 1

@@ -312,6 +312,7 @@ async def _demo_async(
     console,
     record_step_s: float = 60.0,
     boot_timeout_s: float = 30.0,
+    web_port: int | None = None,
 ) -> int:
 
     t_wall = time.perf_counter()
@@ -377,6 +378,22 @@ async def _demo_async(
     )
     holder["c"] = controller
     await central.start("127.0.0.1", 0)
+    web = None
+    if web_port is not None:  # the console, to watch the simulated day live
+        import secrets
+
+        from megastation.web import WebServer
+        from megastation.web.auth import add_user
+
+        password = secrets.token_urlsafe(9)
+        add_user(store, "demo", "operator", password)
+        web = WebServer(
+            station, store, clock, central=central, port=web_port,
+            notify=lambda e: holder["c"].notify(e),
+        )  # fmt: skip
+        await web.start()
+        if console is not None:
+            console.print(f"console: {web.url} (log in as demo, password {password})")
     fleet_thread = _FleetThread(station, visits, f"ws://127.0.0.1:{central.port}", clock, end)
     fleet_holder.append(fleet_thread)
     fleet = fleet_thread.fleet
@@ -539,6 +556,8 @@ async def _demo_async(
         ctl_task.cancel()
         await asyncio.gather(ctl_task, return_exceptions=True)
         await fleet_thread.join(10.0)
+        if web is not None:
+            await web.stop()
         await central.close()
     if fleet_thread.error is not None:
         raise RuntimeError(f"simulated fleet failed: {fleet_thread.error!r}")
@@ -558,11 +577,14 @@ def run_demo(
     out_dir: str | Path = "demo-out",
     console: object | None = None,
     start_hour: float = 0.0,
+    web_port: int | None = None,
 ) -> DemoResult:
     """Run the station in a box; see the module docstring. Returns the KPIs and files.
 
     ``hours`` of station time from ``start_hour`` [h, site time] on the weather file's
     first day, at ``speed`` times the wall clock (24 h at 1440x: about a minute).
+    With ``web_port`` (0 = any free port) the operator console serves the run on
+    127.0.0.1 and its URL and a one-off login are printed.
     """
     t_wall = time.perf_counter()
     out = Path(out_dir)
@@ -586,6 +608,7 @@ def run_demo(
             visits=visits,
             db_path=db_path,
             console=console,
+            web_port=web_port,
         )
     )
     wanted = sum(v.energy_wanted_kwh for v in visits)

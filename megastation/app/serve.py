@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from megastation.control.controller import ControlSupervisor, controller_from_station
+from megastation.core import events
 from megastation.core.clock import Clock
 from megastation.core.config import Station
-from megastation.store import Store
+from megastation.store import Store, records
 from ocpp_central.gateway import OcppGateway
 from ocpp_central.server import CentralSystem, run_server
 
@@ -33,10 +37,23 @@ def controller_hooks(
     it never raises, so the server keeps answering chargers); ``on_event`` forwards the
     central system's domain events to the running controller. Devices default to the
     simulated battery and (with ``pv_kw(t)``) a simulated PV meter.
+
+    The loop steers the station file's chargers and the auto-registered chargers an
+    operator accepted (:func:`megastation.store.records.station_with_registered`): when one
+    that the running loop does not know boots Accepted, the loop restarts with it (it
+    resumes from the store; its start-up installs the fail-safe profiles).
     """
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"station": station}
+    reload = asyncio.Event()
 
     def on_event(event: Any) -> None:
+        if (
+            isinstance(event, events.ChargerBooted)
+            and event.registration == "Accepted"
+            and state["station"].charger(event.charger_id) is None
+        ):
+            log.info("%s accepted: the control loop restarts to steer it", event.charger_id)
+            reload.set()
         sup = state.get("supervisor")
         if sup is not None:
             sup.notify(event)
@@ -48,8 +65,8 @@ def controller_hooks(
 
         def make() -> Any:
             ctl = controller_from_station(
-                station, store, clock, gateway=gateway, pv_kw=pv_kw, forecaster=forecaster,
-                weather=weather, **controller_kwargs,
+                state["station"], store, clock, gateway=gateway, pv_kw=pv_kw,
+                forecaster=forecaster, weather=weather, **controller_kwargs,
             )  # fmt: skip
             # keep the same devices across restarts (the battery's state lives in them)
             if "battery" in devices:
@@ -57,9 +74,22 @@ def controller_hooks(
             devices["battery"], devices["pv"] = ctl.battery, ctl.pv_meter
             return ctl
 
-        sup = ControlSupervisor(make, clock)
-        state["supervisor"] = sup
-        await sup.run()
+        while True:
+            reload.clear()
+            state["station"] = gateway.station = records.station_with_registered(station, store)
+            sup = ControlSupervisor(make, clock)
+            state["supervisor"] = sup
+            task = asyncio.ensure_future(sup.run())
+            waiter = asyncio.ensure_future(reload.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            if not reload.is_set():
+                return task.result()
 
     return on_event, extra_task
 
@@ -72,8 +102,13 @@ async def serve(
     port: int,
     *,
     ready: Callable[[CentralSystem], Any] | None = None,
+    web: bool = True,
+    web_port: int | None = None,
 ) -> None:
-    """Run the OCPP central system on ``host:port`` with the control loop until cancelled."""
+    """Run the OCPP central system on ``host:port`` with the control loop until cancelled.
+
+    With ``web`` the operator console, HTTP API, /metrics and the data hub feed run beside
+    it on ``[web]`` host and port (``web_port`` overrides the port)."""
     on_event, control_task = controller_hooks(station, store, clock)
     await run_server(
         station,
@@ -85,3 +120,26 @@ async def serve(
         extra_tasks=[control_task],
         on_event=on_event,
     )
+
+
+async def until_stopped(main_coro: Awaitable[None]) -> None:
+    """Run ``main_coro`` until it ends or SIGTERM / SIGINT arrives; then cancel it, so its
+    clean-up runs (the same path for both signals)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.ensure_future(main_coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    if task.done():
+        return task.result()
+    logging.getLogger("megastation").info("stopping (signal)")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

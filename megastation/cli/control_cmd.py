@@ -8,7 +8,6 @@ next cycle (within ``site.dispatch_interval_s``).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from megastation.cli.common import (
 from megastation.cli.ocpp_cmd import add_status_section
 from megastation.control.needs import set_override
 from megastation.core.config import Station
-from megastation.store import Store, parse_iso, records
+from megastation.store import Store, json_text, parse_iso, records
 from megastation.store import control as cr
 
 
@@ -75,8 +74,10 @@ def session(ctx: Context, session: int, depart: str | None, energy_kwh: float | 
     """Override a session's departure and energy (SESSION = transaction id in `sessions`)."""
     if depart is None and energy_kwh is None:
         raise click.UsageError("give --depart and/or --energy-kwh")
-    if energy_kwh is not None and energy_kwh < 0:
-        raise click.BadParameter("must be >= 0", param_hint="--energy-kwh")
+    if energy_kwh is not None and not (math.isfinite(energy_kwh) and energy_kwh >= 0):
+        raise click.BadParameter(
+            f"must be a finite number >= 0, got {energy_kwh}", param_hint="--energy-kwh"
+        )
     tx = records.get_transaction(ctx.store, session)
     if tx is None:
         raise click.ClickException(f"no session {session}")
@@ -136,6 +137,9 @@ def control_status(store: Store, station: Station) -> dict[str, Any]:
         "plan": None,
         "connectors": [],
         "uncontrollable": cr.uncontrollable_chargers(store),
+        # cycles failing now: {"error", "since", "last_at", "count"}; the plan below is
+        # then the last good one, older than "since"
+        "cycle_error": cr.cycle_error(store),
     }
     if plan is not None:
         fs = plan["first_step"]
@@ -154,6 +158,8 @@ def control_status(store: Store, station: Station) -> dict[str, Any]:
             "battery_soc_frac": plan["battery_soc_frac"],
             "battery_kw": fs.get("battery_kw"),  # > 0 discharge
             "ev_kw": fs.get("ev_kw"),
+            # bad values in the store the cycle skipped (e.g. a non-finite stored flow)
+            "warnings": (plan.get("inputs") or {}).get("warnings", []),
         }
     for p in cr.list_active_profiles(store):
         sched = p.schedule
@@ -181,6 +187,13 @@ def print_control_status(data: dict[str, Any]) -> None:
         f"grid limit {data['grid_limit_kw']:g} kW ({data['grid_limit_source']}), "
         f"policy {data['policy']}"
     )
+    err = data.get("cycle_error")
+    if err:
+        click.echo(
+            f"CONTROL CYCLES FAILING since {err['since']} ({err['count']} failures, last at "
+            f"{err['last_at']}): {err['error']}"
+        )
+        click.echo("  the plan below is the last good one; chargers follow their fail-safe limits")
     plan = data["plan"]
     if plan is None:
         click.echo("no plan yet (is `megastation serve` running?)")
@@ -201,6 +214,8 @@ def print_control_status(data: dict[str, Any]) -> None:
         click.echo(
             f"PV now {'-' if pv_now is None else f'{pv_now:.1f}'} kW; forecast (kW, 15 min): {fc}"
         )
+        for w in plan.get("warnings") or ():
+            click.echo(f"warning: {w}")
     if data["connectors"]:
         click.echo("connector limits:")
         for c in data["connectors"]:
@@ -220,7 +235,7 @@ def control_status_cmd(ctx: Context, as_json: bool) -> None:
     """The control loop's latest decision (also shown at the end of `status`)."""
     data = control_status(ctx.store, ctx.station)
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json_text(data, indent=2))
     else:
         print_control_status(data)
 

@@ -55,6 +55,14 @@ from megastation.cli.common import Context, check_weather, pass_ctx
     show_default=True,
     help="Folder for the database, CSVs and plots.",
 )
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port of the console on 127.0.0.1 that shows the run live (0: any free port).",
+)
+@click.option("--no-web", is_flag=True, help="No console.")
 @pass_ctx
 def demo(
     ctx: Context,
@@ -65,6 +73,8 @@ def demo(
     weather: str,
     policy: str,
     out_dir: Path,
+    web_port: int,
+    no_web: bool,
 ) -> None:
     """Server, controller and simulated chargers on an accelerated clock; summary at the end."""
     from rich.console import Console
@@ -80,6 +90,7 @@ def demo(
     r = run_demo(
         station, hours=hours, speed=speed, seed=seed, weather=weather, policy=policy,
         out_dir=out_dir, console=console, start_hour=start_hour,
+        web_port=None if no_web else web_port,
     )  # fmt: skip
     console.print(
         kpi_table(

@@ -237,11 +237,13 @@ def score_cmd(
     """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence.
 
     Measured values may be slightly negative at night (clipped to 0); a log whose clock
-    jumps by about an hour (daylight saving) is reported on stderr.
+    jumps by about an hour (daylight saving) is reported on stderr. Also prints the P10/P90
+    band percentiles these errors give (forecasts.bands.fit_bands).
     """
     from forecasts import timing
+    from forecasts.bands import MIN_SAMPLES, fit_bands
     from forecasts.nowcast import step_means
-    from forecasts.pvmodel import pv_power
+    from forecasts.pvmodel import inverter_limits_kw, pv_power
     from forecasts.scoring import read_power_csv, score
     from forecasts.weather import WeatherError, clear_sky_weather, resample_weather
     from megastation.store.forecasts import load_issued
@@ -296,6 +298,23 @@ def score_cmd(
         click.echo(
             f"{r.day:<11}{r.n_steps:>6}{r.nmae:>8.3f}{r.nrmse:>8.3f}{r.nbias:>+8.3f}"
             f"{r.nrmse_persistence:>10.3f}{r.skill:>+8.3f}"
+        )
+    # The P10/P90 spread these errors give (forecast_pv(bands=...)), in clear-sky units.
+    b = fit_bands(
+        m_kw.to_numpy(float),
+        f_kw.reindex(grid).to_numpy(float),
+        clear.reindex(grid).to_numpy(float),
+        float(inverter_limits_kw(arrays).sum()),
+    )
+    if b.source == "history":
+        click.echo(
+            f"bands from these errors: q10 {b.q10:+.3f}, q90 {b.q90:+.3f} "
+            f"(clear-sky index, {b.n_samples} daylight steps)"
+        )
+    else:
+        click.echo(
+            f"bands: too few daylight steps (< {MIN_SAMPLES}); default "
+            f"q10 {b.q10:+.3f}, q90 {b.q90:+.3f}"
         )
     if output is not None:
         table.round(4).to_csv(output, index=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from megastation.cli.common import (
     range_options,
 )
 from megastation.reports import sessions as session_export
-from megastation.store import commands, records
+from megastation.store import commands, json_text, records
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -44,7 +45,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json_text(rows, indent=2))
     else:
         _table(rows, columns)
 
@@ -102,11 +103,33 @@ def set_password(ctx: Context, charger_id: str, password: str | None) -> None:
 
 @chargers_group.command("accept")
 @click.argument("charger_id")
+@click.option("--kind", type=click.Choice(["AC", "DC"], case_sensitive=False), help="[default: AC]")
+@click.option(
+    "--max-power-kw",
+    type=click.FloatRange(0.1, 1e4),
+    help="The charger's power [kW; default: the station's smallest charger of its kind].",
+)
+@click.option("--connectors", type=click.IntRange(1, 64), help="[default: as --max-power-kw]")
 @pass_ctx
-def accept(ctx: Context, charger_id: str) -> None:
-    """Accept an auto-registered (Pending) charger."""
+def accept(
+    ctx: Context,
+    charger_id: str,
+    kind: str | None,
+    max_power_kw: float | None,
+    connectors: int | None,
+) -> None:
+    """Accept an auto-registered (Pending) charger.
+
+    The control loop then steers it like a charger of the station file (fail-safe and
+    charging profiles, its sessions in the plan), rated as given here or like the
+    station's smallest charger of its kind.
+    """
     _chargers_synced(ctx)
-    if not records.accept_charger(ctx.store, charger_id):
+    if max_power_kw is not None and not math.isfinite(max_power_kw):
+        raise click.BadParameter("must be finite", param_hint="--max-power-kw")
+    if not records.accept_charger(
+        ctx.store, charger_id, kind=kind, max_power_kw=max_power_kw, connectors=connectors
+    ):
         raise click.ClickException(f"no charger {charger_id!r}")
     click.echo(f"{charger_id}: Accepted (it is told at its next BootNotification)")
 
@@ -213,7 +236,7 @@ def status(ctx: Context, as_json: bool) -> None:
     rows = connector_status_rows(ctx)
     sections = {key: data(ctx) for key, (data, _show) in _STATUS_SECTIONS.items()}
     if as_json:
-        click.echo(json.dumps({"connectors": rows, **sections}, indent=2, default=str))
+        click.echo(json_text({"connectors": rows, **sections}, indent=2))
         return
     _table(rows, [c for c in STATUS_COLUMNS if c != "registration"])
     for key, (_data, show) in _STATUS_SECTIONS.items():
@@ -386,7 +409,7 @@ def command_send(
         raise SystemExit(1)
     click.echo(
         f"command {cid}: {row['status']}"
-        + (f" {json.dumps(row['response'])}" if row["response"] else "")
+        + (f" {json_text(row['response'])}" if row["response"] else "")
         + (f" ({row['error']})" if row["error"] else "")
     )
     if row["status"] != commands.ACCEPTED:

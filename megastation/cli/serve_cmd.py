@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Awaitable
 
 import click
 
@@ -17,15 +19,28 @@ from megastation.core.clock import SystemClock
 @main.command("serve")
 @click.option("--host", default=None, help="Address to listen on [default: [server].host].")
 @click.option("--port", type=int, default=None, help="Port [default: [server].port; 0 = any free].")
+@click.option("--web-port", type=int, default=None, help="Console port [default: [web].port].")
+@click.option("--no-web", is_flag=True, help="No console, API, /metrics or data hub feed.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every OCPP frame.")
 @pass_ctx
-def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> None:
+def serve(
+    ctx: Context,
+    host: str | None,
+    port: int | None,
+    web_port: int | None,
+    no_web: bool,
+    verbose: bool,
+) -> None:
     """Run the OCPP central system: chargers connect over OCPP-J 1.6 / 2.0.1.
 
-    Logs go to stderr; the bound address is logged as "listening on HOST:PORT".
-    Ctrl-C stops cleanly.
+    The operator console, HTTP API (/api/v1), /metrics and the data hub feed
+    (/ngsi-ld/v1) run beside it on [web].host:port (127.0.0.1:8080 by default; accounts:
+    `megastation users add`). Logs go to stderr; the bound addresses are logged as
+    "listening on HOST:PORT" and "console on URL". Ctrl-C and SIGTERM (systemd, Docker) stop cleanly: chargers get a 1001 close and
+    are marked disconnected, commands awaiting an answer end `interrupted`.
     """
     from megastation.app.serve import serve as serve_station
+    from megastation.app.serve import until_stopped
     from megastation.core.config import ConfigError
     from ocpp_central.server import ListenError
 
@@ -46,7 +61,20 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_station(station, store, SystemClock(), h, p, ready=ready))
+            asyncio.run(
+                until_stopped(
+                    serve_station(
+                        station,
+                        store,
+                        SystemClock(),
+                        h,
+                        p,
+                        ready=ready,
+                        web=not no_web,
+                        web_port=web_port,
+                    )
+                )
+            )
     except ConfigError as e:  # TLS files that exist but cannot be loaded
         raise click.ClickException(str(e)) from None
     except ListenError as e:
@@ -54,4 +82,33 @@ def serve(ctx: Context, host: str | None, port: int | None, verbose: bool) -> No
         raise click.ClickException(
             f"{e.strerror}; choose another with {option} ({station.source})"
         ) from None
+    except OSError as e:  # the console's port
+        raise click.ClickException(
+            f"cannot listen on {station.web.host}:{station.web.port if web_port is None else web_port}"
+            f" for the console: {e.strerror or e}; choose another with --web-port or [web].port "
+            f"({station.source}), or --no-web"
+        ) from None
     click.echo("stopped", err=True)
+
+
+async def until_stopped(main_coro: Awaitable[None]) -> None:
+    """Run ``main_coro`` until it ends or SIGTERM / SIGINT arrives; then cancel it, so its
+    clean-up runs (the same path for both signals)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.ensure_future(main_coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    if task.done():
+        return task.result()
+    logging.getLogger("megastation").info("stopping (signal)")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

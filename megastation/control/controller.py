@@ -321,6 +321,8 @@ class Controller:
         self._balanced_at: datetime | None = None
         self._battery_green_frac: float | None = None
         self._battery_may_export = False  # dispatch.battery_may_export, set every cycle
+        self._cycle_failing: bool | None = None  # None: not known (a failure may be stored)
+        self.warnings: list[str] = []  # bad stored values the last cycle skipped
 
     # ----------------------------------------------------------------- events
 
@@ -342,6 +344,8 @@ class Controller:
             self.trigger("car_left")
         elif isinstance(event, ev.ChargingNeedsReceived):
             self.trigger("charging_needs")
+        elif isinstance(event, ev.OperatorChanged):
+            self.trigger(f"operator_{event.what}")
         elif isinstance(event, ev.ChargerDisconnected):
             for key in [k for k in self._ev_kw if k[0] == event.charger_id]:
                 self._ev_kw.pop(key, None)
@@ -411,7 +415,17 @@ class Controller:
                 reasons = self._reasons or {"interval"}
                 self._reasons = set()
                 self._wake.clear()
-                await self.cycle(",".join(sorted(reasons)))
+                try:
+                    await self.cycle(",".join(sorted(reasons)))
+                except Exception as exc:  # shown by `status` until a cycle succeeds
+                    cr.record_cycle_error(
+                        self.store, f"{type(exc).__name__}: {exc}", self.clock.now()
+                    )
+                    self._cycle_failing = True
+                    raise
+                if self._cycle_failing is not False:
+                    cr.clear_cycle_error(self.store)
+                    self._cycle_failing = False
                 if "interval" in reasons or self.clock.now() >= next_at:
                     next_at = self.clock.now() + timedelta(seconds=self.interval_s)
                 if not self._reasons:
@@ -618,6 +632,7 @@ class Controller:
         t_wall = time.perf_counter()
         now = self.clock.now()
         site = self.station.site
+        self.warnings = []
 
         # gather
         batt = await self._read_battery()
@@ -632,6 +647,7 @@ class Controller:
         fs = failsafe_limits_kw(self.station.chargers, limit_kw, site.base_load_kw)
         uncontrollable = cr.uncontrollable_chargers(self.store)
         txs = [t for t in records.open_transactions(self.store) if t.connector_id]
+        self.warnings += [f"{v}: not finite, skipped" for t in txs for v in t.bad_values]
         for t in txs:
             if t.power_kw is not None:
                 self._ev_kw.setdefault((t.charger_id, t.connector_id), t.power_kw)
@@ -985,6 +1001,7 @@ class Controller:
             "uncontrollable": sorted(set(uncontrollable) | rejected),
             "expected_kwh": round(expected_kwh, 3),
             "n_steps": n,
+            "warnings": self.warnings,  # bad stored values skipped
         }
         cycle_s = time.perf_counter() - t_wall
         plan_id = cr.record_plan(
@@ -1217,7 +1234,7 @@ class Controller:
     def _first_soc(self, transaction_id: int) -> float | None:
         row = self.store.conn.execute(
             "SELECT value FROM meter_samples WHERE transaction_id = ? AND measurand = 'SoC' "
-            "ORDER BY ts LIMIT 1",
+            f"AND {records.FINITE_VALUE} ORDER BY ts LIMIT 1",
             (transaction_id,),
         ).fetchone()
         return row[0] / 100.0 if row else None
@@ -1236,16 +1253,28 @@ class Controller:
         )
         w = DEMAND_WINDOW_S
         current = int(now.timestamp()) // w * w  # start of the window in progress
+        span = (iso(month), iso(datetime.fromtimestamp(current, UTC)))
+        finite = "grid_import_kw BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+        # a store written before values were checked at the edge may hold Inf: skip it
+        bad = self.store.conn.execute(
+            f"SELECT COUNT(*) FROM energy_flows WHERE ts >= ? AND ts < ? AND NOT ({finite})",
+            span,
+        ).fetchone()[0]
+        if bad:
+            self.warnings.append(
+                f"energy_flows: {bad} step(s) this month with a non-finite grid_import_kw "
+                "skipped in the demand peak"
+            )
         metered = self.store.conn.execute(
             "SELECT MAX(kw) FROM (SELECT SUM(grid_import_kw * step_s) / ? AS kw "
-            "FROM energy_flows WHERE ts >= ? AND ts < ? "
+            f"FROM energy_flows WHERE ts >= ? AND ts < ? AND {finite} "
             "GROUP BY CAST(strftime('%s', ts) AS INTEGER) / ?)",
-            (w, iso(month), iso(datetime.fromtimestamp(current, UTC)), w),
+            (w, *span, w),
         ).fetchone()[0]
-        if metered is not None:
+        if metered is not None and math.isfinite(metered):
             return max(0.0, float(metered))
         row = self.store.conn.execute(
-            "SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ?",
+            f"SELECT MAX(grid_import_kw) FROM control_plans WHERE created_at >= ? AND {finite}",
             (iso(month),),
         ).fetchone()
         return float(row[0]) if row and row[0] is not None and row[0] > 0 else 0.0

@@ -28,6 +28,9 @@ a live store, not only on simulated ones.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +40,8 @@ import numpy as np
 from megastation.store import Store, flows, iso, parse_iso, records
 
 DEFAULT_GRACE_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,7 +114,12 @@ class FlowRecorder:
         return b
 
     def observe(self, t: datetime, reading: Reading) -> None:
-        """Hold the previous reading until ``t``, then take this one; write due steps."""
+        """Hold the previous reading until ``t``, then take this one; write due steps.
+
+        A non-finite value in ``reading`` (a device's bug) is not recorded: a meter's
+        import/export counts as no meter reading, any other power as 0 (logged).
+        """
+        reading = _finite_reading(reading)
         if self._last is not None:
             t0, r = self._last
             values = self._values(r)
@@ -250,6 +260,19 @@ class FlowRecorder:
         return out
 
 
+def _finite_reading(r: Reading) -> Reading:
+    bad = [k for k, v in dataclasses.asdict(r).items() if v is not None and not math.isfinite(v)]
+    if not bad:
+        return r
+    log.warning("energy flows: non-finite %s in a reading not recorded", ", ".join(bad))
+    fixed = {k: (0.0 if k in ("pv_kw", "battery_kw", "ev_kw") else None) for k in bad}
+    if "import_kw" in bad or "export_kw" in bad:
+        fixed["import_kw"] = fixed["export_kw"] = None
+    if "grid_limit_kw" in bad:
+        fixed["grid_limit_kw"] = 0.0
+    return dataclasses.replace(r, **fixed)
+
+
 def _delivered_at(
     store: Store,
     tx: int,
@@ -263,13 +286,13 @@ def _delivered_at(
     interpolated; 0 at the start, the final energy at the stop)."""
     regs = store.conn.execute(
         "SELECT ts, value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
-        "AND phase = '' AND location IN ('', 'Outlet') ORDER BY ts",
+        f"AND phase = '' AND location IN ('', 'Outlet') AND {records.FINITE_VALUE} ORDER BY ts",
         (tx, records.ENERGY_REGISTER),
     ).fetchall()
     start_kwh = start_wh / 1000.0 if start_wh is not None else (regs[0][1] if regs else 0.0)
     ts = [start.timestamp()] + [parse_iso(r[0]).timestamp() for r in regs]
     kwh = [0.0] + [max(0.0, r[1] - start_kwh) for r in regs]
-    if state != "open" and stop is not None and energy_kwh is not None:
+    if state != "open" and stop is not None and records.finite_or_none(energy_kwh) is not None:
         ts.append(parse_iso(stop).timestamp())
         kwh.append(float(energy_kwh))
     order = np.argsort(ts, kind="stable")

@@ -260,7 +260,8 @@ def learn_defaults_from_store(
     """
     rows = store.db.execute(
         "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
-        "WHERE state = 'closed' AND stop_time IS NOT NULL AND energy_kwh IS NOT NULL "
+        "WHERE state = 'closed' AND stop_time IS NOT NULL "
+        "AND energy_kwh BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 "
         "ORDER BY start_time DESC LIMIT ?",
         [limit],
     ).fetchall()
@@ -278,6 +279,8 @@ def set_override(
     energy_kwh: float | None,
 ) -> None:
     """Record an operator's departure [UTC] and/or total energy [kWh] for a session."""
+    if energy_kwh is not None and not (math.isfinite(energy_kwh) and energy_kwh >= 0):
+        raise ValueError(f"energy_kwh: must be a finite number >= 0, got {energy_kwh}")
     with store.conn:
         store.conn.execute(
             "INSERT INTO control_session_overrides (transaction_id, departure, energy_kwh, set_at) "
@@ -293,7 +296,10 @@ def read_overrides(store: Store) -> dict[int, tuple[datetime | None, float | Non
     rows = store.db.execute(
         "SELECT transaction_id, departure, energy_kwh FROM control_session_overrides"
     ).fetchall()
-    return {int(t): (parse_iso(d) if d else None, e) for t, d, e in rows}
+    return {  # a non-finite energy (stored before it was checked) counts as not given
+        int(t): (parse_iso(d) if d else None, e if e is None or math.isfinite(e) else None)
+        for t, d, e in rows
+    }
 
 
 # --------------------------------------------------------------------------- expected cars
@@ -458,7 +464,8 @@ def expected_demand_for_station(
     else ``fallback()`` (default :func:`profile_demand`: the fleet profile in ``seeds/``)."""
     rows = store.db.execute(
         "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
-        "WHERE state = 'closed' AND stop_time IS NOT NULL AND energy_kwh IS NOT NULL "
+        "WHERE state = 'closed' AND stop_time IS NOT NULL "
+        "AND energy_kwh BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 "
         "ORDER BY start_time DESC LIMIT ?",
         [limit],
     ).fetchall()

@@ -40,7 +40,7 @@ class Site:
     grid_import_limit_kw: float
     grid_export_limit_kw: float
     base_load_kw: float = 0.0  # other site load, constant when nothing better is known
-    free_vend: bool = False
+    free_vend: bool = False  # accept any id token except the ones the operator blocked
     auto_register: bool = False
     dispatch_interval_s: int = 60
     dispatch_step_min: int = 15
@@ -62,6 +62,33 @@ class Server:
     heartbeat_interval_s: int = 300
     # DataTransfer vendorIds answered Accepted (message kept in the raw message log)
     data_transfer_vendors: tuple[str, ...] = ()
+    # largest incoming WebSocket frame [bytes]; larger ones close the connection (1009,
+    # logged with charger and size). 4 MiB holds a 1.6 StopTransaction with days of data.
+    max_frame_bytes: int = 4 * 1024 * 1024
+    # WebSocket ping every ping_interval_s [s] (0 = none); no pong within ping_timeout_s
+    # [s] closes the connection (1011) and the charger counts as disconnected
+    ping_interval_s: float = 60.0
+    ping_timeout_s: float = 30.0
+    # a charger that sends nothing for this long [s] is disconnected (0 = never);
+    # None: 2 heartbeat intervals + 60 s
+    heartbeat_timeout_s: float | None = None
+
+    @property
+    def silence_timeout_s(self) -> float:
+        """How long a connected charger may stay silent before it is dropped [s] (0: never)."""
+        if self.heartbeat_timeout_s is not None:
+            return self.heartbeat_timeout_s
+        return 2.0 * self.heartbeat_interval_s + 60.0
+
+
+@dataclass(frozen=True)
+class Web:
+    """The operator console and HTTP API (``[web]``); TLS from ``[server]`` tls_cert/tls_key."""
+
+    host: str = "127.0.0.1"  # loopback unless configured: the console controls the station
+    port: int = 8080
+    session_hours: float = 12.0  # a login lasts this long [h, wall time]
+    sse_interval_s: float = 2.0  # live overview push interval [s, wall time]
 
 
 @dataclass(frozen=True)
@@ -174,6 +201,7 @@ class Station:
     battery: BatteryConfig | None
     weather: WeatherFeedConfig | None = None  # None: no live weather forecast
     source: str = "<memory>"  # file it was read from
+    web: Web = field(default_factory=Web)  # operator console and HTTP API
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def charger(self, charger_id: str) -> Charger | None:
@@ -358,6 +386,10 @@ def _server(t: _Table) -> Server:
         tls_key=t.string("tls_key", None),
         message_log_retention_days=t.integer("message_log_retention_days", 30, minimum=0),
         heartbeat_interval_s=t.integer("heartbeat_interval_s", 300, minimum=1),
+        max_frame_bytes=t.integer("max_frame_bytes", 4 * 1024 * 1024, minimum=1024),
+        ping_interval_s=t.number("ping_interval_s", 60.0, minimum=0),
+        ping_timeout_s=t.number("ping_timeout_s", 30.0, positive=True),
+        heartbeat_timeout_s=t.number("heartbeat_timeout_s", None, minimum=0),
     )
     if server.port > 65535:
         raise t.fail("port", f"must be <= 65535, got {server.port}")
@@ -374,6 +406,19 @@ def _server(t: _Table) -> Server:
     server = replace(server, data_transfer_vendors=_vendor_ids(t, "data_transfer_vendors"))
     t.done()
     return server
+
+
+def _web(t: _Table) -> Web:
+    web = Web(
+        host=t.string("host", "127.0.0.1"),
+        port=int(t.integer("port", 8080, minimum=0)),
+        session_hours=t.number("session_hours", 12.0, positive=True),
+        sse_interval_s=t.number("sse_interval_s", 2.0, positive=True),
+    )
+    if web.port > 65535:
+        raise t.fail("port", f"must be <= 65535, got {web.port}")
+    t.done()
+    return web
 
 
 def _readable_file(t: _Table, key: str, value: str) -> str:
@@ -571,6 +616,7 @@ def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
         weather=weather,
         source=source,
         raw=data,
+        web=_web(root.table("web", {})),
     )
     root.seen.update(("battery", "weather"))
     root.done()

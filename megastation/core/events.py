@@ -77,3 +77,11 @@ class ChargingNeedsReceived(Event):
     requested_energy_kwh: float | None
     departure_time: datetime | None
     max_power_kw: float | None
+
+
+@dataclass(frozen=True)
+class OperatorChanged(Event):
+    """An operator changed the grid limit, policy or a session's needs (``charger_id`` is "";
+    raised by the web console in the server's process, so the next plan follows at once)."""
+
+    what: str  # grid_limit | policy | session

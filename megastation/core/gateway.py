@@ -24,7 +24,7 @@ class ConnectorSetpoint:
     ocpp_tx_id: str  # the charger's transaction id (for the TxProfile)
     schedule: KwSchedule  # kW; the first period holds the first-step set point
     power_kw: float  # first-step set point [kW]
-    force: bool = False  # send even within the deadband (over-limit guard)
+    force: bool = False  # an over-limit re-plan (the OCPP deadband still holds, #13)
     lease_end: datetime | None = None  # the schedule follows the plan until then, then fail-safe
 
 

@@ -18,14 +18,13 @@ PERIODS = ("light", "mid", "peak")
 
 @dataclass(frozen=True)
 class Tariff:
-    """Vectorised look-up of load period and price by local month and hour."""
+    """Vectorised look-up of the price by local month and hour."""
 
     config: TariffConfig
     timezone: str
 
     def __post_init__(self) -> None:
-        # 12 x 24 tables: period code (0 light, 1 mid, 2 peak) and price per month-hour.
-        code = np.zeros((12, 24), dtype=np.int8)
+        # 12 x 24 table: price per month-hour (period code 0 light, 1 mid, 2 peak per hour).
         price = np.zeros((12, 24))
         for season in self.config.seasons:
             hours = np.zeros(24, dtype=np.int8)
@@ -33,9 +32,7 @@ class Tariff:
             hours[list(season.peak_hours)] = 2
             rates = np.array([season.rates_krw_per_kwh[p] for p in PERIODS])
             for month in season.months:
-                code[month - 1] = hours
                 price[month - 1] = rates[hours]
-        object.__setattr__(self, "_code", code)
         object.__setattr__(self, "_price", price)
 
     def _local(self, times: pd.DatetimeIndex) -> pd.DatetimeIndex:
@@ -47,11 +44,6 @@ class Tariff:
         """Import price [KRW/kWh] of the step starting at each time."""
         local = self._local(times)
         return self._price[local.month - 1, local.hour]
-
-    def period(self, times: pd.DatetimeIndex) -> np.ndarray:
-        """Load period name ('light', 'mid', 'peak') of each time."""
-        local = self._local(times)
-        return np.array(PERIODS, dtype=object)[self._code[local.month - 1, local.hour]]
 
     @property
     def export_price_krw_per_kwh(self) -> float:

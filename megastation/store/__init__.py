@@ -9,6 +9,7 @@ migrations: named functions, applied once each in name order and recorded in the
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from datetime import UTC, datetime
@@ -59,8 +60,33 @@ def parse_iso(text: str) -> datetime:
 
 
 def dumps(obj: Any) -> str:
-    """JSON for payload columns (compact, datetimes as ISO text)."""
-    return json.dumps(obj, separators=(",", ":"), default=_json_default, ensure_ascii=False)
+    """Strict JSON for payload columns (compact, datetimes as ISO text, non-finite -> null)."""
+    try:
+        return json.dumps(
+            obj, separators=(",", ":"), default=_json_default, ensure_ascii=False, allow_nan=False
+        )
+    except ValueError:  # NaN or infinity somewhere: null, as strict JSON has no such numbers
+        return json.dumps(
+            finite_json(obj), separators=(",", ":"), default=_json_default, ensure_ascii=False,
+            allow_nan=False,
+        )  # fmt: skip
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by None, for strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON for output (CLI ``--json``): non-finite numbers as null, never ``Infinity``."""
+    kwargs.setdefault("default", str)
+    return json.dumps(finite_json(obj), allow_nan=False, **kwargs)
 
 
 def _json_default(obj: Any) -> Any:

@@ -24,7 +24,8 @@ TIMEOUT = "timeout"
 OFFLINE = "offline"
 ERROR = "error"
 EXPIRED = "expired"  # queued, but no server sent it before it expired
-FINAL_STATUSES = (ACCEPTED, REJECTED, TIMEOUT, OFFLINE, ERROR, EXPIRED)
+INTERRUPTED = "interrupted"  # sent, but the server stopped before the charger answered
+FINAL_STATUSES = (ACCEPTED, REJECTED, TIMEOUT, OFFLINE, ERROR, EXPIRED, INTERRUPTED)
 OPEN_STATUSES = ("pending", "sent")
 
 # How long an operator's queued command may wait for a server to send it [s].
@@ -235,6 +236,30 @@ def claim_pending_commands(store: Store, limit: int = 100) -> list[dict[str, Any
                 [(now, r[0]) for r in rows],
             )
     return [dict(id=r[0], charger_id=r[1], action=r[2], payload=json.loads(r[3])) for r in rows]
+
+
+def interrupt_sent(
+    store: Store, ids: list[int] | None = None, *, reason: str, now: datetime | None = None
+) -> list[int]:
+    """Resolve commands left ``sent`` (all, or ``ids``) as ``interrupted``; return their ids.
+
+    At server start every ``sent`` command is one a previous server (stopped or killed)
+    never saw answered; at a clean stop, the ones still in flight.
+    """
+    where, args = "status = 'sent'", []
+    if ids is not None:
+        if not ids:
+            return []
+        where += f" AND id IN ({', '.join('?' * len(ids))})"
+        args = list(ids)
+    with store.conn:
+        rows = [r[0] for r in store.conn.execute(f"SELECT id FROM commands WHERE {where}", args)]
+        store.conn.executemany(
+            "UPDATE commands SET status = ?, error = ?, finished_at = ? "
+            "WHERE id = ? AND status = 'sent'",
+            [(INTERRUPTED, reason, iso(now or store.now()), cid) for cid in rows],
+        )
+    return rows
 
 
 def finish_command(store: Store, command_id: int, outcome: CommandOutcome) -> None:

@@ -59,6 +59,36 @@ def policy(store: Store, configured: str) -> str:
     return store.get_setting(POLICY_KEY) or configured
 
 
+# --------------------------------------------------------------------------- cycle errors
+
+CYCLE_ERROR_KEY = "control.cycle_error"  # {"error", "since", "last_at", "count"} or None
+
+
+def record_cycle_error(store: Store, error: str, now: datetime) -> None:
+    """A control cycle failed: keep the error text, since when cycles fail, and how often."""
+    prev = store.get_setting(CYCLE_ERROR_KEY)
+    store.set_setting(
+        CYCLE_ERROR_KEY,
+        {
+            "error": error[:500],
+            "since": prev["since"] if prev else iso(now),
+            "last_at": iso(now),
+            "count": (prev["count"] if prev else 0) + 1,
+        },
+    )
+
+
+def clear_cycle_error(store: Store) -> None:
+    """A cycle succeeded: cycles no longer fail (writes only when an error was recorded)."""
+    if store.get_setting(CYCLE_ERROR_KEY) is not None:
+        store.set_setting(CYCLE_ERROR_KEY, None)
+
+
+def cycle_error(store: Store) -> dict[str, Any] | None:
+    """The failing cycles' last error (``error``, ``since``, ``last_at``, ``count``) or None."""
+    return store.get_setting(CYCLE_ERROR_KEY)
+
+
 # --------------------------------------------------------------------------- plans and set points
 
 # stores that keep only the latest plan's horizon: store -> id of the plan that has it

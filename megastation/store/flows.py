@@ -31,9 +31,12 @@ Writes are upserts on the step start, so re-recording a step replaces it.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +44,8 @@ import pandas as pd
 from megastation.core.accounting import step_hours
 from megastation.store import Store, iso, time_range
 from megastation.store.records import _tx
+
+log = logging.getLogger(__name__)
 
 FLOW_FIELDS = (
     "pv_kw",
@@ -106,6 +111,13 @@ class ConnectorStep:
     session_key: str | None = None  # a stable key when there is no transaction id
 
 
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(v)
+    except TypeError:
+        return True  # not a number (never the case for flow fields)
+
+
 def _flow_row(step: FlowStep) -> tuple:
     d = asdict(step)
     return (iso(step.ts), float(step.step_s), *[d[f] for f in FLOW_FIELDS])
@@ -123,6 +135,12 @@ def record_flows(store: Store, steps: FlowStep | Iterable[FlowStep] | pd.DataFra
         rows = list(_frame_rows(steps))
     else:
         rows = [_flow_row(s) for s in steps]
+    good = [r for r in rows if all(v is None or _finite(v) for v in r[1:])]
+    if len(good) < len(rows):  # never store a non-finite flow (it would poison the peak)
+        log.warning(
+            "energy flows: %d step(s) with non-finite values not stored", len(rows) - len(good)
+        )
+        rows = good
     if not rows:
         return 0
     cols = ", ".join(("ts", "step_s", *FLOW_FIELDS))

@@ -21,13 +21,16 @@ miss and dropped whenever this module changes transactions or a batch fails.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
+import math
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from megastation.core.config import Station
+from megastation.core.config import Charger, Station
 from megastation.store import Store, dumps, iso, parse_iso, time_range
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
@@ -35,6 +38,12 @@ POWER_IMPORT = "Power.Active.Import"
 SOC = "SoC"
 
 ID_TOKEN_STATUSES = ("Accepted", "Blocked", "Expired", "Invalid")
+
+log = logging.getLogger("megastation.store.records")
+
+# SQL condition: a stored ``value`` that is a finite number (SQLite stores inf as REAL;
+# a store written before values were checked at the edge may hold some)
+FINITE_VALUE = "value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
 
 
 # --------------------------------------------------------------------------- writes and caches
@@ -138,14 +147,66 @@ def savepoint(store: Store) -> Iterator[None]:
     conn.execute("RELEASE ms_write")
 
 
-def parse_time(text: str | None) -> datetime | None:
-    """An OCPP timestamp (``...Z``, offset, or naive meaning UTC) as tz-aware UTC."""
+class InvalidValue(ValueError):
+    """A value from a charger (or device, file, operator) that cannot be stored.
+
+    ``field`` names it; ``kind`` is ``"format"`` (not readable as its type, e.g. a bad
+    timestamp) or ``"range"`` (readable but non-finite or outside its range). The OCPP
+    server answers it with a FormationViolation / PropertyConstraintViolation CALLERROR.
+    """
+
+    def __init__(self, field: str, message: str, kind: str = "range") -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.kind = kind
+
+
+def parse_time(text: str | None, field: str = "timestamp") -> datetime | None:
+    """An OCPP timestamp (``...Z``, offset, or naive meaning UTC) as tz-aware UTC.
+
+    Raises :class:`InvalidValue` (kind ``"format"``) naming ``field`` when ``text`` is not
+    an ISO 8601 date-time.
+    """
     if not text:
         return None
-    ts = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC)
+    try:
+        ts = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        return ts.astimezone(UTC)
+    except (ValueError, OverflowError, TypeError, AttributeError):
+        raise InvalidValue(
+            field, f"not an ISO 8601 date-time: {str(text)[:40]!r}", "format"
+        ) from None
+
+
+# Largest magnitude of any number the station stores (kW, kWh, Wh, A, V, %): beyond it a
+# value is a charger's bug, not a measurement. 1e12 Wh = 1 TWh.
+MAX_ABS_VALUE = 1e12
+
+
+def checked(
+    value: Any, field: str, *, lo: float = -MAX_ABS_VALUE, hi: float = MAX_ABS_VALUE
+) -> float:
+    """``value`` as a finite float in ``[lo, hi]``, else :class:`InvalidValue` naming ``field``."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidValue(field, f"not a number: {str(value)[:40]!r}", "format") from None
+    if not math.isfinite(x) or not lo <= x <= hi:
+        raise InvalidValue(field, f"{str(value)[:40]} is outside [{lo:g}, {hi:g}]")
+    return x
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float if it is a finite number, else None (for reads of stored values)."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _dt(text: str | None) -> datetime | None:
@@ -205,13 +266,102 @@ def add_pending_charger(store: Store, charger_id: str) -> None:
         )
 
 
-def accept_charger(store: Store, charger_id: str) -> bool:
-    """Operator accepts a Pending charger; False if no such charger."""
+def accept_charger(
+    store: Store,
+    charger_id: str,
+    *,
+    kind: str | None = None,
+    max_power_kw: float | None = None,
+    connectors: int | None = None,
+) -> bool:
+    """Operator accepts a Pending charger; False if no such charger.
+
+    ``kind`` ("AC" / "DC"), ``max_power_kw`` and ``connectors`` describe an auto-registered
+    charger for the control loop; what is not given comes from :func:`auto_charger`'s
+    per-kind defaults.
+    """
+    if kind is not None and kind.upper() not in ("AC", "DC"):
+        raise ValueError(f"kind: must be AC or DC, got {kind!r}")
+    if max_power_kw is not None:
+        checked(max_power_kw, "max_power_kw", lo=0.1, hi=1e4)
+    if connectors is not None and not 1 <= connectors <= 64:
+        raise ValueError(f"connectors: must be 1..64, got {connectors}")
     with _tx(store):
         cur = store.conn.execute(
-            "UPDATE chargers SET registration = 'Accepted' WHERE id = ?", (charger_id,)
+            "UPDATE chargers SET registration = 'Accepted', kind = COALESCE(?, kind), "
+            "max_power_kw = COALESCE(?, max_power_kw), connectors = COALESCE(?, connectors) "
+            "WHERE id = ?",
+            (kind.upper() if kind else None, max_power_kw, connectors, charger_id),
         )
     return cur.rowcount > 0
+
+
+# Per-kind defaults of an auto-registered charger when the station file has no charger of
+# that kind to copy: a 22 kW three-phase AC wallbox, a 50 kW DC charger.
+AUTO_DEFAULTS = {
+    "AC": Charger(id="", kind="AC", max_power_kw=22.0, phases=3),
+    "DC": Charger(id="", kind="DC", max_power_kw=50.0),
+}
+
+
+def auto_charger(
+    station: Station,
+    charger_id: str,
+    *,
+    kind: str | None = None,
+    max_power_kw: float | None = None,
+    connectors: int | None = None,
+    ocpp_version: str | None = None,
+) -> Charger:
+    """How the control loop sees an accepted auto-registered charger.
+
+    Like the smallest charger of its kind in the station file (connectors, phases,
+    voltage, power), else :data:`AUTO_DEFAULTS`; the operator's ``max_power_kw`` and
+    ``connectors`` (``chargers accept``) override. Kind defaults to AC.
+    """
+    kind = (kind or "AC").upper()
+    same = sorted(
+        (c for c in station.chargers if c.kind.upper() == kind), key=lambda c: c.max_power_kw
+    )
+    base = same[0] if same else AUTO_DEFAULTS[kind]
+    n = connectors or base.connectors
+    power = max_power_kw or base.max_power_kw
+    per_connector = None
+    if base.connector_max_power_kw is not None:
+        per_connector = min(base.connector_max_power_kw, power)
+    return dataclasses.replace(
+        base,
+        id=charger_id,
+        max_power_kw=power,
+        connectors=n,
+        connector_max_power_kw=per_connector,
+        cabinet=None,
+        vendor="",
+        model="",
+        ocpp_version=ocpp_version or base.ocpp_version,
+        password_hash=None,
+    )
+
+
+def registered_chargers(store: Store, station: Station) -> list[Charger]:
+    """Accepted auto-registered chargers the station file does not list, as :class:`Charger`."""
+    rows = store.conn.execute(
+        "SELECT id, kind, max_power_kw, connectors, ocpp_version FROM chargers "
+        "WHERE registration = 'Accepted' AND source = 'auto' ORDER BY id"
+    ).fetchall()
+    return [
+        auto_charger(station, cid, kind=kind, max_power_kw=kw, connectors=n, ocpp_version=version)
+        for cid, kind, kw, n, version in rows
+        if station.charger(cid) is None
+    ]
+
+
+def station_with_registered(station: Station, store: Store) -> Station:
+    """``station`` with its accepted auto-registered chargers added (see :func:`auto_charger`)."""
+    extra = registered_chargers(store, station)
+    if not extra:
+        return station
+    return dataclasses.replace(station, chargers=(*station.chargers, *extra))
 
 
 def set_password_hash(store: Store, charger_id: str, password_hash: str | None) -> bool:
@@ -402,14 +552,20 @@ class Authorization:
 
 
 def authorize(store: Store, id_token: str | None, *, free_vend: bool = False) -> Authorization:
-    """Look an id token up in the list; free-vend stations accept everything."""
+    """Look an id token up in the list; free-vend stations accept every token except the
+    ones the operator blocked."""
+    row = None
+    if id_token:
+        row = store.conn.execute(
+            "SELECT status, expiry, parent_id_token FROM id_tokens WHERE id_token = ?",
+            (id_token,),
+        ).fetchone()
     if free_vend:
+        if row is not None and row[0] == "Blocked":
+            return Authorization("Blocked", _dt(row[1]), row[2])
         return Authorization("Accepted")
     if not id_token:
         return Authorization("Invalid")
-    row = store.conn.execute(
-        "SELECT status, expiry, parent_id_token FROM id_tokens WHERE id_token = ?", (id_token,)
-    ).fetchone()
     if row is None:
         return Authorization("Invalid")
     status, expiry, parent = row[0], _dt(row[1]), row[2]
@@ -466,33 +622,72 @@ def _default_unit(measurand: str) -> str:
     return ""
 
 
-def normalise_meter_values(meter_value: Iterable[dict[str, Any]]) -> list[Sample]:
+# Plausible magnitude of a sampled value by normalised unit (a 10 MW charger, a 1 TWh
+# register, 10 kA, 100 kV); SoC must be 0..100 %. Samples outside are dropped and logged.
+_SAMPLE_RANGE = {
+    "kW": 1e4,
+    "kvar": 1e4,
+    "kVA": 1e4,
+    "kWh": 1e9,
+    "kvarh": 1e9,
+    "A": 1e4,
+    "V": 1e5,
+}
+
+
+def _sample_value(sv: dict[str, Any], measurand: str) -> tuple[float, str] | str:
+    """(value, normalised unit) of one sampled value, or why it is dropped."""
+    raw = sv.get("value")
+    if isinstance(raw, bool):
+        return f"value {raw!r} is not a number"
+    try:
+        value = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        return f"value {str(raw)[:40]!r} is not a number"
+    uom = sv.get("unit_of_measure")
+    try:
+        if isinstance(uom, dict):
+            unit = uom.get("unit") or _default_unit(measurand)
+            value *= 10.0 ** int(uom.get("multiplier") or 0)
+        else:
+            unit = sv.get("unit") or _default_unit(measurand)
+    except (TypeError, ValueError, OverflowError):
+        return f"multiplier {uom.get('multiplier')!r} is out of range"
+    scale = _SCALE.get(unit)
+    if scale:
+        value, unit = value * scale[0], scale[1]
+    if not math.isfinite(value):
+        return f"value {str(raw)[:40]} is not finite"
+    if measurand == SOC:
+        if not 0.0 <= value <= 100.0:
+            return f"SoC {value:g} is outside 0..100 %"
+    elif abs(value) > _SAMPLE_RANGE.get(unit, MAX_ABS_VALUE):
+        return f"{value:g} {unit} is out of range"
+    return value, unit
+
+
+def normalise_meter_values(meter_value: Iterable[dict[str, Any]], source: str = "") -> list[Sample]:
     """OCPP ``meterValue`` entries (snake_case keys, 1.6 or 2.0.1) as normalised samples.
 
     1.6 gives ``value`` as a string and ``unit`` as text; 2.0.1 gives a number and
     ``unit_of_measure`` with a power-of-ten ``multiplier``. Energy becomes kWh and
-    power kW; values that are not numbers are skipped.
+    power kW. A value that is not a finite number in its plausible range (``"inf"``,
+    ``"1e400"``, a SoC of 250 %) is dropped and logged (naming ``source``, the charger),
+    so the rest of the message is kept; a timestamp that is not ISO 8601 raises
+    :class:`InvalidValue` (the whole message is refused).
     """
     out: list[Sample] = []
     for mv in meter_value:
-        ts = parse_time(mv.get("timestamp"))
+        ts = parse_time(mv.get("timestamp"), "meterValue.timestamp")
         if ts is None:
             continue
         for sv in mv.get("sampled_value") or ():
             measurand = sv.get("measurand") or ENERGY_REGISTER
-            try:
-                value = float(sv.get("value"))
-            except (TypeError, ValueError):
+            got = _sample_value(sv, measurand)
+            if isinstance(got, str):
+                log.warning("%s: %s sample at %s dropped: %s", source, measurand, iso(ts), got)
                 continue
-            uom = sv.get("unit_of_measure")
-            if isinstance(uom, dict):
-                unit = uom.get("unit") or _default_unit(measurand)
-                value *= 10.0 ** int(uom.get("multiplier") or 0)
-            else:
-                unit = sv.get("unit") or _default_unit(measurand)
-            scale = _SCALE.get(unit)
-            if scale:
-                value, unit = value * scale[0], scale[1]
+            value, unit = got
             out.append(
                 Sample(
                     ts=ts,
@@ -538,6 +733,7 @@ def _insert_samples(
                 now,
             )
             for s in samples
+            if math.isfinite(s.value)  # never store a non-finite value
         ],
     )
     return cur.rowcount
@@ -984,6 +1180,9 @@ class OpenTransaction:
     energy_kwh: float  # delivered so far
     power_kw: float | None  # latest Power.Active.Import sample
     soc_frac: float | None  # latest SoC sample, 0..1
+    # stored values that were not finite and were skipped (a store written before the
+    # edge checks); the controller reports them in its plan's warnings
+    bad_values: tuple[str, ...] = ()
 
 
 def open_transactions(store: Store) -> list[OpenTransaction]:
@@ -993,6 +1192,12 @@ def open_transactions(store: Store) -> list[OpenTransaction]:
     ).fetchall()
     out = []
     for r in rows:
+        energy = finite_or_none(r[6])
+        bad = () if energy is not None or r[6] is None else (f"transaction {r[0]} energy_kwh",)
+        if bad:
+            log.warning(
+                "transaction %s: stored energy_kwh %r is not finite: taken as 0", r[0], r[6]
+            )
         out.append(
             OpenTransaction(
                 transaction_id=r[0],
@@ -1001,9 +1206,10 @@ def open_transactions(store: Store) -> list[OpenTransaction]:
                 ocpp_version=r[3],
                 id_token=r[4],
                 start_time=parse_iso(r[5]),
-                energy_kwh=r[6] or 0.0,
+                energy_kwh=energy or 0.0,
                 power_kw=_latest(store, r[0], POWER_IMPORT),
                 soc_frac=_soc(_latest(store, r[0], SOC)),
+                bad_values=bad,
             )
         )
     return out
@@ -1016,15 +1222,17 @@ def _soc(percent: float | None) -> float | None:
 def _latest(store: Store, transaction_id: int, measurand: str) -> float | None:
     """Latest value of a measurand in a transaction (phases summed for power)."""
     row = store.conn.execute(
-        "SELECT ts FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
-        "ORDER BY ts DESC LIMIT 1",
+        f"SELECT ts FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
+        f"AND {FINITE_VALUE} ORDER BY ts DESC LIMIT 1",
         (transaction_id, measurand),
     ).fetchone()
     if row is None:
         return None
+    # the car's SoC is sampled at location EV; power and energy at the outlet
+    where = "" if measurand == SOC else " AND location IN ('', 'Outlet')"
     vals = store.conn.execute(
-        "SELECT phase, value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
-        "AND ts = ? AND location IN ('', 'Outlet')",
+        f"SELECT phase, value FROM meter_samples WHERE transaction_id = ? AND measurand = ? "
+        f"AND ts = ? AND {FINITE_VALUE}{where}",
         (transaction_id, measurand, row[0]),
     ).fetchall()
     if not vals:
@@ -1133,9 +1341,10 @@ def latest_charging_needs(store: Store, transaction_id: int) -> ChargingNeeds | 
     ).fetchone()
     if row is None:
         return None
-    return ChargingNeeds(
-        row[0], row[1], row[2], row[3], _dt(row[4]), row[5], row[6], parse_iso(row[7])
-    )
+    return ChargingNeeds(  # a non-finite stored number reads as not given
+        row[0], row[1], row[2], finite_or_none(row[3]), _dt(row[4]), finite_or_none(row[5]),
+        row[6], parse_iso(row[7]),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- message log

@@ -345,3 +345,57 @@ def _weather_forecasts(db: sqlite_utils.Database) -> None:
 def _command_expiry(db: sqlite_utils.Database) -> None:
     """Queued operator commands expire (status 'expired') when no server sends them in time."""
     db.execute("ALTER TABLE commands ADD COLUMN expires_at TEXT")  # UTC ISO; NULL = never
+
+
+@migration("0105_auto_charger_ratings")
+def _auto_charger_ratings(db: sqlite_utils.Database) -> None:
+    """What an operator says of an auto-registered charger on accepting it (issue #13)."""
+    db.execute("ALTER TABLE chargers ADD COLUMN kind TEXT")  # AC | DC; NULL = AC
+    db.execute("ALTER TABLE chargers ADD COLUMN max_power_kw REAL")  # NULL: the kind's default
+    db.execute("ALTER TABLE chargers ADD COLUMN connectors INTEGER")  # NULL: the kind's default
+
+
+# --------------------------------------------------------------------------- 05xx web console and API
+
+
+@migration("0500_web_accounts")
+def _web_accounts(db: sqlite_utils.Database) -> None:
+    """Console/API accounts, login sessions, script tokens and the operator action audit log."""
+    for statement in _WEB_SQL.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_WEB_SQL = """
+        CREATE TABLE web_users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'operator')),
+            password_hash TEXT NOT NULL,                     -- scrypt, as chargers' (ocpp_central.auth)
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE web_sessions (
+            token_hash TEXT PRIMARY KEY,                     -- sha256 of the cookie value
+            user_name TEXT NOT NULL REFERENCES web_users(name) ON DELETE CASCADE,
+            csrf_token TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL                         -- UTC, wall time
+        );
+        CREATE TABLE web_api_tokens (
+            token_hash TEXT PRIMARY KEY,                     -- sha256 of the bearer token
+            user_name TEXT NOT NULL REFERENCES web_users(name) ON DELETE CASCADE,
+            label TEXT,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT
+        );
+        CREATE TABLE web_audit (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,                              -- UTC, station clock
+            user_name TEXT NOT NULL,
+            via TEXT NOT NULL,                               -- console | token
+            action TEXT NOT NULL,                            -- grid_limit | policy | session | ...
+            params TEXT NOT NULL,                            -- JSON
+            outcome TEXT NOT NULL,                           -- ok | refused | queued
+            detail TEXT
+        );
+        CREATE INDEX web_audit_time ON web_audit (time)
+"""

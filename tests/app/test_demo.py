@@ -198,10 +198,20 @@ def test_plots_are_non_empty_pngs(demo):
         "connector-power.png",
         "pv-forecast.png",
     }
+    import matplotlib.image as mpimg
+
     for p in pngs:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(data) > 10_000
+        pixels = mpimg.imread(p)  # height x width x RGB(A), floats 0..1
+        height, width = pixels.shape[:2]
+        assert height >= 300 and width >= 600, (p.name, pixels.shape)
+        rgb = pixels[..., :3]
+        assert float(rgb.std()) > 0.05, f"{p.name}: blank"
+        # Drawn data, not only axes: coloured pixels (lines, areas) besides black and white.
+        colour = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.2
+        assert colour.mean() > 0.005, f"{p.name}: no coloured series drawn"
 
 
 def test_simulate_and_demo_give_the_same_energy_totals(demo):

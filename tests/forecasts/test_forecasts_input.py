@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -200,6 +201,10 @@ def test_cli_score_reports_skill(tmp_path, station):
     assert list(s["day"]) == ["2026-07-02", "2026-07-03", "overall"]
     assert s["nbias"].iloc[-1] > 0  # the weather forecast is 10 % above "measured"
     assert s["skill"].iloc[-1] < 0.5
+    # The forecast is always 10 % high: its errors fit a band with nothing above P50.
+    band = re.search(r"bands from these errors: q10 ([-+.\d]+), q90 ([-+.\d]+)", r.output)
+    assert band, r.output
+    assert float(band.group(1)) < 0.0 and float(band.group(2)) == 0.0
     r = runner.invoke(
         main, ["--db", str(tmp_path / "db"), "forecast", "score", "--measured", str(measured)]
     )

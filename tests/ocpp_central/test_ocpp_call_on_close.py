@@ -10,6 +10,7 @@ from websockets.protocol import State
 from megastation.store import commands
 from ocpp_central.server import CentralSystem
 from tests.ocpp_central.test_ocpp_faults import ask, raw
+from tests.waiting import wait_until
 
 
 async def test_call_in_flight_when_charger_hangs_up_is_offline_without_warning(
@@ -26,18 +27,17 @@ async def test_call_in_flight_when_charger_hangs_up_is_offline_without_warning(
         ws.protocol.send_close(1000)
         ws.send_data()
         ws.transport.pause_reading()
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-            if central.sessions["GJDG-AC-01"].ws.protocol.state is State.CLOSING:
-                break
+        session = central.sessions["GJDG-AC-01"]
+        await wait_until(lambda: session.ws.protocol.state is State.CLOSING, "server CLOSING")
         task = asyncio.create_task(central.call("GJDG-AC-01", "Reset", {"type": "Soft"}))
-        await asyncio.sleep(0.05)
+        # The call is in flight (its answer awaited), and stays so while the charger
+        # does not read.
+        await wait_until(lambda: session._pending is not None, "Reset in flight")
         assert not task.done()
         ws.transport.resume_reading()  # now it reads the server's close and hangs up
         outcome = await asyncio.wait_for(task, 5)
         assert outcome.status == commands.OFFLINE
-        await asyncio.sleep(0.05)
-        assert not central.is_connected("GJDG-AC-01")
+        await wait_until(lambda: not central.is_connected("GJDG-AC-01"), "disconnected")
         gc.collect()  # an unretrieved future exception is reported when it is collected
         await asyncio.sleep(0)
     finally:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from megastation.cli import main
 from megastation.store import Store, commands, records
 from ocpp_central.server import CentralSystem
 from tests.ocpp_clients import connect_charger
+from tests.waiting import command_settled as _done
+from tests.waiting import wait_until
 
 TS = "2026-06-15T00:00:00Z"
 
@@ -43,10 +44,7 @@ async def run_commands(
         out = cli(db, "command", "send", charger_id, action, json.dumps(payload), "--wait", "0")
         ids.append(int(out.split()[1]))
     assert sorted(await central.process_pending_commands()) == ids
-    for _ in range(300):
-        if all(commands.get_command(store, i)["status"] not in ("pending", "sent") for i in ids):
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: all(_done(store, i) for i in ids), f"commands {ids} answered")
     listed = {c["id"]: c for c in json.loads(cli(db, "command", "--json"))}
     for cid, (action, _payload, status, check) in zip(ids, cases, strict=True):
         row = listed[cid]
@@ -160,14 +158,12 @@ async def test_16_commands(central: CentralSystem, store: Store, db_path: Path):
     async with connect_charger(central.port, "GJDG-AC-01", "1.6", cp_class=CP):
         await run_commands(central, store, db_path, "GJDG-AC-01", cases)
         assert config["HeartbeatInterval"] == "60"
-        for _ in range(100):  # the triggered StatusNotification arrives after the answer
-            if records.connector_statuses(store):
-                break
-            await asyncio.sleep(0.01)
+        # the triggered StatusNotification arrives after the answer
+        await wait_until(lambda: records.connector_statuses(store), "triggered StatusNotification")
         # A payload the 1.6 schema refuses never leaves the server.
         cid = commands.enqueue_command(store, "GJDG-AC-01", "GetCompositeSchedule", {"duration": 1})
         await central.process_pending_commands()
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: _done(store, cid), f"command {cid} settled")
         assert commands.get_command(store, cid)["status"] == commands.ERROR
     assert [(c["charger_id"], c["status"]) for c in records.connector_statuses(store)] == [
         ("GJDG-AC-01", "Faulted")
@@ -294,6 +290,6 @@ async def test_201_commands(central: CentralSystem, store: Store, db_path: Path)
         "0",
     )
     await central.process_pending_commands()
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: _done(store, int(out.split()[1])), "offline command settled")
     listed = json.loads(cli(db_path, "command", "--json"))
     assert listed[0]["id"] == int(out.split()[1]) and listed[0]["status"] == commands.OFFLINE

@@ -87,7 +87,8 @@ def test_site_load_has_a_daytime_bump_and_is_seeded():
 
 @pytest.mark.parametrize("name", ["clear-day.csv", "mixed-week.csv"])
 def test_weather_seed_files_read_by_the_forecast_reader(name):
-    weather = pytest.importorskip("forecasts.weather")
+    from forecasts import weather
+
     df = weather.read_csv(WEATHER / name)
     assert len(df) == len(_read(name))
     assert (df["ghi"] >= 0).all()
