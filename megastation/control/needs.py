@@ -197,7 +197,6 @@ def estimate_need(
         source = "soc"
 
     departure_known = False
-    energy_known = False
     # What the car said, then what the operator said: each later source wins.
     for src, said_departure, said_energy_kwh in (
         ("charging_needs", needs_departure, needs_energy_kwh),
@@ -210,11 +209,14 @@ def estimate_need(
             departure = expected = said_departure
             departure_known = True
         if said_energy_kwh is not None:
-            energy = total_high = said_energy_kwh - delivered_kwh
-            energy_known = True
+            # what the driver said is firm, and once it is in a top-up stays on offer:
+            # stated energies are often far off (#11), and only the car knows when it is
+            # full (it then draws nothing)
+            energy = said_energy_kwh - delivered_kwh
+            total_high = max(energy, EXTRA_TOPUP_FRAC * base.energy_kwh)
 
     energy = max(0.0, energy)
-    extra = 0.0 if energy_known else max(0.0, total_high - energy)
+    extra = max(0.0, total_high - energy)
     soon = now + timedelta(minutes=MIN_DWELL_LEFT_MIN)
     if departure_known and departure > soon:
         margin = max(
