@@ -1,27 +1,48 @@
-"""Time a 48-hour, 15-minute forecast for the seed station and a full-year hourly run.
+"""Forecast skill by lead time against smart persistence, P10-P90 coverage, and timings.
 
-Run: .venv/bin/python benchmarks/forecast.py
+Run: .venv/bin/python benchmarks/forecast.py [--measured PV.csv [--weather WX.csv]
+     [--config STATION.toml]] [--fit] [--timing]
 
-Baseline: a straightforward pvlib ModelChain (PVWatts, Perez, SAPM temperature,
-physical IAM) per call, with ``Location.get_clearsky`` and NREL SPA solar position.
+Skill (default): the nowcast blend and bands shipped in forecasts/ (nowcast.BLEND_*,
+bands.DEFAULT_BANDS / CLEARSKY_BANDS), issued every 15 min, leads 15 min .. 6 h, with
+a weather forecast and without one (clear sky x the index of the 3 days before),
+against smart persistence of the last measured step's clear-sky index, on
+
+- the seeds' data (seeds/weather/*.csv; "measured" PV = the model on that weather;
+  the weather forecast = the simulator's degraded weather, megastation.sim.site);
+- the Greensboro TMY3 year placed at the seed site as the seed files are made
+  (seeds/weather/make_weather.py), 2-fold: fit on odd days, score on even, and back
+  (the seed files' days are left out of both);
+- ``--measured``: a measured-PV CSV (time, pv_ac_kw; forecast score's reader), with
+  ``--weather`` a weather file to forecast from, ``--config`` the PV system's TOML.
+
+``--fit`` prints the constants fitted on all the year's non-seed days (what ships).
+``--timing``: a 48-hour, 15-minute forecast and a year's hourly run against a
+straightforward pvlib ModelChain (PVWatts, Perez, SAPM temperature, physical IAM).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pvlib
 from pvlib.location import Location
 from pvlib.modelchain import ModelChain
 from pvlib.pvsystem import Array, FixedMount, PVSystem
 
+from forecasts import bands as _bands
+from forecasts import calibration as cal
+from forecasts import nowcast as _nowcast
 from forecasts.forecast import forecast_pv
 from forecasts.pvmodel import SAPM_PARAMS, clear_cache, pv_power
-from forecasts.weather import read_tmy3
+from forecasts.weather import clear_sky_weather, read_csv, read_tmy3, resample_weather
 from megastation.core.config import load_station, seeds_dir
 
 STATION = load_station(seeds_dir() / "gwangju-donggu.toml")
@@ -75,7 +96,7 @@ def best_ms(fn, repeat: int = 7) -> float:
     return min(out), statistics.median(out)
 
 
-def main() -> None:
+def timing() -> None:
     grid = pd.date_range(pd.Timestamp(START).floor("15min"), periods=192, freq="15min")
     wx, _ = read_tmy3(Path(pvlib.__path__[0]) / "data" / "723170TYA.CSV", year=2026)
     year_grid = wx.index
@@ -120,6 +141,248 @@ def main() -> None:
         o, _ = best_ms(ours)
         b, _ = best_ms(base, repeat=3)
         print(f"{name:<40}{o:>10.1f}{b:>13.1f}{b / o:>7.1f}x")
+
+
+# --------------------------------------------------------------------------- skill by lead
+
+N_LEADS = 48  # 12 h of 15-min steps: the blend and bands tables are fitted this far
+N_REPORT = 24  # leads reported: 15 min .. 6 h
+#: Nowcast windows tried [steps]: on the year 1 step won at every lead for both kinds;
+#: on a few days of a measured file a longer one can win the mean and lose to
+#: persistence at the first leads, so --measured --fit keeps 1.
+WINDOWS = (1, 2, 4)
+STEP = pd.Timedelta("15min")
+
+
+def _make_weather_module():
+    """seeds/weather/make_weather.py (the seed weather's derivation), imported by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "seeds" / "weather" / "make_weather.py"
+    spec = importlib.util.spec_from_file_location("make_weather", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def year_weather() -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+    """The Greensboro TMY3 year as 15-min Gwangju weather (as the seed files are made),
+    start-labelled UTC; and the local days the seed files took from it."""
+    mw = _make_weather_module()
+    hours = mw.read_tmy_hours()
+    days = list(pd.date_range(f"{mw.YEAR}-01-01", f"{mw.YEAR}-12-31", freq="D"))
+    wx = mw.gwangju_weather(hours, days)
+    wx.index = pd.DatetimeIndex(wx.index - STEP).tz_convert("UTC")
+    seed_days = [d for ds in mw.pick_days(hours).values() for d in ds]
+    return wx.astype(float), seed_days
+
+
+def site_series(actual: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
+    """Measured (model on the actual weather), clear sky, the raw forecast from a weather
+    forecast (the simulator's degraded weather), and the recent clear-sky index known
+    at each step (3 days back, as the weather feed's fallback computes it)."""
+    from megastation.sim.site import degrade_weather
+
+    meas = pv_power(SITE, SITE.arrays, actual, step=STEP)["pv_ac_kw"].to_numpy()
+    return _series(
+        actual, meas, pv_power(SITE, SITE.arrays, degrade_weather(actual, seed), step=STEP)
+    )
+
+
+def _series(frame: pd.DataFrame, meas: np.ndarray, raw_weather: pd.DataFrame | None) -> dict:
+    clear = pv_power(SITE, SITE.arrays, clear_sky_weather(frame.index), step=STEP)
+    clear = clear["pv_ac_kw"].to_numpy()
+    out = {
+        "measured": meas,
+        "clear": clear,
+        "recent_index": cal.recent_index(meas, clear, SITE.peak_power_kw, 3 * 96),
+        "day": np.asarray(frame.index.tz_convert(SITE.timezone).normalize()),
+    }
+    if raw_weather is not None:
+        out["raw_weather"] = raw_weather["pv_ac_kw"].to_numpy()
+    return out
+
+
+def lead_tables(data: dict, mask_days, kind: str, window: int) -> cal.Issues:
+    days = pd.Index(data["day"])
+    issue_mask = days.isin(mask_days) if mask_days is not None else None
+    return cal.issues(
+        data["measured"], data["clear"], data.get(f"raw_{kind}"), SITE.peak_power_kw,
+        n_leads=N_LEADS, window=window, issue_mask=issue_mask,
+        raw_index=data["recent_index"] if kind == "clearsky" else None,
+    )  # fmt: skip
+
+
+def fit(data: dict, train_days, kinds=("weather", "clearsky")) -> dict:
+    """Window, blend weights and bands per lead for each kind, on ``train_days``."""
+    out = {}
+    for kind in kinds:
+        best = None
+        for window in WINDOWS:
+            x = lead_tables(data, train_days, kind, window)
+            w = cal.fit_blend(x)
+            ev = cal.evaluate(x, cal.nowcast(x, w), x.raw, x.raw, SITE.peak_power_kw)
+            score = float(np.nanmean(ev["nrmse"][:N_REPORT]))
+            if best is None or score < best[0]:
+                best = (score, window, w, x)
+        _, window, w, x = best
+        q10, q90 = cal.fit_lead_bands(x, cal.nowcast(x, w))
+        out[kind] = {"window": window, "w": w, "q10": q10, "q90": q90, "lead_h": x.lead_h}
+    return out
+
+
+def shipped(x: cal.Issues, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P50/P10/P90 as forecast_pv makes them with the shipped tables."""
+    w = _nowcast.blend_weights(x.lead_h, with_weather=kind == "weather")
+    b = _bands.DEFAULT_BANDS if kind == "weather" else _bands.CLEARSKY_BANDS
+    limit = SITE.ac_limit_kw
+    p50 = np.clip(cal.nowcast(x, w), 0, limit)
+    q10, q90 = b.at(x.lead_h)
+    has_k = np.isfinite(x.k_meas)
+    lo = np.where(has_k, q10[None, :], b.q10)
+    hi = np.where(has_k, q90[None, :], b.q90)
+    p10 = np.minimum(np.clip(p50 + lo * x.clear, 0, limit), p50)
+    p90 = np.maximum(np.clip(p50 + hi * x.clear, 0, limit), p50)
+    return p50, p10, p90
+
+
+def report(title: str, rows: dict[str, dict]) -> None:
+    print(f"\n{title}")
+    leads = next(iter(rows.values()))["lead_h"][:N_REPORT]
+    print(f"{'lead to step middle':<22}" + "".join(f"{h * 60:>7.0f}'" for h in leads[::2]))
+    for name, ev in rows.items():
+        for key, label in (("skill", "skill"), ("coverage", "P10-P90")):
+            vals = ev[key][:N_REPORT][::2]
+            print(f"{name + ' ' + label:<22}" + "".join(f"{v:>8.3f}" for v in vals))
+        sk = ev["skill"][:N_REPORT]
+        cov = ev["coverage"][:N_REPORT]
+        print(
+            f"{'':<22}min skill {np.nanmin(sk):+.3f}, coverage {np.nanmin(cov):.3f}.."
+            f"{np.nanmax(cov):.3f} (n={int(ev['n'][0])} issues at the first lead)"
+        )
+
+
+def evaluate_shipped(data: dict, days, kinds=("weather", "clearsky")) -> dict[str, dict]:
+    out = {}
+    for kind in kinds:
+        x = lead_tables(data, days, kind, round(_nowcast.WINDOW_H * 4))
+        out[kind] = cal.evaluate(x, *shipped(x, kind), SITE.peak_power_kw)
+    return out
+
+
+def seeds_data(seeds=(1, 2, 3)) -> dict:
+    """The three seed files, each with forecasts from three degraded weathers, pooled."""
+    parts = []
+    for name in ("clear-day", "cloudy-day", "mixed-week"):
+        actual = read_csv(seeds_dir() / "weather" / f"{name}.csv")
+        for seed in seeds:
+            d = site_series(actual, seed)
+            gap = {k: (np.zeros(N_LEADS + 2) if k != "day" else np.full(N_LEADS + 2, None))
+                   for k in d}  # fmt: skip
+            parts += [d, gap]  # a gap so that no issue reaches into the next part
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def year_split() -> tuple[dict, list, list]:
+    wx, seed_days = year_weather()
+    data = site_series(wx, 7)
+    days = pd.Index(sorted(set(data["day"])))
+    seeds = set(pd.DatetimeIndex(seed_days).tz_localize(SITE.timezone))
+    odd = [d for i, d in enumerate(days) if i % 2 == 1 and d not in seeds]
+    even = [d for i, d in enumerate(days) if i % 2 == 0 and d not in seeds]
+    return data, odd, even
+
+
+def cross_validated(
+    data: dict, odd: list, even: list, kinds=("weather", "clearsky")
+) -> dict[str, dict]:
+    """Fit on one half, score on the other, both ways; per lead, the mean of the two."""
+    out = {}
+    for kind in kinds:
+        evs = []
+        for train, test in ((odd, even), (even, odd)):
+            p = fit(data, train)[kind]
+            x = lead_tables(data, test, kind, p["window"])
+            p50 = cal.nowcast(x, p["w"])
+            evs.append(cal.evaluate(x, p50, p50 + p["q10"] * x.clear, p50 + p["q90"] * x.clear,
+                                    SITE.peak_power_kw))  # fmt: skip
+        out[kind] = {k: np.mean([e[k] for e in evs], axis=0) for k in evs[0]}
+        out[kind]["coverage_folds"] = [e["coverage"] for e in evs]
+    return out
+
+
+def measured_data(path: Path, weather: Path | None) -> dict:
+    from forecasts.nowcast import step_means
+    from forecasts.scoring import read_power_csv
+
+    m = read_power_csv(path)
+    grid = pd.date_range(m.index[0].floor(STEP), m.index[-1].floor(STEP), freq=STEP)
+    meas = step_means(m, grid, STEP)
+    raw = None
+    if weather is not None:
+        frame = resample_weather(read_csv(weather), grid)
+        raw = pv_power(SITE, SITE.arrays, frame, step=STEP)
+    return _series(clear_sky_weather(grid), meas, raw)
+
+
+def print_fit(fitted: dict, data: dict, days: list) -> None:
+    nodes = _nowcast.BLEND_LEADS_H[:-1]
+    for kind, p in fitted.items():
+
+        def at(v, p=p):
+            return tuple(np.round(np.interp(nodes, p["lead_h"], v), 2).tolist())
+
+        print(f"\n{kind}: window {p['window']} step(s)")
+        print("  blend", at(p["w"]))
+        print("  q10  ", at(p["q10"]))
+        print("  q90  ", at(p["q90"]))
+        x = lead_tables(data, days, kind, p["window"])
+        e = (x.measured - x.raw) / np.where(x.daylight, x.clear, np.nan)
+        q = np.nanpercentile(e, [10, 90])
+        print(f"  scalar (raw, no nowcast) q10 {q[0]:.2f} q90 {q[1]:.2f}")
+
+
+def main() -> None:
+    global STATION, SITE
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--measured", type=Path, help="measured PV CSV (time, pv_ac_kw)")
+    ap.add_argument("--weather", type=Path, help="weather CSV to forecast the measured PV from")
+    ap.add_argument("--config", type=Path, help="station TOML of the measured PV system")
+    ap.add_argument("--fit", action="store_true", help="print constants fitted on the year")
+    ap.add_argument("--timing", action="store_true", help="time the model against ModelChain")
+    args = ap.parse_args()
+    if args.timing:
+        timing()
+        return
+    if args.config:
+        STATION = load_station(args.config)
+        SITE = STATION.pv_site()
+    t0 = time.perf_counter()
+    if args.measured:
+        data = measured_data(args.measured, args.weather)
+        kinds = ("weather", "clearsky") if args.weather else ("clearsky",)
+        report(f"{args.measured} (shipped constants)", evaluate_shipped(data, None, kinds))
+        if args.fit:  # the file's own constants, 2-fold first
+            global WINDOWS
+            WINDOWS = (1,)
+            days = sorted(set(data["day"]))
+            odd, even = days[1::2], days[::2]
+            report(f"{args.measured}, 2-fold", cross_validated(data, odd, even, kinds))
+            print_fit(fit(data, days, kinds), data, days)
+        return
+    report("seeds' data, shipped constants (fitted without these days)",
+           evaluate_shipped(seeds_data(), None))  # fmt: skip
+    data, odd, even = year_split()
+    cv = cross_validated(data, odd, even)
+    report("TMY3 year at the seed site, 2-fold cross-validated (fit odd -> score even, and back)",
+           cv)  # fmt: skip
+    for kind, ev in cv.items():
+        lo = [float(np.nanmin(c[:N_REPORT])) for c in ev["coverage_folds"]]
+        hi = [float(np.nanmax(c[:N_REPORT])) for c in ev["coverage_folds"]]
+        print(f"  {kind}: coverage per fold {lo[0]:.3f}..{hi[0]:.3f} / {lo[1]:.3f}..{hi[1]:.3f}")
+    if args.fit:
+        print_fit(fit(data, odd + even), data, odd + even)
+    print(f"\n({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

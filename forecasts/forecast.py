@@ -32,7 +32,6 @@ def forecast_pv(
     *,
     bands: _bands.Bands | None = None,
     window_h: float = _nowcast.WINDOW_H,
-    tau_h: float = _nowcast.TAU_H,
     clear_index: float | None = None,
 ) -> pd.DataFrame:
     """PV AC power forecast [kW] for the station's arrays, P10/P50/P90.
@@ -55,8 +54,9 @@ def forecast_pv(
         Measured total PV AC power [kW], tz-aware index, any resolution; the last
         ``window_h`` hours before ``start`` drive the nowcast (:mod:`forecasts.nowcast`).
     bands : Bands, optional
-        Error percentiles (:func:`forecasts.bands.fit_bands`); default
-        :data:`forecasts.bands.DEFAULT_BANDS`.
+        Error percentiles (:func:`forecasts.bands.fit_bands`); default by lead,
+        :data:`forecasts.bands.DEFAULT_BANDS` with ``weather``,
+        :data:`forecasts.bands.CLEARSKY_BANDS` without.
     clear_index : float, optional
         Without ``weather``: the raw forecast is clear sky times this PV clear-sky
         index (e.g. the mean measured over the last days); default 1.
@@ -103,13 +103,35 @@ def forecast_pv(
         before = measured_kw[measured_kw.index < issued]
         meas = _nowcast.step_means(before, past, step)
         k_meas = _nowcast.measured_clear_sky_index(meas, clear_past.sum(axis=1), limits.sum())
-    lead_h = ((grid + step / 2) - issued).total_seconds().to_numpy() / 3600.0
-    p50 = _nowcast.nowcast(raw, clear, limits, lead_h, k_meas, tau_h)
+    return assemble(
+        arrays, grid, issued, raw, clear, limits, k_meas, with_weather=weather is not None,
+        bands=bands,
+    )  # fmt: skip
 
+
+def assemble(
+    arrays: tuple,
+    grid: pd.DatetimeIndex,
+    issued: pd.Timestamp,
+    raw: np.ndarray,
+    clear: np.ndarray,
+    limits: np.ndarray,
+    k_meas: float | None,
+    *,
+    with_weather: bool,
+    bands: _bands.Bands | None = None,
+) -> pd.DataFrame:
+    """The nowcast and the bands on modelled PV ``(n_steps, n_arrays)`` [kW]: the
+    forecast frame of :func:`forecast_pv` (the simulator calls it on precomputed PV)."""
+    step = grid[1] - grid[0] if len(grid) > 1 else pd.Timedelta(grid.freq)
+    lead_h = ((grid + step / 2) - issued).total_seconds().to_numpy() / 3600.0
+    p50 = _nowcast.nowcast(raw, clear, limits, lead_h, k_meas, with_weather=with_weather)
     total = p50.sum(axis=1)
     clear_total = clear.sum(axis=1)
-    b = bands or _bands.DEFAULT_BANDS
-    p10, p90 = _bands.apply_bands(total, clear_total, float(limits.sum()), b)
+    b = bands or (_bands.DEFAULT_BANDS if with_weather else _bands.CLEARSKY_BANDS)
+    p10, p90 = _bands.apply_bands(
+        total, clear_total, float(limits.sum()), b, None if k_meas is None else lead_h
+    )
     data = {
         "pv_ac_kw": total,
         "pv_ac_p10_kw": p10,

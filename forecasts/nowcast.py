@@ -1,14 +1,17 @@
-"""Nowcast correction: trust the panels' last hour over the weather forecast, briefly.
+"""Nowcast correction: blend the panels' last measurements with the raw forecast, by lead.
 
 The measured *PV clear-sky index* ``k_meas`` is the energy measured over the last
-``window`` divided by the modelled clear-sky PV energy over the same steps. Each
-forecast step ``t`` is then a blend, per array,
+``window`` (one 15-min step) divided by the modelled clear-sky PV energy over the same
+steps. Each forecast step ``t`` is then, per array,
 
-    p(t) = w(t) * k_meas * p_clear(t) + (1 - w(t)) * p_raw(t),   w(t) = exp(-lead(t) / tau)
+    p(t) = w(lead) * k_meas * p_clear(t) + (1 - w(lead)) * p_raw(t)
 
-with ``lead`` from the issue time to the step midpoint: the first steps follow the
-measured clear-sky index (smart persistence), and the forecast returns to the raw
-weather forecast over a few hours (``tau`` = 1.5 h: w = 0.51 at 1 h, 0.14 at 3 h).
+with ``lead`` from the issue time to the step midpoint. ``w = 1`` is smart persistence
+of the index; ``w = 0`` the raw forecast (from a weather forecast, or clear sky x the
+recent index). ``w(lead)`` was fitted by least squares per lead on held-out-checked
+data (:mod:`forecasts.calibration`, benchmarks/forecast.py ``--fit``; see
+forecasts/README.md): one table with a weather forecast, one without (a weather
+forecast earns weight sooner). Linear between the nodes, held after the last.
 No correction is made when the window holds too little clear-sky energy (dawn,
 night, no measurements): then the raw forecast stands.
 """
@@ -18,12 +21,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-#: Measurement window [h], decay time [h], and the bounds of the measured index.
-WINDOW_H = 1.0
-TAU_H = 1.5
+#: Measurement window [h] (one 15-min step: it beat 30 and 60 min at every lead on
+#: the fitting days, for both tables), and the bounds of the measured index.
+WINDOW_H = 0.25
 K_MIN, K_MAX = 0.0, 1.3
 #: Minimum mean clear-sky PV in the window, as a fraction of the AC capacity.
 MIN_CLEAR_FRAC = 0.05
+
+#: Blend weight of the measured index by lead [h] to the step midpoint.
+BLEND_LEADS_H = (0.125, 0.375, 0.625, 0.875, 1.125, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 24.0)
+BLEND_WEATHER = (0.94, 0.82, 0.7, 0.61, 0.54, 0.48, 0.43, 0.36, 0.31, 0.27, 0.25, 0.21, 0.1, 0.0)
+BLEND_CLEARSKY = (0.99, 0.97, 0.93, 0.9, 0.86, 0.82, 0.78, 0.7, 0.63, 0.56, 0.49, 0.35, 0.35, 0.0)
 
 
 def step_means(measured_kw: pd.Series, index: pd.DatetimeIndex, step: pd.Timedelta) -> np.ndarray:
@@ -58,9 +66,10 @@ def measured_clear_sky_index(
     return float(np.clip(measured_kw[ok].sum() / clear, K_MIN, K_MAX))
 
 
-def blend_weights(lead_h: np.ndarray, tau_h: float = TAU_H) -> np.ndarray:
-    """Weight of the measured index at each lead time [h] (1 at lead 0)."""
-    return np.exp(-np.clip(lead_h, 0.0, None) / tau_h)
+def blend_weights(lead_h: np.ndarray, *, with_weather: bool = True) -> np.ndarray:
+    """Weight of the measured index at each lead [h] (to the step midpoint)."""
+    table = BLEND_WEATHER if with_weather else BLEND_CLEARSKY
+    return np.interp(np.clip(lead_h, 0.0, None), BLEND_LEADS_H, table)
 
 
 def nowcast(
@@ -69,7 +78,8 @@ def nowcast(
     limits_kw: np.ndarray,
     lead_h: np.ndarray,
     k_meas: float | None,
-    tau_h: float = TAU_H,
+    *,
+    with_weather: bool = True,
 ) -> np.ndarray:
     """Correct per-array forecasts ``raw_kw`` ``(n_steps, n_arrays)`` [kW] (see module).
 
@@ -79,6 +89,6 @@ def nowcast(
     """
     if k_meas is None:
         return raw_kw
-    w = blend_weights(lead_h, tau_h)[:, None]
+    w = blend_weights(lead_h, with_weather=with_weather)[:, None]
     out = w * k_meas * clear_kw + (1.0 - w) * raw_kw
     return np.clip(out, 0.0, limits_kw)

@@ -5,7 +5,7 @@ turns it into the JSON payload of a ``SetChargingProfile`` request (camelCase, a
 the wire) for OCPP 1.6 or 2.0.1, respecting what the charger said it accepts
 (:class:`ChargerCaps`, read from its configuration keys).
 
-Rules (OCPP 1.6 §3.13, 2.0.1 K01; see docs in /work/shared/DOMAIN.md):
+Rules (OCPP 1.6 §3.13 "Smart Charging"; OCPP 2.0.1 Part 2, use case K01 SetChargingProfile):
 
 - **Units.** DC chargers get ``W`` (total power); AC chargers get ``A`` per phase with
   ``numberPhases``; when a charger allows only one unit, that unit is used.

@@ -118,8 +118,23 @@ def _lenient_uid(text: str | bytes) -> str:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return "-1"
     if isinstance(msg, list) and len(msg) > 1 and isinstance(msg[1], str) and len(msg[1]) <= 36:
+        try:
+            msg[1].encode("utf-8")
+        except UnicodeEncodeError:  # an unpaired surrogate
+            return "-1"
         return msg[1]
     return "-1"
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _has_lone_surrogate(msg: Any) -> bool:
+    try:
+        json.dumps(msg, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
@@ -159,6 +174,10 @@ def parse_frame(text: str | bytes) -> list[Any]:
     uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) else "-1"
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(msg, MAX_DEPTH):
         raise FrameError("format", f"message nested deeper than {MAX_DEPTH} levels", uid)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(msg):
+        # "\ud800" alone is JSON syntax but no Unicode text (RFC 8259 §8.2, I-JSON): it
+        # could be neither stored nor logged
+        raise FrameError("format", "string with an unpaired surrogate (\\ud800-\\udfff)", "-1")
     mtype = msg[0]
     if isinstance(mtype, bool) or not isinstance(mtype, int):
         raise FrameError("format", "MessageTypeId must be a number", uid)

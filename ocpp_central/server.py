@@ -60,6 +60,7 @@ _REPLAY_CACHE = 64  # answers remembered per charger, for CALLs re-sent after a 
 # A charger that connects and sends no BootNotification within this long [s] while its
 # registration is Accepted (a reconnect: 1.6 boots only at power-up) is ready for calls.
 READY_AFTER_S = 5.0
+LISTEN_BACKLOG = 4096  # pending connections the listening socket queues
 
 
 # DataTransfer handler: (charger_id, message_id, data) -> (status, response data or None);
@@ -143,7 +144,7 @@ class ChargerSession:
         self.ws = ws  # the websockets connection
         self.version = version  # "1.6" or "2.0.1"
         self.handlers = Handlers16(self) if version == protocol.V16 else Handlers201(self)
-        self.routes = create_route_map(self.handlers)  # action -> {"_on_action": fn, ...}
+        self.routes = _route_map(self.handlers)  # action -> {"_on_action": fn, ...}
         self._call_lock = asyncio.Lock()  # one outstanding CALL per direction
         self._pending: tuple[str, asyncio.Future[list[Any]]] | None = None
         self.closed = False
@@ -456,6 +457,9 @@ class CentralSystem:
                 ping_interval=self.station.server.ping_interval_s or None,
                 ping_timeout=self.station.server.ping_timeout_s,
                 close_timeout=self.close_timeout_s,
+                # accept queue: 2,000 chargers reconnecting at once overflowed the default
+                # 100 (SYN retries: all back in 26 s instead of a few; capped by somaxconn)
+                backlog=LISTEN_BACKLOG,
             )
         except OSError as e:
             raise ListenError(host, port, e) from e
@@ -722,7 +726,11 @@ class CentralSystem:
                         done.append((fut, None, e, []))
                 self._batch_events = None
                 rows, self._log_rows = self._log_rows, []
-                records.log_messages(store, rows)
+                try:  # a raw-log row that cannot be written must not cost the batch its data
+                    with records.savepoint(store):
+                        records.log_messages(store, rows)
+                except Exception:
+                    log.exception("message log: %d rows not written", len(rows))
         except Exception as e:
             self._batch_events = None
             log.exception("group commit of %d messages failed", len(writes))
@@ -779,6 +787,7 @@ class CentralSystem:
         """
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8", "replace")
+        uid, action = _utf8(uid), _utf8(action)  # storable whatever a charger sent
         ts = self._log_ts
         if ts is None:
             ts = self._log_ts = iso(self.clock.now())
@@ -821,6 +830,36 @@ async def _close_quickly(ws: ServerConnection, code: int, reason: str, wait_s: f
     finally:
         if ws.transport is not None and not ws.transport.is_closing():
             ws.transport.abort()
+
+
+_ROUTES: dict[type, dict[str, dict[str, Any]]] = {}
+
+
+def _route_map(handlers: Any) -> dict[str, dict[str, Any]]:
+    """``create_route_map(handlers)``, the attribute scan done once per class (it took
+    ~0.7 ms per connection: most of a reconnect storm's handshake CPU)."""
+    cls = type(handlers)
+    plain = _ROUTES.get(cls)
+    if plain is None:
+        plain = _ROUTES[cls] = {
+            action: {k: getattr(v, "__func__", v) for k, v in opts.items() if callable(v)}
+            for action, opts in create_route_map(handlers).items()
+        }
+    return {
+        action: {k: f.__get__(handlers, cls) for k, f in opts.items()}
+        for action, opts in plain.items()
+    }
+
+
+def _utf8(text: str | None) -> str | None:
+    """``text`` as storable UTF-8 (an unpaired surrogate becomes '?')."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:

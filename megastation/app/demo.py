@@ -7,24 +7,28 @@ gateway, the simulated battery and PV meter, one simulated charge point per char
 which records the energy flows every minute of station time. At the end it compares
 the run with uncontrolled charging (socket-free, same cars and sun) and the
 perfect-foresight optimum, and writes the database, CSVs and PNG plots to ``out_dir``.
-
-:func:`run_simulations` is the multi-policy socket-free runner behind ``megastation
-simulate``; :func:`kpi_table` renders KPIs side by side with rich.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from forecasts.forecast import forecast_pv
+from megastation.app.simulate import write_flow_csvs
 from megastation.control.controller import Controller
 from megastation.core.clock import ScaledClock
 from megastation.core.config import Station
@@ -34,131 +38,35 @@ from megastation.reports import exports
 from megastation.reports import sessions as session_export
 from megastation.sim.chargepoint import Fleet
 from megastation.sim.simulator import (
+    SITE_STEP,
+    SITE_STEP_S,
+    FlowBucket,
     Kpis,
-    SimulationResult,
-    _Bucket,
-    _store_reference,
+    SiteInputs,
     flow_kpis,
     perfect_foresight,
     prepare_site,
     read_weather,
     simulate,
+    store_reference,
     weather_start,
 )
 from megastation.store import Store, flows, records
-from megastation.store import control as control_records
 from megastation.store import control as cr
+from megastation.web import WebServer
+from megastation.web.auth import add_user
 from ocpp_central.gateway import OcppGateway
 from ocpp_central.server import CentralSystem
 
 DEMO_GUARD_S = 15.0  # station seconds between guard polls of the site meter
-
-# rows of the comparison table: (label, Kpis field, format)
-_ROWS = (
-    ("energy delivered [kWh]", "energy_delivered_kwh", "{:,.0f}"),
-    ("unmet energy [kWh]", "unmet_kwh", "{:,.0f}"),
-    ("renewable share [%]", "renewable_frac", "pct"),
-    ("grid import [kWh]", "grid_import_kwh", "{:,.0f}"),
-    ("peak import [kW]", "peak_import_kw", "{:,.0f}"),
-    ("grid limit [kW]", "grid_limit_kw", "{:,.0f}"),
-    ("steps over limit", "steps_over_limit", "{:d}"),
-    ("cost [KRW]", "cost_krw", "{:,.0f}"),
-    ("PV used [kWh]", "pv_kwh", "{:,.0f}"),
-    ("sessions", "sessions", "{:d}"),
-)
-
-
-def kpi_table(results: dict[str, Kpis], pf: Kpis | None = None, *, title: str = "") -> object:
-    """A rich Table: one column per run (and the perfect-foresight optimum)."""
-    from rich.table import Table
-
-    cols = dict(results)
-    if pf is not None:
-        cols["perfect foresight"] = pf
-    t = Table(title=title or None)
-    t.add_column("")
-    for name in cols:
-        t.add_column(name, justify="right")
-    for label, key, fmt in _ROWS:
-        vals = []
-        for k in cols.values():
-            v = getattr(k, key)
-            vals.append(
-                f"{100 * v:.1f}" if fmt == "pct" else fmt.format(int(v) if fmt == "{:d}" else v)
-            )
-        t.add_row(label, *vals)
-    return t
-
-
-def write_run_csvs(result: SimulationResult, station: Station, out_dir: Path) -> list[Path]:
-    """Energy flows, sessions by source and daily CSVs of one simulated run's store."""
-    paths = []
-    store = Store(result.db_path)
-    try:
-        for name, fn in (
-            ("energy-flows", exports.energy_flows_frame),
-            ("sessions", exports.sessions_by_source_frame),
-            ("daily", exports.daily_frame),
-        ):
-            p = out_dir / f"{result.policy}-{name}.csv"
-            exports.write_frame(fn(store, station), p)
-            paths.append(p)
-    finally:
-        store.close()
-    return paths
-
-
-def run_simulations(
-    station: Station,
-    policies: Sequence[str],
-    *,
-    days: float = 1.0,
-    start: datetime | None = None,
-    weather: str | Path = "mixed-week",
-    seed: int = 1,
-    out_dir: str | Path = "simulate-out",
-    plan_interval_s: float = 900.0,
-    console: object | None = None,
-) -> tuple[dict[str, Kpis], Kpis]:
-    """Run each policy on the same site and cars; write DBs, CSVs and a summary CSV."""
-    from rich.progress import Progress
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    wx = read_weather(weather)
-    t0 = start or weather_start(wx, station.site.timezone)
-    end = t0 + timedelta(days=days)
-    site = prepare_site(station, t0, end, wx, seed)
-    visits = generate_visits(station, t0, end, seed)
-    results: dict[str, Kpis] = {}
-    pf: Kpis | None = None
-    with Progress(console=console, transient=True, disable=console is None) as prog:
-        for i, pol in enumerate(policies):
-            task = prog.add_task(f"{pol}", total=1.0)
-            r = simulate(
-                station,
-                start=t0,
-                days=days,
-                policy=pol,
-                weather=wx,
-                seed=seed,
-                db_path=out / f"{pol}.db",
-                plan_interval_s=plan_interval_s,
-                visits=visits,
-                site=site,
-                with_perfect_foresight=(i == 0),
-                progress=lambda x, task=task: prog.update(task, completed=x),
-            )
-            results[pol] = r.kpis
-            pf = pf or r.perfect_foresight
-            write_run_csvs(r, station, out)
-    rows = [{"run": k, **v.as_dict()} for k, v in results.items()]
-    rows.append({"run": "perfect_foresight", **pf.as_dict()})
-    exports.write_frame(pd.DataFrame(rows), out / "summary.csv")
-    return results, pf
-
-
-# --------------------------------------------------------------------------- demo
+RECORD_STEP_S = 60.0  # station seconds between samples of the site's flows
+BOOT_TIMEOUT_S = 30.0  # wall seconds the chargers have to boot before the clock starts
+BOOT_POLL_S = 0.02  # wall seconds between checks that they have
+FLEET_END_WAIT_S = 30.0  # wall seconds the chargers have to stop at the end
+FLEET_STOP_WAIT_S = 10.0  # ... and to close after being cancelled
+PROGRESS_LINES = 8  # plain progress lines over a run when stdout is not a terminal
+# operator commands are polled about twice a second of wall time, not per station second
+COMMAND_POLL_WALL_S = 0.5
 
 
 @dataclass
@@ -175,31 +83,6 @@ class DemoResult:
     start: datetime | None = None
     end: datetime | None = None
     sessions: int = 0  # transactions stored over OCPP
-
-
-class _HeldClock(ScaledClock):
-    """A :class:`ScaledClock` that stands at ``start`` until :meth:`release`.
-
-    The chargers boot and receive their fail-safe profiles while station time stands
-    still, so the first car of the day finds a charger that is ready. Sleeps begun
-    while held end ``seconds / speed`` after the release. Safe across threads.
-    """
-
-    def __init__(self, start: datetime, speed: float) -> None:
-        super().__init__(start, speed)
-        self._released = threading.Event()
-
-    def now(self) -> datetime:
-        return super().now() if self._released.is_set() else self._start
-
-    async def sleep(self, seconds: float) -> None:
-        while not self._released.is_set():
-            await asyncio.sleep(0.01)
-        await super().sleep(seconds)
-
-    def release(self) -> None:
-        self._t0 = time.monotonic()
-        self._released.set()
 
 
 class _SiteBattery(SimulatedBattery):
@@ -265,11 +148,6 @@ class _FleetThread:
 
 
 def _live_view(station: Station, fleet, battery, s: dict, now: datetime, start, end):
-    from rich.console import Group
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-    from rich.text import Text
-
     done = (now - start) / (end - start)
     head = Text.assemble(
         (f"{station.site.name}  ", "bold"),
@@ -299,76 +177,70 @@ def _live_view(station: Station, fleet, battery, s: dict, now: datetime, start, 
     return Group(head, ProgressBar(total=1.0, completed=done), t)
 
 
-async def _demo_async(
-    station: Station,
-    *,
-    start: datetime,
-    end: datetime,
-    speed: float,
-    policy: str,
-    site,
-    visits,
-    db_path: Path,
-    console,
-    record_step_s: float = 60.0,
-    boot_timeout_s: float = 30.0,
-    web_port: int | None = None,
-) -> int:
+class _DemoSite:
+    """The simulated site on the demo clock: PV, the varying base load, the fleet's
+    charging power and the battery behind its inverter; :meth:`read` is its grid meter
+    (what a real station's meter reads), polled by the controller's guard."""
 
-    t_wall = time.perf_counter()
-    clock = _HeldClock(start, speed)
-    store = Store(db_path, clock)
-    cr.set_policy(store, policy)
-    for token in sorted({v.id_token for v in visits}):  # the fleet's RFID cards
-        records.set_id_token(store, token, "Accepted")
-    step = pd.Timedelta(minutes=15)
+    def __init__(self, station: Station, site: SiteInputs, clock: ScaledClock) -> None:
+        self.station = station
+        self.site = site
+        self.clock = clock
+        self.fleet: Fleet | None = None  # set once the fleet is built
+        self.battery = (
+            _SiteBattery(station.battery, clock, self.headroom_kw) if station.battery else None
+        )
 
-    def row(t: datetime) -> int:
-        return min(max(0, int((pd.Timestamp(t) - site.index[0]) // step)), len(site.index) - 1)
+    def row(self, t: datetime) -> int:
+        """The site-input step of ``t`` (clamped to the inputs)."""
+        n = len(self.site.index)
+        return min(max(0, int((pd.Timestamp(t) - self.site.index[0]) // SITE_STEP)), n - 1)
 
-    def pv_at(t: datetime) -> float:
-        return float(site.pv_actual_kw[row(t)])
+    def pv_kw(self, t: datetime) -> float:
+        return float(self.site.pv_actual_kw[self.row(t)])
 
-    fleet_holder: list[_FleetThread] = []
+    def base_load_kw(self, t: datetime) -> float:
+        return float(self.site.base_load_kw[self.row(t)])
 
-    def headroom_kw() -> float:
-        now = clock.now()
-        ev = fleet_holder[0].fleet.total_power_kw() if fleet_holder else 0.0
-        base = float(site.base_load_kw[row(now)])
-        return ev + base - pv_at(now) + station.site.grid_export_limit_kw
+    def ev_kw(self) -> float:
+        return self.fleet.total_power_kw() if self.fleet is not None else 0.0
 
-    battery = _SiteBattery(station.battery, clock, headroom_kw) if station.battery else None
+    def battery_kw(self) -> float:
+        return self.battery.power_kw if self.battery else 0.0
 
-    class _SiteMeter:
-        """The simulated site's grid connection point: what a real station's meter reads
-        (the fleet's true charging power, the varying base load, PV and the battery)."""
+    def headroom_kw(self) -> float:
+        """The most the battery may discharge now: EV + base load - PV + export limit."""
+        now = self.clock.now()
+        export_kw = self.station.site.grid_export_limit_kw
+        return self.ev_kw() + self.base_load_kw(now) - self.pv_kw(now) + export_kw
 
-        async def read(self) -> GridReading:
-            now = clock.now()
-            ev = fleet_holder[0].fleet.total_power_kw() if fleet_holder else 0.0
-            batt = battery.power_kw if battery else 0.0
-            net = ev + float(site.base_load_kw[row(now)]) - pv_at(now) - batt
-            return GridReading(max(net, 0.0), max(-net, 0.0), now)
+    async def read(self) -> GridReading:
+        now = self.clock.now()
+        net = self.ev_kw() + self.base_load_kw(now) - self.pv_kw(now) - self.battery_kw()
+        return GridReading(max(net, 0.0), max(-net, 0.0), now)
 
+
+def _start_station(
+    station: Station, store: Store, clock: ScaledClock, site: _DemoSite, speed: float
+) -> tuple[CentralSystem, Controller]:
+    """The central system and the controller with its OCPP gateway (not started)."""
     holder: dict[str, Controller] = {}
-    # operator commands are polled about twice a second of wall time, not per station second
     central = CentralSystem(
         station,
         store,
         clock,
         on_event=lambda e: holder["c"].notify(e) if "c" in holder else None,
-        command_poll_s=max(1.0, 0.5 * speed),
+        command_poll_s=max(1.0, COMMAND_POLL_WALL_S * speed),
     )
-    gateway = OcppGateway(station, store, clock, central)
     controller = Controller(
         station,
         store,
         clock,
-        gateway=gateway,
-        battery=battery,
-        pv_meter=SimulatedPVMeter(pv_at, clock),
-        weather=site.forecast_weather,
-        site_meter=_SiteMeter(),
+        gateway=OcppGateway(station, store, clock, central),
+        battery=site.battery,
+        pv_meter=SimulatedPVMeter(site.pv_kw, clock),
+        weather=site.site.forecast_weather,
+        site_meter=site,
         # the guard (over-limit check, battery following the site balance between plans)
         # polls the meter every DEMO_GUARD_S station seconds
         guard_interval_s=DEMO_GUARD_S,
@@ -377,185 +249,279 @@ async def _demo_async(
         record_flows=False,
     )
     holder["c"] = controller
-    await central.start("127.0.0.1", 0)
-    web = None
-    if web_port is not None:  # the console, to watch the simulated day live
-        import secrets
+    return central, controller
 
-        from megastation.web import WebServer
-        from megastation.web.auth import add_user
 
-        password = secrets.token_urlsafe(9)
-        add_user(store, "demo", "operator", password)
-        web = WebServer(
-            station, store, clock, central=central, port=web_port,
-            notify=lambda e: holder["c"].notify(e),
-        )  # fmt: skip
-        await web.start()
-        if console is not None:
-            console.print(f"console: {web.url} (log in as demo, password {password})")
-    fleet_thread = _FleetThread(station, visits, f"ws://127.0.0.1:{central.port}", clock, end)
-    fleet_holder.append(fleet_thread)
-    fleet = fleet_thread.fleet
-    ctl_task = asyncio.create_task(controller.run())
-    fleet_thread.start()
-
-    n_fc = max(1, int((end - start).total_seconds() // 900) + 1)
-    day_ahead = forecast_pv(station.pv_site(), start, n_fc, 15, site.forecast_weather)
-    bucket: _Bucket | None = None
-    flow_step_s = station.site.dispatch_step_min * 60
-    limit_kw = station.site.grid_import_limit_kw
-
-    # station time stands still until every charger has booted and got its fail-safe
-    deadline = time.perf_counter() + boot_timeout_s
+async def _wait_booted(
+    station: Station,
+    store: Store,
+    fleet_thread: _FleetThread,
+    controller: Controller,
+    timeout_s: float,
+) -> None:
+    """Until every charger has booted and got its fail-safe profile (or ``timeout_s``)."""
+    deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline and fleet_thread.alive():
         if fleet_thread.booted() and all(
             cr.active_profile(store, ch.id, 0, "max") is not None for ch in station.chargers
         ):
             break
-        await asyncio.sleep(0.02)
-    await controller.wait_idle(boot_timeout_s)
-    clock.release()
+        await asyncio.sleep(BOOT_POLL_S)
+    await controller.wait_idle(timeout_s)
 
-    def flush(b: _Bucket | None) -> None:
-        if b is None or b.seconds <= 0:
-            return
-        mean = {k: v / b.seconds for k, v in b.sums.items()}
-        t = pd.Timestamp(b.ts).floor("15min")
-        fc = day_ahead.loc[t] if t in day_ahead.index else None
-        flows.record_flows(
-            store,
-            flows.FlowStep(
-                ts=b.ts,
-                step_s=b.seconds,
-                soc_frac=b.soc_frac,
-                grid_limit_kw=limit_kw,
-                pv_forecast_kw=None if fc is None else float(fc["pv_ac_kw"]),
-                pv_p10_kw=None if fc is None else float(fc["pv_ac_p10_kw"]),
-                pv_p90_kw=None if fc is None else float(fc["pv_ac_p90_kw"]),
-                **mean,
-            ),
-        )
-        flows.record_connector_flows(
-            store,
-            [
-                flows.ConnectorStep(b.ts, c, n, e / b.seconds, tx, None)
-                for (c, n), (e, tx, _) in b.connector.items()
-            ],
-        )
 
-    from rich.live import Live
+async def _start_console(
+    station: Station,
+    store: Store,
+    clock: ScaledClock,
+    central: CentralSystem,
+    controller: Controller,
+    port: int,
+    console,
+) -> WebServer:
+    """The operator console on 127.0.0.1:``port`` (0 = any free port), to watch the
+    simulated day live; prints its URL and a one-off login."""
+    password = secrets.token_urlsafe(9)
+    add_user(store, "demo", "operator", password)
+    web = WebServer(station, store, clock, central=central, port=port, notify=controller.notify)
+    await web.start()
+    if console is not None:
+        console.print(f"console: {web.url} (log in as demo, password {password})")
+    return web
 
-    tty = console is not None and getattr(console, "is_terminal", False)
-    live = Live(console=console, refresh_per_second=4, transient=True) if tty else None
-    if live:
-        live.start()
-    stats = {"peak_kw": 0.0, "ev_kwh": 0.0, "sessions": 0, "wall_s": 0.0}
-    next_line = start
-    line_every = (end - start) / 8  # plain progress lines when stdout is not a terminal
-    known_tx: dict[tuple[str, int], int] = {}
-    prev_wh: dict[tuple[str, int], float] = fleet.registers_wh()
-    try:
-        last = clock.now()
-        while fleet_thread.alive() and clock.now() < end:
-            await asyncio.sleep(record_step_s / speed)
-            now = min(clock.now(), end)
-            dt_s = (now - last).total_seconds()
-            if dt_s <= 0:
-                continue
-            # mean EV power over [last, now) from the chargers' energy registers, so the
-            # flows add up to the metered energy of the transactions
-            regs = fleet.registers_wh()
-            power = {k: max(0.0, (wh - prev_wh.get(k, wh)) * 3.6 / dt_s) for k, wh in regs.items()}
-            prev_wh.update(regs)
-            ev_kw = sum(power.values())
-            pv = pv_at(last)
-            base = float(site.base_load_kw[row(last)])
-            batt = battery.power_kw if battery else 0.0
-            net = ev_kw + base - pv - batt
-            curtailed = min(pv, max(0.0, -net - station.site.grid_export_limit_kw))
-            net += curtailed
-            # which stored transaction each connector's energy belongs to
-            open_tx = {
-                (t.charger_id, t.connector_id): t.transaction_id
-                for t in records.open_transactions(store)
-            }
-            conn_tx: dict[tuple[str, int], tuple[float, int | None]] = {}
-            for conn, p in power.items():
-                tx = open_tx.get(conn)
-                if tx is not None:
-                    known_tx[conn] = tx
-                elif p > 0:
-                    tx = known_tx.get(conn)  # stored a moment after the charger started
-                if p > 0 or tx is not None:
-                    conn_tx[conn] = (p, tx)
-            # the sample holds over [last, now); split it at the flow-step boundaries
-            t = last
-            while t < now:
-                ts = pd.Timestamp(t).floor(f"{flow_step_s}s").to_pydatetime()
-                seg_end = min(now, ts + timedelta(seconds=flow_step_s))
-                seg_s = (seg_end - t).total_seconds()
-                if bucket is None or bucket.ts != ts:
-                    flush(bucket)
-                    bucket = _Bucket(ts)
-                if bucket.soc_frac is None and battery:
-                    bucket.soc_frac = battery.soc_frac
-                bucket.add(
-                    seg_s,
-                    pv_kw=pv - curtailed,
-                    curtailed_kw=curtailed,
-                    ev_kw=ev_kw,
-                    base_load_kw=base,
-                    battery_charge_kw=max(-batt, 0.0),
-                    battery_discharge_kw=max(batt, 0.0),
-                    grid_import_kw=max(net, 0.0),
-                    grid_export_kw=max(-net, 0.0),
-                )
-                for conn, (p, tx) in conn_tx.items():
-                    old = bucket.connector.get(conn, (0.0, tx, None))
-                    bucket.connector[conn] = (old[0] + p * seg_s, tx or old[1], None)
-                t = seg_end
-            stats.update(
-                pv_kw=pv,
-                import_kw=max(net, 0.0),
-                soc_frac=battery.soc_frac if battery else 0.0,
-                battery_kw=batt,
-                wall_s=time.perf_counter() - t_wall,
-            )
-            stats["peak_kw"] = max(stats["peak_kw"], max(net, 0.0))
-            stats["ev_kwh"] += ev_kw * dt_s / 3600.0
-            stats["sessions"] = len(set(known_tx.values()))
-            last = now
-            if live:
-                live.update(_live_view(station, fleet, battery, stats, now, start, end))
-            elif console is not None and now >= next_line:
-                next_line += line_every
-                console.print(
-                    f"{now.astimezone(station.site.tz):%H:%M} "
-                    f"{100 * (now - start) / (end - start):3.0f}% EV {ev_kw:.0f} kW, "
-                    f"PV {pv:.0f}, grid {max(net, 0.0):.0f}/{limit_kw:.0f}, "
-                    f"SoC {100 * stats['soc_frac']:.0f}%, {stats['ev_kwh']:.0f} kWh",
-                    soft_wrap=True,
-                )
-        await fleet_thread.join(30.0)  # the chargers stop their transactions at ``end``
-        # energy the chargers metered after the last sample (their final tick at ``end``)
-        # goes into the last step, so the flows add up to the transactions
-        if bucket is not None:
-            for k, wh in fleet.registers_wh().items():
-                kw_s = max(0.0, wh - prev_wh.get(k, wh)) * 3.6  # kW x s
+
+@dataclass
+class _Sample:
+    """The site over one sampling interval [kW] (EV power from the energy registers)."""
+
+    pv_kw: float
+    ev_kw: float
+    import_kw: float
+    battery_kw: float  # + discharge
+    soc_frac: float
+
+
+class _FlowRecorder:
+    """Samples the simulated site every :data:`RECORD_STEP_S` and writes one
+    :class:`FlowBucket` per dispatch step, with the day-ahead forecast, so the flows add up
+    to the metered energy of the stored transactions."""
+
+    def __init__(
+        self, station: Station, store: Store, site: _DemoSite, fleet: Fleet, day_ahead
+    ) -> None:
+        self.station, self.store, self.site, self.fleet = station, store, site, fleet
+        self.day_ahead = day_ahead
+        self.flow_step_s = station.site.dispatch_step_min * 60
+        self.limit_kw = station.site.grid_import_limit_kw
+        self.bucket: FlowBucket | None = None
+        self.known_tx: dict[tuple[str, int], int] = {}  # connector -> its stored transaction
+        self.prev_wh: dict[tuple[str, int], float] = fleet.registers_wh()
+
+    @property
+    def sessions(self) -> int:
+        return len(set(self.known_tx.values()))
+
+    def sample(self, last: datetime, now: datetime) -> _Sample:
+        """Record the site over ``[last, now)``; the readings hold over the interval."""
+        dt_s = (now - last).total_seconds()
+        # mean EV power over [last, now) from the chargers' energy registers, so the
+        # flows add up to the metered energy of the transactions
+        regs = self.fleet.registers_wh()
+        power = {k: max(0.0, (wh - self.prev_wh.get(k, wh)) * 3.6 / dt_s) for k, wh in regs.items()}
+        self.prev_wh.update(regs)
+        ev_kw = sum(power.values())
+        pv = self.site.pv_kw(last)
+        base = self.site.base_load_kw(last)
+        batt = self.site.battery_kw()
+        net = ev_kw + base - pv - batt
+        curtailed = min(pv, max(0.0, -net - self.station.site.grid_export_limit_kw))
+        net += curtailed
+        values = {
+            "pv_kw": pv - curtailed,
+            "curtailed_kw": curtailed,
+            "ev_kw": ev_kw,
+            "base_load_kw": base,
+            "battery_charge_kw": max(-batt, 0.0),
+            "battery_discharge_kw": max(batt, 0.0),
+            "grid_import_kw": max(net, 0.0),
+            "grid_export_kw": max(-net, 0.0),
+        }
+        self._add(last, now, values, self._connector_tx(power))
+        soc = self.site.battery.soc_frac if self.site.battery else 0.0
+        return _Sample(pv, ev_kw, max(net, 0.0), batt, soc)
+
+    def _connector_tx(
+        self, power: dict[tuple[str, int], float]
+    ) -> dict[tuple[str, int], tuple[float, int | None]]:
+        """Each connector's power and the stored transaction its energy belongs to."""
+        open_tx = {
+            (t.charger_id, t.connector_id): t.transaction_id
+            for t in records.open_transactions(self.store)
+        }
+        conn_tx: dict[tuple[str, int], tuple[float, int | None]] = {}
+        for conn, p in power.items():
+            tx = open_tx.get(conn)
+            if tx is not None:
+                self.known_tx[conn] = tx
+            elif p > 0:
+                tx = self.known_tx.get(conn)  # stored a moment after the charger started
+            if p > 0 or tx is not None:
+                conn_tx[conn] = (p, tx)
+        return conn_tx
+
+    def _add(self, last: datetime, now: datetime, values: dict[str, float], conn_tx) -> None:
+        """The sample holds over [last, now); split it at the flow-step boundaries."""
+        t = last
+        while t < now:
+            ts = pd.Timestamp(t).floor(f"{self.flow_step_s}s").to_pydatetime()
+            seg_end = min(now, ts + timedelta(seconds=self.flow_step_s))
+            seg_s = (seg_end - t).total_seconds()
+            if self.bucket is None or self.bucket.ts != ts:
+                self._flush()
+                self.bucket = FlowBucket(ts)
+            b = self.bucket
+            if b.soc_frac is None and self.site.battery:
+                b.soc_frac = self.site.battery.soc_frac
+            b.add(seg_s, values)
+            for conn, (p, tx) in conn_tx.items():
+                old = b.connector.get(conn, (0.0, tx, None))
+                b.connector[conn] = (old[0] + p * seg_s, tx or old[1], None)
+            t = seg_end
+
+    def finish(self) -> None:
+        """Energy the chargers metered after the last sample (their final tick at the
+        end) goes into the last step, so the flows add up to the transactions; write it."""
+        b = self.bucket
+        if b is not None:
+            for k, wh in self.fleet.registers_wh().items():
+                kw_s = max(0.0, wh - self.prev_wh.get(k, wh)) * 3.6  # kW x s
                 if kw_s > 0:
                     for name in ("ev_kw", "grid_import_kw"):
-                        bucket.sums[name] = bucket.sums.get(name, 0.0) + kw_s
-                    e, tx, _ = bucket.connector.get(k, (0.0, known_tx.get(k), None))
-                    bucket.connector[k] = (e + kw_s, tx, None)
-        flush(bucket)
+                        b.sums[name] = b.sums.get(name, 0.0) + kw_s
+                    e, tx, _ = b.connector.get(k, (0.0, self.known_tx.get(k), None))
+                    b.connector[k] = (e + kw_s, tx, None)
+        self._flush()
+
+    def _flush(self) -> None:
+        b = self.bucket
+        if b is None:
+            return
+        t = pd.Timestamp(b.ts).floor(SITE_STEP)
+        fc = self.day_ahead.loc[t] if t in self.day_ahead.index else None
+        forecast = (None, None, None) if fc is None else (
+            float(fc["pv_ac_kw"]), float(fc["pv_ac_p10_kw"]), float(fc["pv_ac_p90_kw"])
+        )  # fmt: skip
+        b.record(self.store, grid_limit_kw=self.limit_kw, forecast=forecast)
+
+
+class _Progress:
+    """The live table on a terminal, else :data:`PROGRESS_LINES` plain lines (or nothing
+    without a console). A context manager: the live view stops on exit."""
+
+    def __init__(self, station: Station, console, start: datetime, end: datetime) -> None:
+        self.station, self.console, self.start, self.end = station, console, start, end
+        self.t_wall = time.perf_counter()
+        tty = console is not None and getattr(console, "is_terminal", False)
+        self.live = Live(console=console, refresh_per_second=4, transient=True) if tty else None
+        self.stats = {"peak_kw": 0.0, "ev_kwh": 0.0, "sessions": 0, "wall_s": 0.0}
+        self.next_line = start
+        self.line_every = (end - start) / PROGRESS_LINES
+
+    def __enter__(self) -> _Progress:
+        if self.live:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.live.stop()
+
+    def update(self, now: datetime, dt_s: float, s: _Sample, sessions: int, fleet, battery):
+        stats = self.stats
+        stats.update(
+            pv_kw=s.pv_kw,
+            import_kw=s.import_kw,
+            soc_frac=s.soc_frac,
+            battery_kw=s.battery_kw,
+            wall_s=time.perf_counter() - self.t_wall,
+        )
+        stats["peak_kw"] = max(stats["peak_kw"], s.import_kw)
+        stats["ev_kwh"] += s.ev_kw * dt_s / 3600.0
+        stats["sessions"] = sessions
+        if self.live:
+            self.live.update(
+                _live_view(self.station, fleet, battery, stats, now, self.start, self.end)
+            )
+        elif self.console is not None and now >= self.next_line:
+            self.next_line += self.line_every
+            limit_kw = self.station.site.grid_import_limit_kw
+            self.console.print(
+                f"{now.astimezone(self.station.site.tz):%H:%M} "
+                f"{100 * (now - self.start) / (self.end - self.start):3.0f}% EV {s.ev_kw:.0f} kW, "
+                f"PV {s.pv_kw:.0f}, grid {s.import_kw:.0f}/{limit_kw:.0f}, "
+                f"SoC {100 * s.soc_frac:.0f}%, {stats['ev_kwh']:.0f} kWh",
+                soft_wrap=True,
+            )
+
+
+async def _demo_async(
+    station: Station,
+    *,
+    start: datetime,
+    end: datetime,
+    speed: float,
+    policy: str,
+    site: SiteInputs,
+    visits,
+    db_path: Path,
+    console,
+    record_step_s: float = RECORD_STEP_S,
+    boot_timeout_s: float = BOOT_TIMEOUT_S,
+    web_port: int | None = None,
+) -> int:
+    """The live run (with the operator console on ``web_port`` if given): returns the
+    number of transactions stored over OCPP."""
+    clock = ScaledClock(start, speed, held=True)  # stands still until the chargers booted
+    store = Store(db_path, clock)
+    cr.set_policy(store, policy)
+    for token in sorted({v.id_token for v in visits}):  # the fleet's RFID cards
+        records.set_id_token(store, token, "Accepted")
+    demo_site = _DemoSite(station, site, clock)
+    central, controller = _start_station(station, store, clock, demo_site, speed)
+    await central.start("127.0.0.1", 0)
+    web = None
+    if web_port is not None:
+        web = await _start_console(station, store, clock, central, controller, web_port, console)
+    fleet_thread = _FleetThread(station, visits, f"ws://127.0.0.1:{central.port}", clock, end)
+    demo_site.fleet = fleet = fleet_thread.fleet
+    ctl_task = asyncio.create_task(controller.run())
+    fleet_thread.start()
+    n_fc = max(1, int((end - start).total_seconds() // SITE_STEP_S) + 1)
+    day_ahead = forecast_pv(
+        station.pv_site(), start, n_fc, SITE_STEP_S // 60, site.forecast_weather
+    )
+    await _wait_booted(station, store, fleet_thread, controller, boot_timeout_s)
+    clock.release()
+    try:
+        with _Progress(station, console, start, end) as progress:
+            recorder = _FlowRecorder(station, store, demo_site, fleet, day_ahead)
+            last = clock.now()
+            while fleet_thread.alive() and clock.now() < end:
+                await asyncio.sleep(record_step_s / speed)
+                now = min(clock.now(), end)
+                if now <= last:
+                    continue
+                sample = recorder.sample(last, now)
+                dt_s = (now - last).total_seconds()
+                progress.update(now, dt_s, sample, recorder.sessions, fleet, demo_site.battery)
+                last = now
+            await fleet_thread.join(FLEET_END_WAIT_S)  # the chargers stop at ``end``
+            recorder.finish()
     finally:
-        if live:
-            live.stop()
         fleet_thread.stop()
         ctl_task.cancel()
         await asyncio.gather(ctl_task, return_exceptions=True)
-        await fleet_thread.join(10.0)
+        await fleet_thread.join(FLEET_STOP_WAIT_S)
         if web is not None:
             await web.stop()
         await central.close()
@@ -617,17 +583,10 @@ def run_demo(
         frame = flows.read_flows(store)
         kpis = flow_kpis(station, frame, energy_wanted_kwh=wanted, sessions=len(visits))
         pf, pf_frame = perfect_foresight(station, start, end, site, visits)
-        _store_reference(store, station, "perfect_foresight", pf_frame=pf_frame, kpis=pf)
-        files = []
-        for name, fn in (
-            ("energy-flows.csv", exports.energy_flows_frame),
-            ("sessions.csv", exports.sessions_by_source_frame),
-            ("daily.csv", exports.daily_frame),
-        ):
-            exports.write_frame(fn(store, station), out / name)
-            files.append(out / name)
+        store_reference(store, station, "perfect_foresight", pf_frame=pf_frame, kpis=pf)
+        files = write_flow_csvs(store, station, out)
         session_export.export_meter_values(store, out / "meter-values.csv")
-        control_records.export_dispatch_csv(store, out / "dispatch.csv")
+        cr.export_dispatch_csv(store, out / "dispatch.csv")
         files += [out / "meter-values.csv", out / "dispatch.csv"]
         files += exports.write_day_plots(store, station, start, end, out)
     finally:

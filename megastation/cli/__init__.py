@@ -62,6 +62,7 @@ _COMMAND_MODULES = (
     "megastation.cli.demo_cmd",
     "megastation.cli.exports_cmd",
     "megastation.cli.control_cmd",
+    "megastation.cli.devices_cmd",
     "megastation.cli.web_cmd",
 )
 for _name in _COMMAND_MODULES:

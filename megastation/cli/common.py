@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as dtime
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from megastation.core.config import ConfigError, Station, default_config_path, load_station
+from megastation.sim.options import SimulationError, weather_path
 from megastation.store import Store
 
 
@@ -54,13 +56,22 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Domain errors whose message is meant for the user: shown without a traceback."""
-    from forecasts.weather import WeatherError
-    from megastation.dispatch import ProblemError
-    from megastation.reports.exports import ExportError
+# Domain errors whose message is meant for the user, by the module that defines them.
+_USER_ERRORS = {
+    "forecasts.weather": "WeatherError",
+    "megastation.dispatch.problem": "ProblemError",
+    "megastation.reports.frames": "ExportError",
+    "megastation.sim.options": "SimulationError",
+}
 
-    return (ConfigError, ExportError, ProblemError, WeatherError, sqlite3.DatabaseError)
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Domain errors whose message is meant for the user: shown without a traceback.
+
+    Only a module that has been imported can have raised its error, so none is imported
+    here (the CLI stays light: see ``benchmarks/cli_start.py``)."""
+    loaded = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS.items() if m in sys.modules]
+    return (ConfigError, sqlite3.DatabaseError, *loaded)
 
 
 class MegastationGroup(click.Group):
@@ -114,7 +125,7 @@ def parse_range(
 
 def export_group() -> click.Group:
     """The shared ``megastation export`` group; each command module adds its exports to it."""
-    from megastation.cli import main
+    from megastation.cli import main  # lazy: megastation.cli imports this module
 
     existing = main.commands.get("export")
     if isinstance(existing, click.Group):
@@ -129,8 +140,6 @@ def export_group() -> click.Group:
 
 def check_weather(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Click callback for ``--weather``: a seed name or an existing weather CSV."""
-    from megastation.sim.simulator import SimulationError, weather_path
-
     try:
         weather_path(value)
     except SimulationError as exc:

@@ -25,10 +25,17 @@ from megastation.cli.common import (
     range_options,
 )
 from megastation.cli.ocpp_cmd import add_status_section
-from megastation.control.needs import set_override
 from megastation.core.config import Station
 from megastation.store import Store, json_text, parse_iso, records
 from megastation.store import control as cr
+from megastation.store import devices as device_store
+
+# What the controller does without a faulted device of each kind
+WITHOUT_DEVICE = {
+    "battery": "planned without it (battery idle)",
+    "pv": "PV from the forecast",
+    "meter": "site balance from the chargers",
+}
 
 
 @main.command("limit")
@@ -82,6 +89,9 @@ def session(ctx: Context, session: int, depart: str | None, energy_kwh: float | 
     if tx is None:
         raise click.ClickException(f"no session {session}")
     dep = parse_when(depart, ctx.station, option="--depart")
+    # lazy: the control package pulls in the dispatch LP (scipy); only this command needs it
+    from megastation.control.needs import set_override
+
     set_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
     click.echo(
         f"session {session}: "
@@ -137,6 +147,18 @@ def control_status(store: Store, station: Station) -> dict[str, Any]:
         "plan": None,
         "connectors": [],
         "uncontrollable": cr.uncontrollable_chargers(store),
+        "devices": [
+            {
+                "name": d["name"],
+                "kind": d["kind"],
+                "address": d["address"],
+                "fault": d["fault"],
+                "fault_since": d["fault_since"],
+                "without_it": WITHOUT_DEVICE.get(d["kind"]) if d["fault"] else None,
+                "reading_at": d["reading_at"],
+            }
+            for d in device_store.device_statuses(store)
+        ],
         # cycles failing now: {"error", "since", "last_at", "count"}; the plan below is
         # then the last good one, older than "since"
         "cycle_error": cr.cycle_error(store),
@@ -226,6 +248,15 @@ def print_control_status(data: dict[str, Any]) -> None:
             )
     for cid, reason in data["uncontrollable"].items():
         click.echo(f"  {cid}: uncontrollable ({reason})")
+    for d in data.get("devices", []):
+        if d["fault"]:
+            click.echo(
+                f"device {d['name']} ({d['kind']}, {d['address']}) FAULT since "
+                f"{d['fault_since']}: {d['fault']}; {d['without_it']}"
+            )
+    simulated = [d["kind"] for d in data.get("devices", []) if d["address"] == "simulated"]
+    if simulated:
+        click.echo(f"simulated devices: {', '.join(simulated)}")
 
 
 @main.command("control-status")

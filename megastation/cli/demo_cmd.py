@@ -77,9 +77,11 @@ def demo(
     no_web: bool,
 ) -> None:
     """Server, controller and simulated chargers on an accelerated clock; summary at the end."""
+    # lazy: the demo pulls in the server, the controller, scipy, pandas and pvlib
     from rich.console import Console
 
-    from megastation.app.demo import kpi_table, run_demo
+    from megastation.app.demo import run_demo
+    from megastation.app.simulate import kpi_table
 
     console = Console()
     station = ctx.station

@@ -17,16 +17,24 @@ from megastation.cli.common import (
     pass_ctx,
     range_options,
 )
-from megastation.reports import exports
+from megastation.reports.frames import ExportError
 
 _export = export_group()
 
 
-def _run(fn, ctx: Context, output: Path, start: str | None, end: str | None, what: str) -> None:
+def _exports():
+    # lazy: the analyst exports pull in pandas, the simulator and matplotlib; importing
+    # them here would slow every CLI command down
+    from megastation.reports import exports
+
+    return exports
+
+
+def _run(name: str, ctx: Context, output: Path, start: str | None, end: str | None, what: str):
     st = ctx.station
     try:
-        n = fn(ctx.store, st, output, *parse_range(start, end, st))
-    except exports.ExportError as exc:
+        n = getattr(_exports(), name)(ctx.store, st, output, *parse_range(start, end, st))
+    except ExportError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{output}: {n} {what}")
 
@@ -37,7 +45,7 @@ def _run(fn, ctx: Context, output: Path, start: str | None, end: str | None, wha
 @pass_ctx
 def export_energy_flows(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Site energy flows per step: pv_kw, ev_kw, battery_kw, grid_import_kw, soc_frac, ..."""
-    _run(exports.export_energy_flows, ctx, output, start, end, "steps")
+    _run("export_energy_flows", ctx, output, start, end, "steps")
 
 
 @_export.command("daily")
@@ -46,7 +54,7 @@ def export_energy_flows(ctx: Context, output: Path, start: str | None, end: str 
 @pass_ctx
 def export_daily(ctx: Context, output: Path, start: str | None, end: str | None) -> None:
     """Per day: energy_kwh, renewable_frac, grid_import_kwh, peak_import_kw, cost_krw, gaps."""
-    _run(exports.export_daily, ctx, output, start, end, "days")
+    _run("export_daily", ctx, output, start, end, "days")
 
 
 @_export.command("sessions-by-source")
@@ -57,7 +65,7 @@ def export_sessions_by_source(
     ctx: Context, output: Path, start: str | None, end: str | None
 ) -> None:
     """Sessions with energy by source: pv_direct_kwh, battery_kwh, grid_kwh, renewable_frac."""
-    _run(exports.export_sessions_by_source, ctx, output, start, end, "sessions")
+    _run("export_sessions_by_source", ctx, output, start, end, "sessions")
 
 
 @main.command("report")
@@ -70,10 +78,10 @@ def report(ctx: Context, day: str, out_dir: Path) -> None:
     """Write a stored day's three PNG plots (energy flows, connectors, PV forecast)."""
     start = parse_when(day, ctx.station, option="--day")
     try:
-        paths = exports.write_day_plots(
+        paths = _exports().write_day_plots(
             ctx.store, ctx.station, start, start + timedelta(days=1), out_dir
         )
-    except exports.ExportError as exc:
+    except ExportError as exc:
         raise click.ClickException(str(exc)) from None
     for p in paths:
         click.echo(str(p))

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
 
 from megastation.cli import main
 from megastation.cli.common import Context, parse_when, pass_ctx
 from megastation.core.clock import SystemClock
 from megastation.core.config import ConfigError, Station, load_station
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Function-level imports below are lazy on purpose: pandas and pvlib (through forecasts)
+# take about a second to import, and every other CLI command would pay for them.
 
 
 def _station(ctx: Context, config: Path | None) -> Station:
@@ -29,7 +35,7 @@ def _read_weather(path: Path, year: int, label: str, station: Station) -> pd.Dat
     sky (:func:`forecasts.timing.weather_label`; ``end`` when it cannot tell), and the
     choice is printed to stderr.
     """
-    from forecasts import timing, weather
+    from forecasts import timing, weather  # lazy: pandas, pvlib
 
     if path.suffix.lower() == ".epw":
         return weather.read_epw(path, year=year)[0]
@@ -52,11 +58,15 @@ def _parse_time(text: str | None, station: Station) -> pd.Timestamp:
 
     The forecast itself starts at the step containing it (``forecast_pv`` floors it).
     """
+    import pandas as pd  # lazy
+
     ts = parse_when(text, station, option="--start")
     return pd.Timestamp(SystemClock().now() if ts is None else ts).tz_convert("UTC")
 
 
 def _step_min(step: str) -> int:
+    import pandas as pd  # lazy
+
     try:
         td = pd.Timedelta(step)
     except ValueError:
@@ -65,6 +75,18 @@ def _step_min(step: str) -> int:
     if minutes <= 0 or minutes != int(minutes) or 60 % int(minutes):
         raise click.ClickException(f"--step: {step} does not divide the hour")
     return int(minutes)
+
+
+def _print_scores(table: pd.DataFrame) -> None:
+    """One line per day (then overall) of forecast scores."""
+    click.echo(
+        f"{'day':<11}{'steps':>6}{'nMAE':>8}{'nRMSE':>8}{'nBias':>8}{'nRMSE_sp':>10}{'skill':>8}"
+    )
+    for r in table.itertuples():
+        click.echo(
+            f"{r.day:<11}{r.n_steps:>6}{r.nmae:>8.3f}{r.nrmse:>8.3f}{r.nbias:>+8.3f}"
+            f"{r.nrmse_persistence:>10.3f}{r.skill:>+8.3f}"
+        )
 
 
 def _fmt_lag(lag: pd.Timedelta) -> str:
@@ -142,6 +164,7 @@ def forecast_group(
         click_ctx.obj = ctx
         click_ctx.meta["forecast_config"] = config
         return
+    # lazy: pandas, pvlib
     from forecasts.forecast import forecast_pv
     from forecasts.weather import WeatherError
     from megastation.store.forecasts import save_forecast
@@ -240,6 +263,9 @@ def score_cmd(
     jumps by about an hour (daylight saving) is reported on stderr. Also prints the P10/P90
     band percentiles these errors give (forecasts.bands.fit_bands).
     """
+    # lazy: pandas, pvlib
+    import pandas as pd
+
     from forecasts import timing
     from forecasts.bands import MIN_SAMPLES, fit_bands
     from forecasts.nowcast import step_means
@@ -259,7 +285,9 @@ def score_cmd(
         grid = pd.date_range(m.index[0].floor(stp), m.index[-1].floor(stp), freq=stp)
         m_kw = pd.Series(step_means(m, grid, stp), index=grid)
         clear = pv_power(site, arrays, clear_sky_weather(grid), step=stp)["pv_ac_kw"]
-        for day, jump in timing.clock_shifts(timing.daily_phase_min(m_kw, clear, site.timezone)):
+        for day, jump in timing.clock_shifts(
+            timing.daily_phase_min(m_kw, clear, site.timezone, min_index=timing.CLEAR_DAY_INDEX)
+        ):
             click.echo(
                 f"warning: {measured}: the PV peak moves {jump:+.0f} min against the sun from "
                 f"{day} on: a daylight-saving change in the log's clock? Scores around it suffer",
@@ -291,14 +319,7 @@ def score_cmd(
     table = score(m_kw, f_kw, clear, station.pv_peak_kw, tz=site.timezone, persistence_lag=lag)
     click.echo(f"scoring {what} against {measured}, capacity {station.pv_peak_kw:g} kWp")
     click.echo(f"skill against smart persistence of the PV clear-sky index {_fmt_lag(lag)} before")
-    click.echo(
-        f"{'day':<11}{'steps':>6}{'nMAE':>8}{'nRMSE':>8}{'nBias':>8}{'nRMSE_sp':>10}{'skill':>8}"
-    )
-    for r in table.itertuples():
-        click.echo(
-            f"{r.day:<11}{r.n_steps:>6}{r.nmae:>8.3f}{r.nrmse:>8.3f}{r.nbias:>+8.3f}"
-            f"{r.nrmse_persistence:>10.3f}{r.skill:>+8.3f}"
-        )
+    _print_scores(table)
     # The P10/P90 spread these errors give (forecast_pv(bands=...)), in clear-sky units.
     b = fit_bands(
         m_kw.to_numpy(float),

@@ -87,7 +87,7 @@ def chargers_group(click_ctx: click.Context, as_json: bool) -> None:
 @pass_ctx
 def set_password(ctx: Context, charger_id: str, password: str | None) -> None:
     """Set the HTTP Basic password a charger must present (security profile 1/2)."""
-    from ocpp_central.auth import hash_password
+    from ocpp_central.auth import hash_password  # lazy: ocpp_central is for the server
 
     _chargers_synced(ctx)
     if records.get_charger(ctx.store, charger_id) is None:  # before asking for a password

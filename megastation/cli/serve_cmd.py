@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
 import sys
-from collections.abc import Awaitable
 
 import click
 
 from megastation.cli import main
 from megastation.cli.common import Context, pass_ctx
 from megastation.core.clock import SystemClock
+from megastation.core.config import ConfigError
 
 
 @main.command("serve")
@@ -33,15 +31,21 @@ def serve(
 ) -> None:
     """Run the OCPP central system: chargers connect over OCPP-J 1.6 / 2.0.1.
 
+    The control loop runs beside it with the station's [[devices]] (Modbus TCP battery,
+    PV inverters, grid meter); the log says at start which kinds are simulated or absent.
+
     The operator console, HTTP API (/api/v1), /metrics and the data hub feed
     (/ngsi-ld/v1) run beside it on [web].host:port (127.0.0.1:8080 by default; accounts:
     `megastation users add`). Logs go to stderr; the bound addresses are logged as
-    "listening on HOST:PORT" and "console on URL". Ctrl-C and SIGTERM (systemd, Docker) stop cleanly: chargers get a 1001 close and
-    are marked disconnected, commands awaiting an answer end `interrupted`.
+    "listening on HOST:PORT" and "console on URL". Ctrl-C and SIGTERM (systemd, Docker)
+    stop cleanly: chargers get a 1001 close and are marked disconnected, commands
+    awaiting an answer end `interrupted`.
     """
+    # lazy: the server, the controller and asyncio are for this command only
+    import asyncio
+
     from megastation.app.serve import serve as serve_station
     from megastation.app.serve import until_stopped
-    from megastation.core.config import ConfigError
     from ocpp_central.server import ListenError
 
     logging.basicConfig(
@@ -51,6 +55,8 @@ def serve(
     )
     if not verbose:
         logging.getLogger("websockets").setLevel(logging.WARNING)
+        # device faults are logged once by megastation.devices, with the reason
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     station = ctx.station
     store = ctx.store
     h = host or station.server.host
@@ -89,26 +95,3 @@ def serve(
             f"({station.source}), or --no-web"
         ) from None
     click.echo("stopped", err=True)
-
-
-async def until_stopped(main_coro: Awaitable[None]) -> None:
-    """Run ``main_coro`` until it ends or SIGTERM / SIGINT arrives; then cancel it, so its
-    clean-up runs (the same path for both signals)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    task = asyncio.ensure_future(main_coro)
-    waiter = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    if task.done():
-        return task.result()
-    logging.getLogger("megastation").info("stopping (signal)")
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

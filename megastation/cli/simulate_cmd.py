@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import click
 
 from megastation.cli import main
 from megastation.cli.common import Context, check_weather, parse_when, pass_ctx
-from megastation.sim.simulator import POLICIES, SimulationError
+from megastation.sim.options import POLICIES, SimulationError
 
 
 def parse_policies(text: str) -> list[str]:
@@ -25,134 +24,6 @@ def parse_policies(text: str) -> list[str]:
             param_hint="'--policy'",
         )
     return names
-
-
-def _run_policy(
-    station: Any,
-    policy: str,
-    kwargs: dict[str, Any],
-    out_dir: Path,
-    with_pf: bool,
-    progress: Callable[[float], None] | None = None,
-) -> tuple[str, Any, Any]:
-    """One policy's run, its CSVs; returns (policy, KPIs, perfect-foresight KPIs or None)."""
-    from megastation.app.demo import write_run_csvs
-    from megastation.sim.simulator import simulate
-
-    r = simulate(
-        station,
-        policy=policy,
-        db_path=out_dir / f"{policy}.db",
-        with_perfect_foresight=with_pf,
-        progress=progress,
-        **kwargs,
-    )
-    write_run_csvs(r, station, out_dir)
-    return policy, r.kpis, r.perfect_foresight
-
-
-def _queue_progress(queue: Any, policy: str) -> Callable[[float], None]:
-    return lambda x: queue.put((policy, x))
-
-
-def _run_policy_in_worker(
-    station: Any, policy: str, kwargs: dict[str, Any], out_dir: Path, with_pf: bool, queue: Any
-) -> tuple[str, Any, Any]:
-    return _run_policy(station, policy, kwargs, out_dir, with_pf, _queue_progress(queue, policy))
-
-
-def run_policies(
-    station: Any,
-    policies: Sequence[str],
-    *,
-    days: float,
-    start: datetime | None,
-    weather: str,
-    seed: int,
-    out_dir: Path,
-    plan_interval_s: float,
-    jobs: int,
-    keep_plans: bool = False,
-    replan_on_departure: bool = True,
-    console: Any = None,
-    visits: Sequence[Any] | None = None,
-    history: Sequence[Any] | None = None,
-) -> tuple[dict[str, Any], Any]:
-    """Run each policy on the same site and cars, ``jobs`` of them at a time in worker
-    processes (policies are independent); write DBs, CSVs and ``summary.csv``."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    import queue as queue_mod
-
-    import pandas as pd
-    from rich.progress import Progress
-
-    from megastation.core.fleet import generate_visits
-    from megastation.reports import exports
-    from megastation.sim.simulator import prepare_site, read_weather, weather_start
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wx = read_weather(weather)
-    t0 = start or weather_start(wx, station.site.timezone)
-    end = t0 + timedelta(days=days)
-    kwargs = {
-        "start": t0,
-        "days": days,
-        "weather": wx,
-        "seed": seed,
-        "plan_interval_s": plan_interval_s,
-        "visits": list(visits) if visits is not None else generate_visits(station, t0, end, seed),
-        "history": list(history) if history else None,
-        "site": prepare_site(station, t0, end, wx, seed),
-        "keep_plan_horizons": keep_plans,
-        "replan_on_departure": replan_on_departure,
-    }
-    # the controlled policies take ~20x longer: start them first
-    order = sorted(policies, key=lambda p: p not in ("re100", "cost"))
-    pf_policy = order[-1]  # the perfect foresight goes with a quick run
-    done: dict[str, tuple[Any, Any]] = {}
-    with Progress(console=console, transient=True, disable=console is None) as prog:
-        tasks = {p: prog.add_task(p, total=1.0) for p in order}
-        if jobs <= 1 or len(order) == 1:
-            for p in order:
-                _, k, pf = _run_policy(
-                    station,
-                    p,
-                    kwargs,
-                    out_dir,
-                    p == pf_policy,
-                    lambda x, t=tasks[p]: prog.update(t, completed=x),
-                )
-                done[p] = (k, pf)
-        else:
-            ctx = mp.get_context("spawn")  # no fork of a process with threads (rich)
-            with ctx.Manager() as manager:
-                q = manager.Queue()
-                with cf.ProcessPoolExecutor(min(jobs, len(order)), mp_context=ctx) as pool:
-                    futs = [
-                        pool.submit(
-                            _run_policy_in_worker, station, p, kwargs, out_dir, p == pf_policy, q
-                        )
-                        for p in order
-                    ]
-                    pending = set(futs)
-                    while pending:
-                        finished, pending = cf.wait(pending, timeout=0.2)
-                        try:
-                            while True:
-                                p, x = q.get_nowait()
-                                prog.update(tasks[p], completed=x)
-                        except queue_mod.Empty:
-                            pass
-                        for f in finished:
-                            p, k, pf = f.result()
-                            done[p] = (k, pf)
-    results = {p: done[p][0] for p in policies}
-    pf = done[pf_policy][1]
-    rows = [{"run": k, **v.as_dict()} for k, v in results.items()]
-    rows.append({"run": "perfect_foresight", **pf.as_dict()})
-    exports.write_frame(pd.DataFrame(rows), out_dir / "summary.csv")
-    return results, pf
 
 
 @main.command("simulate")
@@ -195,9 +66,9 @@ def run_policies(
 @click.option(
     "--plan-interval-s",
     type=click.FloatRange(min=0.0, min_open=True),
-    default=900.0,
-    show_default=True,
-    help="Re-plan interval of the controller (it also re-plans on every arrival/departure).",
+    default=None,
+    help="Re-plan interval of the controller (it also re-plans on every arrival/departure) "
+    "[default: the station's dispatch step].",
 )
 @click.option(
     "--jobs",
@@ -283,7 +154,7 @@ def simulate_cmd(
     weather: str,
     seed: int,
     out_dir: Path,
-    plan_interval_s: float,
+    plan_interval_s: float | None,
     jobs: int | None,
     keep_plans: bool,
     departure_replans: bool,
@@ -298,9 +169,10 @@ def simulate_cmd(
     skip_bad_rows: bool,
 ) -> None:
     """Simulate the station for --days under each --policy and compare them."""
+    # lazy: the simulator pulls in scipy, pandas and pvlib; only this command needs them
     from rich.console import Console
 
-    from megastation.app.demo import kpi_table
+    from megastation.app.simulate import kpi_table, run_policies
 
     station = ctx.station
     policies = parse_policies(policy)

@@ -97,6 +97,7 @@ def study_cmd(ctx: Context, spec_file: Path | None, out_dir: Path, jobs: int | N
     battery_krw_per_kwh, battery_krw_per_kw, grid_krw_per_kw, lifetime_years,
     discount_rate); flags override it. Cells already in --out are not run again.
     """
+    # lazy: the study pulls in the simulator (scipy, pandas, pvlib) and matplotlib
     from rich.console import Console
     from rich.progress import (
         BarColumn,

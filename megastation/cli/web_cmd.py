@@ -32,7 +32,7 @@ def users_group(click_ctx: click.Context) -> None:
 @pass_ctx
 def users_add(ctx: Context, name: str, role: str, password: str | None) -> None:
     """Add an account NAME (or change its role and password; its logins end)."""
-    from megastation.web.auth import MIN_PASSWORD_LEN, add_user
+    from megastation.web.auth import MIN_PASSWORD_LEN, add_user  # lazy: starlette
 
     if not name.strip() or any(c.isspace() for c in name):
         raise click.BadParameter("must be non-empty without spaces", param_hint="NAME")
@@ -60,7 +60,7 @@ def users_remove(ctx: Context, name: str) -> None:
 @pass_ctx
 def users_token(ctx: Context, name: str, label: str | None) -> None:
     """Make an API token for NAME's scripts (printed once: `Authorization: Bearer TOKEN`)."""
-    from megastation.web.auth import new_api_token
+    from megastation.web.auth import new_api_token  # lazy: starlette
 
     try:
         token = new_api_token(ctx.store, name, label)

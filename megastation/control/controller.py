@@ -504,7 +504,7 @@ class Controller:
             Reading(
                 pv_kw=pv_kw,
                 battery_kw=batt.power_kw if batt else 0.0,
-                soc_frac=batt.soc_frac if batt else None,
+                soc_frac=batt.soc_frac if batt and not batt.fault else None,
                 ev_kw=sum(self._ev_kw.values()),
                 grid_limit_kw=self._limit_now(),
                 import_kw=grid.import_kw if grid else None,
@@ -517,8 +517,8 @@ class Controller:
             await self.clock.sleep(self.guard_interval_s)
             try:
                 import_kw = await self._measured_import_kw()
-            except Exception as exc:
-                log.warning("guard: site meter read failed: %s", exc)
+            except Exception as exc:  # a faulted meter is logged by its driver, once
+                log.debug("guard: site meter read failed: %s", exc)
                 continue
             if import_kw is not None and import_kw > self._limit_now() + GUARD_TOLERANCE_KW:
                 self._over_limit()
@@ -541,8 +541,8 @@ class Controller:
         if grid_reading is None and self.pv_meter is not None:
             try:
                 pv_kw = float(await self.pv_meter.read_pv_kw())
-            except Exception as exc:
-                log.warning("PV meter read failed: %s", exc)
+            except Exception as exc:  # polled twice a second: a faulted driver logs it once
+                log.debug("PV meter read failed: %s", exc)
         kw = self.balance_setpoint_kw(
             self.clock.now(),
             soc_frac=batt.soc_frac,
@@ -1015,7 +1015,7 @@ class Controller:
             cycle_ms=cycle_s * 1000,
             grid_import_kw=grid_reading.net_import_kw if grid_reading else computed,
             pv_kw=pv_now,
-            battery_soc_frac=batt.soc_frac if batt else None,
+            battery_soc_frac=batt.soc_frac if batt and not batt.fault else None,
             battery_kw=batt.power_kw if batt else None,
             inputs=inputs,
             first_step=first_step,
@@ -1072,8 +1072,8 @@ class Controller:
             return None
         try:
             return await self.site_meter.read()
-        except Exception as exc:
-            log.warning("site meter read failed: %s", exc)
+        except Exception as exc:  # polled twice a second: a faulted meter's driver logs it once
+            log.debug("site meter read failed: %s", exc)
             return None
 
     def _forecast(self, now: datetime, grid: TimeGrid) -> tuple[np.ndarray, np.ndarray | None]:

@@ -13,7 +13,6 @@ All timestamps are timezone-aware UTC.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import threading
@@ -21,7 +20,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 @runtime_checkable
@@ -35,6 +37,13 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of this clock's time."""
         ...
+
+
+def _asyncio():
+    # lazy: asyncio adds tens of ms to every CLI command's start-up, and only sleeps need it
+    import asyncio
+
+    return asyncio
 
 
 def utc(ts: datetime) -> datetime:
@@ -51,7 +60,7 @@ class SystemClock:
         return datetime.now(UTC)
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
+        await _asyncio().sleep(max(0.0, seconds))
 
 
 class SimClock:
@@ -72,9 +81,9 @@ class SimClock:
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
-            await asyncio.sleep(0)
+            await _asyncio().sleep(0)
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = _asyncio().get_running_loop().create_future()
         heapq.heappush(
             self._sleepers, (self._now + timedelta(seconds=seconds), next(self._seq), fut)
         )
@@ -94,9 +103,9 @@ class SimClock:
                 fut.set_result(None)
             # Let the woken task (and whatever it schedules) run at this instant.
             for _ in range(5):
-                await asyncio.sleep(0)
+                await _asyncio().sleep(0)
         self._now = target
-        await asyncio.sleep(0)
+        await _asyncio().sleep(0)
 
 
 class ScaledClock:
@@ -104,10 +113,16 @@ class ScaledClock:
 
     :meth:`hold` stops it while a block runs (the demo holds it while the controller
     solves: a 50 ms solve is nothing at 1x but more than a station minute at 1440x).
-    Thread-safe: the demo's simulated chargers read it from another thread.
+    ``held=True`` creates it stopped at ``start`` until :meth:`release` (the demo's
+    chargers boot and get their fail-safe profiles before the first car); sleeps begun
+    before the release end ``seconds / speed`` after it. Thread-safe: the demo's
+    simulated chargers read it from another thread.
     """
 
-    def __init__(self, start: datetime, speed: float) -> None:
+    #: how often a sleep begun before :meth:`release` checks for it [s of wall time]
+    RELEASE_POLL_S = 0.01
+
+    def __init__(self, start: datetime, speed: float, *, held: bool = False) -> None:
         if speed <= 0:
             raise ValueError(f"speed: must be > 0, got {speed}")
         self._start = utc(start)
@@ -116,27 +131,46 @@ class ScaledClock:
         self._lock = threading.Lock()
         self._held_at: float | None = None  # wall time the clock stopped at
         self._holds = 0
+        self._released = threading.Event()
+        if held:
+            self._stop()
+        else:
+            self._released.set()
 
     def now(self) -> datetime:
         with self._lock:
             t = self._held_at if self._held_at is not None else time.monotonic()
             return self._start + timedelta(seconds=(t - self._t0) * self.speed)
 
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        """Stop the clock for the duration of the block (nested holds are one hold)."""
+    def _stop(self) -> None:
         with self._lock:
             if self._holds == 0:
                 self._held_at = time.monotonic()
             self._holds += 1
+
+    def _resume(self) -> None:
+        with self._lock:
+            self._holds -= 1
+            if self._holds == 0 and self._held_at is not None:
+                self._t0 += time.monotonic() - self._held_at
+                self._held_at = None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Stop the clock for the duration of the block (nested holds are one hold)."""
+        self._stop()
         try:
             yield
         finally:
-            with self._lock:
-                self._holds -= 1
-                if self._holds == 0 and self._held_at is not None:
-                    self._t0 += time.monotonic() - self._held_at
-                    self._held_at = None
+            self._resume()
+
+    def release(self) -> None:
+        """End the hold of a clock created with ``held=True`` (no-op otherwise or twice)."""
+        if not self._released.is_set():
+            self._resume()
+            self._released.set()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.speed)
+        while not self._released.is_set():
+            await _asyncio().sleep(self.RELEASE_POLL_S)
+        await _asyncio().sleep(max(0.0, seconds) / self.speed)

@@ -173,6 +173,72 @@ class BatteryConfig:
     discharge_efficiency: float = 0.95
 
 
+# Register types a register map may name, with their size in 16-bit registers.
+REGISTER_TYPES = {
+    "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "acc32": 2, "float32": 2,
+    "int64": 4, "uint64": 4, "acc64": 4, "float64": 4,
+}  # fmt: skip
+DEVICE_KINDS = ("battery", "pv", "meter")
+# What each kind of device measures (and, for a battery, is told), by register-map name
+DEVICE_QUANTITIES = {
+    "battery": ("soc_pct", "power_w", "setpoint_w"),
+    "pv": ("power_w",),
+    "meter": ("power_w", "import_w", "export_w"),
+}
+# Sign conventions of the device's power register: the first is megastation's own
+DEVICE_SIGNS = {
+    "battery": ("discharge_positive", "charge_positive"),
+    "pv": ("generation_positive", "generation_negative"),
+    "meter": ("import_positive", "export_positive"),
+}
+
+
+@dataclass(frozen=True)
+class RegisterSpec:
+    """One quantity of a register-map device (a profile file or an inline map)."""
+
+    address: int  # 0-based register address as sent on the wire
+    type: str  # one of REGISTER_TYPES
+    function: str = "holding"  # holding | input (read); setpoints are always holding
+    scale: float = 1.0  # value = raw x scale (x 10^sf when sf_address is given)
+    sf_address: int | None = None  # an int16 SunSpec-style scale factor register
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """A Modbus TCP device: ``[[devices]]`` in the station file."""
+
+    name: str  # unique; shown by `megastation devices`
+    kind: str  # battery | pv | meter
+    host: str
+    port: int = 502
+    unit_id: int = 1
+    model: str = "sunspec"  # "sunspec", a profile name, a profile file, or "registers"
+    registers: dict[str, RegisterSpec] = field(default_factory=dict)  # register maps
+    word_order: str = "big"  # of 32/64-bit values: big = high word first
+    byte_order: str = "big"  # within a register
+    poll_interval_s: float = 1.0
+    timeout_s: float = 2.0
+    stale_after_s: float | None = None  # None: 3 x poll_interval_s + timeout_s
+    sign: str = ""  # DEVICE_SIGNS[kind]; "" = the first (megastation's own)
+    max_power_kw: float | None = None  # readings beyond this are garbage; None: from the station
+    sunspec_base: int | None = None  # None: look for "SunS" at 40000, 0, 50000
+    # battery (124 InOutWRte_RvrtTms): the device reverts to its own mode when not told for
+    # this long [s]; keep it above site.dispatch_interval_s (0: never)
+    revert_s: int = 300
+    profile_description: str = ""  # from the profile file
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}/{self.unit_id}"
+
+    @property
+    def stale_s(self) -> float:
+        if self.stale_after_s is not None:
+            return self.stale_after_s
+        return 3 * self.poll_interval_s + self.timeout_s
+
+
 @dataclass(frozen=True)
 class WeatherFeedConfig:
     """``[weather]``: where the live loop fetches its weather forecast (Open-Meteo API)."""
@@ -199,6 +265,7 @@ class Station:
     chargers: tuple[Charger, ...]
     pv_arrays: tuple[PVArray, ...]
     battery: BatteryConfig | None
+    devices: tuple[DeviceConfig, ...] = ()  # Modbus devices; none = simulated ones
     weather: WeatherFeedConfig | None = None  # None: no live weather forecast
     source: str = "<memory>"  # file it was read from
     web: Web = field(default_factory=Web)  # operator console and HTTP API
@@ -560,6 +627,135 @@ def _battery(t: _Table) -> BatteryConfig:
     return b
 
 
+def profiles_dir() -> Path:
+    """The register-map profiles shipped with megastation (``megastation/devices/profiles``)."""
+    return Path(__file__).resolve().parent.parent / "devices" / "profiles"
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in profiles_dir().glob("*.toml"))
+
+
+def _register(t: _Table) -> RegisterSpec:
+    r = RegisterSpec(
+        address=t.integer("address", minimum=0),
+        type=t.string("type", choices=tuple(REGISTER_TYPES)),
+        function=t.string("function", "holding", choices=("holding", "input")),
+        scale=t.number("scale", 1.0),
+        sf_address=t.integer("sf_address", None, minimum=0),
+    )
+    if r.address + REGISTER_TYPES[r.type] > 65536:
+        raise t.fail("address", f"{r.type} at {r.address} runs past register 65535")
+    if r.scale == 0:
+        raise t.fail("scale", "must not be 0")
+    t.done()
+    return r
+
+
+def _register_map(t: _Table, kind: str) -> dict[str, RegisterSpec]:
+    regs = {}
+    for name in t.data:
+        if name not in DEVICE_QUANTITIES[kind]:
+            raise t.fail(
+                name, f"a {kind} has no {name!r}; one of {', '.join(DEVICE_QUANTITIES[kind])}"
+            )
+        regs[name] = _register(t.table(name))
+    if kind == "battery" and "soc_pct" not in regs:
+        raise t.fail("soc_pct", "is required for a battery")
+    if kind == "pv" and "power_w" not in regs:
+        raise t.fail("power_w", "is required for a PV inverter")
+    if kind == "meter" and "power_w" not in regs and not {"import_w", "export_w"} <= set(regs):
+        raise t.fail("power_w", "is required for a meter (or import_w and export_w)")
+    if "setpoint_w" in regs and regs["setpoint_w"].function != "holding":
+        raise t.fail("setpoint_w", "must be a holding register (it is written)")
+    return regs
+
+
+def _profile(t: _Table, key: str, value: str, kind: str) -> dict[str, Any]:
+    """A register-map profile file: its own fields, validated, naming the file on error."""
+    if value.endswith(".toml"):
+        path = Path(_readable_file(t, key, value))
+    else:
+        path = profiles_dir() / f"{value}.toml"
+        if not path.is_file():
+            names = ", ".join(["sunspec", "registers", *profile_names()])
+            raise t.fail(key, f"unknown model {value!r}; one of {names}, or a .toml profile file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise t.fail(key, f"{path}: not valid TOML: {exc}") from None
+    p = _Table(data, "", str(path))
+    pkind = p.string("kind", choices=DEVICE_KINDS)
+    if pkind != kind:
+        raise t.fail(key, f"profile {value!r} describes a {pkind}, not a {kind}")
+    out = {
+        "description": p.string("description", ""),
+        "unit_id": p.integer("unit_id", None, minimum=0),
+        "port": p.integer("port", None, minimum=1),
+        "word_order": p.string("word_order", "big", choices=("big", "little")),
+        "byte_order": p.string("byte_order", "big", choices=("big", "little")),
+        "sign": p.string("sign", DEVICE_SIGNS[kind][0], choices=DEVICE_SIGNS[kind]),
+        "registers": _register_map(p.table("registers"), kind),
+    }
+    p.done()
+    return out
+
+
+def _device(t: _Table, index: int, battery: BatteryConfig | None) -> DeviceConfig:
+    kind = t.string("kind", choices=DEVICE_KINDS)
+    model = t.string("model", "sunspec")
+    profile: dict[str, Any] = {}
+    registers: dict[str, RegisterSpec] = {}
+    if model == "registers":
+        registers = _register_map(t.table("registers"), kind)
+    elif model != "sunspec":
+        profile = _profile(t, "model", model, kind)
+        registers = profile["registers"]
+    if "registers" in t.data and model != "registers":
+        raise t.fail("registers", 'an inline register map needs model = "registers"')
+    default_port = profile.get("port") or 502
+    default_unit = profile.get("unit_id")
+    d = DeviceConfig(
+        name=t.string("name", f"{kind}-{index}"),
+        kind=kind,
+        host=t.string("host"),
+        port=t.integer("port", default_port, minimum=1),
+        unit_id=t.integer("unit_id", 1 if default_unit is None else default_unit, minimum=0),
+        model=model,
+        registers=registers,
+        word_order=t.string(
+            "word_order", profile.get("word_order", "big"), choices=("big", "little")
+        ),
+        byte_order=t.string(
+            "byte_order", profile.get("byte_order", "big"), choices=("big", "little")
+        ),
+        poll_interval_s=t.number("poll_interval_s", 1.0, positive=True),
+        timeout_s=t.number("timeout_s", 2.0, positive=True, maximum=60),
+        stale_after_s=t.number("stale_after_s", None, positive=True),
+        sign=t.string(
+            "sign", profile.get("sign", DEVICE_SIGNS[kind][0]), choices=DEVICE_SIGNS[kind]
+        ),
+        max_power_kw=t.number("max_power_kw", None, positive=True),
+        sunspec_base=t.integer("sunspec_base", None, minimum=0),
+        revert_s=t.integer("revert_s", 300, minimum=0),
+        profile_description=profile.get("description", ""),
+    )
+    if d.port > 65535:
+        raise t.fail("port", f"must be <= 65535, got {d.port}")
+    if d.unit_id > 255:
+        raise t.fail("unit_id", f"must be <= 255, got {d.unit_id}")
+    if d.sunspec_base is not None and model != "sunspec":
+        raise t.fail("sunspec_base", 'only for model = "sunspec"')
+    if d.revert_s > 65535:
+        raise t.fail("revert_s", f"must be <= 65535, got {d.revert_s}")
+    if kind == "battery" and battery is None:
+        raise t.fail(
+            "kind", "a battery device needs the [battery] table (capacity and limits to plan with)"
+        )
+    t.done()
+    return d
+
+
 def _weather(t: _Table) -> WeatherFeedConfig:
     url = t.string("url")
     if not url.startswith(("http://", "https://")) or "?" in url:
@@ -603,6 +799,16 @@ def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
         if name in names[:i]:
             raise ConfigError(f"{source}: pv_arrays[{i}].name: duplicate array name {name!r}")
     battery = _battery(root.table("battery")) if "battery" in data else None
+    devices = [_device(t, i, battery) for i, t in enumerate(root.tables("devices"))]
+    for i, d in enumerate(devices):
+        if d.name in [x.name for x in devices[:i]]:
+            raise ConfigError(f"{source}: devices[{i}].name: duplicate device name {d.name!r}")
+    kinds = [d.kind for d in devices]
+    for i, d in enumerate(devices):
+        if d.kind in ("battery", "meter") and d.kind in kinds[:i]:
+            raise ConfigError(
+                f"{source}: devices[{i}].kind: only one {d.kind} device (several PV inverters are summed)"
+            )
     weather = _weather(root.table("weather")) if "weather" in data else None
     station = Station(
         site=_site(root.table("site")),
@@ -613,6 +819,7 @@ def parse_station(data: dict[str, Any], source: str = "<memory>") -> Station:
         chargers=tuple(chargers),
         pv_arrays=tuple(arrays),
         battery=battery,
+        devices=tuple(devices),
         weather=weather,
         source=source,
         raw=data,

@@ -100,10 +100,6 @@ class KindProfile:
     charging_needs_share: float = 0.0
     turnover_gap_min: float = 0.0
 
-    @property
-    def arrivals_per_connector_per_day(self) -> float:
-        return float(sum(self.arrivals_per_connector_per_h))
-
 
 @dataclass(frozen=True)
 class FleetProfile:

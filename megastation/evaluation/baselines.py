@@ -4,10 +4,11 @@
   wanted (hardware limits still split a cabinet), battery idle.
 - :func:`uncontrolled_self_consumption`: the same cars, the battery in a hybrid
   inverter's self-consumption mode (store PV surplus, cover import, down to its reserve).
-- :func:`pv_surplus_greedy`: the rule of popular home PV chargers (evcc "min+PV"):
-  share the measured surplus equally between the cars, never below each car's minimum,
-  with hysteresis; switch a car to full power when it can only just finish by its
-  departure; the battery stores surplus and covers deficits (self-consumption).
+- :func:`pv_surplus_greedy`: the rule of popular home PV chargers (evcc "min+PV"),
+  :func:`greedy_power_kw`: share the measured surplus equally between the cars, never
+  below each car's minimum; switch a car to full power when it can only just finish by
+  its departure; the battery stores surplus and covers deficits (self-consumption).
+  ``megastation simulate --policy greedy`` applies the same rule every minute.
 - :func:`perfect_foresight`: :func:`megastation.dispatch.solve` over the whole period
   with the actual PV and every arrival known: the physical limit.
 
@@ -49,65 +50,87 @@ def uncontrolled_self_consumption(sc: Scenario) -> Outcome:
     return sim.outcome("uncontrolled, self-consumption battery")
 
 
-def pv_surplus_greedy(
-    sc: Scenario,
-    *,
-    min_frac: float = 0.1,
-    min_kw: float = 1.4,
-    enable_steps: int = 1,
-    disable_steps: int = 1,
-) -> Outcome:
-    """PV-surplus charging with a minimum, hysteresis and a departure guard.
+# The PV-surplus greedy rule's minimum power of a plugged-in car: 6 A on one 230 V phase
+# (evcc's minimum current), or this share of the car's maximum if that is more (DC).
+GREEDY_MIN_KW = 1.4
+GREEDY_MIN_FRAC = 0.10
+GREEDY_TOL_KW = 1e-9  # room or surplus below this is none
 
-    Each plugged-in car gets at least ``max(min_kw, min_frac x its max)``; the surplus
-    measured in the previous step (PV - site load - cars' minimum) is shared equally
-    while it has lasted ``enable_steps``; a car is released after ``disable_steps``
-    without surplus. A car that needs full power for the rest of its stay gets it.
+
+def greedy_floor_kw(max_kw: np.ndarray) -> np.ndarray:
+    """Each car's minimum under the greedy rule: max(GREEDY_MIN_KW, GREEDY_MIN_FRAC x its
+    maximum), never above its maximum [kW]."""
+    max_kw = np.asarray(max_kw, dtype=float)
+    return np.minimum(np.maximum(GREEDY_MIN_KW, GREEDY_MIN_FRAC * max_kw), max_kw)
+
+
+def greedy_power_kw(
+    max_kw: np.ndarray,
+    floor_kw: np.ndarray,
+    *,
+    pv_kw: float,
+    site_load_kw: float,
+    remaining_kwh: np.ndarray,
+    hours_left_h: np.ndarray,
+    step_h: float,
+) -> np.ndarray:
+    """The PV-surplus greedy rule (evcc "Min+PV" with a departure guard): power per car [kW].
+
+    For the cars plugged in now (one value per car; ``max_kw`` what each can take now):
+
+    1. every car gets its floor (``floor_kw``, see :func:`greedy_floor_kw`);
+    2. the surplus, ``pv_kw - site_load_kw - sum(floors)`` as the meter sees it, is shared
+       equally (water-filled, capped by each car's maximum);
+    3. departure guard: a car that can only just get its ``remaining_kwh`` in the
+       ``hours_left_h`` of its stay at full power from the next step on
+       (``remaining >= max x (hours_left - step_h)``) gets its maximum now.
+
+    The battery is not part of the rule: it stores what the cars leave of the PV and
+    covers what they draw beyond it (self-consumption), in the caller's physics.
     """
+    max_kw = np.asarray(max_kw, dtype=float)
+    power = np.minimum(np.asarray(floor_kw, dtype=float), max_kw)
+    left = pv_kw - site_load_kw - float(power.sum())
+    room = max_kw - power
+    while left > GREEDY_TOL_KW:
+        free = room > GREEDY_TOL_KW
+        if not free.any():
+            break
+        add = np.minimum(room, left / free.sum()) * free
+        power += add
+        room -= add
+        left -= float(add.sum())
+    urgent = np.asarray(remaining_kwh) >= max_kw * (np.asarray(hours_left_h) - step_h)
+    return np.where(urgent, max_kw, power)
+
+
+def pv_surplus_greedy(sc: Scenario) -> Outcome:
+    """:func:`greedy_power_kw` every step, on the PV and site load metered in the step
+    before; the battery stores surplus and covers deficits (self-consumption)."""
     sim = Simulator(sc)
-    m = len(sc.visits)
-    floor = np.maximum(min_kw, min_frac * sim.max_kw) if m else np.zeros(0)
-    floor = np.minimum(floor, sim.max_kw)
+    floor = greedy_floor_kw(sim.max_kw) if len(sc.visits) else np.zeros(0)
     dep = np.array([(v.departure - sc.grid.start).total_seconds() / 3600 for v in sc.visits])
-    above = below = 0
-    enabled = False
-    last_surplus = 0.0
-    b = sc.battery
+    seen_pv = seen_load = 0.0  # the meter's last step (nothing before the first)
     for k in range(sc.n_steps):
         now_h = sc.grid.edges_s[k] / 3600
-        plugged = (sim.avail[:, k] > 0) & (sim.remaining_kwh > 1e-9)
-        base = np.where(plugged, floor, 0.0)
-        # hysteresis on the measured surplus (previous step, as a meter sees it)
-        if last_surplus > 0:
-            above, below = above + 1, 0
-        else:
-            above, below = 0, below + 1
-        enabled = above >= enable_steps if not enabled else below < disable_steps
-        ev = base.copy()
-        if enabled and plugged.any():
-            room = np.where(plugged, sim.max_kw - base, 0.0)
-            share = last_surplus
-            # water-fill the surplus equally, capped by each car's room
-            for _ in range(4):
-                free = room > 1e-9
-                if not free.any() or share <= 1e-9:
-                    break
-                each = share / free.sum()
-                add = np.minimum(room, each) * free
-                ev += add
-                room -= add
-                share -= add.sum()
-        # departure guard: full power when the rest of the stay only just suffices
-        hours_left = np.clip(dep - now_h, 1e-9, None)
-        urgent = plugged & (sim.remaining_kwh >= sim.max_kw * (hours_left - sim.dt[k]))
-        ev = np.where(urgent, sim.max_kw, ev)
+        plugged = np.flatnonzero((sim.avail[:, k] > 0) & (sim.remaining_kwh > GREEDY_TOL_KW))
+        ev = np.zeros(len(sc.visits))
+        ev[plugged] = greedy_power_kw(
+            sim.max_kw[plugged],
+            floor[plugged],
+            pv_kw=seen_pv,
+            site_load_kw=seen_load,
+            remaining_kwh=sim.remaining_kwh[plugged],
+            hours_left_h=np.clip(dep[plugged] - now_h, GREEDY_TOL_KW, None),
+            step_h=float(sim.dt[k]),
+        )
         pv = float(sc.pv_actual_kw[k])
         load = float(sc.site_load_kw[k])
         bat = 0.0
-        if b is not None:  # self-consumption: store surplus, cover deficit
+        if sc.battery is not None:  # self-consumption: store surplus, cover deficit
             bat = pv - load - float(np.minimum(ev, sim.max_kw * sim.avail[:, k]).sum())
         sim.step(ev, bat)
-        last_surplus = pv - load - float(base.sum())
+        seen_pv, seen_load = pv, load
     return sim.outcome("pv-surplus greedy")
 
 

@@ -10,7 +10,6 @@ them in ``time_local``. The CLI (``megastation export ...``) is a thin layer ove
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -20,35 +19,9 @@ import pandas as pd
 from megastation.core import accounting
 from megastation.core.config import Station
 from megastation.reports import plots
+from megastation.reports.frames import ExportError, write_frame
 from megastation.sim.simulator import daily_kpis
 from megastation.store import Store, flows, records
-
-
-class ExportError(ValueError):
-    """An export cannot be written (e.g. Parquet without pyarrow)."""
-
-
-def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> int:
-    """Write ``frame`` to CSV (or Parquet for ``*.parquet``); return the row count."""
-    p = Path(path)
-    if p.suffix.lower() not in (".csv", ".parquet", ".txt", ""):
-        raise ExportError(f"{p}: unknown file type {p.suffix!r}: give a .csv or .parquet name")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{p}: cannot create folder {p.parent}: {exc.strerror}") from None
-    if p.suffix.lower() == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ExportError(
-                f"{p}: Parquet needs pyarrow (pip install 'megastation[parquet]'); "
-                "or give a .csv name"
-            ) from None
-        frame.to_parquet(p, index=False)
-    else:
-        frame.to_csv(p, index=False, float_format="%.10g")
-    return len(frame)
 
 
 def _times(index: pd.DatetimeIndex, tz: str) -> dict[str, pd.Series]:

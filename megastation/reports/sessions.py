@@ -10,9 +10,7 @@ import os
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
-
-from megastation.reports.exports import write_frame
+from megastation.reports.frames import write_frame
 from megastation.store import Store, records
 
 SESSION_COLUMNS = (
@@ -126,6 +124,8 @@ def meter_value_rows(
 
 def _write(path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict]) -> int:
     """CSV or Parquet by the file name, through the one writer all exports share."""
+    # lazy: pandas only for writing files; `megastation sessions` lists without it
+    import pandas as pd
 
     return write_frame(pd.DataFrame(rows, columns=list(columns)), path)
 

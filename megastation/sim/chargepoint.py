@@ -88,7 +88,6 @@ class _Connector:
     status: str = ""  # last status reported
     last_meter: datetime | None = None
     available: bool = True  # ChangeAvailability
-    done_visits: int = 0
 
     @property
     def power_kw(self) -> float:
@@ -557,7 +556,6 @@ class SimulatedChargePoint:
                 await self._stop_tx(c, c.car.visit.departure, "EVDisconnected")
             c.car = None
             c.id_token = None
-            c.done_visits += 1
             await self._status(c, "Available" if c.available else "Unavailable")
         # Visits whose time has passed entirely are skipped (e.g. the run started late).
         while c.queue and c.queue[0].departure <= now:

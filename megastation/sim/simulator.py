@@ -36,10 +36,11 @@ Policies (:data:`POLICIES`):
   self-consumption mode a hybrid inverter ships with: it stores the PV surplus and
   discharges to cover any import, down to its reserve (``soc_min_frac``).
 - ``uncontrolled-idle``: the same cars, battery idle (the baseline before #11).
-- ``greedy``: PV-surplus charging in the style of evcc's *Min+PV* mode: the PV
-  surplus (and the battery down to its minimum) is shared equally, every car is held
-  at a minimum power (AC 1.4 kW, DC 10 % of its connector), the battery stores the
-  surplus cars do not take, and the grid limit is guarded.
+- ``greedy``: PV-surplus charging in the style of evcc's *Min+PV* mode, the rule of
+  :func:`megastation.evaluation.baselines.greedy_power_kw`: every car is held at a
+  minimum power (1.4 kW, DC 10 % of its connector), the PV surplus is shared equally, a
+  car that can only just finish by its departure gets full power; the battery stores
+  the surplus cars do not take and covers deficits, and the grid limit is guarded.
 
 Results: :class:`SimulationResult` with :class:`Kpis` (energy delivered and unmet,
 renewable share by :func:`megastation.core.accounting.allocate`, grid import, peak against
@@ -58,18 +59,16 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from forecasts import bands as _bands
 from forecasts import nowcast as _nowcast
-from forecasts.forecast import forecast_pv
+from forecasts.forecast import assemble, forecast_pv
 from forecasts.pvmodel import (
-    array_column,
     inverter_limits_kw,
     pv_power,
     pv_power_array,
@@ -85,42 +84,39 @@ from megastation.control.controller import (
 from megastation.control.needs import set_override
 from megastation.core import accounting
 from megastation.core.clock import SimClock, utc
-from megastation.core.config import Station, seeds_dir
+from megastation.core.config import Station
 from megastation.core.devices import SimulatedBattery, SimulatedPVMeter
 from megastation.core.fleet import CarVisit, generate_visits
+from megastation.core.stepmean import StepMean
 from megastation.core.tariff import Tariff
+from megastation.evaluation.baselines import greedy_floor_kw, greedy_power_kw
 from megastation.evaluation.baselines import perfect_foresight as pf_outcome
 from megastation.evaluation.scenario import Scenario
 from megastation.sim.car import ConnectorSim
 from megastation.sim.gateway import DirectGateway
+from megastation.sim.options import POLICIES, SimulationError, weather_path
 from megastation.sim.site import degrade_weather, site_load_kw
 from megastation.store import Store, flows, iso, records
 from megastation.store import control as cr
 
-POLICIES = ("re100", "cost", "uncontrolled", "uncontrolled-idle", "greedy")
-WEATHER_NAMES = ("clear-day", "cloudy-day", "mixed-week")
 DAYS_PER_BILLING_MONTH = 30.0
-GREEDY_AC_MIN_KW = 1.4  # 6 A on one 230 V phase (evcc's minimum current)
-GREEDY_DC_MIN_FRAC = 0.10  # of the connector's power
-
-
-class SimulationError(ValueError):
-    """A simulation input is wrong; the message names it."""
+# Resolution of the site inputs (weather, PV actuals, base load) and of the PV forecast
+# the simulated controller sees: the weather files' 15-minute grid, not a setting.
+SITE_STEP_S = 900
+SITE_STEP = pd.Timedelta(seconds=SITE_STEP_S)
+SITE_STEPS_PER_DAY = 86400 // SITE_STEP_S
+# A weather file's clear-sky index (GHI / clear-sky GHI), moved onto another date's sun,
+# is taken where the clear-sky GHI exceeds this (not at dawn and dusk) and clipped at the
+# maximum (cloud-edge enhancement).
+MIN_CLEAR_GHI_W_M2 = 20.0
+MAX_CLEAR_SKY_INDEX = 1.2
+# Float slack [kW]: a step counts as over the grid limit beyond it; a power group over
+# its cap beyond it is scaled down; a car's limit gets it so rounding never cuts it.
+OVER_LIMIT_TOL_KW = 1e-6
+LIMIT_SLACK_KW = 1e-9
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def weather_path(weather: str | Path) -> Path:
-    """A seed weather name (``clear-day``, ``cloudy-day``, ``mixed-week``) or a file."""
-    if str(weather) in WEATHER_NAMES:
-        return seeds_dir() / "weather" / f"{weather}.csv"
-    p = Path(weather)
-    if not p.is_file():
-        raise SimulationError(
-            f"weather: {weather}: no such file (or use one of {', '.join(WEATHER_NAMES)})"
-        )
-    return p
 
 
 def read_weather(weather: str | Path) -> pd.DataFrame:
@@ -148,25 +144,27 @@ def cover_weather(station: Station, weather: pd.DataFrame, index: pd.DatetimeInd
     """
 
     tz = station.site.timezone
-    step = pd.Timedelta(minutes=15)
+    step = SITE_STEP
     w0 = pd.Timestamp(weather_start(weather, tz))
     n_days = max(1, int((weather.index[-1] + step - w0) // pd.Timedelta(days=1)))
-    src_index = pd.date_range(w0, periods=n_days * 96, freq=step)
+    src_index = pd.date_range(w0, periods=n_days * SITE_STEPS_PER_DAY, freq=step)
     src = resample_weather(weather, src_index)
     if index[0] >= src_index[0] and index[-1] <= src_index[-1]:
         return src.loc[index[0] : index[-1]].copy()
     day_no = ((index - w0) // pd.Timedelta(days=1)).to_numpy()
     pos = ((index - w0) % pd.Timedelta(days=1)) // step
-    rows = (np.mod(day_no, n_days) * 96 + np.asarray(pos)).astype(int)
+    rows = (np.mod(day_no, n_days) * SITE_STEPS_PER_DAY + np.asarray(pos)).astype(int)
     out = pd.DataFrame(src.to_numpy(float)[rows], index=index, columns=src.columns)
     if "ghi" in src:
         geo_src = solar_geometry(station.pv_site(), src_index, step)
         geo_dst = solar_geometry(station.pv_site(), index, step)
         with np.errstate(invalid="ignore", divide="ignore"):
             k = np.where(
-                geo_src.ghi_clear > 20.0, src["ghi"].to_numpy(float) / geo_src.ghi_clear, np.nan
+                geo_src.ghi_clear > MIN_CLEAR_GHI_W_M2,
+                src["ghi"].to_numpy(float) / geo_src.ghi_clear,
+                np.nan,
             )
-        k = pd.Series(k).ffill().bfill().fillna(1.0).clip(0.0, 1.2).to_numpy()
+        k = pd.Series(k).ffill().bfill().fillna(1.0).clip(0.0, MAX_CLEAR_SKY_INDEX).to_numpy()
         out["ghi"] = np.where(geo_dst.day, k[rows] * geo_dst.ghi_clear, 0.0)
     return out
 
@@ -193,7 +191,7 @@ def prepare_site(
 
     if not isinstance(weather, pd.DataFrame):
         weather = read_weather(weather)
-    step = pd.Timedelta(minutes=15)
+    step = SITE_STEP
     t0 = pd.Timestamp(start).floor(step)
     t1 = pd.Timestamp(end) + pd.Timedelta(hours=station.site.horizon_h + 1)
     index = pd.date_range(t0, t1, freq=step, inclusive="left")
@@ -349,7 +347,7 @@ def flow_kpis(
         grid_export_kwh=float((exp_ * h).sum()),
         peak_import_kw=peak,
         grid_limit_kw=float(np.nanmin(lim)),
-        steps_over_limit=int((imp > lim + 1e-6).sum()),
+        steps_over_limit=int((imp > lim + OVER_LIMIT_TOL_KW).sum()),
         energy_cost_krw=energy_cost,
         demand_charge_krw=float(demand),
         cost_krw=float(energy_cost + demand),
@@ -384,7 +382,7 @@ class _StepForecastCache:
         self._weather = weather
         pvs = station.pv_site()
         arrays = pvs.arrays
-        self._step = pd.Timedelta(minutes=15)
+        self._step = SITE_STEP
         self._index = pd.DatetimeIndex(weather.index).tz_convert("UTC").as_unit("ns")
         self._ok = bool(arrays) and len(self._index) > 1
         if not self._ok:
@@ -424,7 +422,7 @@ class _StepForecastCache:
         # one step more: a plan made on a step boundary has one step less than the plans
         # made within the step (its first step is not a short one)
         frame = None
-        if self._ok and weather is self._weather and step_s == 900:
+        if self._ok and weather is self._weather and step_s == SITE_STEP_S:
             frame = self._sliced(start, n_steps + 1, measured_kw)
         if frame is None:
             frame = forecast_pv(
@@ -444,14 +442,14 @@ class _StepForecastCache:
         """forecast_pv's nowcast and bands on the precomputed PV model (None: not covered)."""
 
         issued = pd.Timestamp(start).tz_convert("UTC")
-        row = int((issued.timestamp() - self._t0_s) // 900)
+        row = int((issued.timestamp() - self._t0_s) // SITE_STEP_S)
         if row < 0 or row + n > len(self._index):
             return None
         grid = self._index[row : row + n]
         raw, clear = self._raw[row : row + n], self._clear[row : row + n]
         k_meas = None
         if measured_kw is not None and len(measured_kw):
-            n_win = max(1, round(_nowcast.WINDOW_H * 60 / 15))
+            n_win = max(1, round(_nowcast.WINDOW_H * 3600 / SITE_STEP_S))
             if n_win > self._n_past:
                 return None
             lo = row + self._n_past - n_win
@@ -461,44 +459,55 @@ class _StepForecastCache:
             k_meas = _nowcast.measured_clear_sky_index(
                 meas, self._clear_ext[lo : lo + n_win], self._limits.sum()
             )
-        lead_h = ((grid + self._step / 2) - issued).total_seconds().to_numpy() / 3600.0
-        p50 = _nowcast.nowcast(raw, clear, self._limits, lead_h, k_meas, _nowcast.TAU_H)
-        total = p50.sum(axis=1)
-        clear_total = clear.sum(axis=1)
-        b = _bands.DEFAULT_BANDS
-        p10, p90 = _bands.apply_bands(total, clear_total, float(self._limits.sum()), b)
-        data = {
-            "pv_ac_kw": total,
-            "pv_ac_p10_kw": p10,
-            "pv_ac_p90_kw": p90,
-            "pv_clear_kw": clear_total,
-            "pv_raw_kw": raw.sum(axis=1),
-        }
-        for j, a in enumerate(self._arrays):
-            data[array_column(a.name)] = p50[:, j]
-        out = pd.DataFrame(data, index=grid)
-        out.index.name = "time"
-        out.attrs["k_meas"] = k_meas
-        out.attrs["bands"] = b
-        return out
+        return assemble(
+            self._arrays, grid, issued, raw, clear, self._limits, k_meas, with_weather=True
+        )
 
 
 @dataclass
-class _Bucket:
-    """Sums over one dispatch step (kW x s), flushed into ``energy_flows``."""
+class FlowBucket(StepMean):
+    """One dispatch step of a simulated site's flows: the step means, each connector's
+    (kW x s, transaction id, session key) and the battery's SoC at the step start."""
 
-    ts: datetime
-    seconds: float = 0.0
-    sums: dict[str, float] = field(default_factory=dict)
     connector: dict[tuple[str, int], tuple[float, int | None, str | None]] = field(
         default_factory=dict
     )
     soc_frac: float | None = None
 
-    def add(self, dt_s: float, **kw: float) -> None:
-        self.seconds += dt_s
-        for k, v in kw.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v * dt_s
+    def record(
+        self,
+        store: Store,
+        *,
+        grid_limit_kw: float,
+        forecast: tuple[float | None, float | None, float | None],
+    ) -> dict[str, float]:
+        """Write the step (a :class:`flows.FlowStep` and one :class:`flows.ConnectorStep`
+        per connector) with the day-ahead ``forecast`` (P50, P10, P90 [kW]); returns the
+        means. Nothing is written for a step that covered no time."""
+        if self.seconds <= 0:
+            return {}
+        mean = self.means()
+        flows.record_flows(
+            store,
+            flows.FlowStep(
+                ts=self.ts,
+                step_s=self.seconds,
+                soc_frac=self.soc_frac,
+                grid_limit_kw=grid_limit_kw,
+                pv_forecast_kw=forecast[0],
+                pv_p10_kw=forecast[1],
+                pv_p90_kw=forecast[2],
+                **mean,
+            ),
+        )
+        flows.record_connector_flows(
+            store,
+            [
+                flows.ConnectorStep(self.ts, c, n, e / self.seconds, tx, key)
+                for (c, n), (e, tx, key) in self.connector.items()
+            ],
+        )
+        return mean
 
 
 class _Simulator:
@@ -565,19 +574,14 @@ class _Simulator:
         self.finished: list[dict] = []
         self.meter_wh: dict[tuple[str, int], float] = {}
         self.next_plan = start
-        self.replan = True
         self.plans = 0
         self.solve_s = 0.0
         self.peak_kw = 0.0
         self.battery_export_kwh = 0.0  # min(discharge, export) per substep [kWh]
         self.battery_export_night_kwh = 0.0  # ... while PV is 0
         self._site_t0_s = self.site.index[0].timestamp()  # epoch seconds of site row 0
-        self.renewable_kwh = 0.0  # battery renewable content (accounting convention)
-        self.bucket: _Bucket | None = None
+        self.bucket: FlowBucket | None = None
         self.fc_cache: dict[pd.Timestamp, pd.DataFrame] = {}
-        self._site_step = pd.Timedelta(minutes=15)
-        b = station.battery
-        self.stored_kwh = b.initial_soc_frac * b.capacity_kwh if b else 0.0
         records.register_station_chargers(store, station)
 
     # ---------------------------------------------------------------- helpers
@@ -586,7 +590,7 @@ class _Simulator:
         return float(self.site.pv_actual_kw[min(self._site_row(t), len(self.site.index) - 1)])
 
     def _site_row(self, now: datetime) -> int:
-        return int((now.timestamp() - self._site_t0_s) // 900.0)  # 15-minute site steps
+        return int((now.timestamp() - self._site_t0_s) // SITE_STEP_S)
 
     def _flow_step_start(self, now: datetime) -> datetime:
         """Start of the flow step containing ``now`` (steps on multiples of the step, UTC)."""
@@ -636,7 +640,6 @@ class _Simulator:
             elif v.stated_departure is not None or v.stated_energy_kwh is not None:
                 self._driver_input(car, ch)
             self._meter_sample(car, now)
-        self.replan = True
 
     def _driver_input(self, car: _Car, ch) -> None:
         """What an imported car's driver said (not the truth): ChargingNeeds on a 2.0.1
@@ -704,7 +707,6 @@ class _Simulator:
             }
         )
         del self.cars[car.key]
-        self.replan = True
 
     # ---------------------------------------------------------------- policies
 
@@ -733,7 +735,7 @@ class _Simulator:
             keys = [by_conn[m] for m in g.members if m in by_conn]
             total = sum(out[k] for k in keys)
             cap = float(np.min(g.max_power_kw))
-            if total > cap + 1e-9:
+            if total > cap + LIMIT_SLACK_KW:
                 f = cap / total
                 for k in keys:
                     out[k] *= f
@@ -765,7 +767,7 @@ class _Simulator:
             want = {k: min(a, self.cars[k].wanted_left_kwh / dt_h) for k, a in accept.items()}
             batt = 0.0
         elif self.policy == "greedy":
-            want, batt = self._greedy(accept, pv_avail, base, ch_max, dis_max)
+            want, batt = self._greedy(now, dt_h, accept, pv_avail, base, ch_max, dis_max)
         else:
             # what each car will draw under its limit (AC 6 A minimum, energy left): the
             # battery follows the site balance the cars really make
@@ -832,11 +834,10 @@ class _Simulator:
         soc_start = self.battery.soc_frac if self.battery else None
         if self.battery is not None:
             self.battery.setpoint_kw = batt
-            self._track_renewable(f["pv"], f["ev_kw"] + f["base"], batt, dt_h)
         ev = {}
         for k, p in f["ev"].items():
             car = self.cars[k]
-            got = car.sim.step(now, dt_s, p + 1e-9)
+            got = car.sim.step(now, dt_s, p + LIMIT_SLACK_KW)
             ev[k] = got
             conn = (car.visit.charger_id, car.visit.connector_id)
             self.meter_wh[conn] = self.meter_wh.get(conn, 0.0) + got * dt_h * 1000.0
@@ -851,14 +852,16 @@ class _Simulator:
             b.soc_frac = soc_start
         b.add(
             dt_s,
-            pv_kw=f["pv"],
-            curtailed_kw=f["curtailed"],
-            ev_kw=ev_kw,
-            base_load_kw=f["base"],
-            battery_charge_kw=max(-batt, 0.0),
-            battery_discharge_kw=max(batt, 0.0),
-            grid_import_kw=max(net, 0.0),
-            grid_export_kw=max(-net, 0.0),
+            {
+                "pv_kw": f["pv"],
+                "curtailed_kw": f["curtailed"],
+                "ev_kw": ev_kw,
+                "base_load_kw": f["base"],
+                "battery_charge_kw": max(-batt, 0.0),
+                "battery_discharge_kw": max(batt, 0.0),
+                "grid_import_kw": max(net, 0.0),
+                "grid_export_kw": max(-net, 0.0),
+            },
         )
         for k, p in ev.items():
             car = self.cars[k]
@@ -867,83 +870,53 @@ class _Simulator:
             b.connector[conn] = (old[0] + p * dt_s, car.transaction_id, car.key)
 
     def _greedy(
-        self, accept: dict[str, float], pv: float, base: float, ch_max: float, dis_max: float
+        self,
+        now: datetime,
+        dt_h: float,
+        accept: dict[str, float],
+        pv: float,
+        base: float,
+        ch_max: float,
+        dis_max: float,
     ) -> tuple[dict[str, float], float]:
-        """evcc Min+PV: share PV surplus and the battery, hold each car's minimum."""
-        surplus = max(0.0, pv - base) + dis_max
-        want = {}
-        for k, a in accept.items():
-            car = self.cars[k]
-            floor = GREEDY_AC_MIN_KW if car.kind == "AC" else GREEDY_DC_MIN_FRAC * car.connector_kw
-            want[k] = min(a, floor)
-        left = surplus - sum(want.values())
-        # water-fill the rest of the surplus
-        open_ = [k for k in want if accept[k] - want[k] > 1e-9]
-        while left > 1e-6 and open_:
-            share = left / len(open_)
-            nxt = []
-            for k in open_:
-                add = min(share, accept[k] - want[k])
-                want[k] += add
-                left -= add
-                if accept[k] - want[k] > 1e-9:
-                    nxt.append(k)
-            open_ = nxt
+        """The PV-surplus greedy rule (:func:`greedy_power_kw`) on this minute's PV and
+        site load; the battery stores the surplus the cars leave and covers deficits."""
+        keys = list(accept)
+        power = greedy_power_kw(
+            np.array([accept[k] for k in keys]),
+            greedy_floor_kw(np.array([self.cars[k].connector_kw for k in keys])),
+            pv_kw=pv,
+            site_load_kw=base,
+            remaining_kwh=np.array([self.cars[k].wanted_left_kwh for k in keys]),
+            hours_left_h=np.array(
+                [(self.cars[k].visit.departure - now).total_seconds() / 3600 for k in keys]
+            ),
+            step_h=dt_h,
+        )
+        want = {k: float(p) for k, p in zip(keys, power, strict=True)}
         ev = sum(self._hardware(want).values())
         batt = ev + base - pv  # > 0: the battery covers the shortfall; < 0: stores surplus
         return want, min(max(batt, -ch_max), dis_max)
 
-    def _track_renewable(self, pv: float, load: float, batt: float, dt_h: float) -> None:
-        """Battery renewable content, by the convention of accounting.allocate."""
-        b = self.station.battery
-        charge, discharge = max(-batt, 0.0) * dt_h, max(batt, 0.0) * dt_h
-        pv_e, load_e = pv * dt_h, load * dt_h
-        pv_to_batt = min(max(pv_e - load_e, 0.0), charge)
-        frac = self.renewable_kwh / self.stored_kwh if self.stored_kwh > 1e-9 else 0.0
-        out_kwh = discharge / b.discharge_efficiency
-        self.renewable_kwh += pv_to_batt * b.charge_efficiency - out_kwh * frac
-        self.stored_kwh += charge * b.charge_efficiency - out_kwh
-        self.stored_kwh = max(self.stored_kwh, 0.0)
-        self.renewable_kwh = min(max(self.renewable_kwh, 0.0), self.stored_kwh)
-
     # ---------------------------------------------------------------- recording
 
-    def _bucket_for(self, now: datetime) -> _Bucket:
+    def _bucket_for(self, now: datetime) -> FlowBucket:
         ts = self._flow_step_start(now)
         if self.bucket is None or self.bucket.ts != ts:
             self._flush()
-            self.bucket = _Bucket(ts)
+            self.bucket = FlowBucket(ts)
         return self.bucket
 
     def _flush(self) -> None:
         b = self.bucket
         if b is None or b.seconds <= 0:
             return
-        mean = {k: v / b.seconds for k, v in b.sums.items()}
-        row = self._site_row(b.ts)
-        fc = self._flow_forecast(b.ts)
-        flows.record_flows(
+        mean = b.record(
             self.store,
-            flows.FlowStep(
-                ts=b.ts,
-                step_s=b.seconds,
-                soc_frac=b.soc_frac,
-                grid_limit_kw=self.station.site.grid_import_limit_kw,
-                pv_forecast_kw=fc[0],
-                pv_p10_kw=fc[1],
-                pv_p90_kw=fc[2],
-                **mean,
-            ),
-        )
-        flows.record_connector_flows(
-            self.store,
-            [
-                flows.ConnectorStep(b.ts, c, n, e / b.seconds, tx, key)
-                for (c, n), (e, tx, key) in b.connector.items()
-            ],
+            grid_limit_kw=self.station.site.grid_import_limit_kw,
+            forecast=self._flow_forecast(b.ts),
         )
         self.peak_kw = max(self.peak_kw, mean.get("grid_import_kw", 0.0))
-        del row
         self.bucket = None
 
     def _flow_forecast(self, ts: datetime) -> tuple[float | None, ...]:
@@ -952,15 +925,19 @@ class _Simulator:
         day = pd.Timestamp(ts).tz_convert(self.tz).normalize().tz_convert("UTC")
         if day not in self.fc_cache:
             issue = max(day, self.site.index[0])
-            n = max(1, int((day + pd.Timedelta(days=1) - issue) // self._site_step))
+            n = max(1, int((day + pd.Timedelta(days=1) - issue) // SITE_STEP))
             try:
                 self.fc_cache[day] = forecast_pv(
-                    self.station.pv_site(), issue.to_pydatetime(), n, 15, self.site.forecast_weather
+                    self.station.pv_site(),
+                    issue.to_pydatetime(),
+                    n,
+                    SITE_STEP_S // 60,
+                    self.site.forecast_weather,
                 )
             except ValueError:
                 self.fc_cache[day] = pd.DataFrame()
         fc = self.fc_cache[day]
-        t = pd.Timestamp(ts).floor("15min")
+        t = pd.Timestamp(ts).floor(SITE_STEP)
         if fc.empty or t not in fc.index:
             return (None, None, None)
         r = fc.loc[t]
@@ -1047,7 +1024,7 @@ def simulate(
     seed: int = 1,
     db_path: str | Path | None = None,
     step_s: float = 60.0,
-    plan_interval_s: float = 900.0,
+    plan_interval_s: float | None = None,
     visits: Sequence[CarVisit] | None = None,
     site: SiteInputs | None = None,
     with_perfect_foresight: bool = True,
@@ -1061,6 +1038,8 @@ def simulate(
 
     ``start`` defaults to the weather file's first local midnight; the period is
     ``hours`` if given, else ``days``. ``db_path`` None keeps the store in memory.
+    ``plan_interval_s`` (None: the station's dispatch step) is the controller's re-plan
+    interval; it also re-plans on every arrival (and departure).
     ``keep_plan_horizons`` keeps every plan's per-step horizon in ``control_plans``
     (several kB each, ~230 plans a day); by default only the latest plan keeps it.
     ``replan_on_departure`` False: a car leaving does not trigger a plan (the live
@@ -1087,12 +1066,10 @@ def simulate(
     if visits is None:
         visits = generate_visits(station, start, end, seed)
     visits = [_truncate(v, end) for v in visits if start <= v.arrival < end]
-    if db_path is not None:
-        p = Path(db_path)
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(p) + suffix).unlink(missing_ok=True)
+    if plan_interval_s is None:
+        plan_interval_s = station.site.dispatch_step_min * 60.0
     clock = SimClock(start)
-    store = Store(db_path if db_path is not None else ":memory:", clock)
+    store = fresh_store(db_path, clock)
     if history:
         from megastation.sim.sessions import preload_history
 
@@ -1127,7 +1104,7 @@ def simulate(
         pf = None
         if with_perfect_foresight:
             pf = perfect_foresight(station, start, end, site, visits)
-            _store_reference(store, station, "perfect_foresight", pf_frame=pf[1], kpis=pf[0])
+            store_reference(store, station, "perfect_foresight", pf_frame=pf[1], kpis=pf[0])
             pf = pf[0]
     finally:
         store.close()
@@ -1148,12 +1125,18 @@ def simulate(
     )
 
 
-def _truncate(v: CarVisit, end: datetime) -> CarVisit:
-    if v.departure <= end:
-        return v
-    from dataclasses import replace
+def fresh_store(db_path: str | Path | None, clock: SimClock | None = None) -> Store:
+    """A new, empty store at ``db_path`` (an old one and its WAL files are deleted first;
+    None: in memory)."""
+    if db_path is None:
+        return Store(":memory:", clock)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db_path) + suffix).unlink(missing_ok=True)
+    return Store(db_path, clock)
 
-    return replace(v, departure=end)
+
+def _truncate(v: CarVisit, end: datetime) -> CarVisit:
+    return v if v.departure <= end else replace(v, departure=end)
 
 
 # --------------------------------------------------------------------------- perfect foresight
@@ -1298,7 +1281,7 @@ def daily_kpis(
     return pd.DataFrame(out)
 
 
-def _store_reference(
+def store_reference(
     store: Store, station: Station, reference: str, *, pf_frame: pd.DataFrame, kpis: Kpis
 ) -> None:
     """Per-day KPIs of a reference run (perfect foresight) for the daily export."""

@@ -29,12 +29,6 @@ def _ar1(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
     zi = np.array([(1.0 - scale) * eps[0]])
     out, _ = lfilter([scale], [1.0, -phi], eps, zi=zi)
     return out
-    eps = rng.standard_normal(n)
-    out[0] = eps[0]
-    scale = np.sqrt(max(0.0, 1.0 - phi * phi))
-    for i in range(1, n):
-        out[i] = phi * out[i - 1] + scale * eps[i]
-    return out
 
 
 def _step_h(times: pd.DatetimeIndex) -> float:

@@ -8,26 +8,19 @@ migrations: named functions, applied once each in name order and recorded in the
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from megastation.core.clock import Clock, SystemClock
 from megastation.store.schema import MIGRATIONS
 
-ENV_DB = "MEGASTATION_DB"
-DEFAULT_DB = "megastation.db"
-
-
-def default_db_path() -> Path:
-    """``$MEGASTATION_DB`` if set, else ``megastation.db`` in the working directory."""
-    return Path(os.environ.get(ENV_DB) or DEFAULT_DB)
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def iso(ts: datetime) -> str:
@@ -104,19 +97,23 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], clock: Clock | None = None) -> None:
         self.path = str(path)
         self.clock: Clock = clock or SystemClock()
-        memory = self.path == ":memory:"
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
-        self.db = sqlite_utils.Database(conn) if not memory else sqlite_utils.Database(memory=True)
-        if not memory:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=30000")
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+        if self.path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA recursive_triggers=on")  # what sqlite-utils sets
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute("PRAGMA busy_timeout=30000")
         self.migrate()
 
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self.db.conn
+    @functools.cached_property
+    def db(self) -> sqlite_utils.Database:
+        """The sqlite-utils view of the connection (bulk inserts), made on first use."""
+        # lazy: sqlite_utils imports pandas and numpy (~1 s); the read-only CLI commands
+        # (status, sessions, chargers, tags) answer without it
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn, recursive_triggers=False)
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -124,16 +121,16 @@ class Store:
     def migrate(self) -> list[str]:
         """Apply pending migrations in name order; return the names applied."""
 
-        self.db.execute(
+        self.conn.execute(
             "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations").fetchall()}
+        done = {row[0] for row in self.conn.execute("SELECT name FROM _migrations").fetchall()}
         applied = []
         for name in sorted(MIGRATIONS):
             if name in done:
                 continue
             with self.conn:
-                MIGRATIONS[name](self.db)
+                MIGRATIONS[name](self.conn)
                 self.conn.execute(
                     "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
                     (name, iso(self.clock.now())),
@@ -142,11 +139,11 @@ class Store:
         return applied
 
     def applied_migrations(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
+        return [r[0] for r in self.conn.execute("SELECT name FROM _migrations ORDER BY name")]
 
     # Small key/value settings table (operator overrides such as a live grid limit).
     def get_setting(self, key: str, default: Any = None) -> Any:
-        row = self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
         return json.loads(row[0]) if row else default
 
     def set_setting(self, key: str, value: Any) -> None:
@@ -158,4 +155,4 @@ class Store:
             )
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()

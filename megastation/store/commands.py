@@ -25,7 +25,6 @@ OFFLINE = "offline"
 ERROR = "error"
 EXPIRED = "expired"  # queued, but no server sent it before it expired
 INTERRUPTED = "interrupted"  # sent, but the server stopped before the charger answered
-FINAL_STATUSES = (ACCEPTED, REJECTED, TIMEOUT, OFFLINE, ERROR, EXPIRED, INTERRUPTED)
 OPEN_STATUSES = ("pending", "sent")
 
 # How long an operator's queued command may wait for a server to send it [s].

@@ -12,6 +12,7 @@ Power in kW, energy in kWh, times ISO UTC text in the store, tz-aware UTC here.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import weakref
 from collections.abc import Iterable
@@ -161,13 +162,6 @@ def record_plan(
     return plan_id
 
 
-def update_plan_cycle_ms(store: Store, plan_id: int, cycle_ms: float) -> None:
-    with store.conn:
-        store.conn.execute(
-            "UPDATE control_plans SET cycle_ms = ? WHERE id = ?", (cycle_ms, plan_id)
-        )
-
-
 @dataclass(frozen=True)
 class SetpointRecord:
     """One set point sent (or deliberately not sent) and its outcome."""
@@ -212,8 +206,6 @@ def record_setpoints(
 
 
 def latest_plan(store: Store) -> dict[str, Any] | None:
-    import json
-
     row = store.conn.execute(
         "SELECT id, created_at, reason, policy, grid_limit_kw, status, solve_ms, cycle_ms, "
         "grid_import_kw, pv_kw, battery_soc_frac, battery_kw, inputs, first_step, horizon "
@@ -281,8 +273,6 @@ def save_active_profile(store: Store, p: ActiveProfile) -> None:
 def active_profile(
     store: Store, charger_id: str, connector_id: int, purpose: str
 ) -> ActiveProfile | None:
-    import json
-
     row = store.conn.execute(
         "SELECT transaction_id, schedule, payload, sent_at FROM control_profiles_active "
         "WHERE charger_id = ? AND connector_id = ? AND purpose = ?",
@@ -311,8 +301,6 @@ def forget_active_profiles(store: Store, charger_id: str, purpose: str | None = 
 
 
 def list_active_profiles(store: Store) -> list[ActiveProfile]:
-    import json
-
     rows = store.conn.execute(
         "SELECT charger_id, connector_id, purpose, transaction_id, schedule, payload, sent_at "
         "FROM control_profiles_active ORDER BY charger_id, connector_id, purpose"
@@ -355,8 +343,6 @@ def set_charger_control(
 
 
 def charger_config_keys(store: Store, charger_id: str) -> dict[str, str] | None:
-    import json
-
     row = store.conn.execute(
         "SELECT config_keys FROM control_chargers WHERE charger_id = ?", (charger_id,)
     ).fetchone()
@@ -402,8 +388,6 @@ def dispatch_rows(
     store: Store, start: datetime | None = None, end: datetime | None = None
 ) -> list[dict[str, Any]]:
     """One row per plan and connector set point (a plan without set points gives one row)."""
-    import json
-
     where, args = time_range("p.created_at", start, end)
     sql = (
         "SELECT p.id, p.created_at, p.reason, p.policy, p.status, p.grid_limit_kw, "

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -84,19 +84,6 @@ class FlowStep:
     pv_forecast_kw: float | None = None
     pv_p10_kw: float | None = None
     pv_p90_kw: float | None = None
-
-    @property
-    def balance_kw(self) -> float:
-        """Supply minus demand [kW]; ~0 for a consistent step."""
-        return (
-            self.pv_kw
-            + self.battery_discharge_kw
-            + self.grid_import_kw
-            - self.ev_kw
-            - self.base_load_kw
-            - self.battery_charge_kw
-            - self.grid_export_kw
-        )
 
 
 @dataclass(frozen=True)
@@ -273,17 +260,3 @@ def session_power_wide(long: pd.DataFrame, index: pd.DatetimeIndex | None = None
     if index is not None:
         wide = wide.reindex(index)
     return wide.fillna(0.0)
-
-
-def totals(flows: pd.DataFrame) -> Mapping[str, float]:
-    """Energy totals of a flow frame [kWh] and the peak import [kW]."""
-    if flows.empty:
-        return {"ev_kwh": 0.0, "grid_import_kwh": 0.0, "peak_import_kw": 0.0}
-    h = flows["step_s"].to_numpy(float) / 3600.0
-    out = {
-        f"{name[:-3]}_kwh": float(np.nansum(flows[name].to_numpy(float) * h))
-        for name in FLOW_FIELDS
-        if name.endswith("_kw") and name not in ("grid_limit_kw", *_OPTIONAL)
-    }
-    out["peak_import_kw"] = float(np.nanmax(flows["grid_import_kw"].to_numpy(float)))
-    return out

@@ -1042,49 +1042,17 @@ def transaction_event(
             (charger_id, ocpp_tx_id),
         ).fetchone()
         created = row is None
+        event = dict(
+            seq_no=seq_no, ts=iso(ts), offline=int(offline), now=now,
+            connector_id=connector_id, id_token=id_token, auth_status=auth_status,
+        )  # fmt: skip
         if created:
-            cur = store.conn.execute(
-                "INSERT INTO transactions (charger_id, ocpp_tx_id, ocpp_version, connector_id, "
-                "id_token, auth_status, start_time, energy_kwh, offline, last_seq_no, created_at, "
-                "updated_at) VALUES (?, ?, '2.0.1', ?, ?, ?, ?, 0.0, ?, ?, ?, ?)",
-                (
-                    charger_id,
-                    ocpp_tx_id,
-                    connector_id,
-                    id_token,
-                    auth_status,
-                    iso(ts),
-                    int(offline),
-                    seq_no,
-                    now,
-                    now,
-                ),
-            )
-            tx_id = cur.lastrowid
+            tx_id = _insert_tx20(store, charger_id, ocpp_tx_id, **event)
         else:
             tx_id = row[0]
             if duplicate:
                 return TxResult(tx_id, created=False, changed=False)
-            store.conn.execute(
-                "UPDATE transactions SET "
-                "connector_id = COALESCE(connector_id, ?), id_token = COALESCE(?, id_token), "
-                "auth_status = COALESCE(?, auth_status), "
-                "start_time = CASE WHEN ? = 'Started' OR ? < start_time THEN ? ELSE start_time END, "
-                "offline = MAX(offline, ?), last_seq_no = MAX(COALESCE(last_seq_no, -1), ?), "
-                "updated_at = ? WHERE id = ?",
-                (
-                    connector_id,
-                    id_token,
-                    auth_status,
-                    event_type,
-                    iso(ts),
-                    iso(ts),
-                    int(offline),
-                    seq_no,
-                    now,
-                    tx_id,
-                ),
-            )
+            _update_tx20(store, tx_id, event_type=event_type, **event)
         if event_type == "Ended":
             store.conn.execute(
                 "UPDATE transactions SET state = 'closed', stop_time = ?, "
@@ -1108,6 +1076,66 @@ def transaction_event(
             )
             _state(store).energy.pop(tx_id, None)
     return TxResult(tx_id, created=created, changed=True)
+
+
+def _insert_tx20(
+    store: Store,
+    charger_id: str,
+    ocpp_tx_id: str,
+    *,
+    seq_no: int,
+    ts: str,
+    offline: int,
+    now: str,
+    connector_id: int | None,
+    id_token: str | None,
+    auth_status: str | None,
+) -> int:
+    """A 2.0.1 transaction created by its first event (whichever type it is)."""
+    cur = store.conn.execute(
+        "INSERT INTO transactions (charger_id, ocpp_tx_id, ocpp_version, connector_id, "
+        "id_token, auth_status, start_time, energy_kwh, offline, last_seq_no, created_at, "
+        "updated_at) VALUES (?, ?, '2.0.1', ?, ?, ?, ?, 0.0, ?, ?, ?, ?)",
+        (
+            charger_id,
+            ocpp_tx_id,
+            connector_id,
+            id_token,
+            auth_status,
+            ts,
+            offline,
+            seq_no,
+            now,
+            now,
+        ),
+    )
+    return cur.lastrowid
+
+
+def _update_tx20(
+    store: Store,
+    tx_id: int,
+    *,
+    event_type: str,
+    seq_no: int,
+    ts: str,
+    offline: int,
+    now: str,
+    connector_id: int | None,
+    id_token: str | None,
+    auth_status: str | None,
+) -> None:
+    """A later (or earlier, replayed) event of a stored 2.0.1 transaction: fill what it
+    lacked, the start moves to a Started event or an earlier timestamp."""
+    store.conn.execute(
+        "UPDATE transactions SET "
+        "connector_id = COALESCE(connector_id, ?), id_token = COALESCE(?, id_token), "
+        "auth_status = COALESCE(?, auth_status), "
+        "start_time = CASE WHEN ? = 'Started' OR ? < start_time THEN ? ELSE start_time END, "
+        "offline = MAX(offline, ?), last_seq_no = MAX(COALESCE(last_seq_no, -1), ?), "
+        "updated_at = ? WHERE id = ?",
+        (connector_id, id_token, auth_status, event_type, ts, ts, offline, seq_no, now, tx_id),
+    )
 
 
 def get_transaction(store: Store, transaction_id: int) -> dict[str, Any] | None:
@@ -1241,24 +1269,6 @@ def _latest(store: Store, transaction_id: int, measurand: str) -> float | None:
     if total:
         return total[0]
     return sum(v for p, v in vals if p in ("L1", "L2", "L3", "L1-N", "L2-N", "L3-N"))
-
-
-def latest_connector_values(
-    store: Store, charger_id: str, connector_id: int
-) -> dict[str, float | None]:
-    """Latest power_kw, energy_kwh (register) and soc_frac on a connector's open session."""
-    row = store.conn.execute(
-        "SELECT id FROM transactions WHERE charger_id = ? AND connector_id = ? AND state = 'open' "
-        "ORDER BY start_time DESC LIMIT 1",
-        (charger_id, connector_id),
-    ).fetchone()
-    if row is None:
-        return {"power_kw": None, "energy_kwh": None, "soc_frac": None}
-    return {
-        "power_kw": _latest(store, row[0], POWER_IMPORT),
-        "energy_kwh": _latest(store, row[0], ENERGY_REGISTER),
-        "soc_frac": _soc(_latest(store, row[0], SOC)),
-    }
 
 
 # --------------------------------------------------------------------------- charging needs

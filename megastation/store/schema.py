@@ -2,17 +2,16 @@
 
 Name prefixes group them by owner so that parts of the system can grow their own
 tables without clashing: ``00xx`` core, ``01xx`` OCPP central system, ``02xx``
-forecasts, ``03xx`` dispatch and control loop, ``04xx`` simulator. Never edit a
+forecasts, ``03xx`` dispatch and control loop, ``04xx`` simulator, ``05xx`` web console and API, ``06xx`` site devices. Never edit a
 migration that has shipped: add a new one.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
-import sqlite_utils
-
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: dict[str, Migration] = {}
 
 
@@ -29,7 +28,7 @@ def migration(name: str) -> Callable[[Migration], Migration]:
 
 
 @migration("0001_core_settings")
-def _settings(db: sqlite_utils.Database) -> None:
+def _settings(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL)"
     )
@@ -39,7 +38,7 @@ def _settings(db: sqlite_utils.Database) -> None:
 
 
 @migration("0100_ocpp_core")
-def _ocpp_core(db: sqlite_utils.Database) -> None:
+def _ocpp_core(db: sqlite3.Connection) -> None:
     """Chargers, connectors, id tokens, transactions, meter samples, needs, commands, raw log."""
     for statement in _OCPP_CORE_SQL.split(";"):
         if statement.strip():
@@ -187,7 +186,7 @@ _OCPP_CORE_SQL = """
 
 
 @migration("0300_control_loop")
-def _control_loop(db: sqlite_utils.Database) -> None:
+def _control_loop(db: sqlite3.Connection) -> None:
     """Plans, set points sent, profiles active on chargers, charger capabilities, overrides."""
     for statement in _CONTROL_SQL.split(";"):
         if statement.strip():
@@ -254,7 +253,7 @@ _CONTROL_SQL = """
 
 
 @migration("0400_energy_flows")
-def _energy_flows(db: sqlite_utils.Database) -> None:
+def _energy_flows(db: sqlite3.Connection) -> None:
     """Site energy flows per step and connector power per step (see megastation.store.flows)."""
     db.execute(
         """CREATE TABLE energy_flows (
@@ -308,7 +307,7 @@ def _energy_flows(db: sqlite_utils.Database) -> None:
 
 
 @migration("0200_pv_forecasts")
-def _pv_forecasts(db: sqlite_utils.Database) -> None:
+def _pv_forecasts(db: sqlite3.Connection) -> None:
     """Every issued PV forecast (megastation.store.forecasts), series as JSON arrays in kW."""
     db.execute(
         "CREATE TABLE pv_forecasts ("
@@ -326,7 +325,7 @@ def _pv_forecasts(db: sqlite_utils.Database) -> None:
 
 
 @migration("0201_weather_forecasts")
-def _weather_forecasts(db: sqlite_utils.Database) -> None:
+def _weather_forecasts(db: sqlite3.Connection) -> None:
     """Weather forecasts fetched from a provider (megastation.control.weather_feed), as issued."""
     db.execute(
         "CREATE TABLE weather_forecasts ("
@@ -342,24 +341,45 @@ def _weather_forecasts(db: sqlite_utils.Database) -> None:
 
 
 @migration("0101_command_expiry")
-def _command_expiry(db: sqlite_utils.Database) -> None:
+def _command_expiry(db: sqlite3.Connection) -> None:
     """Queued operator commands expire (status 'expired') when no server sends them in time."""
     db.execute("ALTER TABLE commands ADD COLUMN expires_at TEXT")  # UTC ISO; NULL = never
 
 
 @migration("0105_auto_charger_ratings")
-def _auto_charger_ratings(db: sqlite_utils.Database) -> None:
+def _auto_charger_ratings(db: sqlite3.Connection) -> None:
     """What an operator says of an auto-registered charger on accepting it (issue #13)."""
     db.execute("ALTER TABLE chargers ADD COLUMN kind TEXT")  # AC | DC; NULL = AC
     db.execute("ALTER TABLE chargers ADD COLUMN max_power_kw REAL")  # NULL: the kind's default
     db.execute("ALTER TABLE chargers ADD COLUMN connectors INTEGER")  # NULL: the kind's default
 
 
+# --------------------------------------------------------------------------- 06xx site devices
+
+
+@migration("0600_device_status")
+def _device_status(db: sqlite3.Connection) -> None:
+    """The latest state of each site device (see megastation.store.devices)."""
+    db.execute(
+        """CREATE TABLE device_status (
+            name TEXT PRIMARY KEY,               -- [[devices]] name, or battery/pv/meter
+            kind TEXT NOT NULL,                  -- battery | pv | meter
+            address TEXT NOT NULL,               -- host:port/unit, or 'simulated' / 'none'
+            model TEXT NOT NULL,                 -- sunspec | profile | registers | simulated
+            updated_at TEXT NOT NULL,            -- UTC, the latest poll
+            reading_at TEXT,                     -- UTC, the latest good reading
+            reading TEXT NOT NULL DEFAULT '{}',  -- JSON: that reading (units in the keys)
+            fault TEXT,                          -- why it cannot be used; NULL = healthy
+            fault_since TEXT                     -- UTC
+        )"""
+    )
+
+
 # --------------------------------------------------------------------------- 05xx web console and API
 
 
 @migration("0500_web_accounts")
-def _web_accounts(db: sqlite_utils.Database) -> None:
+def _web_accounts(db: sqlite3.Connection) -> None:
     """Console/API accounts, login sessions, script tokens and the operator action audit log."""
     for statement in _WEB_SQL.split(";"):
         if statement.strip():

@@ -182,3 +182,26 @@ def plans_since(store: Store, since: datetime, limit: int = 500) -> list[dict[st
 
 def plan_count(store: Store) -> int:
     return int(store.conn.execute("SELECT COUNT(*) FROM control_plans").fetchone()[0])
+
+
+def latest_pv_forecast(store: Store) -> dict[str, Any] | None:
+    """The latest issued PV forecast: ``issued_at``, ``start`` (ISO UTC), ``step_min``,
+    ``p50_kw``, ``p10_kw``, ``p90_kw`` (lists) — one row, for the console's band."""
+    row = store.conn.execute(
+        "SELECT issued_at, start, step_min, p50_kw, p10_kw, p90_kw FROM pv_forecasts "
+        "ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    keys = ("issued_at", "start", "step_min", "p50_kw", "p10_kw", "p90_kw")
+    out = dict(zip(keys, row, strict=True))
+    for k in ("p50_kw", "p10_kw", "p90_kw"):
+        out[k] = json.loads(out[k])
+    return out
+
+
+def charger_states(store: Store) -> list[dict[str, Any]]:
+    """Each charger's ``id``, ``registration`` and ``connected`` (the overview's few
+    columns; :func:`megastation.store.records.list_chargers` has them all)."""
+    rows = store.conn.execute("SELECT id, registration, connected FROM chargers ORDER BY id")
+    return [{"id": i, "registration": r, "connected": c} for i, r, c in rows]

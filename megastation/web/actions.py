@@ -192,6 +192,7 @@ class Actions:
     def _command(
         self, who: Principal, name: str, charger_id: str, action: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
+
         try:
             commands.check_command(
                 self.store, charger_id, action, payload, payload_problem=payload_problem
@@ -210,7 +211,9 @@ class Actions:
         kind = body.get("type", "Soft")
         if kind not in ("Soft", "Hard"):
             raise bad("type", f"must be Soft or Hard, got {kind!r}")
-        if (row.get("ocpp_version") or self.station.charger(charger_id).ocpp_version) == "2.0.1":
+        configured = self.station.charger(charger_id)  # None for an auto-registered one
+        version = row.get("ocpp_version") or (configured.ocpp_version if configured else "1.6")
+        if version == "2.0.1":
             payload = {"type": "OnIdle" if kind == "Soft" else "Immediate"}
         else:
             payload = {"type": kind}

@@ -12,7 +12,9 @@ logged in, 403 not allowed (viewer, missing CSRF token), 404 unknown id, 409 con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,7 @@ from megastation.web.auth import CSRF_HEADER, Principal, csrf_ok, principal
 from megastation.web.views import Views
 
 PREFIX = "/api/v1"
+SSE_LOOP_SHARE = 0.01  # an event stream's overview pushes take at most this share of the loop
 
 
 @dataclass
@@ -35,7 +38,7 @@ class Api:
     views: Views
     actions: Actions
     sse_interval_s: float = 2.0  # live overview push interval [s, wall]
-    closing: bool = False  # the server is stopping: event streams end
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set: event streams end
 
 
 Handler = Callable[[Api, Request, Principal], Awaitable[Any]]
@@ -178,14 +181,19 @@ async def events(api: Api, request: Request, p: Principal) -> Any:
 
     async def stream():
         last_plan = None
-        while not api.closing:
+        while not api.closing.is_set():
+            t0 = time.perf_counter()
             ov = api.views.overview()
-            yield f"event: overview\ndata: {json.dumps(ov, separators=(',', ':'))}\n\n"
+            yield f"event: overview\ndata: {api.views.overview_json()}\n\n"
+            # a large station's overview costs more: push it less often, so the console
+            # takes at most SSE_LOOP_SHARE of the event loop the chargers share
+            wait_s = max(api.sse_interval_s, (time.perf_counter() - t0) / SSE_LOOP_SHARE)
             plan = (ov.get("plan") or {}).get("id")
             if plan != last_plan:  # the console refreshes its chart
                 last_plan = plan
                 yield f"event: plan\ndata: {json.dumps({'id': plan})}\n\n"
-            await asyncio.sleep(api.sse_interval_s)
+            with contextlib.suppress(TimeoutError):  # wakes at once when the server stops
+                await asyncio.wait_for(api.closing.wait(), wait_s)
 
     return StreamingResponse(
         stream(),
@@ -263,6 +271,8 @@ def _route(api: Api, ep: Endpoint) -> Route:
             result = await ep.handler(api, request, p)
         except ApiError as e:
             return JSONResponse(e.body(), status_code=e.status)
+        if ep.acts:
+            api.views.invalidate()  # the next overview shows the change
         if isinstance(result, Response):
             return result
         return JSONResponse(result, status_code=202 if "command_id" in (result or {}) else 200)

@@ -85,15 +85,17 @@ def create_app(
     central: Any = None,
     notify: Callable[[Any], Any] | None = None,
     secure_cookies: bool = False,
+    cache_s: float = 2.0,
 ) -> Starlette:
     """The console, API, metrics and feed of one station.
 
     ``central`` is the running central system (live connections, frame counters) or
     None; ``notify`` receives :class:`~megastation.core.events.OperatorChanged` (the
     controller's event sink) or None; ``secure_cookies`` marks the login cookie
-    ``Secure`` (set when serving TLS).
+    ``Secure`` (set when serving TLS); ``cache_s`` is how long [s, wall] a computed
+    view is shared by every page, the API and ``/metrics``.
     """
-    views = Views(station, store, clock, central)
+    views = Views(station, store, clock, central, cache_s=cache_s)
     api = Api(views, Actions(station, store, notify), station.web.sse_interval_s)
     registry = metrics.registry_for(views)
     web = station.web
@@ -134,8 +136,39 @@ def create_app(
         return resp
 
     async def metrics_endpoint(request: Request) -> Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, metrics.render, registry)
+        # on the loop (a few ms): the store's connection is not for other threads' use
+        body = metrics.render(registry)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def openapi_doc(request: Request) -> Response:
+        return JSONResponse(openapi())
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/login", login_page, methods=["GET"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/healthz", health),
+            Route("/metrics", metrics_endpoint),
+            *_ngsi_routes(views),
+            Route("/api/v1/openapi.json", openapi_doc),
+            *routes(api),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[Middleware(_SecurityHeaders)],
+    )
+    app.state.views = views
+    app.state.api = api
+    app.state.registry = registry
+    return app
+
+
+def _ngsi_routes(views: Views) -> list[Route]:
+    """The city data hub feed: NGSI-LD entities of type EVChargingStation (this station)."""
 
     def ld(body: Any, status: int = 200) -> Response:
         return Response(
@@ -164,31 +197,10 @@ def create_app(
             )  # fmt: skip
         return ld(ngsi.station_entity(views))
 
-    async def openapi_doc(request: Request) -> Response:
-        return JSONResponse(openapi())
-
-    async def health(request: Request) -> Response:
-        return PlainTextResponse("ok\n")
-
-    app = Starlette(
-        routes=[
-            Route("/", index),
-            Route("/login", login_page, methods=["GET"]),
-            Route("/login", login, methods=["POST"]),
-            Route("/logout", logout, methods=["POST"]),
-            Route("/healthz", health),
-            Route("/metrics", metrics_endpoint),
-            Route("/ngsi-ld/v1/entities", ngsi_entities),
-            Route("/ngsi-ld/v1/entities/{entity_id:path}", ngsi_entity),
-            Route("/api/v1/openapi.json", openapi_doc),
-            *routes(api),
-            Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        ],
-        middleware=[Middleware(_SecurityHeaders)],
-    )
-    app.state.views = views
-    app.state.api = api
-    return app
+    return [
+        Route("/ngsi-ld/v1/entities", ngsi_entities),
+        Route("/ngsi-ld/v1/entities/{entity_id:path}", ngsi_entity),
+    ]
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -218,13 +230,15 @@ class WebServer:
         notify: Callable[[Any], Any] | None = None,
         host: str | None = None,
         port: int | None = None,
+        cache_s: float = 2.0,
     ) -> None:
         cfg = station.server
         self.host = host or station.web.host  # address to listen on
         self.tls = bool(cfg.tls_cert)  # TLS from the OCPP server's certificate settings
         self.app = create_app(
-            station, store, clock, central=central, notify=notify, secure_cookies=self.tls
-        )
+            station, store, clock, central=central, notify=notify, secure_cookies=self.tls,
+            cache_s=cache_s,
+        )  # fmt: skip
         self.config = uvicorn.Config(
             self.app,
             host=self.host,
@@ -248,6 +262,13 @@ class WebServer:
     async def start(self) -> WebServer:
         """Bind (an ``OSError`` says why not: uvicorn itself would exit the process) and serve."""
         sock = socket.create_server((self.host, self.config.port))
+        # pay the views' first-call costs (pandas, SQLite statement caches) now, not in
+        # the middle of the chargers' traffic when the first page opens
+        views = self.app.state.views
+        views.overview_json()
+        views.day_flows(None)
+        metrics.render(self.app.state.registry)
+        views.invalidate()
         self.port = sock.getsockname()[1]
         self._task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:
@@ -259,7 +280,7 @@ class WebServer:
         return self
 
     async def stop(self) -> None:
-        self.app.state.api.closing = True
+        self.app.state.api.closing.set()
         self.server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, SystemExit):

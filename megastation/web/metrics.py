@@ -41,17 +41,26 @@ class StationCollector(Collector):
         self.views = views
 
     def collect(self) -> Iterable[Metric]:
-        v = self.views
-        central = v.central
-        ov = v.overview(fresh=True)  # a scrape sees the station now (Prometheus scrapes rarely)
-        conns = ov["connectors"]
-        chargers = {c["charger_id"]: c["connected"] for c in conns}
+        ov = self.views.overview(fresh=True)  # a scrape sees the station now (rarely)
+        yield from self._chargers(ov)
+        yield from self._ocpp_frames()
+        yield from self._plan(ov)
+        yield from self._site(ov)
+        yield from self._connectors(ov)
+        yield from self._today(ov)
+        yield self._faults(ov)
+
+    def _chargers(self, ov: dict) -> Iterable[Metric]:
+        chargers = {c["charger_id"]: c["connected"] for c in ov["connectors"]}
         yield _gauge(
             "megastation_chargers_connected",
             "Chargers connected to the central system now.",
             sum(1 for x in chargers.values() if x),
         )
         yield _gauge("megastation_chargers", "Chargers known to the station.", len(chargers))
+
+    def _ocpp_frames(self) -> Iterable[Metric]:
+        central = self.views.central
         counts: Counter = getattr(central, "frame_counts", Counter()) if central else Counter()
         received = CounterMetricFamily(
             "megastation_ocpp_calls_received",
@@ -79,9 +88,13 @@ class StationCollector(Collector):
         yield received
         yield sent
         yield errors
+
+    def _plan(self, ov: dict) -> Iterable[Metric]:
         plan = ov["plan"] or {}
         yield CounterMetricFamily(
-            "megastation_plans", "Plans made by the control loop.", value=wr.plan_count(v.store)
+            "megastation_plans",
+            "Plans made by the control loop.",
+            value=wr.plan_count(self.views.store),
         )
         yield _gauge(
             "megastation_plan_solve_seconds",
@@ -93,6 +106,8 @@ class StationCollector(Collector):
             "Whole control cycle time of the latest plan (gather, solve, apply, record).",
             None if plan.get("cycle_ms") is None else plan["cycle_ms"] / 1000.0,
         )
+
+    def _site(self, ov: dict) -> Iterable[Metric]:
         g = ov["grid"]
         yield _gauge(
             "megastation_grid_import_watts",
@@ -122,6 +137,8 @@ class StationCollector(Collector):
             "Battery power (> 0 discharging).",
             None if b["power_kw"] is None else b["power_kw"] * KW,
         )
+
+    def _connectors(self, ov: dict) -> Iterable[Metric]:
         ev = GaugeMetricFamily(
             "megastation_connector_power_watts",
             "Car charging power per connector (latest meter value of the open session).",
@@ -133,7 +150,7 @@ class StationCollector(Collector):
             labels=["charger", "connector"],
         )
         total_kw = 0.0
-        for c in conns:
+        for c in ov["connectors"]:
             if c["transaction_id"] is None:
                 continue
             key = [c["charger_id"], str(c["connector_id"])]
@@ -145,6 +162,8 @@ class StationCollector(Collector):
         yield _gauge(
             "megastation_ev_power_watts", "Car charging power, all connectors.", total_kw * KW
         )
+
+    def _today(self, ov: dict) -> Iterable[Metric]:
         t = ov["today"]
         by_source = GaugeMetricFamily(
             "megastation_ev_energy_today_joules",
@@ -163,16 +182,18 @@ class StationCollector(Collector):
             "Renewable share of the energy into cars today.",
             t["renewable_frac"],
         )
+
+    def _faults(self, ov: dict) -> Metric:
         faults = GaugeMetricFamily(
             "megastation_device_faults", "Devices reporting a fault now (1) or not (0).",
             labels=["device"],
         )  # fmt: skip
-        faults.add_metric(["battery"], 1.0 if b["fault"] else 0.0)
-        for c in conns:
+        faults.add_metric(["battery"], 1.0 if ov["battery"]["fault"] else 0.0)
+        for c in ov["connectors"]:
             if c["connector_id"] is not None:
                 bad = c["error_code"] not in (None, "", "NoError") or c["status"] == "Faulted"
                 faults.add_metric([f"{c['charger_id']}/{c['connector_id']}"], 1.0 if bad else 0.0)
-        yield faults
+        return faults
 
 
 def registry_for(views: Views) -> CollectorRegistry:

@@ -8,6 +8,7 @@ for a few wall-clock seconds, so many browsers cost the OCPP server one computat
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from megastation.core import accounting
 from megastation.core.clock import Clock
 from megastation.core.config import Station
 from megastation.reports import sessions as session_export
+from megastation.reports.exports import sessions_by_source_frame
+from megastation.sim.simulator import daily_kpis  # imported here, not on the loop's first view
 from megastation.store import Store, commands, flows, parse_iso, records
 from megastation.store import control as cr
 from megastation.store import web as wr
@@ -66,6 +69,7 @@ class Views:
         self.central = central  # live central system or None
         self.cache_s = cache_s  # seconds (wall) a computed view is reused
         self._cache: dict[str, tuple[float, Any]] = {}
+        records.sync_station_chargers(store, station)  # the station file's chargers are listed
 
     def cached(self, key: str, fn: Callable[[], Any], ttl_s: float | None = None) -> Any:
         hit = self._cache.get(key)
@@ -84,10 +88,15 @@ class Views:
     def connectors(self) -> list[dict[str, Any]]:
         """One row per charger and connector: status, car power, limit in force, SoC, energy."""
         store, now = self.store, self.clock.now()
-        records.sync_station_chargers(store, self.station)
-        chargers = records.list_chargers(store)
-        conns = records.connector_statuses(store)
+        chargers = wr.charger_states(store)
+        by_charger: dict[str, list[dict[str, Any]]] = {}
+        for x in records.connector_statuses(store):
+            if x["connector_id"]:
+                by_charger.setdefault(x["charger_id"], []).append(x)
         open_tx = {(t.charger_id, t.connector_id): t for t in records.open_transactions(store)}
+        tx_connectors: dict[str, list[int]] = {}
+        for c_id, n in sorted(open_tx, key=lambda k: (k[0], k[1] or 0)):
+            tx_connectors.setdefault(c_id, []).append(n)
         limits: dict[tuple[str, int, str], tuple[float | None, int | None]] = {}
         for p in cr.list_active_profiles(store):
             value = None
@@ -98,12 +107,12 @@ class Views:
         rows = []
         for c in chargers:
             cid = c["id"]
-            mine = [x for x in conns if x["charger_id"] == cid and x["connector_id"]]
+            mine = list(by_charger.get(cid, ()))
             seen = {x["connector_id"] for x in mine}
             mine += [  # a session on a connector that sent no status yet
                 {"connector_id": n, "status": None, "error_code": None}
-                for (c_id, n) in sorted(open_tx)
-                if c_id == cid and n not in seen
+                for n in tx_connectors.get(cid, ())
+                if n not in seen
             ]
             mine = mine or [{"connector_id": None, "status": None, "error_code": None}]
             for x in mine:
@@ -142,6 +151,16 @@ class Views:
     def overview(self, *, fresh: bool = False) -> dict[str, Any]:
         """The overview; ``fresh`` computes it now instead of reusing one up to ``cache_s`` old."""
         return self._overview() if fresh else self.cached("overview", self._overview)
+
+    def overview_json(self) -> str:
+        """:meth:`overview` as compact JSON, made once per cache period for every client."""
+        ov = self.overview()
+        hit = self._cache.get("overview_json")
+        if hit is not None and hit[1][0] is ov:
+            return hit[1][1]
+        text = json.dumps(ov, separators=(",", ":"))
+        self._cache["overview_json"] = (time.monotonic(), (ov, text))
+        return text
 
     def _overview(self) -> dict[str, Any]:
         store, site, now = self.store, self.station.site, self.clock.now()
@@ -199,8 +218,6 @@ class Views:
 
     def _today(self) -> dict[str, Any]:
         """Today's energy into cars by source, renewable share, grid import, cost [kWh, KRW]."""
-        from megastation.sim.simulator import daily_kpis
-
         start, end = day_bounds(self.station, self.clock.now())
         # two days before today carry the battery's renewable content into today
         f = flows.read_flows(self.store, start - timedelta(days=2), end)
@@ -279,6 +296,7 @@ class Views:
         plan = cr.latest_plan(self.store)
         if plan is not None and plan["horizon"].get("times"):
             hz = plan["horizon"]
+            band = self._band([parse_iso(x) for x in hz["times"]])
             out["plan"] = {
                 "id": plan["id"],
                 "time": plan["created_at"],
@@ -290,16 +308,33 @@ class Views:
                     "grid_import_kw": hz.get("grid_import_kw"),
                     "battery_kw": hz.get("battery_kw"),
                     "soc_frac": hz.get("soc_frac"),
+                    "pv_p10_kw": band["p10_kw"],
+                    "pv_p90_kw": band["p90_kw"],
                 },
             }
+        return out
+
+    def _band(self, times: list[datetime]) -> dict[str, list[float | None]]:
+        """The latest issued PV forecast's P10/P90 at ``times`` (None where it has none)."""
+        fc = wr.latest_pv_forecast(self.store)
+        out: dict[str, list[float | None]] = {
+            "p10_kw": [None] * len(times),
+            "p90_kw": [None] * len(times),
+        }
+        if fc is None:
+            return out
+        t0, step = parse_iso(fc["start"]), fc["step_min"] * 60.0
+        for i, t in enumerate(times):
+            k = int((t - t0).total_seconds() // step)
+            if 0 <= k < len(fc["p10_kw"]):
+                out["p10_kw"][i] = _num(fc["p10_kw"][k])
+                out["p90_kw"][i] = _num(fc["p90_kw"][k])
         return out
 
     # ----------------------------------------------------------------- lists
 
     def sessions(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
         """Sessions with their metered energy and the energy by source [kWh]."""
-        from megastation.reports.exports import sessions_by_source_frame
-
         by = sessions_by_source_frame(self.store, self.station, start, end)
         base = {r["transaction_id"]: r for r in session_export.session_rows(self.store, start, end)}
         rows = []
@@ -327,7 +362,6 @@ class Views:
 
     def chargers(self) -> list[dict[str, Any]]:
         """Boot data, connection, registration and last heartbeat of every charger."""
-        records.sync_station_chargers(self.store, self.station)
         beats = getattr(self.central, "last_heartbeat", {}) if self.central else {}
         out = []
         for c in records.list_chargers(self.store):

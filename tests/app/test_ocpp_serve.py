@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from ocpp.v16 import call as call16
@@ -22,7 +23,8 @@ from tests.ocpp_clients import connect_charger
 MEGASTATION = [str(Path(sys.executable).parent / "megastation")]
 
 
-async def start_server(db: Path) -> tuple[asyncio.subprocess.Process, int]:
+async def start_server(db: Path, *args: str) -> tuple[asyncio.subprocess.Process, int]:
+    """``megastation serve`` on free ports (OCPP and console); returns it and its OCPP port."""
     proc = await asyncio.create_subprocess_exec(
         *MEGASTATION,
         "--db",
@@ -30,6 +32,7 @@ async def start_server(db: Path) -> tuple[asyncio.subprocess.Process, int]:
         "serve",
         "--port",
         "0",
+        *(args or ("--web-port", "0")),
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -39,6 +42,27 @@ async def start_server(db: Path) -> tuple[asyncio.subprocess.Process, int]:
         m = re.search(rb"listening on [\d.]+:(\d+)", line)
         if m:
             return proc, int(m.group(1))
+
+
+async def test_serve_runs_the_console_beside_the_central_system(tmp_path: Path):
+    proc = await asyncio.create_subprocess_exec(
+        *MEGASTATION, "--db", str(tmp_path / "s.db"), "serve", "--port", "0", "--web-port", "0",
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        url = None
+        while url is None:
+            line = await asyncio.wait_for(proc.stderr.readline(), 20)
+            assert line, "server exited before the console listened"
+            m = re.search(rb"console on (http://[\d.]+:\d+)", line)
+            url = m.group(1).decode() if m else None
+        async with httpx.AsyncClient(base_url=url) as client:
+            r = await client.get("/metrics")
+            assert r.status_code == 200 and "megastation_chargers_connected" in r.text
+            assert (await client.get("/api/v1/overview")).status_code == 401  # no anonymous API
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
 
 
 def cli(db: Path, *args: str) -> str:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from megastation.dispatch import _BLOCKS, BatteryState, GridState, PowerGroup, TimeGrid
+from megastation.dispatch import BatteryState, GridState, PowerGroup, TimeGrid
+from megastation.dispatch.lp import BLOCKS
 from megastation.evaluation.baselines import perfect_foresight, pv_surplus_greedy, uncontrolled
 from megastation.evaluation.replay import replay
 from megastation.evaluation.scenario import Scenario, Simulator, capture
@@ -120,7 +121,7 @@ def test_a_planned_label_swap_played_out_net_keeps_the_plans_labels():
     # The simulator only sees the net 8 kW; the step still went as planned.
     battery = BatteryState(100, 0.5, 0.1, 0.95, 50, 50, 1.0, 1.0, 0.0)
     sim = Simulator(one_step(12.0, 2.0, [], battery))
-    labels = dict.fromkeys(_BLOCKS, 0.0) | {"pv_bat": 10.0, "pv_exp": 2.0, "bo_load": 2.0}
+    labels = dict.fromkeys(BLOCKS, 0.0) | {"pv_bat": 10.0, "pv_exp": 2.0, "bo_load": 2.0}
     sim.step(np.zeros(0), 8.0, labels)
     assert sim.energy_kwh == pytest.approx(58.0)
     assert sim.green_kwh == pytest.approx(10.0)  # the plan's labels, not the rule's 8

@@ -1,6 +1,7 @@
 """P10/P90 bands on skewed errors, with a forecast that is not clear sky: percentiles in
 clear-sky-index units, night and missing steps left out, the clips at zero, the
-inverter limit and cloud enhancement, and the ordering p10 <= p50 <= p90."""
+inverter limit (no cap at a multiple of clear sky: cloud enhancement is real), bands by
+lead, and the ordering p10 <= p50 <= p90."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import numpy as np
 import pytest
 
 from forecasts.bands import (
-    CLOUD_ENHANCEMENT,
     DEFAULT_BANDS,
     MIN_SAMPLES,
     Bands,
@@ -87,24 +87,38 @@ def test_apply_bands_by_hand():
     p50 = np.array([0.0, 30.0, 60.0, 90.0, 5.0])
     clear = np.array([0.0, 100.0, 100.0, 100.0, 50.0])
     p10, p90 = apply_bands(p50, clear, 95.0, b)
-    # p10 = p50 - 0.2 clear, at least 0; p90 = p50 + 0.3 clear, at most min(95, 1.1 clear).
+    # p10 = p50 - 0.2 clear, at least 0; p90 = p50 + 0.3 clear, at most the limit 95.
     np.testing.assert_allclose(p10, [0.0, 10.0, 40.0, 70.0, 0.0])
     np.testing.assert_allclose(p90, [0.0, 60.0, 90.0, 95.0, 20.0])
-    assert CLOUD_ENHANCEMENT == 1.1
 
 
-def test_cloud_enhancement_caps_p90_below_the_inverter_limit():
-    # Clear sky 50 kW on a 100 kW inverter: p90 stops at 55 kW, not at 100.
+def test_p90_may_exceed_clear_sky_up_to_the_inverter_limit():
+    # Clear sky 50 kW on a 100 kW inverter: p90 = 45 + 0.4 x 50 = 65 kW (cloud
+    # enhancement; a 1.1 x clear-sky cap at 55 kW made P90 cover less than it claims).
     p10, p90 = apply_bands(np.array([45.0]), np.array([50.0]), 100.0, Bands(-0.1, 0.4))
-    np.testing.assert_allclose(p90, [55.0])
+    np.testing.assert_allclose(p90, [65.0])
     np.testing.assert_allclose(p10, [40.0])
 
 
+def test_bands_by_lead_interpolate_and_hold():
+    b = Bands(-0.3, 0.4, leads_h=(0.5, 2.5), q10_by_lead=(-0.1, -0.3), q90_by_lead=(0.1, 0.5))
+    lead = np.array([0.0, 1.0, 2.5, 10.0])
+    p50, clear = np.full(4, 50.0), np.full(4, 100.0)
+    p10, p90 = apply_bands(p50, clear, 200.0, b, lead)
+    # q10 -0.1 held before 0.5 h, -0.15 at 1 h (a quarter of the way), -0.3 from 2.5 h on
+    np.testing.assert_allclose(p10, [40.0, 35.0, 20.0, 20.0])
+    np.testing.assert_allclose(p90, [60.0, 70.0, 100.0, 100.0])
+    # without leads (no nowcast) the scalars apply
+    p10, p90 = apply_bands(p50, clear, 200.0, b)
+    np.testing.assert_allclose(p10, 20.0)
+    np.testing.assert_allclose(p90, 90.0)
+
+
 def test_p50_always_inside_its_band():
-    # A P50 above 1.1 x clear sky (nowcast on a bright hour) or above the limit.
+    # A P50 above clear sky (nowcast on a bright hour) or above the limit.
     b = Bands(q10=-0.2, q90=0.3)
     p50 = np.array([70.0, 120.0])
     p10, p90 = apply_bands(p50, np.array([50.0, 100.0]), 100.0, b)
     assert (p10 <= p50).all() and (p50 <= p90).all()
-    np.testing.assert_allclose(p90, [70.0, 120.0])
+    np.testing.assert_allclose(p90, [85.0, 120.0])  # 70 + 15; 120 above the limit stays
     np.testing.assert_allclose(p10, [60.0, 100.0])

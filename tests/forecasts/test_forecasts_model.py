@@ -11,6 +11,7 @@ import pandas as pd
 import pvlib
 import pytest
 
+from forecasts import nowcast
 from forecasts.bands import DEFAULT_BANDS, apply_bands, fit_bands
 from forecasts.forecast import forecast_pv
 from forecasts.pvmodel import pv_power, solar_geometry
@@ -176,8 +177,13 @@ def test_nowcast_follows_measured_pv_then_decays(station):
     assert fc.attrs["k_meas"] == pytest.approx(0.5, abs=0.01)
     first = fc["pv_ac_kw"].iloc[0] / fc["pv_clear_kw"].iloc[0]
     assert first == pytest.approx(0.5, abs=0.05)
-    later = fc.index >= pd.Timestamp(T) + pd.Timedelta("8h")
+    # the measured index loses weight with lead (nowcast.BLEND_CLEARSKY): none after 24 h
+    later = fc.index >= pd.Timestamp(T) + pd.Timedelta("24h")
     np.testing.assert_allclose(fc["pv_ac_kw"][later], raw["pv_ac_kw"][later], rtol=0.01, atol=0.5)
+    lead = (fc.index + pd.Timedelta("7.5min") - pd.Timestamp(T)).total_seconds() / 3600
+    w = np.interp(lead, nowcast.BLEND_LEADS_H, nowcast.BLEND_CLEARSKY)
+    ratio = (fc["pv_ac_kw"] / fc["pv_clear_kw"]).where(fc["pv_clear_kw"] > 20)
+    np.testing.assert_allclose(ratio.dropna(), (1 - 0.5 * w)[ratio.notna()], atol=0.02)
     # measurements after the issue time are ignored
     future = pd.Series(0.0, index=pd.date_range(T, periods=60, freq="1min"))
     fc2 = forecast_pv(station.pv_site(), T, 192, measured_kw=future)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from forecasts import timing
 from forecasts.pvmodel import pv_power
 from forecasts.scoring import read_power_csv
-from forecasts.weather import WeatherError, parse_csv, read_csv
+from forecasts.weather import WeatherError, clear_sky_weather, parse_csv, read_csv
 from megastation.cli import main
 from megastation.core.config import seeds_dir
 
@@ -77,14 +77,8 @@ def test_weather_label_is_guessed_from_the_sun(station, tmp_path, shift, label):
     assert timing.weather_label(hourly, station.pv_site())[0] == "end"
 
 
-def test_cli_score_auto_label_and_daylight_saving_warning(tmp_path, week_pv):
-    m = week_pv.copy()
-    # from the fourth local day on the logger's clock runs one hour ahead
-    jump = m.index >= pd.Timestamp("2026-07-04T15:00Z")  # 00:00 local on 07-05
-    times = m.index.where(~jump, m.index + pd.Timedelta("1h"))
-    m.index = pd.DatetimeIndex(times)
-    m = m[~m.index.duplicated() & (m.index <= week_pv.index[-1])]
-    measured = _write(tmp_path / "m.csv", m)
+def test_cli_score_guesses_the_weather_label(tmp_path, week_pv):
+    measured = _write(tmp_path / "m.csv", week_pv)
     r = CliRunner().invoke(
         main,
         ["--db", str(tmp_path / "db"), "forecast", "score", "--measured", str(measured),
@@ -92,8 +86,30 @@ def test_cli_score_auto_label_and_daylight_saving_warning(tmp_path, week_pv):
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "time read as interval ends" in r.output
-    assert "daylight-saving" in r.output and "2026-07-05" in r.output
-    assert "24 h before" in r.output
+    assert "24 h before" in r.output and "daylight-saving" not in r.output
+
+
+def test_cli_score_warns_of_a_daylight_saving_jump(tmp_path, station):
+    """Ten mostly clear days; from the sixth on the logger's clock runs an hour ahead."""
+    site = station.pv_site()
+    idx = pd.date_range("2026-06-01T00:00+09:00", periods=10 * 96, freq="15min")
+    clear = pv_power(site, site.arrays, clear_sky_weather(idx))["pv_ac_kw"]
+    rng = np.random.default_rng(5)
+    m = clear * rng.uniform(0.8, 0.95, len(clear))
+    jump = m.index >= pd.Timestamp("2026-06-06T00:00+09:00")
+    m.index = pd.DatetimeIndex(m.index.where(~jump, m.index + pd.Timedelta("1h")))
+    m = m[~m.index.duplicated()]
+    measured = _write(tmp_path / "m.csv", m)
+    r = CliRunner().invoke(
+        main, ["--db", str(tmp_path / "db"), "forecast", "score", "--measured", str(measured)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "daylight-saving" in r.output and "from 2026-06-06" in r.output
+    steady = _write(tmp_path / "steady.csv", clear * rng.uniform(0.8, 0.95, len(clear)))
+    r = CliRunner().invoke(
+        main, ["--db", str(tmp_path / "db"), "forecast", "score", "--measured", str(steady)]
+    )
+    assert r.exit_code == 0 and "daylight-saving" not in r.output
 
 
 def test_clock_shifts_need_a_lasting_jump():

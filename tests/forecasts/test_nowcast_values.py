@@ -12,9 +12,11 @@ import pytest
 
 from forecasts.forecast import forecast_pv
 from forecasts.nowcast import (
+    BLEND_CLEARSKY,
+    BLEND_LEADS_H,
+    BLEND_WEATHER,
     K_MAX,
     MIN_CLEAR_FRAC,
-    TAU_H,
     blend_weights,
     measured_clear_sky_index,
     nowcast,
@@ -88,21 +90,27 @@ def test_measured_index_is_bounded():
 # --------------------------------------------------------------------------- blend
 
 
-def test_blend_weights_decay_and_negative_leads_count_as_now():
-    w = blend_weights(np.array([-0.5, 0.0, TAU_H, 3.0, 1.0]))
-    np.testing.assert_allclose(w, [1.0, 1.0, np.exp(-1.0), np.exp(-2.0), np.exp(-1.0 / 1.5)])
-    np.testing.assert_allclose(blend_weights(np.array([2.0]), tau_h=0.5), [np.exp(-4.0)])
+def test_blend_weights_by_lead_and_negative_leads_count_as_now():
+    assert BLEND_LEADS_H[:2] == (0.125, 0.375) and BLEND_LEADS_H[-1] == 24.0
+    w = blend_weights(np.array([-0.5, 0.0, 0.125, 0.25, 1.5, 30.0]))
+    first, second = BLEND_WEATHER[0], BLEND_WEATHER[1]
+    at_1_5 = BLEND_WEATHER[BLEND_LEADS_H.index(1.5)]
+    np.testing.assert_allclose(w, [first, first, first, (first + second) / 2, at_1_5, 0.0])
+    assert (np.diff(BLEND_WEATHER) <= 0).all() and (np.diff(BLEND_CLEARSKY) <= 0).all()
+    # without a weather forecast the measured index keeps more weight
+    lead = np.array([0.125, 1.0, 3.0, 6.0])
+    assert (blend_weights(lead, with_weather=False) > blend_weights(lead)).all()
 
 
 def test_blend_mixes_measured_index_times_clear_with_raw():
     # Two arrays; raw is not clear sky. k = 0.6.
     raw = np.array([[30.0, 10.0], [30.0, 10.0], [30.0, 10.0]])
     clear = np.array([[100.0, 50.0], [100.0, 50.0], [100.0, 50.0]])
-    lead = np.array([0.0, 1.5, 30.0])
+    lead = np.array([0.125, 1.5, 30.0])
     out = nowcast(raw, clear, np.array([110.0, 70.0]), lead, 0.6)
-    w = np.exp(-1.0)
-    np.testing.assert_allclose(out[0], [60.0, 30.0])  # lead 0: all persistence, k * clear
-    np.testing.assert_allclose(out[1], [w * 60 + (1 - w) * 30, w * 30 + (1 - w) * 10])
+    w0, w1 = BLEND_WEATHER[0], BLEND_WEATHER[BLEND_LEADS_H.index(1.5)]
+    np.testing.assert_allclose(out[0], [w0 * 60 + (1 - w0) * 30, w0 * 30 + (1 - w0) * 10])
+    np.testing.assert_allclose(out[1], [w1 * 60 + (1 - w1) * 30, w1 * 30 + (1 - w1) * 10])
     np.testing.assert_allclose(out[2], [30.0, 10.0], atol=1e-6)  # far ahead: raw
     # Without an index the raw forecast stands, unclipped and unchanged.
     assert nowcast(raw, clear, np.array([1.0, 1.0]), lead, None) is raw
@@ -113,8 +121,9 @@ def test_blend_is_clipped_per_array_at_the_inverter_limit():
     clear = np.array([[100.0, 80.0]])
     out = nowcast(raw, clear, np.array([110.0, 70.0]), np.array([0.0]), 1.3)
     np.testing.assert_allclose(out, [[110.0, 70.0]])
+    # k = 0 (panels dark): only the raw forecast's share is left, (1 - w) x raw
     out = nowcast(raw, clear, np.array([110.0, 70.0]), np.array([0.0]), 0.0)
-    np.testing.assert_allclose(out, [[0.0, 0.0]])
+    np.testing.assert_allclose(out, [[(1 - BLEND_WEATHER[0]) * 120, (1 - BLEND_WEATHER[0]) * 90]])
 
 
 # --------------------------------------------------------------------------- through forecast_pv
@@ -142,8 +151,8 @@ def test_forecast_uses_only_the_last_window_before_the_issue_time(station):
         station.pv_site(), T, 16, 15, measured_kw=pd.concat([old, recent]), window_h=2.0
     )
     assert fc_long.attrs["k_meas"] == pytest.approx(0.65, abs=0.03)
-    # First step (lead 7.5 min): weight exp(-0.125 / 1.5) on 0.4 x clear.
-    w = np.exp(-0.125 / TAU_H)
+    # First step (lead 7.5 min): no weather, so BLEND_CLEARSKY's first weight on 0.4 x clear.
+    w = BLEND_CLEARSKY[0]
     first = fc.iloc[0]
     assert first["pv_ac_kw"] == pytest.approx(
         w * 0.4 * first["pv_clear_kw"] + (1 - w) * first["pv_raw_kw"], rel=1e-6

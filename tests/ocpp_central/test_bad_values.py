@@ -279,3 +279,17 @@ def test_json_output_is_strict():
     from megastation.store import dumps
 
     assert dumps({"x": math.inf}) == '{"x":null}'
+
+
+async def test_an_unpaired_surrogate_is_a_format_error_and_the_batch_survives(central, store):
+    ws = await raw(central, "GJDG-AC-01", "ocpp1.6")
+    other = await raw(central, "GJDG-AC-02", "ocpp1.6")
+    async with ws, other:
+        # both in one group commit; the bad one used to fail the whole batch (its log row)
+        await ws.send(r'[2, "x1", "Authorize", {"idTag": "\ud800"}]')
+        await other.send(json.dumps([2, "ok", "Heartbeat", {}]))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 3))
+        assert answer[0] == 4 and answer[2] == "FormationViolation", answer
+        assert json.loads(await asyncio.wait_for(other.recv(), 3))[:2] == [3, "ok"]
+        ok = await ask(ws, [2, "after", "Heartbeat", {}])
+        assert ok[0] == 3

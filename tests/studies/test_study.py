@@ -114,7 +114,7 @@ def test_a_study_on_a_dask_cluster_gives_the_local_pool_table_and_resumes(tmp_pa
     assert (local["battery_cycles"][local["battery_kwh"] == 0] == 0).all()
     assert local["pareto"].any()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:  # fmt: skip
+                                  dashboard_address=":0") as cluster:  # fmt: skip
         remote = run_study(STATION, SMALL, tmp_path / "dask", cluster=cluster)
         pd.testing.assert_frame_equal(_sorted(local), _sorted(remote), rtol=1e-6)
         calls: list[int] = []

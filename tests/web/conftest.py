@@ -25,7 +25,7 @@ async def web(station, store, clock, central, notified):
     with an operator ``alice`` and a viewer ``vic`` (password :data:`PASSWORD`)."""
     add_user(store, "alice", "operator", PASSWORD)
     add_user(store, "vic", "viewer", PASSWORD)
-    w = WebServer(station, store, clock, central=central, notify=notified.append, port=0)
+    w = WebServer(station, store, clock, central=central, notify=notified.append, port=0, cache_s=0)
     await w.start()
     yield w
     await w.stop()

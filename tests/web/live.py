@@ -19,6 +19,7 @@ from megastation.core.config import Station
 from megastation.core.fleet import CarVisit
 from megastation.sim.chargepoint import Fleet
 from megastation.store import Store, records
+from megastation.store.forecasts import save_forecast
 from megastation.web.app import WebServer
 from megastation.web.auth import add_user
 from ocpp_central.server import CentralSystem
@@ -28,15 +29,26 @@ CHARGERS = ("GJDG-DC-01", "GJDG-DC-03", "GJDG-AC-01")  # 2.0.1 200 kW, 1.6 100 k
 PV_KW = 80.0
 
 
-def flat_forecaster(kw: float):
+def flat_forecaster(kw: float, store: Store | None = None, clock=None):
+    """A flat PV forecast (P10 70 %, P90 110 %), issued to ``store`` like the real one."""
+
     def forecast(station, start, n_steps, step_min, weather=None, measured_kw=None):
         idx = pd.date_range(
             pd.Timestamp(start).floor(f"{step_min}min"), periods=n_steps, freq=f"{step_min}min"
         )
-        return pd.DataFrame(
-            {"pv_ac_kw": np.full(n_steps, kw), "pv_ac_p10_kw": np.full(n_steps, 0.7 * kw)},
+        fc = pd.DataFrame(
+            {
+                "pv_ac_kw": np.full(n_steps, kw),
+                "pv_ac_p10_kw": np.full(n_steps, 0.7 * kw),
+                "pv_ac_p90_kw": np.full(n_steps, 1.1 * kw),
+                "pv_clear_kw": np.full(n_steps, 1.2 * kw),
+                "pv_raw_kw": np.full(n_steps, kw),
+            },
             index=idx,
         )
+        if store is not None:
+            save_forecast(store, fc, issued_at=clock.now(), source="test")
+        return fc
 
     return forecast
 
@@ -82,7 +94,7 @@ class LiveStation:
         for i in range(len(CHARGERS)):
             records.set_id_token(store, f"CARD-{i}")
         on_event, control_task = controller_hooks(
-            st, store, clock, pv_kw=lambda t: PV_KW, forecaster=flat_forecaster(PV_KW),
+            st, store, clock, pv_kw=lambda t: PV_KW, forecaster=flat_forecaster(PV_KW, store, clock),
             guard_interval_s=30.0, flow_sample_s=60.0,
         )  # fmt: skip
         self.central = CentralSystem(st, store, clock, on_event=on_event, response_timeout_s=5)

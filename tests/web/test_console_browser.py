@@ -85,7 +85,9 @@ async def test_operator_sees_the_live_station_and_lowers_the_grid_limit(browser,
                    && parseFloat(r.cells[4].textContent) > 0).length >= 2""",
         timeout=ms,
     )
-    assert await page.locator("#live").text_content() == "live"  # server-sent events
+    await page.wait_for_function(  # server-sent events connected
+        "() => document.getElementById('live').textContent === 'live'", timeout=ms
+    )
     # the chart draws recorded flows (non-empty), and the plan's horizon beside it
     await page.wait_for_function(
         "() => Number(document.getElementById('flows-chart').dataset.points) >= 2", timeout=ms
@@ -98,6 +100,10 @@ async def test_operator_sees_the_live_station_and_lowers_the_grid_limit(browser,
     )  # car power points > 0
     assert drawn > 0
     assert await page.locator("#flows-chart canvas").count() == 1
+    band = await page.evaluate(
+        "() => window.megastation.planChart.data[1].filter(v => v !== null).length"
+    )  # the plan chart's PV P10 line: the forecast band beside the plan
+    assert band > 0
     # lower the grid limit (confirmed in a dialog) and see the next plan honour it
     acted_at = live.clock.now()
     await page.fill("#limit-kw", "60")

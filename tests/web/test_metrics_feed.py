@@ -60,8 +60,6 @@ async def test_metrics_parse_and_move_when_a_charger_sends_meter_values(client, 
             )
         )
         await cp.call(call.Heartbeat())
-        client_views = None
-        del client_views
         after = await scrape(client)
         assert after["megastation_chargers_connected"][()] == 1
     mv = after["megastation_ocpp_calls_received_total"][(("action", "MeterValues"),)]

@@ -126,10 +126,12 @@ function renderFlows(d) {
   if (p) {
     const s = p.series;
     const lim = s.time.map(() => p.grid_limit_kw);
-    const pdata = [s.time, s.pv_kw, s.ev_kw, s.grid_import_kw, s.battery_kw, lim];
+    const pdata = [s.time, s.pv_p10_kw, s.pv_kw, s.pv_p90_kw, s.ev_kw, s.grid_import_kw, s.battery_kw, lim];
     if (!state.planChart) {
       state.planChart = new uPlot(chartOpts(null, [
+        { label: "PV P10", stroke: COLORS.band, dash: [2, 3], width: 1 },
         { label: "PV forecast", stroke: COLORS.pv, width: 2 },
+        { label: "PV P90", stroke: COLORS.band, dash: [2, 3], width: 1 },
         { label: "cars (plan)", stroke: COLORS.ev, width: 2 },
         { label: "grid import (plan)", stroke: COLORS.grid, width: 2 },
         { label: "battery (plan)", stroke: COLORS.battery, width: 1.5 },

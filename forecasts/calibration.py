@@ -1,0 +1,166 @@
+"""Fit and check the nowcast blend and the P10/P90 bands by lead time, on past data.
+
+Everything works on one regular step grid (numpy arrays of equal length, kW):
+``measured`` PV, ``clear`` (clear-sky PV), ``raw`` (the forecast before the nowcast:
+from a weather forecast, or clear sky x a recent clear-sky index). A forecast is
+issued at the start of step ``i``; its step ``i + h`` has lead ``(h + 0.5) x step``
+to the midpoint, as :func:`forecasts.forecast.forecast_pv` counts it.
+
+- *Smart persistence* for that lead: the PV clear-sky index of the last step measured
+  at the issue time, ``m[i-1] / c[i-1]``, times ``c[i+h]`` (what ``forecast score``
+  compares with).
+- *Nowcast*: ``w(lead) k c + (1 - w(lead)) raw`` with ``k`` the measured index over
+  the last ``window`` steps (:mod:`forecasts.nowcast`); :func:`fit_blend` picks
+  ``w`` per lead by least squares, clipped to [0, 1] (``w = 1`` is persistence, so
+  on the fitting days the blend is never worse than it).
+- *Bands*: :func:`fit_lead_bands` takes the 10th/90th percentiles of
+  ``(m - p50) / c`` per lead on daylight steps.
+
+Fit on some days, check on others (:func:`evaluate`); benchmarks/forecast.py does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Daylight: clear-sky PV at least this share of the capacity (as in scoring).
+MIN_CLEAR_FRAC = 0.05
+K_MAX = 1.3
+
+
+@dataclass(frozen=True)
+class Issues:
+    """Forecast issues on a grid, as ``(n_issues, n_leads)`` matrices (see module)."""
+
+    lead_h: np.ndarray  # (n_leads,) lead to the step midpoint [h]
+    measured: np.ndarray  # m[i + h]
+    clear: np.ndarray  # c[i + h]
+    raw: np.ndarray  # raw[i + h]
+    k_meas: np.ndarray  # (n_issues, 1) nowcast index, NaN when too little sun
+    persistence: np.ndarray  # smart persistence, NaN where undefined
+    daylight: np.ndarray  # bool, target step in daylight
+
+
+def window_index(m: np.ndarray, c: np.ndarray, window: int, capacity_kw: float) -> np.ndarray:
+    """Nowcast index at the start of each step: energy ratio over the ``window`` steps
+    before it (NaN where the window's clear sky averages under 5 % of capacity)."""
+    cm = np.concatenate([[0.0], np.cumsum(np.nan_to_num(m))])
+    cc = np.concatenate([[0.0], np.cumsum(c)])
+    i = np.arange(len(m))
+    lo = np.clip(i - window, 0, None)
+    em, ec = cm[i] - cm[lo], cc[i] - cc[lo]
+    ok = (i >= window) & (ec >= MIN_CLEAR_FRAC * capacity_kw * window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, np.clip(em / ec, 0.0, K_MAX), np.nan)
+
+
+def recent_index(
+    measured: np.ndarray, clear: np.ndarray, capacity_kw: float, n_back: int, min_steps: int = 16
+) -> np.ndarray:
+    """The PV clear-sky index known at the start of each step: measured over clear-sky
+    energy on the daylight steps of the ``n_back`` steps before (as the station's
+    weather feed computes it from recorded flows); 1 with fewer than ``min_steps``."""
+    m, c = np.asarray(measured, float), np.asarray(clear, float)
+    day = c >= MIN_CLEAR_FRAC * capacity_kw
+    cm = np.concatenate([[0.0], np.cumsum(np.where(day, np.nan_to_num(m), 0.0))])
+    cc = np.concatenate([[0.0], np.cumsum(np.where(day, c, 0.0))])
+    cn = np.concatenate([[0], np.cumsum(day)])
+    i = np.arange(len(m))
+    lo = np.clip(i - n_back, 0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.clip((cm[i] - cm[lo]) / (cc[i] - cc[lo]), 0.0, K_MAX)
+    return np.where(cn[i] - cn[lo] >= min_steps, k, 1.0)
+
+
+def issues(
+    measured: np.ndarray,
+    clear: np.ndarray,
+    raw: np.ndarray | None,
+    capacity_kw: float,
+    *,
+    n_leads: int,
+    step_h: float = 0.25,
+    window: int = 4,
+    issue_mask: np.ndarray | None = None,
+    raw_index: np.ndarray | None = None,
+) -> Issues:
+    """Every issue time ``i`` (where ``issue_mask``) with ``n_leads`` steps ahead.
+
+    ``raw``: the raw forecast per step; or ``raw_index``: an index known at each issue
+    time, the raw forecast being ``raw_index[i] x clear`` (clear sky x recent index).
+    """
+    m, c = np.asarray(measured, float), np.asarray(clear, float)
+    r = c if raw is None else np.asarray(raw, float)
+    n = len(m)
+    i = np.arange(1, n - n_leads)
+    if issue_mask is not None:
+        i = i[np.asarray(issue_mask, bool)[i]]
+    h = np.arange(n_leads)
+    j = i[:, None] + h[None, :]
+    k = window_index(m, c, window, capacity_kw)[i][:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k_last = np.where(
+            c[i - 1] >= MIN_CLEAR_FRAC * capacity_kw, np.clip(m[i - 1] / c[i - 1], 0, 1.5), np.nan
+        )
+    return Issues(
+        lead_h=(h + 0.5) * step_h,
+        measured=m[j],
+        clear=c[j],
+        raw=r[j] if raw_index is None else np.asarray(raw_index, float)[i][:, None] * c[j],
+        k_meas=k,
+        persistence=k_last[:, None] * c[j],
+        daylight=c[j] >= MIN_CLEAR_FRAC * capacity_kw,
+    )
+
+
+def nowcast(x: Issues, w: np.ndarray) -> np.ndarray:
+    """The blended forecast for weights ``w`` per lead (raw where no index)."""
+    kc = x.k_meas * x.clear
+    return np.where(np.isfinite(kc), w[None, :] * kc + (1 - w[None, :]) * x.raw, x.raw)
+
+
+def fit_blend(x: Issues) -> np.ndarray:
+    """Least-squares weight of the measured index per lead, in [0, 1]."""
+    kc = x.k_meas * x.clear
+    ok = x.daylight & np.isfinite(kc) & np.isfinite(x.measured)
+    d, e = np.where(ok, kc - x.raw, 0.0), np.where(ok, x.measured - x.raw, 0.0)
+    num, den = (d * e).sum(axis=0), (d * d).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(den > 0, num / den, 0.0), 0.0, 1.0)
+
+
+def fit_lead_bands(x: Issues, p50: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """10th and 90th percentiles of ``(m - p50) / clear`` per lead (daylight)."""
+    q10, q90 = np.full(len(x.lead_h), np.nan), np.full(len(x.lead_h), np.nan)
+    for h in range(len(x.lead_h)):
+        ok = x.daylight[:, h] & np.isfinite(x.measured[:, h])
+        if ok.sum() >= 20:
+            e = (x.measured[ok, h] - p50[ok, h]) / x.clear[ok, h]
+            q10[h], q90[h] = np.percentile(e, [10, 90])
+    return np.minimum(q10, 0.0), np.maximum(q90, 0.0)
+
+
+def evaluate(
+    x: Issues, p50: np.ndarray, p10: np.ndarray, p90: np.ndarray, capacity_kw: float
+) -> dict[str, np.ndarray]:
+    """Per lead: nRMSE of the forecast and of smart persistence on the steps where
+    both exist (daylight, an index measured), skill, and P10-P90 coverage (daylight)."""
+    both = x.daylight & np.isfinite(x.persistence) & np.isfinite(x.k_meas)
+    f_err = np.where(both, p50 - x.measured, 0.0)
+    p_err = np.where(both, x.persistence - x.measured, 0.0)
+    n = both.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rmse_f = np.sqrt((f_err**2).sum(axis=0) / n)
+        rmse_p = np.sqrt((p_err**2).sum(axis=0) / n)
+        inside = (x.measured >= p10 - 1e-9) & (x.measured <= p90 + 1e-9)
+        cov = (inside & x.daylight).sum(axis=0) / x.daylight.sum(axis=0)
+    return {
+        "lead_h": x.lead_h,
+        "n": n,
+        "nrmse": rmse_f / capacity_kw,
+        "nrmse_persistence": rmse_p / capacity_kw,
+        "skill": 1.0 - rmse_f / rmse_p,
+        "coverage": cov,
+    }
