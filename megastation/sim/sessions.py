@@ -730,116 +730,144 @@ def place_sessions(
             report.dropped += 1
             continue
         kind = _infer_kind(s, station)
-        ch = station.charger(s.charger_id) if s.charger_id else None
-        if s.charger_id and ch is None:
-            report.warn(
-                "unknown_charger",
-                s.source,
-                s.row,
-                "charger_id",
-                f"no such charger on the station (e.g. {s.charger_id!r}); placed by kind",
-            )
-        elif ch is not None and s.kind is not None and ch.kind != s.kind:
-            report.warn(
-                "kind_mismatch",
-                s.source,
-                s.row,
-                "kind",
-                f"the data's kind differs from charger {ch.id}'s; placed by the data's kind",
-            )
-            ch = None
-        slot = None
-        if ch is not None:
-            wanted = (
-                [(ch.id, s.connector_id)]
-                if s.connector_id
-                else [(ch.id, n) for n in ch.connector_ids]
-            )
-            if s.connector_id and s.connector_id not in ch.connector_ids:
-                report.warn(
-                    "bad_connector",
-                    s.source,
-                    s.row,
-                    "connector_id",
-                    f"charger {ch.id} has no such connector; placed on a free one",
-                )
-                wanted = [(ch.id, n) for n in ch.connector_ids]
-            slot = next((c for c in wanted if free_at[c] <= s.arrival), None)
-            if slot is None:
-                report.warn(
-                    "busy",
-                    s.source,
-                    s.row,
-                    "connector_id" if s.connector_id else "charger_id",
-                    "two cars on one connector: re-placed on a free one of its kind",
-                )
-        if slot is None:
-            if not conns.get(kind):
-                report.warn(
-                    f"no_{kind}",
-                    s.source,
-                    s.row,
-                    "kind",
-                    f"the station has no {kind} connector, dropped",
-                )
-                report.dropped += 1
-                continue
-            free = [c for c in conns[kind] if free_at[c] <= s.arrival]
-            if not free:
-                report.warn(
-                    f"full_{kind}",
-                    s.source,
-                    s.row,
-                    "arrival",
-                    f"station too small: all {len(conns[kind])} {kind} connectors busy, dropped",
-                )
-                report.dropped += 1
-                continue
-            slot = min(free, key=lambda c: free_at[c])  # the one free the longest
-        charger = station.charger(slot[0])
-        energy = s.energy_kwh
-        if wants == "requested" and s.requested_energy_kwh is not None:
-            energy = s.requested_energy_kwh
-        battery, soc, car_kw = _car(s, kind, energy, charger.connector_power_kw, defaults[kind])
-        hours = (s.departure - s.arrival).total_seconds() / 3600.0
-        if energy > min(car_kw, charger.connector_power_kw) * hours + 1e-6:
-            report.warn(
-                "too_much",
-                s.source,
-                s.row,
-                "energy_kwh",
-                "more than the station's connector can deliver in the stay (counted as unmet)",
-            )
-        stated_dep = s.stated_departure if stated else None
-        if stated_dep is not None and stated_dep <= s.arrival:
-            report.warn(
-                "stated_before",
-                s.source,
-                s.row,
-                "stated_departure",
-                "not after the arrival, ignored",
-            )
-            stated_dep = None
-        free_at[slot] = s.departure
-        visits.append(
-            CarVisit(
-                charger_id=slot[0],
-                connector_id=slot[1],
-                arrival=s.arrival,
-                departure=s.departure,
-                energy_wanted_kwh=round(energy, 4),
-                car_model=f"imported {kind}",
-                battery_kwh=round(battery, 3),
-                car_max_power_kw=car_kw,
-                soc_arrival_frac=round(soc, 4),
-                sends_charging_needs=False,  # never the truth: stated needs are below
-                id_token=s.id_token or f"IMPORT{s.row:06d}",
-                stated_departure=stated_dep,
-                stated_energy_kwh=s.requested_energy_kwh if stated else None,
-            )
+        slot = _named_slot(s, station, free_at, report) or _free_slot(
+            s, kind, conns, free_at, report
         )
+        if slot is None:
+            report.dropped += 1
+            continue
+        free_at[slot] = s.departure
+        visits.append(_visit(s, kind, slot, station, defaults[kind], wants, stated, report))
     report.placed += len(visits)
     return visits
+
+
+Slot = tuple[str, int]  # (charger id, connector id)
+
+
+def _named_slot(
+    s: ImportedSession, station: Station, free_at: dict[Slot, datetime], report: ImportReport
+) -> Slot | None:
+    """The session's own charger (and connector) when the station has it and it is free;
+    warnings for an unknown charger, a kind that differs, a bad or busy connector."""
+    ch = station.charger(s.charger_id) if s.charger_id else None
+    if s.charger_id and ch is None:
+        report.warn(
+            "unknown_charger",
+            s.source,
+            s.row,
+            "charger_id",
+            f"no such charger on the station (e.g. {s.charger_id!r}); placed by kind",
+        )
+        return None
+    if ch is None:
+        return None
+    if s.kind is not None and ch.kind != s.kind:
+        report.warn(
+            "kind_mismatch",
+            s.source,
+            s.row,
+            "kind",
+            f"the data's kind differs from charger {ch.id}'s; placed by the data's kind",
+        )
+        return None
+    wanted = [(ch.id, n) for n in ch.connector_ids]
+    if s.connector_id and s.connector_id in ch.connector_ids:
+        wanted = [(ch.id, s.connector_id)]
+    elif s.connector_id:
+        report.warn(
+            "bad_connector",
+            s.source,
+            s.row,
+            "connector_id",
+            f"charger {ch.id} has no such connector; placed on a free one",
+        )
+    slot = next((c for c in wanted if free_at[c] <= s.arrival), None)
+    if slot is None:
+        report.warn(
+            "busy",
+            s.source,
+            s.row,
+            "connector_id" if s.connector_id else "charger_id",
+            "two cars on one connector: re-placed on a free one of its kind",
+        )
+    return slot
+
+
+def _free_slot(
+    s: ImportedSession,
+    kind: str,
+    conns: dict[str, list[Slot]],
+    free_at: dict[Slot, datetime],
+    report: ImportReport,
+) -> Slot | None:
+    """The connector of ``kind`` free the longest; None (with a warning) when the station
+    has none of that kind or all are busy."""
+    if not conns.get(kind):
+        report.warn(
+            f"no_{kind}", s.source, s.row, "kind", f"the station has no {kind} connector, dropped"
+        )
+        return None
+    free = [c for c in conns[kind] if free_at[c] <= s.arrival]
+    if not free:
+        report.warn(
+            f"full_{kind}",
+            s.source,
+            s.row,
+            "arrival",
+            f"station too small: all {len(conns[kind])} {kind} connectors busy, dropped",
+        )
+        return None
+    return min(free, key=lambda c: free_at[c])
+
+
+def _visit(
+    s: ImportedSession,
+    kind: str,
+    slot: Slot,
+    station: Station,
+    defaults: CarDefaults,
+    wants: str,
+    stated: bool,
+    report: ImportReport,
+) -> CarVisit:
+    """The car visit of a placed session (what it wants, the car's defaults, what its
+    driver said)."""
+    charger = station.charger(slot[0])
+    energy = s.energy_kwh
+    if wants == "requested" and s.requested_energy_kwh is not None:
+        energy = s.requested_energy_kwh
+    battery, soc, car_kw = _car(s, kind, energy, charger.connector_power_kw, defaults)
+    hours = (s.departure - s.arrival).total_seconds() / 3600.0
+    if energy > min(car_kw, charger.connector_power_kw) * hours + 1e-6:
+        report.warn(
+            "too_much",
+            s.source,
+            s.row,
+            "energy_kwh",
+            "more than the station's connector can deliver in the stay (counted as unmet)",
+        )
+    stated_dep = s.stated_departure if stated else None
+    if stated_dep is not None and stated_dep <= s.arrival:
+        report.warn(
+            "stated_before", s.source, s.row, "stated_departure", "not after the arrival, ignored"
+        )
+        stated_dep = None
+    return CarVisit(
+        charger_id=slot[0],
+        connector_id=slot[1],
+        arrival=s.arrival,
+        departure=s.departure,
+        energy_wanted_kwh=round(energy, 4),
+        car_model=f"imported {kind}",
+        battery_kwh=round(battery, 3),
+        car_max_power_kw=car_kw,
+        soc_arrival_frac=round(soc, 4),
+        sends_charging_needs=False,  # never the truth: stated needs are below
+        id_token=s.id_token or f"IMPORT{s.row:06d}",
+        stated_departure=stated_dep,
+        stated_energy_kwh=s.requested_energy_kwh if stated else None,
+    )
 
 
 @dataclass

@@ -1047,10 +1047,8 @@ def simulate(
     controlled policies and moves their KPIs by well under 2 %, see the README).
     ``follow_balance`` (default, as the live guard loop): between plans the battery
     follows the metered site balance around the plan; False holds the plan's set point.
-    ``history``: visits written into the store as closed transactions before the run
-    (:func:`megastation.sim.sessions.preload_history`; those departing after ``start``
-    are left out), so the controller learns its defaults and expected cars from them
-    instead of the fleet profile. Same inputs and seed give the same result.
+    ``history``: visits stored as closed transactions before ``start`` (the controller
+    learns from them; :func:`_preload`). Same inputs and seed give the same result.
     """
     if policy not in POLICIES:
         raise SimulationError(f"policy: must be one of {', '.join(POLICIES)}; got {policy!r}")
@@ -1070,11 +1068,7 @@ def simulate(
         plan_interval_s = station.site.dispatch_step_min * 60.0
     clock = SimClock(start)
     store = fresh_store(db_path, clock)
-    if history:
-        from megastation.sim.sessions import preload_history
-
-        records.register_station_chargers(store, station)
-        preload_history(store, station, [v for v in history if v.departure <= start])
+    _preload(store, station, history, start)
     try:
         sim = _Simulator(
             station,
@@ -1108,15 +1102,39 @@ def simulate(
             pf = pf[0]
     finally:
         store.close()
+    return _result(sim, kpis, frame, sessions, db_path, time.perf_counter() - t_wall, pf)
+
+
+def _preload(
+    store: Store, station: Station, history: Sequence[CarVisit] | None, start: datetime
+) -> None:
+    """History into a fresh store: the visits that left by ``start``, as closed
+    transactions (:func:`megastation.sim.sessions.preload_history`)."""
+    if history:
+        from megastation.sim.sessions import preload_history
+
+        records.register_station_chargers(store, station)
+        preload_history(store, station, [v for v in history if v.departure <= start])
+
+
+def _result(
+    sim: _Simulator,
+    kpis: Kpis,
+    frame: pd.DataFrame,
+    sessions: pd.DataFrame,
+    db_path: str | Path | None,
+    wall_s: float,
+    pf: Kpis | None,
+) -> SimulationResult:
     return SimulationResult(
-        policy=policy,
-        start=start,
-        end=end,
+        policy=sim.policy,
+        start=sim.start,
+        end=sim.end,
         kpis=kpis,
         flows=frame,
         sessions=sessions,
         db_path=str(db_path) if db_path is not None else None,
-        wall_s=time.perf_counter() - t_wall,
+        wall_s=wall_s,
         plans=sim.plans,
         solve_s=sim.solve_s,
         perfect_foresight=pf,
