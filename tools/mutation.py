@@ -8,7 +8,8 @@ Usage (after ``pip install -e '.[test,mutation]'``)::
     .venv/bin/python tools/mutation.py --list          # the modules and their tests
 
 Each module runs in its own scratch copy of the repository (``.mutation/<module>/``,
-git-ignored, kept between runs so mutmut only re-tests what changed) with the shared
+git-ignored, kept between runs so mutmut only re-tests what changed, and the survivors of
+earlier runs again, by name, for tests added since) with the shared
 ``[tool.mutmut]`` settings of ``pyproject.toml``, mutating that one file and running only
 the module's own tests (:data:`MODULES`), which keeps a module to minutes on 2 cores.
 The score is killed (or timed out) over all mutants minus the equivalent ones listed in
@@ -34,14 +35,23 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
 EQUIVALENT = ROOT / "mutation-equivalent.toml"
 
-#: module name -> (file mutated, globs of the tests run against its mutants).
-MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
+#: module name -> (file(s) mutated, globs of the tests run against its mutants).
+MODULES: dict[str, tuple[str | tuple[str, ...], tuple[str, ...]]] = {
     "accounting": (
         "megastation/core/accounting.py",
         ("tests/**/test_accounting*.py", "tests/**/test_dispatch_accounting.py"),
     ),
     "tariff": ("megastation/core/tariff.py", ("tests/**/test_tariff*.py",)),
-    "dispatch": ("megastation/dispatch/__init__.py", ("tests/**/test_dispatch*.py",)),
+    "dispatch": (
+        (
+            "megastation/dispatch/lp.py",
+            "megastation/dispatch/problem.py",
+            "megastation/dispatch/policy.py",
+            "megastation/dispatch/validate.py",
+            "megastation/dispatch/station.py",
+        ),
+        ("tests/dispatch/test_*.py",),
+    ),
     "needs": (
         "megastation/control/needs.py",
         ("tests/**/test_expected_demand.py", "tests/**/test_needs*.py"),
@@ -54,6 +64,14 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "profiles": (
         "ocpp_central/profiles.py",
         ("tests/**/test_profiles*.py", "tests/**/test_control_profiles.py"),
+    ),
+    "schedules": (
+        "megastation/core/schedules.py",
+        (
+            "tests/**/test_schedules*.py",
+            "tests/**/test_profiles*.py",
+            "tests/**/test_control_profiles.py",
+        ),
     ),
     "weather": (
         "forecasts/weather.py",
@@ -90,11 +108,11 @@ def _sync(dest: Path) -> None:
             shutil.copy2(src, dst)
 
 
-def _write_config(dest: Path, path: str, tests: list[str]) -> None:
+def _write_config(dest: Path, paths: tuple[str, ...], tests: list[str]) -> None:
     """The repository's pyproject.toml with this module's ``only_mutate`` and tests."""
     text = (ROOT / "pyproject.toml").read_text()
     extra = (
-        f"only_mutate = [{path!r}]\n"
+        f"only_mutate = [{', '.join(repr(p) for p in paths)}]\n"
         f"pytest_add_cli_args_test_selection = [{', '.join(repr(t) for t in tests)}]\n"
     )
     text = re.sub(r"(\[tool\.mutmut\]\n)", r"\1" + extra.replace("\\", "\\\\"), text)
@@ -120,14 +138,16 @@ def _results(dest: Path) -> dict[str, str]:
 
 def run_module(name: str, *, max_children: int, timeout_min: float) -> dict[str, object]:
     path, globs = MODULES[name]
+    paths = (path,) if isinstance(path, str) else path
     tests = _tests(globs)
-    if not (ROOT / path).exists():
-        raise SystemExit(f"{name}: {path} does not exist (update tools/mutation.py MODULES)")
+    for p in paths:
+        if not (ROOT / p).exists():
+            raise SystemExit(f"{name}: {p} does not exist (update tools/mutation.py MODULES)")
     if not tests:
         raise SystemExit(f"{name}: no tests match {globs}")
     dest = WORK / name
     _sync(dest)
-    _write_config(dest, path, tests)
+    _write_config(dest, paths, tests)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     t0 = time.monotonic()
     timed_out = False
@@ -143,8 +163,33 @@ def run_module(name: str, *, max_children: int, timeout_min: float) -> dict[str,
         )
     except subprocess.TimeoutExpired:
         timed_out = True
-    status = _results(dest)
     equivalent = _equivalent()
+    # mutmut keeps a mutant's verdict while its function is unchanged, even when tests
+    # were added since: give the survivors of earlier runs a second chance, by name.
+    again = [k for k, v in _results(dest).items() if v == "survived" and k not in equivalent]
+    left_s = timeout_min * 60 - (time.monotonic() - t0)
+    if again and not timed_out and left_s > 0:
+        try:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "mutmut",
+                    "run",
+                    "--max-children",
+                    str(max_children),
+                    *again,
+                ],
+                cwd=dest,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=left_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    status = _results(dest)
     counted = {k: v for k, v in status.items() if k not in equivalent}
     killed = sum(v in ("killed", "timeout") for v in counted.values())
     tested = sum(v in ("killed", "timeout", "survived", "suspicious") for v in counted.values())
@@ -178,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
     if args.list:
         for n in names:
-            print(f"{n:11s} {MODULES[n][0]}: {' '.join(_tests(MODULES[n][1]))}")
+            path = MODULES[n][0]
+            files = path if isinstance(path, str) else " ".join(path)
+            print(f"{n:11s} {files}: {' '.join(_tests(MODULES[n][1]))}")
         return 0
     rows = []
     for n in names:

@@ -260,8 +260,8 @@ def score_cmd(
     """Score PV forecasts against measured PV: nMAE, nRMSE, bias, skill vs smart persistence.
 
     Measured values may be slightly negative at night (clipped to 0); a log whose clock
-    jumps by about an hour (daylight saving) is reported on stderr. Also prints the P10/P90
-    band percentiles these errors give (forecasts.bands.fit_bands).
+    jumps by about an hour (daylight saving) is reported on stderr. Also prints the
+    P10/P90 band percentiles these errors give (forecasts.bands.fit_bands).
     """
     # lazy: pandas, pvlib
     import pandas as pd

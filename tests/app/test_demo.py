@@ -19,6 +19,9 @@ from megastation.core.fleet import generate_visits
 from megastation.sim.simulator import read_weather, simulate, weather_start
 from megastation.store import Store, iso, records
 
+# The module fixture runs a whole simulated day (30-45 s on 2 shared cores).
+pytestmark = pytest.mark.slow
+
 HOURS = 3.0
 START_HOUR = 9.0  # cars and sun: 09:00-12:00 site time
 SPEED = 720.0

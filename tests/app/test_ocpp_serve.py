@@ -71,6 +71,7 @@ def cli(db: Path, *args: str) -> str:
     return result.output
 
 
+@pytest.mark.slow
 async def test_transactions_survive_kill_9_and_show_in_sessions_and_export(tmp_path: Path):
     db = tmp_path / "station.db"
     proc, port = await start_server(db)

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from megastation.control.controller import Controller, ControlSupervisor
 from megastation.core.devices import SimulatedBattery, SimulatedPVMeter, SimulatedSiteMeter
@@ -148,6 +149,7 @@ class Rig:
         return sum(len(cp.received) for cp in self.cps.values())
 
 
+@pytest.mark.slow
 async def test_limit_holds_every_step_and_cars_get_their_energy(station, store, clock):
     cr.set_grid_limit(store, 150.0)  # a utility request: the limit binds
     async with Rig(station, store, clock) as rig:
@@ -202,6 +204,7 @@ async def test_limit_holds_every_step_and_cars_get_their_energy(station, store, 
         print("cycle_ms", plan["cycle_ms"], "solve_ms", plan["solve_ms"])
 
 
+@pytest.mark.slow
 async def test_charger_that_rejects_profiles_is_planned_as_uncontrolled(station, store, clock):
     cr.set_grid_limit(store, 150.0)
     async with Rig(station, store, clock) as rig:
@@ -237,6 +240,7 @@ async def test_charger_that_rejects_profiles_is_planned_as_uncontrolled(station,
         assert all(abs(kw - headroom) <= TOL_KW for kw in sent[-5:]), sent
 
 
+@pytest.mark.slow
 async def test_failsafe_holds_after_the_controller_is_killed(station, store, clock):
     async with Rig(station, store, clock) as rig:
         await rig.start_controller()
@@ -267,6 +271,7 @@ async def test_failsafe_holds_after_the_controller_is_killed(station, store, clo
                 assert sum(cp.power_kw for cp in rig.cps.values()) > 250
 
 
+@pytest.mark.slow
 async def test_restart_resumes_without_duplicate_profiles(station, store, clock):
     async with Rig(station, store, clock) as rig:
         await rig.start_controller()
@@ -302,6 +307,7 @@ def _limits(profile: dict) -> list[float]:
     return [float(p["limit"]) for p in sched["charging_schedule_period"]]
 
 
+@pytest.mark.slow
 async def test_over_limit_reading_is_answered_within_one_second(station, store, clock):
     async with Rig(station, store, clock) as rig:
         rig.battery.fault = "maintenance"

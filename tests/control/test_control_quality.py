@@ -34,6 +34,7 @@ def _visit(station, charger_id, arrival, minutes, energy_kwh, car_kw, needs=Fals
     )
 
 
+@pytest.mark.slow
 def test_car_without_charging_needs_gets_its_energy_before_an_early_departure(station):
     """A DC car on a 1.6 charger (no ChargingNeeds) leaves after 20 min, well before the
     median dwell (35 min). It is planned against an early departure, so it gets its

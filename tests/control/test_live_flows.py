@@ -118,6 +118,7 @@ async def _run_hour(station, store, clock, *, with_site_meter: bool):
     return cars
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_site_meter", [True, False])
 async def test_running_controller_records_one_flow_step_per_dispatch_step(
     station, store, clock, with_site_meter

@@ -277,6 +277,7 @@ def test_quarter_hours_with_base_load_and_battery():
         [
             {"pv_kw": 80.0, "ev_kw": 40.0, "base_load_kw": 40.0, "battery_charge_kw": 20.0},
             {"ev_kw": 19.0, "base_load_kw": 19.0, "battery_discharge_kw": 38.0},
+            {"battery_charge_kw": 20.0},
         ],
         step_h=0.25,
     )
@@ -287,11 +288,15 @@ def test_quarter_hours_with_base_load_and_battery():
         initial_stored_kwh=45.0,
         initial_renewable_frac=1.0,
     )
-    assert a["ev_pv_kwh"].tolist() == pytest.approx([10.0, 0.0])
-    assert a["ev_battery_kwh"].tolist() == pytest.approx([0.0, 4.75])
+    assert a["ev_pv_kwh"].tolist() == pytest.approx([10.0, 0.0, 0.0])
+    assert a["ev_battery_kwh"].tolist() == pytest.approx([0.0, 4.75, 0.0])
     # Step 1 starts with 45 green + 4.5 grey.
     assert a["ev_battery_renewable_kwh"].iloc[1] == pytest.approx(4.75 * 45 / 49.5)
-    assert a["step_h"].tolist() == pytest.approx([0.25, 0.25])
+    # Step 1 drew 9.5 / 0.95 = 10 kWh (45/49.5 of it green), step 2 put 4.5 grey in:
+    # 45 - 10 x 45/49.5 green of 49.5 - 10 + 4.5 = 44 kWh.
+    green = 45 - 10 * 45 / 49.5
+    assert a["battery_renewable_frac"].iloc[2] == pytest.approx(green / 44.0)
+    assert a["step_h"].tolist() == pytest.approx([0.25, 0.25, 0.25])
 
 
 def test_step_lengths_from_the_row_starts():
@@ -333,3 +338,42 @@ def test_sessions_missing_from_a_step_and_without_energy():
 def test_share_of_a_small_day_is_a_number():
     a = allocate(_flows([{"pv_kw": 0.2, "ev_kw": 0.5}], step_h=1.0))
     assert renewable_share(a) == pytest.approx(0.4)
+
+
+def test_default_efficiency_is_one_with_a_starting_content():
+    # 100 kWh grey to start, 50 kWh of PV in: a third green (lossless by default).
+    f = _flows([{"pv_kw": 50.0, "battery_charge_kw": 50.0}])
+    a = allocate(f, initial_stored_kwh=100.0)
+    assert a["battery_renewable_frac"].iloc[0] == pytest.approx(1 / 3)
+    g = _flows(
+        [{"ev_kw": 30.0, "battery_discharge_kw": 30.0}, {"pv_kw": 30.0, "battery_charge_kw": 30.0}]
+    )
+    # 60 kWh green to start, 30 out (lossless: 30 drawn), 30 of PV in: 60 green of 60.
+    b = allocate(g, initial_stored_kwh=60.0, initial_renewable_frac=0.5)
+    assert b["battery_renewable_frac"].tolist() == pytest.approx([0.5, 45 / 60])
+
+
+def test_a_battery_holding_less_than_a_kwh_keeps_its_content():
+    # 0.5 kWh green, 0.4 kWh of grid in, then 0.45 kWh to a car: 0.5 / 0.9 of it green.
+    f = _flows([{"battery_charge_kw": 0.4}, {"ev_kw": 0.45, "battery_discharge_kw": 0.45}])
+    a = allocate(f, initial_stored_kwh=0.5, initial_renewable_frac=1.0)
+    assert a["battery_renewable_frac"].iloc[0] == pytest.approx(0.5 / 0.9)
+    assert a["ev_battery_renewable_kwh"].iloc[1] == pytest.approx(0.45 * 0.5 / 0.9)
+
+
+def test_frame_without_base_load_column():
+    f = _flows([{"pv_kw": 50.0, "ev_kw": 100.0}, {"ev_kw": 20.0}]).drop(columns="base_load_kw")
+    a = allocate(f)
+    assert a["ev_pv_kwh"].tolist() == pytest.approx([50.0, 0.0])
+    assert a["ev_grid_kwh"].tolist() == pytest.approx([50.0, 20.0])
+    assert not a.isna().any().any()
+
+
+def test_sessions_with_less_than_a_kwh():
+    f = _flows([{"pv_kw": 0.3, "ev_kw": 0.6}], step_h=0.5)
+    a = allocate(f)
+    s = pd.DataFrame({"a": [0.4], "b": [0.2]}, index=f.index)
+    per = attribute_sessions(s, a)
+    assert per["energy_kwh"].tolist() == pytest.approx([0.2, 0.1])
+    assert per["pv_direct_kwh"].tolist() == pytest.approx([0.1, 0.05])
+    assert per["renewable_frac"].tolist() == pytest.approx([0.5, 0.5])

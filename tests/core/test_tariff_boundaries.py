@@ -95,7 +95,7 @@ def test_season_change_at_local_midnight(tariff, local, price):
 
 
 def test_naive_times_are_refused(tariff):
-    with pytest.raises(ValueError, match="timezone-aware"):
+    with pytest.raises(ValueError, match=r"^times: must be timezone-aware$"):
         tariff.price_krw_per_kwh(pd.DatetimeIndex(["2026-06-15 10:00"]))
 
 

@@ -5,6 +5,7 @@ second formulation written here from scratch (aggregate flows, no labels)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -349,3 +350,30 @@ def test_objective_matches_an_independent_formulation(seed):
         + pol.unmet_weight_per_kwh * parts["unmet_kwh"]
     )
     assert money == pytest.approx(ref, rel=1e-6, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- set points
+
+
+def test_first_step_rounds_below_the_minimum_power_to_the_nearer_end():
+    cars = tuple(
+        SessionNeed(f"s{i}", "C1", i + 1, T0, T0 + 2 * H, 10.0, 50.0, min_power_kw=m)
+        for i, m in enumerate([4.0, 4.0, 4.0, 4.0, 4.0, 0.5, 1.5])
+    )
+    p = _problem(2, [30.0, 0.0], [0.0, 0.0], _grid(2, 100.0, export_kw=10.0), sessions=cars,
+                 battery=_battery(soc_frac=0.5), policy="cost")  # fmt: skip
+    plan = solve(p)
+    kw = np.array([1.9, 2.0, 3.9, 4.0, 0.0, 0.3, 0.8])
+    plan = dataclasses.replace(plan, session_kw=np.column_stack([kw, np.zeros(7)]))
+    sp = plan.first_step()
+    # below half the minimum -> 0; from half on -> the minimum; at or above it: as planned
+    assert list(sp.session_kw.values()) == [0.0, 4.0, 4.0, 4.0, 0.0, 0.5, 1.5]
+    assert list(sp.session_kw) == [f"s{i}" for i in range(7)]
+    assert (sp.start, sp.duration_s) == (T0, 3600.0)
+    assert sp.battery_net_charge_kw == pytest.approx(
+        plan.battery_charge_kw[0] - plan.battery_discharge_kw[0]
+    )
+    assert sp.battery_setpoint_kw == -sp.battery_net_charge_kw
+    assert (sp.grid_import_kw, sp.grid_export_kw, sp.curtailed_kw) == pytest.approx(
+        (plan.grid_import_kw[0], plan.grid_export_kw[0], plan.curtailed_kw[0])
+    )

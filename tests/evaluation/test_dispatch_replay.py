@@ -64,6 +64,7 @@ def day(n_visits: int = 14, seed: int = 3) -> Scenario:
 KEYS = ("delivered_kwh", "renewable_to_ev_kwh", "grid_import_kwh", "energy_cost_krw", "peak_kw")
 
 
+@pytest.mark.slow
 def test_replay_with_perfect_forecasts_equals_perfect_foresight():
     sc = day()
     pf = perfect_foresight(sc).summary()
@@ -72,6 +73,7 @@ def test_replay_with_perfect_forecasts_equals_perfect_foresight():
         assert rh[key] == pytest.approx(pf[key], rel=1e-4, abs=1e-3), key
 
 
+@pytest.mark.slow
 def test_optimum_beats_baselines_and_online_loop_captures_most_of_it():
     sc = day()
     base = uncontrolled(sc)
@@ -89,6 +91,7 @@ def test_optimum_beats_baselines_and_online_loop_captures_most_of_it():
         assert x["delivered_kwh"] <= x["wanted_kwh"] + 1e-6
 
 
+@pytest.mark.slow
 def test_replay_respects_limits_against_a_wrong_forecast():
     sc = day(seed=5)
     optimistic = np.tile(sc.pv_actual_kw * 1.5, (sc.n_steps, 1))

@@ -122,3 +122,13 @@ def test_p50_always_inside_its_band():
     assert (p10 <= p50).all() and (p50 <= p90).all()
     np.testing.assert_allclose(p90, [85.0, 120.0])  # 70 + 15; 120 above the limit stays
     np.testing.assert_allclose(p10, [60.0, 100.0])
+
+
+def test_bands_at_dawn_and_above_the_limit():
+    # Dawn: clear 1 kW, P50 0.2 kW, q90 0.3 -> P90 0.5 kW (not rounded up to anything).
+    p10, p90 = apply_bands(np.array([0.2]), np.array([1.0]), 100.0, Bands(-0.1, 0.3))
+    np.testing.assert_allclose(p90, [0.5])
+    np.testing.assert_allclose(p10, [0.1])
+    # A P50 above the inverter limit: P10 stays within the limit.
+    p10, _ = apply_bands(np.array([120.0]), np.array([100.0]), 100.0, Bands(-0.1, 0.3))
+    np.testing.assert_allclose(p10, [100.0])

@@ -49,7 +49,7 @@ def test_step_means_in_another_zone_and_empty_input():
     empty = pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float)
     assert np.isnan(step_means(empty, IDX, STEP)).all()
     assert len(step_means(local, IDX[:0], STEP)) == 0
-    with pytest.raises(ValueError, match="timezone-aware"):
+    with pytest.raises(ValueError, match=r"^measured_kw: index must be timezone-aware timestamps$"):
         step_means(pd.Series([1.0], index=pd.DatetimeIndex(["2026-06-15"])), IDX, STEP)
 
 
@@ -181,3 +181,15 @@ def test_forecast_with_gaps_in_the_measurements(station):
     last = m[m.index >= T - timedelta(minutes=15)].dropna()
     fc = forecast_pv(station.pv_site(), T, 8, 15, measured_kw=last * 1.6)
     assert fc.attrs["k_meas"] == pytest.approx(0.8, abs=0.02)
+
+
+def test_blend_uses_the_table_it_is_given_and_never_goes_negative():
+    raw = np.array([[40.0], [-1.0]])
+    clear = np.array([[100.0], [0.0]])
+    lead = np.array([1.0, 0.0])
+    out = nowcast(raw, clear, np.array([110.0]), lead, 0.5, with_weather=False)
+    w = 0.5 * (0.9 + 0.86)  # clear-sky table, halfway between the 0.875 h and 1.125 h nodes
+    np.testing.assert_allclose(out[:, 0], [w * 50.0 + (1 - w) * 40.0, 0.0])
+    w = 0.5 * (0.61 + 0.54)  # weather table
+    np.testing.assert_allclose(nowcast(raw, clear, np.array([110.0]), lead, 0.5)[0, 0],
+                               w * 50.0 + (1 - w) * 40.0)  # fmt: skip

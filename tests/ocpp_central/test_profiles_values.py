@@ -5,7 +5,7 @@ that starts later. Payloads are read back by the independent charger model
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -268,3 +268,86 @@ def test_tx_profile_of_a_schedule_already_over_is_refused():
     sched = KwSchedule.regular(T0 - timedelta(hours=1), 900, [10.0])
     with pytest.raises(ValueError, match="ends before now"):
         tx_profile(DC16, connector_id=1, transaction_id=1, schedule=sched, now=T0)
+
+
+# --------------------------------------------------------------------------- edges
+
+
+def test_small_dc_power_is_sent_not_zeroed():
+    req, _ = tx_profile(
+        DC16, connector_id=1, transaction_id=1, schedule=KwSchedule.regular(T0, 900, [0.5]), now=T0
+    )
+    assert _sched(req)["chargingSchedulePeriod"][0]["limit"] == 500.0
+
+
+def test_units_with_semicolons_and_unknown_names():
+    caps = caps_from_config_keys(
+        {"ChargingScheduleAllowedChargingRateUnit": "W; Foo"},
+        ocpp_version="1.6", kind="AC", phases=3, voltage_v=230.0,
+    )  # fmt: skip
+    assert caps.allowed_units == ("W",)
+
+
+def test_now_in_the_last_period_and_on_a_boundary():
+    s = KwSchedule.regular(T0 - timedelta(minutes=30), 600, [10.0, 20.0, 30.0])
+    q = quantised(DC16, s, T0 - timedelta(minutes=5))
+    assert q.limits_kw == (30.0,) and q.starts == (T0 - timedelta(minutes=6),)
+    # Exactly at a boundary: the period that just ended is not sent.
+    q = quantised(DC16, s, T0 - timedelta(minutes=10))
+    assert q.limits_kw == (30.0,)
+
+
+def test_exactly_max_periods_are_all_sent():
+    caps = ChargerCaps("1.6", "DC", max_periods=3)
+    s = KwSchedule.regular(T0, 900, [10.0, 20.0, 30.0])
+    q = quantised(caps, s, T0)
+    assert q.limits_kw == (10.0, 20.0, 30.0) and q.end == s.end
+
+
+def test_schedule_over_is_refused_with_its_reason():
+    s = KwSchedule.regular(T0 - timedelta(hours=1), 900, [10.0])
+    with pytest.raises(ValueError, match=r"^schedule: ends before now$"):
+        quantised(DC16, s, T0)
+
+
+def _deadband(prev, new, now=T0, **kw):
+    from ocpp_central.profiles import within_deadband
+
+    args = dict(deadband_kw=1.0, refresh_before_s=600)
+    args.update(kw)
+    return within_deadband(prev, new, now, **args)
+
+
+def test_deadband_edges():
+    a = KwSchedule.regular(T0, 900, [50.0] * 4)
+    assert _deadband(a, a, refresh_before_s=7200) is True  # same end, horizon beyond it
+    assert _deadband(a, KwSchedule.regular(T0, 900, [51.0] * 4)) is True  # exactly the band
+    assert _deadband(a, KwSchedule.regular(T0, 900, [51.5] * 4)) is False
+    # The charger's profile ends in 5 min, refresh wanted 10 min ahead: send anew.
+    short = KwSchedule.regular(T0 - timedelta(minutes=10), 900, [50.0])
+    assert _deadband(short, a) is False
+    # The old profile only starts later: nothing to compare now.
+    late = KwSchedule.regular(T0 + timedelta(minutes=5), 900, [50.0] * 4)
+    assert _deadband(late, a) is False
+    # The lease of the old plan ends within the refresh window (or exactly at it).
+    assert _deadband(a, a, previous_until=T0 + timedelta(minutes=5)) is False
+    assert _deadband(a, a, previous_until=T0 + timedelta(minutes=10)) is True
+    # Beyond the new plan's lease the two may differ: only the common part counts.
+    longer = KwSchedule.regular(T0, 900, [50.0, 50.0, 80.0, 80.0])
+    assert _deadband(a, longer, until=T0 + timedelta(minutes=30)) is True
+    assert _deadband(longer, a, until=T0 + timedelta(minutes=30)) is True
+
+
+def test_ocpp_time_is_utc_whatever_the_host_zone(monkeypatch):
+    import time
+
+    from ocpp_central.profiles import ocpp_time
+
+    monkeypatch.setenv("TZ", "Asia/Seoul")
+    time.tzset()
+    try:
+        seoul = T0.astimezone(timezone(timedelta(hours=9))).replace(microsecond=999)
+        assert ocpp_time(seoul) == "2026-06-15T00:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

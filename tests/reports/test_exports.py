@@ -19,6 +19,9 @@ from megastation.cli import main
 from megastation.core.config import load_station, seeds_dir
 from megastation.sim.simulator import SimulationResult, simulate
 
+# The module fixture runs a whole simulated day (30-45 s on 2 shared cores).
+pytestmark = pytest.mark.slow
+
 START = datetime(2026, 6, 30, 7, 0, tzinfo=UTC)  # 16:00 in Seoul
 HOURS = 9.0  # until 01:00 the next local day
 UNIT = re.compile(r"_(kw|kwh|wh|frac|krw|s|ms|min|utc|local|percent|a|v)$")
