@@ -19,7 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from megastation.core.config import Station
-from megastation.core.fleet import generate_visits
+from megastation.core.fleet import CarVisit, generate_visits
 from megastation.reports import exports
 from megastation.sim.simulator import (
     Kpis,
@@ -177,11 +177,14 @@ def run_policies(
     keep_plans: bool = False,
     replan_on_departure: bool = True,
     console: Any = None,
+    visits: Sequence[CarVisit] | None = None,
+    history: Sequence[CarVisit] | None = None,
 ) -> tuple[dict[str, Kpis], Kpis]:
     """Run each policy on the same site and cars, ``jobs`` of them at a time in worker
     processes (policies are independent, the results are the same as one at a time);
     write DBs, CSVs and ``summary.csv``. Returns the KPIs by policy and the
-    perfect-foresight optimum's."""
+    perfect-foresight optimum's. ``visits`` replace the generated cars (real sessions,
+    :mod:`megastation.sim.sessions`); ``history`` is preloaded into every store."""
     out_dir.mkdir(parents=True, exist_ok=True)
     wx = read_weather(weather)
     t0 = start or weather_start(wx, station.site.timezone)
@@ -192,7 +195,8 @@ def run_policies(
         "weather": wx,
         "seed": seed,
         "plan_interval_s": plan_interval_s,
-        "visits": generate_visits(station, t0, end, seed),
+        "visits": list(visits) if visits is not None else generate_visits(station, t0, end, seed),
+        "history": list(history) if history else None,
         "site": prepare_site(station, t0, end, wx, seed),
         "keep_plan_horizons": keep_plans,
         "replan_on_departure": replan_on_departure,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -85,6 +87,64 @@ def parse_policies(text: str) -> list[str]:
     show_default=True,
     help="Re-plan when a car leaves, as the live controller does (off: ~25 % fewer LPs).",
 )
+@click.option(
+    "--sessions",
+    "sessions_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Real sessions instead of generated cars: generic CSV, ACN-Data JSON or "
+    "`megastation export sessions` CSV (see the README).",
+)
+@click.option(
+    "--history",
+    "history_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Sessions (any format --sessions reads) preloaded as the station's history, "
+    "moved by whole weeks to end before the start: the controller learns expected cars from them.",
+)
+@click.option(
+    "--sessions-format",
+    type=click.Choice(["auto", "generic", "acn", "export"]),
+    default="auto",
+    show_default=True,
+    help="Format of --sessions/--history.",
+)
+@click.option(
+    "--columns",
+    default=None,
+    help="Generic CSV column names, e.g. 'arrival=Start,energy_kwh=kWh,arrival=Date+Time'.",
+)
+@click.option(
+    "--data-timezone",
+    default=None,
+    help="Zone of times without UTC offset in the files [default: the station's].",
+)
+@click.option(
+    "--align-to",
+    default=None,
+    help="Move the sessions by whole weeks onto this local date (weekday and time of day "
+    "kept) [default: with --start, the week before it; else the data's own dates].",
+)
+@click.option(
+    "--wants",
+    type=click.Choice(["delivered", "requested"]),
+    default="delivered",
+    show_default=True,
+    help="Cars want what they got, or what their drivers asked for (where the data says).",
+)
+@click.option(
+    "--stated/--no-stated",
+    default=True,
+    show_default=True,
+    help="Stated departures/energies reach the controller (ChargingNeeds on 2.0.1, an "
+    "override on 1.6); the truth always drives the car.",
+)
+@click.option(
+    "--skip-bad-rows",
+    is_flag=True,
+    help="Drop rows with bad values (counted warnings) instead of stopping at the first.",
+)
 @pass_ctx
 def simulate_cmd(
     ctx: Context,
@@ -98,6 +158,15 @@ def simulate_cmd(
     jobs: int | None,
     keep_plans: bool,
     departure_replans: bool,
+    sessions_file: Path | None,
+    history_file: Path | None,
+    sessions_format: str,
+    columns: str | None,
+    data_timezone: str | None,
+    align_to: str | None,
+    wants: str,
+    stated: bool,
+    skip_bad_rows: bool,
 ) -> None:
     """Simulate the station for --days under each --policy and compare them."""
     # lazy: the simulator pulls in scipy, pandas and pvlib; only this command needs them
@@ -109,6 +178,24 @@ def simulate_cmd(
     policies = parse_policies(policy)
     t0 = parse_when(start, station, option="--start")
     console = Console()
+    visits = history = None
+    if sessions_file is not None or history_file is not None:
+        visits, history, t0 = _read_sessions(
+            station,
+            sessions_file=sessions_file,
+            history_file=history_file,
+            sessions_format=sessions_format,
+            columns=columns,
+            data_timezone=data_timezone,
+            align_to=align_to,
+            wants=wants,
+            stated=stated,
+            skip_bad_rows=skip_bad_rows,
+            start=t0,
+            weather=weather,
+            days=days,
+            console=console,
+        )
     try:
         results, pf = run_policies(
             station,
@@ -123,8 +210,79 @@ def simulate_cmd(
             keep_plans=keep_plans,
             replan_on_departure=departure_replans,
             console=console,
+            visits=visits,
+            history=history,
         )
     except (SimulationError, ValueError) as exc:  # e.g. a weather file with bad columns
         raise click.ClickException(str(exc)) from None
     console.print(kpi_table(results, pf, title=f"{station.site.name}: {days:g} day(s), {weather}"))
     console.print(f"CSVs and databases in {out_dir}/")
+
+
+def _read_sessions(
+    station: Any,
+    *,
+    sessions_file: Path | None,
+    history_file: Path | None,
+    sessions_format: str,
+    columns: str | None,
+    data_timezone: str | None,
+    align_to: str | None,
+    wants: str,
+    stated: bool,
+    skip_bad_rows: bool,
+    start: datetime | None,
+    weather: str,
+    days: float,
+    console: Any,
+) -> tuple[list[Any] | None, list[Any] | None, datetime]:
+    """--sessions / --history: (visits or None, history or None, the run's start)."""
+    from datetime import date
+
+    from megastation.sim import sessions as ss
+    from megastation.sim.simulator import read_weather, weather_start
+
+    try:
+        mapping = ss.parse_columns(columns) if columns else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--columns'") from None
+    day = None
+    if align_to is not None:
+        try:
+            day = date.fromisoformat(align_to)
+        except ValueError:
+            raise click.BadParameter(
+                f"not an ISO date: {align_to!r}", param_hint="'--align-to'"
+            ) from None
+    if sessions_file is None and start is None:
+        start = weather_start(read_weather(weather), station.site.timezone)
+    try:
+        got = ss.sessions_for_simulation(
+            station,
+            sessions=sessions_file,
+            history=history_file,
+            span=timedelta(days=days),
+            start=start,
+            align_to=day,
+            format=sessions_format,
+            columns=mapping,
+            timezone=data_timezone,
+            errors="skip" if skip_bad_rows else "raise",
+            wants=wants,
+            stated=stated,
+        )
+    except ss.SessionImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    for report in got.reports:
+        for i, line in enumerate(report.lines()):
+            console.print(("warning: " if i else "") + line, highlight=False, soft_wrap=True)
+    if sessions_file is not None and not got.visits:
+        raise click.ClickException(
+            f"{sessions_file}: no session arrives in the {days:g} simulated day(s) from "
+            f"{got.start.isoformat()}"
+        )
+    return (
+        got.visits if sessions_file is not None else None,
+        got.history or None,
+        got.start,
+    )

@@ -16,7 +16,7 @@ from datetime import datetime
 import numpy as np
 
 from megastation.core.config import Station
-from megastation.dispatch import Plan
+from megastation.dispatch import Plan, battery_may_export
 
 # The battery changes its set point when the import (or export) would differ from the
 # plan's by more than this, re-checked every guard tick (or meter sample) at most this often.
@@ -37,6 +37,7 @@ def follow_balance_kw(
     max_discharge_kw: float,
     may_discharge_more: bool = True,
     deadband_kw: float = BALANCE_DEADBAND_KW,
+    may_export: bool = True,
 ) -> float:
     """The battery set point [kW, > 0 discharge] between plans (self-consumption).
 
@@ -51,7 +52,10 @@ def follow_balance_kw(
       ``may_discharge_more`` (its state of charge is not below the plan's path);
     - within ``deadband_kw`` of the plan: the plan's set point.
 
-    Clamped to the battery's power limits; the SoC limits are the battery's own.
+    Clamped to the battery's power limits; the SoC limits are the battery's own. Unless
+    ``may_export`` (:func:`megastation.dispatch.battery_may_export`), a discharge never
+    exceeds the import the site would have with the battery idle: stored energy is not
+    sent to the grid (#11).
     """
     p = planned_battery_kw
     x = import_at_plan_kw
@@ -61,6 +65,8 @@ def follow_balance_kw(
         p = planned_battery_kw + (x - planned_import_kw)
         if not may_discharge_more:
             p = min(p, max(planned_battery_kw, 0.0))
+    if not may_export and p > 0:
+        p = min(p, max(0.0, x + planned_battery_kw))  # x + planned: import, battery idle
     return min(max(p, -max_charge_kw), max_discharge_kw)
 
 
@@ -109,6 +115,7 @@ def balance_setpoint_kw(
         max_charge_kw=b.max_charge_kw,
         max_discharge_kw=b.max_discharge_kw,
         may_discharge_more=reserve_ok or import_at_plan > limit_kw,
+        may_export=battery_may_export(plan.problem.policy, plan.problem.grid_state),
     )
 
 

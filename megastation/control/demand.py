@@ -2,7 +2,8 @@
 
 - session defaults by charger kind and hour (:func:`megastation.control.needs.learn_defaults_from_store`),
   for cars that do not say what they need;
-- the cars still to come (:func:`megastation.control.needs.expected_demand_for_station`),
+- the cars still to come (:func:`megastation.control.history.expected_demand_for_station`: the station's own
+  history by weekday/weekend, hour and kind, else the fleet profile),
   from history, else the fleet profile (simulated once, ~0.1 s).
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from megastation.control import history
 from megastation.control.needs import (
     ExpectedDemand,
     LearnedDefaults,
-    expected_demand_for_station,
     learn_defaults_from_store,
     profile_demand,
 )
@@ -49,7 +50,7 @@ class Demand:
     def expected(self, now: datetime) -> ExpectedDemand | None:
         """Cars still to come (re-learned with the defaults)."""
         if self._expected is None:
-            self._expected = expected_demand_for_station(
+            self._expected = history.expected_demand_for_station(
                 self.store, self.station, now, fallback=self._profile_demand
             )
         return self._expected

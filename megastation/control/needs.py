@@ -230,7 +230,6 @@ def estimate_need(
         source = "soc"
 
     departure_known = False
-    energy_known = False
     # What the car said, then what the operator said: each later source wins.
     for src, said_departure, said_energy_kwh in (
         ("charging_needs", needs_departure, needs_energy_kwh),
@@ -243,11 +242,14 @@ def estimate_need(
             departure = expected = said_departure
             departure_known = True
         if said_energy_kwh is not None:
-            energy = total_high = said_energy_kwh - delivered_kwh
-            energy_known = True
+            # what the driver said is firm, and once it is in a top-up stays on offer:
+            # stated energies are often far off (#11), and only the car knows when it is
+            # full (it then draws nothing)
+            energy = said_energy_kwh - delivered_kwh
+            total_high = max(energy, EXTRA_TOPUP_FRAC * base.energy_kwh)
 
     energy = max(0.0, energy)
-    extra = 0.0 if energy_known else max(0.0, total_high - energy)
+    extra = max(0.0, total_high - energy)
     soon = now + timedelta(minutes=MIN_DWELL_LEFT_MIN)
     if departure_known and departure > soon:
         margin = max(
@@ -332,6 +334,8 @@ class KindDemand:
     energy_kwh: float  # typical (median) energy per car
     car_power_kw: float  # what one car can take (connector power)
     max_power_kw: float  # all connectors of the kind together
+    # Saturdays and Sundays, when learned apart (megastation.control.history); None: as above
+    weekend_arrivals_per_h: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -442,7 +446,8 @@ def expected_sessions(
         frac = (b - a).total_seconds() / 3600.0
         if frac > MIN_HOUR_FRAC:
             for kind, kd in demand.kinds.items():
-                cars = kd.arrivals_per_h[t.hour] * frac
+                per_h = kd.weekend_arrivals_per_h if t.weekday() >= 5 else None
+                cars = (per_h or kd.arrivals_per_h)[t.hour] * frac
                 kwh = cars * kd.energy_kwh * share
                 if kwh < MIN_EXPECTED_KWH:
                     continue

@@ -55,6 +55,11 @@ class CarVisit:
     soc_arrival_frac: float  # state of charge on arrival, 0..1
     sends_charging_needs: bool  # ISO 15118 car: sends NotifyEVChargingNeeds (2.0.1 only)
     id_token: str  # RFID / contract id presented at the charger
+    # what the driver *said* (an app or ISO 15118; megastation.sim.sessions reads it from
+    # real data): reaches the controller as ChargingNeeds (2.0.1) or an override (1.6)
+    # while the true departure and energy above drive the simulated car
+    stated_departure: datetime | None = None
+    stated_energy_kwh: float | None = None  # total energy asked for [kWh]
 
     @property
     def dwell_min(self) -> float:

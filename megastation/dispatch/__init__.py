@@ -17,7 +17,12 @@ Impossible wishes are not errors: the plan reports ``unmet_kwh`` per session.
 """
 
 from megastation.dispatch.lp import solve
-from megastation.dispatch.policy import RE100_EXPECTED_SHARE, RE100_GRID_TO_BATTERY_PREMIUM, Policy
+from megastation.dispatch.policy import (
+    RE100_EXPECTED_SHARE,
+    RE100_GRID_TO_BATTERY_PREMIUM,
+    Policy,
+    battery_may_export,
+)
 from megastation.dispatch.problem import (
     BatteryState,
     GridState,
@@ -50,6 +55,7 @@ __all__ = [
     "SessionNeed",
     "SetPoints",
     "TimeGrid",
+    "battery_may_export",
     "connector_limit_kw",
     "solve",
     "station_battery",

@@ -17,7 +17,7 @@ from scipy.optimize import linprog
 from scipy.special import erfc
 
 from megastation.core.clock import utc
-from megastation.dispatch.policy import Policy
+from megastation.dispatch.policy import Policy, battery_may_export
 from megastation.dispatch.problem import Plan, Problem
 from megastation.dispatch.validate import validate
 
@@ -247,7 +247,7 @@ def _layout(problem: Problem, m: _Inputs) -> _Layout:
     )  # fmt: skip
 
 
-def _bounds(m: _Inputs, v: _Layout) -> np.ndarray:
+def _bounds(problem: Problem, m: _Inputs, v: _Layout) -> np.ndarray:
     """Lower and upper bound of every column (n_var x 2)."""
     col = v.col
     lb = np.zeros(v.n_var)
@@ -258,6 +258,9 @@ def _bounds(m: _Inputs, v: _Layout) -> np.ndarray:
         ub[col[name]] = m.ch_max
     for name in _DISCHARGE:
         ub[col[name]] = m.dis_max
+    if not battery_may_export(m.pol, problem.grid_state):
+        for name in ("bg_exp", "by_exp", "bo_exp"):  # stored energy is never given away (#11)
+            ub[col[name]] = 0.0
     lb[col["soc_kwh"]] = m.e_min
     ub[col["soc_kwh"]] = m.e_max
     ub[col["green_kwh"]] = m.e_max
@@ -466,7 +469,7 @@ def solve(problem: Problem) -> Plan:
     validate(problem)
     m = _inputs(problem, Policy.of(problem.policy))
     v = _layout(problem, m)
-    bounds = _bounds(m, v)
+    bounds = _bounds(problem, m, v)
     c = _objective(problem, m, v)
     a_eq, b_eq = _equalities(m, v).matrix(v.n_var)
     a_ub, b_ub = _inequalities(problem, m, v).matrix(v.n_var)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from megastation.dispatch.problem import ProblemError
+import numpy as np
+
+from megastation.dispatch.problem import GridState, ProblemError
 
 # re100: grid energy into the battery costs 2 % of a tier-2 kWh more than grid energy
 # straight into a car (200 points = 2,000 KRW of tier 3 per kWh), so the battery is not
@@ -73,3 +75,13 @@ class Policy:
         if policy == "cost":
             return cls.cost()
         raise ProblemError(f"policy: must be 're100', 'cost' or a Policy, got {policy!r}")
+
+
+def battery_may_export(policy: Policy, grid_state: GridState) -> bool:
+    """Stored energy may go to the grid only when export pays and the policy puts money
+    first (``cost``): a zero or negative export price makes it a gift, and under ``re100``
+    stored energy is for cars (#11: the battery was seen emptied into the grid at night)."""
+    price = np.asarray(grid_state.export_price_krw_per_kwh, dtype=float)
+    return bool(np.all(price > 0)) and (
+        policy.cost_weight_per_krw >= policy.grid_to_ev_weight_per_kwh
+    )

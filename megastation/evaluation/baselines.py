@@ -2,6 +2,8 @@
 
 - :func:`uncontrolled`: each car at full power from arrival until it has what it
   wanted (hardware limits still split a cabinet), battery idle.
+- :func:`uncontrolled_self_consumption`: the same cars, the battery in a hybrid
+  inverter's self-consumption mode (store PV surplus, cover import, down to its reserve).
 - :func:`pv_surplus_greedy`: the rule of popular home PV chargers (evcc "min+PV"),
   :func:`greedy_power_kw`: share the measured surplus equally between the cars, never
   below each car's minimum; switch a car to full power when it can only just finish by
@@ -27,6 +29,25 @@ def uncontrolled(sc: Scenario) -> Outcome:
     for _ in range(sc.n_steps):
         sim.step(sim.max_kw.copy(), 0.0)
     return sim.outcome("uncontrolled")
+
+
+def uncontrolled_self_consumption(sc: Scenario) -> Outcome:
+    """Every car at full power on arrival; the battery stores the PV surplus and
+    discharges to cover the import (the Scenario's simulator keeps it within its SoC
+    limits: the reserve is ``soc_min``)."""
+    sim = Simulator(sc)
+    for k in range(sc.n_steps):
+        ev = sim.max_kw.copy()
+        bat = 0.0
+        if sc.battery is not None:  # + charge: PV left after site load and cars
+            drawn = np.minimum(ev * sim.avail[:, k], sim.remaining_kwh / sim.dt[k])
+            for mask, lim in sim.group_masks:  # shared cabinets, as the step applies them
+                tot = drawn[mask].sum()
+                if tot > lim[k] > -1:
+                    drawn[mask] *= lim[k] / tot
+            bat = float(sc.pv_actual_kw[k]) - float(sc.site_load_kw[k]) - float(drawn.sum())
+        sim.step(ev, bat)
+    return sim.outcome("uncontrolled, self-consumption battery")
 
 
 # The PV-surplus greedy rule's minimum power of a plugged-in car: 6 A on one 230 V phase

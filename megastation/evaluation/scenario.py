@@ -177,7 +177,10 @@ class Simulator:
         self.last_kw = np.zeros(m)
         self.group_masks = [
             (
-                np.array([(v.charger_id, v.connector_id) in set(g.members) for v in sc.visits]),
+                np.array(
+                    [(v.charger_id, v.connector_id) in set(g.members) for v in sc.visits],
+                    dtype=bool,  # also without visits (an empty float array cannot index)
+                ),
                 np.broadcast_to(np.asarray(g.max_power_kw, dtype=float), (n,)),
             )
             for g in sc.groups

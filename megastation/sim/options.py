@@ -8,7 +8,7 @@ from pathlib import Path
 
 from megastation.core.config import seeds_dir
 
-POLICIES = ("re100", "cost", "uncontrolled", "greedy")
+POLICIES = ("re100", "cost", "uncontrolled", "uncontrolled-idle", "greedy")
 WEATHER_NAMES = ("clear-day", "cloudy-day", "mixed-week")
 
 

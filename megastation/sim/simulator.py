@@ -32,7 +32,10 @@ Policies (:data:`POLICIES`):
   limits and battery set point are applied. Between plans the battery absorbs the PV
   forecast error (grid held at the plan), and an over-limit guard discharges the
   battery, then cuts car power, whenever import would exceed the limit.
-- ``uncontrolled``: every car at full power on arrival, battery idle, no guard.
+- ``uncontrolled``: every car at full power on arrival, no guard; the battery in the
+  self-consumption mode a hybrid inverter ships with: it stores the PV surplus and
+  discharges to cover any import, down to its reserve (``soc_min_frac``).
+- ``uncontrolled-idle``: the same cars, battery idle (the baseline before #11).
 - ``greedy``: PV-surplus charging in the style of evcc's *Min+PV* mode, the rule of
   :func:`megastation.evaluation.baselines.greedy_power_kw`: every car is held at a
   minimum power (1.4 kW, DC 10 % of its connector), the PV surplus is shared equally, a
@@ -287,6 +290,10 @@ class SimulationResult:
     plans: int = 0  # LP solves
     solve_s: float = 0.0  # total LP solve time
     perfect_foresight: Kpis | None = None
+    # stored energy sent to the grid, per substep min(discharge, export) [kWh]: all of it,
+    # and the part while the PV gave nothing (night)
+    battery_export_kwh: float = 0.0
+    battery_export_night_kwh: float = 0.0
 
 
 def flow_kpis(
@@ -569,6 +576,8 @@ class _Simulator:
         self.plans = 0
         self.solve_s = 0.0
         self.peak_kw = 0.0
+        self.battery_export_kwh = 0.0  # min(discharge, export) per substep [kWh]
+        self.battery_export_night_kwh = 0.0  # ... while PV is 0
         self._site_t0_s = self.site.index[0].timestamp()  # epoch seconds of site row 0
         self.bucket: FlowBucket | None = None
         self.fc_cache: dict[pd.Timestamp, pd.DataFrame] = {}
@@ -627,7 +636,32 @@ class _Simulator:
                     energy_transfer_mode="DC" if ch.kind == "DC" else "AC_single_phase_core",
                     payload={"simulated": True},
                 )
+            elif v.stated_departure is not None or v.stated_energy_kwh is not None:
+                self._driver_input(car, ch)
             self._meter_sample(car, now)
+
+    def _driver_input(self, car: _Car, ch) -> None:
+        """What an imported car's driver said (not the truth): ChargingNeeds on a 2.0.1
+        charger, an app/operator override on a 1.6 one."""
+        v = car.visit
+        if ch.ocpp_version == "2.0.1":
+            records.record_charging_needs(
+                self.store,
+                v.charger_id,
+                v.connector_id,
+                requested_energy_kwh=v.stated_energy_kwh,
+                departure_time=v.stated_departure,
+                max_power_kw=None,
+                energy_transfer_mode="DC" if ch.kind == "DC" else "AC_single_phase_core",
+                payload={"simulated": True, "stated": True},
+            )
+        else:
+            cr.set_session_override(
+                self.store,
+                car.transaction_id,
+                departure=v.stated_departure,
+                energy_kwh=v.stated_energy_kwh,
+            )
 
     def _meter_sample(self, car: _Car, now: datetime) -> None:
         """What the charger would report: register, power and (DC) the car's SoC."""
@@ -726,15 +760,29 @@ class _Simulator:
         base = float(self.site.base_load_kw[row])
         ch_max, dis_max = self._battery_bounds(dt_h)
         accept = {k: c.accept_kw() for k, c in self.cars.items()}
-        if self.policy == "uncontrolled":
-            want, batt = accept, 0.0
+        if self.policy in ("uncontrolled", "uncontrolled-idle"):
+            # full power, but no more than the car still takes this substep (so the
+            # self-consumption battery covers what the cars really draw)
+            want = {k: min(a, self.cars[k].wanted_left_kwh / dt_h) for k, a in accept.items()}
+            batt = 0.0
         elif self.policy == "greedy":
             want, batt = self._greedy(now, dt_h, accept, pv_avail, base, ch_max, dis_max)
         else:
-            want = {k: min(a, self.cars[k].limit_kw) for k, a in accept.items()}
+            # what each car will draw under its limit (AC 6 A minimum, energy left): the
+            # battery follows the site balance the cars really make
+            want = {}
+            for k, a in accept.items():
+                car = self.cars[k]
+                p = min(a, car.limit_kw)
+                p = 0.0 if p < car.sim.min_power_kw - 1e-9 else p
+                want[k] = min(p, car.wanted_left_kwh / dt_h)
             batt = self.battery.setpoint_kw if self.battery is not None else 0.0
         ev = self._hardware(want)
         ev_kw = sum(ev.values())
+        if self.policy == "uncontrolled":
+            # a hybrid inverter's self-consumption mode: store the PV surplus, cover the
+            # import, down to the battery's reserve (soc_min_frac: _battery_bounds)
+            batt = ev_kw + base - pv_avail
         if self.controller is not None and self.battery is not None and self.follow_balance:
             # What the live guard loop does every tick: the battery follows the metered
             # site balance around the plan (Controller.balance_setpoint_kw).
@@ -794,6 +842,10 @@ class _Simulator:
             self.meter_wh[conn] = self.meter_wh.get(conn, 0.0) + got * dt_h * 1000.0
         ev_kw = sum(ev.values())
         net = ev_kw + f["base"] - f["pv"] - batt
+        stored_out = min(max(batt, 0.0), max(-net, 0.0)) * dt_h
+        self.battery_export_kwh += stored_out
+        if f["pv_avail"] <= 0.0:
+            self.battery_export_night_kwh += stored_out
         b = self._bucket_for(now)
         if b.soc_frac is None:
             b.soc_frac = soc_start
@@ -983,6 +1035,7 @@ def simulate(
     keep_plan_horizons: bool = False,
     replan_on_departure: bool = True,
     follow_balance: bool = True,
+    history: Sequence[CarVisit] | None = None,
 ) -> SimulationResult:
     """Simulate the station under ``policy`` and record it into a fresh store.
 
@@ -997,7 +1050,8 @@ def simulate(
     controlled policies and moves their KPIs by well under 2 %, see the README).
     ``follow_balance`` (default, as the live guard loop): between plans the battery
     follows the metered site balance around the plan; False holds the plan's set point.
-    Same inputs and seed give the same result.
+    ``history``: visits stored as closed transactions before ``start`` (the controller
+    learns from them; :func:`_preload`). Same inputs and seed give the same result.
     """
     if policy not in POLICIES:
         raise SimulationError(f"policy: must be one of {', '.join(POLICIES)}; got {policy!r}")
@@ -1017,6 +1071,7 @@ def simulate(
         plan_interval_s = station.site.dispatch_step_min * 60.0
     clock = SimClock(start)
     store = fresh_store(db_path, clock)
+    _preload(store, station, history, start)
     try:
         sim = _Simulator(
             station,
@@ -1050,18 +1105,44 @@ def simulate(
             pf = pf[0]
     finally:
         store.close()
+    return _result(sim, kpis, frame, sessions, db_path, time.perf_counter() - t_wall, pf)
+
+
+def _preload(
+    store: Store, station: Station, history: Sequence[CarVisit] | None, start: datetime
+) -> None:
+    """History into a fresh store: the visits that left by ``start``, as closed
+    transactions (:func:`megastation.sim.sessions.preload_history`)."""
+    if history:
+        from megastation.sim.sessions import preload_history
+
+        records.register_station_chargers(store, station)
+        preload_history(store, station, [v for v in history if v.departure <= start])
+
+
+def _result(
+    sim: _Simulator,
+    kpis: Kpis,
+    frame: pd.DataFrame,
+    sessions: pd.DataFrame,
+    db_path: str | Path | None,
+    wall_s: float,
+    pf: Kpis | None,
+) -> SimulationResult:
     return SimulationResult(
-        policy=policy,
-        start=start,
-        end=end,
+        policy=sim.policy,
+        start=sim.start,
+        end=sim.end,
         kpis=kpis,
         flows=frame,
         sessions=sessions,
         db_path=str(db_path) if db_path is not None else None,
-        wall_s=time.perf_counter() - t_wall,
+        wall_s=wall_s,
         plans=sim.plans,
         solve_s=sim.solve_s,
         perfect_foresight=pf,
+        battery_export_kwh=sim.battery_export_kwh,
+        battery_export_night_kwh=sim.battery_export_night_kwh,
     )
 
 

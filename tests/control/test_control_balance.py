@@ -84,3 +84,14 @@ async def test_battery_takes_pv_surplus_when_cars_draw_less_than_planned(station
     assert kw is not None and kw < 0  # the battery charges instead
     assert after.export_kw == pytest.approx(planned_export, abs=1.5)
     assert after.import_kw == pytest.approx(0.0, abs=1.5)
+
+
+def test_rule_never_discharges_into_the_grid_unless_export_may_pay():
+    # the plan discharges 30 kW and exports 40 (it was allowed to); the site would export
+    # 40 kW with the battery at 30: without export the battery stops discharging
+    kw = dict(planned_battery_kw=30.0, planned_import_kw=0.0, planned_export_kw=40.0)
+    assert rule(**kw, import_at_plan_kw=-40.0) == pytest.approx(30.0)
+    assert rule(**kw, import_at_plan_kw=-40.0, may_export=False) == 0.0
+    # it still covers the import the site has with the battery idle, and still charges
+    assert rule(**kw, import_at_plan_kw=-10.0, may_export=False) == pytest.approx(20.0)
+    assert rule(planned_import_kw=0.0, import_at_plan_kw=-40.0, may_export=False) == -40.0

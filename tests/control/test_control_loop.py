@@ -196,6 +196,9 @@ def test_needs_sources(station):
     # a known departure is planned with a margin of 15 % of the stay
     assert n.departure == T0 + timedelta(hours=2) - timedelta(minutes=18)
     assert n.stay_median_s is None  # the car said when it leaves: no guessing
+    # what the driver said is firm, not a cap (#11): once it is in, a top-up stays on offer
+    n = estimate_need(**dict(kw, delivered_kwh=60.0), needs_energy_kwh=50.0)
+    assert n.energy_kwh == 0.0 and n.extra_energy_kwh == pytest.approx(0.25 * 43)
     n = estimate_need(**kw, needs_energy_kwh=50.0, override_energy_kwh=20.0)
     assert (n.source, n.energy_kwh) == ("override", 10.0)
     # a car past its assumed departures: firm energy now, the extra over a tail

@@ -141,7 +141,9 @@ async def test_serve_steers_the_modbus_battery_and_records_measured_pv_and_grid(
     keep = t < span
     t, pv, net = t[keep], pv[keep], net[keep]
     dt = np.diff(np.append(t, span))
-    tol_kwh = 120 * 10 / 3600 + 1e-6  # one 10-s sample of the PV or export that stopped (+ float noise)
+    tol_kwh = (
+        120 * 10 / 3600 + 1e-6
+    )  # one 10-s sample of the PV or export that stopped (+ float noise)
     assert pv_kwh == pytest.approx(float(np.sum(pv * dt)) / 3600, abs=tol_kwh)
     assert pv_kwh == pytest.approx(120 * t_change / 3600, abs=tol_kwh)
     assert imp_kwh == pytest.approx(float(np.sum(np.maximum(net, 0) * dt)) / 3600, abs=tol_kwh)

@@ -369,3 +369,29 @@ def test_grey_energy_stored_before_the_plan_counts_as_grid_into_a_car():
     assert plan.objective_parts["grid_to_ev_kwh"] == pytest.approx(5)
     assert plan.battery_discharge_kw.sum() == pytest.approx(5)  # cheaper than evening import
     assert plan.grid_export_kw.max() == pytest.approx(0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("policy", "price", "exports"),
+    [("re100", 0.0, False), ("re100", 300.0, False), ("cost", 0.0, False), ("cost", 300.0, True)],
+)
+def test_stored_energy_goes_to_the_grid_only_when_export_pays_and_money_comes_first(
+    policy, price, exports
+):
+    # A battery full of PV energy, no cars, no load: at a positive export price (above
+    # what the energy is worth at the end) cost sells it; re100 never gives it away (#11)
+    n = 8
+    gs = GridState(500.0, 100.0, np.full(n, 100.0), export_price_krw_per_kwh=price)
+    p = Problem(
+        TimeGrid(T0, n, 3600),
+        np.zeros(n),
+        np.zeros(n),
+        gs,
+        (),
+        battery=battery(soc_frac=0.9, renewable_frac=1.0, terminal_value_krw_per_kwh=50.0),
+        policy=policy,
+    )
+    plan = solve(p)
+    assert (plan.grid_export_kw.max() > 1.0) == exports
+    if not exports:
+        assert plan.battery_discharge_kw.max() == pytest.approx(0, abs=1e-6)
