@@ -24,6 +24,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import gc
 import http
 import inspect
 import logging
@@ -419,6 +420,7 @@ class CentralSystem:
         self._batch_events: list[events.Event] | None = None  # events raised in a batch
         self._in_flight: set[int] = set()  # operator commands sent, not yet answered
         self._watchdog: asyncio.Task[None] | None = None  # drops silent chargers
+        self._gc_task: asyncio.Task[None] | None = None  # collects, then freezes survivors
         self.closing = False  # close() has begun
         # frames by (direction, message type, action; None for answers received), for /metrics
         self.frame_counts: Counter[tuple[str, int | None, str | None]] = Counter()
@@ -467,6 +469,8 @@ class CentralSystem:
         self._poller = asyncio.create_task(self._poll_commands())
         if self.station.server.silence_timeout_s > 0:
             self._watchdog = asyncio.create_task(self._watch_silence())
+        if self.station.server.gc_freeze_interval_s > 0:
+            self._gc_task = asyncio.create_task(self._freeze_survivors())
         log.info("OCPP central system listening on %s:%s", host, self.port)
         return self.server
 
@@ -475,10 +479,12 @@ class CentralSystem:
         and is marked disconnected; operator commands still waiting for an answer are
         resolved ``interrupted``; what was received is committed."""
         self.closing = True
-        for t in (self._poller, self._watchdog):
+        for t in (self._poller, self._watchdog, self._gc_task):
             if t is not None:
                 t.cancel()
                 await asyncio.gather(t, return_exceptions=True)
+        if self._gc_task is not None:
+            gc.unfreeze()  # what was frozen is the collector's again
         if self.server:
             self.server.close()  # closes every connection with 1001
             await self.server.wait_closed()  # handlers ran: connected flags cleared
@@ -595,6 +601,26 @@ class CentralSystem:
         log.warning("%s: %s: disconnected", session.charger_id, reason)
         self.log_raw(session.charger_id, "in", None, None, None, f"dropped: {reason}")
         self._spawn(_close_quickly(session.ws, 1001, reason[:120]))
+
+    async def _freeze_survivors(self) -> None:
+        """Every ``[server] gc_freeze_interval_s`` (real time): unfreeze, collect all garbage
+        once, freeze what survives. Python's full collections scan every tracked object; with
+        10,000 connections each pass stalled the loop ~0.5 s (paced benchmark p99 630 ms; with
+        the collector off 14.5 ms). Frozen objects are skipped until the next round, so a
+        closed connection's cycles are freed within one interval."""
+        interval_s = self.station.server.gc_freeze_interval_s
+        await asyncio.sleep(min(interval_s, 10.0))  # first freeze once start-up has settled
+        while True:
+            t0 = time.perf_counter()
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            log.debug(
+                "gc: %d objects frozen in %.0f ms",
+                gc.get_freeze_count(),
+                1000 * (time.perf_counter() - t0),
+            )
+            await asyncio.sleep(interval_s)
 
     async def _watch_silence(self) -> None:
         """Drop chargers that sent nothing for ``[server] heartbeat_timeout_s`` (real time)."""
