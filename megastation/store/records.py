@@ -1169,11 +1169,7 @@ def list_transactions(
     if state is not None:
         where.append("state = ?")
         args.append(state)
-    sql = "SELECT * FROM transactions"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = store.conn.execute(sql + " ORDER BY start_time, id", args).fetchall()
-    return [_row(store, "transactions", r) for r in rows]
+    return _select(store, "transactions", where, args, "start_time, id")
 
 
 def list_meter_samples(
@@ -1188,11 +1184,16 @@ def list_meter_samples(
     if transaction_id is not None:
         where.append("transaction_id = ?")
         args.append(transaction_id)
-    sql = "SELECT * FROM meter_samples"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = store.conn.execute(sql + " ORDER BY ts, id", args).fetchall()
-    return [_row(store, "meter_samples", r) for r in rows]
+    return _select(store, "meter_samples", where, args, "ts, id")
+
+
+def _select(
+    store: Store, table: str, where: list[str], args: list[Any], order_by: str
+) -> list[dict[str, Any]]:
+    """Every column of ``table``'s rows matching all ``where`` clauses, as dicts."""
+    sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = store.conn.execute(f"{sql} ORDER BY {order_by}", args).fetchall()
+    return [_row(store, table, r) for r in rows]
 
 
 @dataclass(frozen=True)
