@@ -7,10 +7,9 @@ The flood against megastation alone, then with the console served on the same ev
 loop and one console client connected (the live overview over server-sent events, plus
 what the page fetches: the chart data every 15 s, and a Prometheus scrape every 15 s),
 alternating ``--rounds`` times; prints the median msg/s of each and the cost (target < 5 %).
-Without ``--console`` it runs the old single-process flood and paced comparison with a
-bare websockets JSON echo server.
+Floods against a bare echo server and paced runs are ``ocpp_throughput.py``'s.
 
-    .venv/bin/python benchmarks/console_cost.py --console [-n 100] [--rounds 3]
+    .venv/bin/python benchmarks/console_cost.py [-n 1000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -37,34 +36,24 @@ ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------- servers
 
 
-async def serve_echo() -> None:
-    async def handler(ws):
-        try:
-            async for frame in ws:
-                msg = json.loads(frame)
-                await ws.send(json.dumps([3, msg[1], {}]))
-        except websockets.ConnectionClosed:
-            pass
-
-    async with websockets.serve(
-        handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"], ping_interval=None, max_queue=None
-    ) as server:
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await asyncio.Future()
-
-
-async def serve_megastation(n: int) -> None:
+def _bench_store(n: int):
+    """A fresh store in a temp folder with chargers CP00000.. accepted; (store, clock)."""
     from megastation.core.clock import SystemClock
-    from megastation.core.config import load_station, seeds_dir
     from megastation.store import Store, records
-    from ocpp_central.server import CentralSystem
 
     clock = SystemClock()
-    db = Path(tempfile.mkdtemp()) / "bench.db"
-    store = Store(db, clock)
+    store = Store(Path(tempfile.mkdtemp()) / "bench.db", clock)
     for i in range(n):
         records.add_pending_charger(store, f"CP{i:05d}")
         records.accept_charger(store, f"CP{i:05d}")
+    return store, clock
+
+
+async def serve_megastation(n: int) -> None:
+    from megastation.core.config import load_station, seeds_dir
+    from ocpp_central.server import CentralSystem
+
+    store, clock = _bench_store(n)
     cs = CentralSystem(load_station(seeds_dir() / "gwangju-donggu.toml"), store, clock)
     await cs.start("127.0.0.1", 0)
     print(cs.port, flush=True)
@@ -73,19 +62,12 @@ async def serve_megastation(n: int) -> None:
 
 async def serve_megastation_web(n: int) -> None:
     """megastation with the console beside it; prints the OCPP port, web port, API token."""
-    from megastation.core.clock import SystemClock
     from megastation.core.config import load_station, seeds_dir
-    from megastation.store import Store, records
     from megastation.web import WebServer
     from megastation.web.auth import add_user, new_api_token
     from ocpp_central.server import CentralSystem
 
-    clock = SystemClock()
-    db = Path(tempfile.mkdtemp()) / "bench.db"
-    store = Store(db, clock)
-    for i in range(n):
-        records.add_pending_charger(store, f"CP{i:05d}")
-        records.accept_charger(store, f"CP{i:05d}")
+    store, clock = _bench_store(n)
     add_user(store, "bench", "viewer", "benchmark-password")
     token = new_api_token(store, "bench")
     station = load_station(seeds_dir() / "gwangju-donggu.toml")
@@ -303,45 +285,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=1000, help="charger connections")
     ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
-    ap.add_argument("--interval", type=float, default=10.0, help="paced run: s between messages")
-    ap.add_argument(
-        "--console", action="store_true", help="cost of serving the console (see above)"
-    )
-    ap.add_argument("--rounds", type=int, default=3, help="--console: alternating runs each")
-    ap.add_argument(
-        "--serve", choices=["echo", "megastation", "megastation-web"], help=argparse.SUPPRESS
-    )
+    ap.add_argument("--console", action="store_true", help="(the default; kept for old calls)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating runs each")
+    ap.add_argument("--serve", choices=["megastation", "megastation-web"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve == "megastation-web":
         asyncio.run(serve_megastation_web(args.n))
         return
-    if args.console:
-        console_cost(args.n, args.seconds, args.rounds)
-        return
-    if args.serve == "echo":
-        asyncio.run(serve_echo())
-        return
     if args.serve == "megastation":
         asyncio.run(serve_megastation(args.n))
         return
-    print(f"{os.cpu_count()} CPUs, {args.n} connections, {args.seconds:g} s per run")
-    echo = run("echo", args.n, args.seconds, None)
-    mega = run("megastation", args.n, args.seconds, None)
-    for name, r in (("echo", echo), ("megastation", mega)):
-        print(
-            f"flood  {name:12s} {r['messages_per_s']:8.0f} msg/s  p50 {r['p50_ms']:6.1f} ms  "
-            f"p99 {r['p99_ms']:6.1f} ms"
-        )
-    print(
-        f"ratio  megastation / echo = {mega['messages_per_s'] / echo['messages_per_s']:.2f}"
-        "  (target >= 0.5)"
-    )
-    paced = run("megastation", args.n, max(args.seconds, args.interval * 2), args.interval)
-    print(
-        f"paced  megastation   {args.n} chargers x 1 msg / {args.interval:g} s: "
-        f"{paced['messages_per_s']:.0f} msg/s  p50 {paced['p50_ms']:.1f} ms  "
-        f"p99 {paced['p99_ms']:.1f} ms  (target p99 < 50 ms)"
-    )
+    console_cost(args.n, args.seconds, args.rounds)
 
 
 if __name__ == "__main__":
