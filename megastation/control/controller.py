@@ -76,7 +76,7 @@ from megastation.control.setpoints import (
     fit_headroom,
     tx_powers,
 )
-from megastation.control.solve import solve_plan
+from megastation.control.solve import Solver, solve_plan
 from megastation.core import events as ev
 from megastation.core.clock import Clock
 from megastation.core.config import Station
@@ -89,7 +89,7 @@ from megastation.core.devices import (
 )
 from megastation.core.gateway import ApplyOutcome, ChargerGateway, ConnectorSetpoint
 from megastation.core.schedules import failsafe_limits_kw
-from megastation.dispatch import Plan, SetPoints
+from megastation.dispatch import Plan, SetPoints, WarmStart, solve
 from megastation.store import Store, records
 from megastation.store import control as cr
 
@@ -139,6 +139,7 @@ class Controller:
         flow_sample_s: float = FLOW_SAMPLE_S,
         coarse_after_h: float | None = DEFAULT_COARSE_AFTER_H,
         coarse_step_s: int = DEFAULT_COARSE_STEP_S,
+        solver: Solver | None = None,
     ) -> None:
         self.station = station  # the station config
         self.store = store  # source of truth (transactions, needs, overrides, sent profiles)
@@ -167,6 +168,9 @@ class Controller:
         self.flow_sample_s = flow_sample_s
         self.flow_recorder: FlowRecorder | None = None
         self.solve_inline = False  # True: solve on the event loop (socket-free simulator)
+        # the dispatch solver: by default HiGHS warm-started from the last plan's basis
+        self.warm_start = WarmStart()
+        self.solver: Solver = solver or (lambda problem: solve(problem, self.warm_start))
         self.cycles = 0  # completed cycles
         self.last: CycleResult | None = None
         self.guard_trips = 0
@@ -498,7 +502,9 @@ class Controller:
         self.warnings = []
         site, uncontrollable, txs = await self._gather(now)
         built, pv = self._problem(now, site, uncontrollable, txs)
-        plan = await solve_plan(built.problem, self.clock, inline=self.solve_inline)
+        plan = await solve_plan(
+            built.problem, self.clock, inline=self.solve_inline, solver=self.solver
+        )
         self.renewable.last_plan = (now, plan)
         first = plan.first_step()
         powers, setpoints = self._setpoints(now, reason, site, built, plan, first)

@@ -1,8 +1,11 @@
 """The dispatch LP: :func:`solve` builds one sparse linear program from a
-:class:`~megastation.dispatch.problem.Problem` and solves it with HiGHS
-(:func:`scipy.optimize.linprog`). The model is documented in ``dispatch.md``. The
-constraint matrix is assembled from index arrays (``scipy.sparse.coo_matrix``): there is
-no Python loop over sessions x steps.
+:class:`~megastation.dispatch.problem.Problem` and solves it with HiGHS (highspy,
+:mod:`megastation.dispatch.highs`; warm-started from the previous plan's basis when given
+a :class:`~megastation.dispatch.highs.WarmStart`). The model is documented in
+``dispatch.md``. The constraint matrix is assembled from index arrays
+(``scipy.sparse.coo_matrix``): there is no Python loop over sessions x steps.
+:func:`solve_reference` solves the same LP with :func:`scipy.optimize.linprog`, the way
+it was solved before highspy, for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from scipy.optimize import linprog
 from scipy.special import erfc
 
 from megastation.core.clock import utc
+from megastation.dispatch import keys
+from megastation.dispatch.highs import Lp, LpResult, WarmStart, solve_lp
 from megastation.dispatch.policy import Policy, battery_may_export
 from megastation.dispatch.problem import Plan, Problem
 from megastation.dispatch.validate import validate
@@ -58,11 +63,13 @@ class _Rows:
         self.v: list[np.ndarray] = []
         self.rhs: list[np.ndarray] = []
         self.n = 0
+        self.blocks: list[int] = []  # rows of each family, in the order added (keys.py)
 
     def add(self, n_rows: int, rhs: np.ndarray) -> int:
         """Reserve ``n_rows`` rows; returns the first row index."""
         first = self.n
         self.n += n_rows
+        self.blocks.append(n_rows)
         self.rhs.append(np.broadcast_to(np.asarray(rhs, dtype=float), (n_rows,)))
         return first
 
@@ -460,30 +467,69 @@ def _group_rows(rows: _Rows, problem: Problem, m: _Inputs, v: _Layout) -> None:
         rows.coef(r + v.pt[sel], v.i_pair[sel], 1.0)
 
 
-def solve(problem: Problem) -> Plan:
+def solve(problem: Problem, warm: WarmStart | None = None) -> Plan:
     """Optimal dispatch of ``problem`` (see dispatch.md). Pure; raises ProblemError.
 
     Stages: inputs -> column layout -> bounds, objective, constraints -> HiGHS -> plan.
+    ``warm``: start from the basis of the last plan it solved (same optimum, fewer
+    iterations); None solves cold.
     """
     t_build = time.perf_counter()
+    lp, m, v = _build(problem, keyed=warm is not None)
+    build_s = time.perf_counter() - t_build
+    t_solve = time.perf_counter()
+    res = warm.solve(lp) if warm is not None else solve_lp(lp)
+    solve_s = time.perf_counter() - t_solve
+    if res.x is None:  # cannot happen for a validated problem: every slack is free
+        raise RuntimeError(f"dispatch LP failed: {res.status}")
+    return _plan(problem, m, v, res, build_s, solve_s)
+
+
+def _build(problem: Problem, *, keyed: bool) -> tuple[Lp, _Inputs, _Layout]:
+    """The LP of ``problem`` (with column and row keys for a warm start if ``keyed``)."""
     validate(problem)
     m = _inputs(problem, Policy.of(problem.policy))
     v = _layout(problem, m)
     bounds = _bounds(problem, m, v)
     c = _objective(problem, m, v)
-    a_eq, b_eq = _equalities(m, v).matrix(v.n_var)
-    a_ub, b_ub = _inequalities(problem, m, v).matrix(v.n_var)
-    build_s = time.perf_counter() - t_build
+    eq, ub = _equalities(m, v), _inequalities(problem, m, v)
+    a_eq, b_eq = eq.matrix(v.n_var)
+    a_ub, b_ub = ub.matrix(v.n_var)
+    col_keys = row_keys = None
+    if keyed:
+        grid = problem.grid
+        ends = (grid.start.timestamp() + grid.edges_s[1:]) // 60
+        ids = [s.session_id for s in problem.sessions]
+        col_keys = keys.column_keys(ends, ids, v)
+        row_keys = keys.row_keys(ends, ids, v, eq.blocks, ub.blocks)
+    lp = Lp.from_parts(c, a_eq, b_eq, a_ub, b_ub, bounds, col_keys, row_keys)
+    return lp, m, v
 
+
+def solve_reference(problem: Problem) -> Plan:
+    """:func:`solve` through :func:`scipy.optimize.linprog` (HiGHS, cold), as before
+    highspy: the reference the tests and ``benchmarks/simulate.py`` compare with."""
+    t_build = time.perf_counter()
+    lp, m, v = _build(problem, keyed=False)
+    eq = np.isfinite(lp.row_lo)  # equalities have both sides, inequalities only <=
+    a = lp.a.tocsr()
+    build_s = time.perf_counter() - t_build
     t_solve = time.perf_counter()
-    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+    r = linprog(
+        lp.c, A_ub=a[~eq], b_ub=lp.row_up[~eq], A_eq=a[eq], b_eq=lp.row_up[eq],
+        bounds=np.column_stack([lp.col_lo, lp.col_up]), method="highs",
+    )  # fmt: skip
     solve_s = time.perf_counter() - t_solve
-    if res.x is None:  # cannot happen for a validated problem: every slack is free
-        raise RuntimeError(f"dispatch LP failed: {res.status} {res.message}")
+    if r.x is None:
+        raise RuntimeError(f"dispatch LP failed: {r.status} {r.message}")
+    status = _STATUS.get(r.status, f"status_{r.status}")
+    res = LpResult(r.x, float(r.fun), status, int(getattr(r, "nit", 0)), False)
     return _plan(problem, m, v, res, build_s, solve_s)
 
 
-def _plan(problem: Problem, m: _Inputs, v: _Layout, res, build_s: float, solve_s: float) -> Plan:
+def _plan(
+    problem: Problem, m: _Inputs, v: _Layout, res: LpResult, build_s: float, solve_s: float
+) -> Plan:
     """The :class:`Plan` from the LP's solution ``res`` (flows clipped at 0)."""
     x, T, S, dt = res.x, m.n_steps, v.n_sessions, m.dt
     gs = problem.grid_state
@@ -539,7 +585,7 @@ def _plan(problem: Problem, m: _Inputs, v: _Layout, res, build_s: float, solve_s
         unmet_kwh=unmet,
         renewable_frac=np.divide(ren_kwh, delivered, out=np.zeros(S), where=delivered > ZERO_KW),
         flows_kw=f,
-        status=_STATUS.get(res.status, f"status_{res.status}"),
+        status=res.status,
         objective_parts=parts,
         build_time_s=build_s,
         solve_time_s=solve_s,

@@ -81,6 +81,7 @@ from megastation.control.controller import (
     GUARD_TOLERANCE_KW,
     Controller,
 )
+from megastation.control.solve import Solver
 from megastation.core import accounting
 from megastation.core.clock import SimClock, utc
 from megastation.core.config import Station
@@ -527,6 +528,7 @@ class _Simulator:
         keep_plan_horizons: bool = False,
         replan_on_departure: bool = True,
         follow_balance: bool = True,
+        solver: Solver | None = None,
     ) -> None:
         self.station = station
         self.store = store
@@ -563,6 +565,7 @@ class _Simulator:
                 # the station's dispatch_interval_s: else cars fall back to the
                 # fail-safe share between plans
                 lease_s=DEFAULT_LEASE_INTERVALS * plan_interval_s,
+                solver=solver,
             )
             self.controller.solve_inline = True  # nothing else runs on this loop
         self.groups = dispatch.station_groups(station)
@@ -1036,6 +1039,7 @@ def simulate(
     replan_on_departure: bool = True,
     follow_balance: bool = True,
     history: Sequence[CarVisit] | None = None,
+    solver: Solver | None = None,
 ) -> SimulationResult:
     """Simulate the station under ``policy`` and record it into a fresh store.
 
@@ -1051,7 +1055,10 @@ def simulate(
     ``follow_balance`` (default, as the live guard loop): between plans the battery
     follows the metered site balance around the plan; False holds the plan's set point.
     ``history``: visits stored as closed transactions before ``start`` (the controller
-    learns from them; :func:`_preload`). Same inputs and seed give the same result.
+    learns from them; :func:`_preload`). ``solver``: the controller's dispatch solver
+    (None: HiGHS warm-started from the last plan; :func:`megastation.dispatch.solve_reference`
+    is the solve as it was before, for comparisons). Same inputs and seed give the same
+    result.
     """
     if policy not in POLICIES:
         raise SimulationError(f"policy: must be one of {', '.join(POLICIES)}; got {policy!r}")
@@ -1088,6 +1095,7 @@ def simulate(
             keep_plan_horizons=keep_plan_horizons,
             replan_on_departure=replan_on_departure,
             follow_balance=follow_balance,
+            solver=solver,
         )
         asyncio.run(sim.run(progress))
         frame = flows.read_flows(store)

@@ -1,0 +1,203 @@
+"""HiGHS through highspy: one LP in column-wise sparse form, solved cold or warm-started
+from the basis of a previous, similar LP (:class:`WarmStart`).
+
+The dispatch LP (:mod:`megastation.dispatch.lp`) changes little from one plan to the next:
+the same cars, the same steps (shifted by one when a 15-minute edge passed), other
+bounds and costs. A basis carried over by *key* (every column and row names what it
+stands for: a flow block and the end of its step, a session and a step, ...) is close to
+optimal for the next plan, so the dual simplex needs a fraction of the iterations of a
+cold solve (measured in ``dispatch.md``, "Solver"). The optimum does not depend on the
+start: warm and cold reach the same objective (the plan may be another vertex of the
+same optimum when the LP is degenerate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+_BS = highspy.HighsBasisStatus
+_MS = highspy.HighsModelStatus
+# Model statuses under the names the plans have always carried (scipy's linprog's).
+_STATUS = {
+    _MS.kOptimal: "optimal",
+    _MS.kIterationLimit: "iteration_limit",
+    _MS.kTimeLimit: "time_limit",
+    _MS.kInfeasible: "infeasible",
+    _MS.kUnbounded: "unbounded",
+}
+# Basic-variable code from getBasicVariables: col >= 0, row r is -(r + 1).
+# A nonbasic column at its upper bound is told by its value within this [kW, kWh].
+AT_BOUND_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Lp:
+    """min c'x s.t. row_lo <= A x <= row_up, col_lo <= x <= col_up. ``col_keys`` and
+    ``row_keys`` (int64, optional) name each column and row for a warm start; equal keys
+    across two LPs mean the same thing."""
+
+    c: np.ndarray
+    a: sp.csc_matrix
+    col_lo: np.ndarray
+    col_up: np.ndarray
+    row_lo: np.ndarray
+    row_up: np.ndarray
+    col_keys: np.ndarray | None = None
+    row_keys: np.ndarray | None = None
+
+    @classmethod
+    def from_parts(
+        cls,
+        c: np.ndarray,
+        a_eq: sp.spmatrix,
+        b_eq: np.ndarray,
+        a_ub: sp.spmatrix,
+        b_ub: np.ndarray,
+        bounds: np.ndarray,
+        col_keys: np.ndarray | None = None,
+        row_keys: np.ndarray | None = None,
+    ) -> Lp:
+        """linprog's form (``A_eq x = b_eq``, ``A_ub x <= b_ub``, ``bounds`` n x 2): the
+        equalities first, then the inequalities."""
+        a = sp.vstack([a_eq, a_ub], format="csc")
+        return cls(
+            c=np.ascontiguousarray(c, dtype=float),
+            a=a,
+            col_lo=np.ascontiguousarray(bounds[:, 0], dtype=float),
+            col_up=np.ascontiguousarray(bounds[:, 1], dtype=float),
+            row_lo=np.concatenate([b_eq, np.full(a_ub.shape[0], -np.inf)]),
+            row_up=np.concatenate([b_eq, b_ub]),
+            col_keys=col_keys,
+            row_keys=row_keys,
+        )
+
+
+@dataclass(frozen=True)
+class LpResult:
+    x: np.ndarray | None  # None: no solution
+    fun: float
+    status: str  # "optimal", ...
+    iterations: int  # simplex iterations
+    warm: bool  # started from a carried-over basis
+
+
+def _new_highs() -> highspy.Highs:
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+def _pass(h: highspy.Highs, lp: Lp) -> None:
+    n_row, n_col = lp.a.shape
+    h.passModel(
+        n_col, n_row, lp.a.nnz, 1, 1, 0.0,  # column-wise, minimise, no offset
+        lp.c, lp.col_lo, lp.col_up, lp.row_lo, lp.row_up,
+        lp.a.indptr.astype(np.int32), lp.a.indices.astype(np.int32),
+        np.ascontiguousarray(lp.a.data, dtype=float), np.zeros(n_col, dtype=np.int32),
+    )  # fmt: skip
+
+
+def _result(h: highspy.Highs, warm: bool) -> LpResult:
+    status = h.getModelStatus()
+    info = h.getInfo()
+    sol = h.getSolution()
+    x = np.asarray(sol.col_value, dtype=float) if sol.value_valid else None
+    name = _STATUS.get(status, f"status_{h.modelStatusToString(status)}")
+    fun = float(info.objective_function_value)
+    return LpResult(x, fun, name, int(info.simplex_iteration_count), warm)
+
+
+def solve_lp(lp: Lp) -> LpResult:
+    """Solve ``lp`` cold on a fresh HiGHS instance."""
+    h = _new_highs()
+    _pass(h, lp)
+    h.run()
+    return _result(h, False)
+
+
+class WarmStart:
+    """One HiGHS instance and the basis of the last LP it solved, by key.
+
+    :meth:`solve` carries the basis over to the next LP: a column or row whose key was
+    in the last LP keeps its status, a new column starts at its lower bound, a new row
+    with its slack basic; then the count of basic variables is made right (HiGHS
+    repairs a singular start itself). Not thread-safe: one solve at a time.
+    """
+
+    def __init__(self) -> None:
+        self._h = _new_highs()
+        self._basis: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.solves = 0
+        self.iterations = 0  # simplex iterations, all solves
+        self.cold_retries = 0  # warm starts that did not end optimal, solved again cold
+
+    def solve(self, lp: Lp) -> LpResult:
+        h = self._h
+        _pass(h, lp)
+        warm = False
+        if self._basis is not None and lp.col_keys is not None and lp.row_keys is not None:
+            warm = h.setBasis(self._carried_basis(lp)) == highspy.HighsStatus.kOk
+        h.run()
+        res = _result(h, warm)
+        if warm and res.status != "optimal":  # e.g. "Unknown" after the start: again, cold
+            self.iterations += res.iterations
+            self.cold_retries += 1
+            h.clearSolver()
+            h.run()
+            res = _result(h, False)
+        self.solves += 1
+        self.iterations += res.iterations
+        self._basis = None
+        keyed = lp.col_keys is not None and lp.row_keys is not None
+        if res.status == "optimal" and res.x is not None and keyed:
+            self._basis = self._keep(lp, res.x)
+        return res
+
+    def _keep(self, lp: Lp, x: np.ndarray):
+        """The solved LP's basis as (sorted keys, status codes) for columns and rows."""
+        _, basic = self._h.getBasicVariables()
+        col = np.where(
+            np.isfinite(lp.col_up) & (x >= lp.col_up - AT_BOUND_TOL), _UPPER, _LOWER
+        ).astype(np.int8)
+        row = np.where(np.isfinite(lp.row_lo), _LOWER, _UPPER).astype(np.int8)
+        basic = np.asarray(basic)
+        col[basic[basic >= 0]] = _BASIC
+        row[-basic[basic < 0] - 1] = _BASIC
+        oc, orr = np.argsort(lp.col_keys, kind="stable"), np.argsort(lp.row_keys, kind="stable")
+        return lp.col_keys[oc], col[oc], lp.row_keys[orr], row[orr]
+
+    def _carried_basis(self, lp: Lp) -> highspy.HighsBasis:
+        ck, cs, rk, rs = self._basis
+        col = _lookup(ck, cs, lp.col_keys, _LOWER)
+        row = _lookup(rk, rs, lp.row_keys, _BASIC)
+        # a bound that is no longer finite cannot hold a nonbasic variable
+        col[(col == _UPPER) & ~np.isfinite(lp.col_up)] = _LOWER
+        row[(row == _UPPER) & ~np.isfinite(lp.row_up)] = _LOWER
+        row[(row == _LOWER) & ~np.isfinite(lp.row_lo)] = _UPPER
+        n_row = lp.a.shape[0]
+        extra = int((col == _BASIC).sum() + (row == _BASIC).sum()) - n_row
+        if extra > 0:  # too many basic: the last basic columns leave
+            col[np.flatnonzero(col == _BASIC)[-extra:]] = _LOWER
+        elif extra < 0:  # too few: slacks of nonbasic rows enter
+            row[np.flatnonzero(row != _BASIC)[:-extra]] = _BASIC
+        b = highspy.HighsBasis()
+        b.col_status = [_CODES[i] for i in col.tolist()]
+        b.row_status = [_CODES[i] for i in row.tolist()]
+        b.valid = True
+        return b
+
+
+_LOWER, _BASIC, _UPPER = 0, 1, 2
+_CODES = (_BS.kLower, _BS.kBasic, _BS.kUpper)
+
+
+def _lookup(keys: np.ndarray, status: np.ndarray, new: np.ndarray, default: int) -> np.ndarray:
+    """Status of each ``new`` key in the sorted ``keys`` (``default`` where absent)."""
+    if not keys.size:
+        return np.full(new.size, default, dtype=np.int8)
+    pos = np.minimum(np.searchsorted(keys, new), keys.size - 1)
+    return np.where(keys[pos] == new, status[pos], default).astype(np.int8)

@@ -1,0 +1,88 @@
+"""Keys of the dispatch LP's columns and rows, for a warm start across plans
+(:class:`megastation.dispatch.highs.WarmStart`).
+
+A key is an int64 made of a family (a flow block, the session pairs, a constraint
+family: 6 bits), an entity (a session, by CRC-32 of its id: 32 bits) and the end of the
+step it belongs to (minutes since the epoch, 25 bits). Step *ends* are used because a
+plan made later in the same 15-minute step has a shorter first step with the same end:
+its columns get the keys of the last plan's. Two things with one key only make the
+start worse, never the result.
+
+Rows are keyed by the order in which :class:`megastation.dispatch.lp._Rows` families were
+added and their length: a family with one row per step (or per step after the first)
+is keyed by step, one row per session by session, one per chatter pair by pair; any
+other length by position.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+_T_BITS = 25
+_E_BITS = 32
+_F_SHIFT = _T_BITS + _E_BITS
+_F_MAX = 63
+# column families after the per-step blocks (which take 1 .. len(blocks))
+_PEAK, _PAIR, _CHAT, _U1, _U2 = 50, 51, 52, 53, 54
+_UB_FAMILY0 = 24  # row families: equalities from 0, inequalities from here
+
+
+def _key(family: int, entity: np.ndarray | int, t_min: np.ndarray | int) -> np.ndarray:
+    f = np.int64(min(family, _F_MAX)) << np.int64(_F_SHIFT)
+    e = np.asarray(entity, dtype=np.int64) << np.int64(_T_BITS)
+    t = np.asarray(t_min, dtype=np.int64) & np.int64((1 << _T_BITS) - 1)
+    return f | e | t
+
+
+def _entities(session_ids: Sequence[str]) -> np.ndarray:
+    return np.array([zlib.crc32(s.encode()) for s in session_ids], dtype=np.int64)
+
+
+def column_keys(step_end_min: np.ndarray, session_ids: Sequence[str], layout) -> np.ndarray:
+    """One key per LP column of ``layout`` (:class:`megastation.dispatch.lp._Layout`)."""
+    v = layout
+    keys = np.zeros(v.n_var, dtype=np.int64)
+    for i, cols in enumerate(v.col.values()):
+        keys[cols] = _key(i + 1, 0, step_end_min)
+    keys[v.i_peak] = _key(_PEAK, 0, 0)
+    ent = _entities(session_ids)
+    if v.n_pairs:
+        keys[v.i_pair] = _key(_PAIR, ent[v.ps], step_end_min[v.pt])
+        cp = v.chat_pairs
+        keys[v.i_chat] = _key(_CHAT, ent[v.ps[cp]], step_end_min[v.pt[cp]])
+    keys[v.i_u1] = _key(_U1, ent, 0)
+    keys[v.i_u2] = _key(_U2, ent, 0)
+    return keys
+
+
+def row_keys(
+    step_end_min: np.ndarray,
+    session_ids: Sequence[str],
+    layout,
+    eq_blocks: Sequence[int],
+    ub_blocks: Sequence[int],
+) -> np.ndarray:
+    """One key per LP row: the equality families' rows (lengths ``eq_blocks``, in the
+    order added), then the inequalities' (``ub_blocks``)."""
+    v = layout
+    T, S = step_end_min.size, v.n_sessions
+    ent = _entities(session_ids)
+    cp = v.chat_pairs
+    parts = []
+    for family0, blocks in ((0, eq_blocks), (_UB_FAMILY0, ub_blocks)):
+        for k, n in enumerate(blocks):
+            f = family0 + k
+            if n == T:
+                parts.append(_key(f, 0, step_end_min))
+            elif n == T - 1:
+                parts.append(_key(f, 0, step_end_min[1:]))
+            elif n == S:
+                parts.append(_key(f, ent, 0))
+            elif n == cp.size and v.n_pairs:
+                parts.append(_key(f, ent[v.ps[cp]], step_end_min[v.pt[cp]]))
+            else:
+                parts.append(_key(f, np.arange(n), 0))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,108 @@
+"""The solve paths agree: highspy cold, highspy warm-started from another plan's basis,
+and scipy's linprog (the reference, as dispatch was solved before highspy)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from megastation.dispatch import TimeGrid, WarmStart, solve, solve_reference
+from tests.dispatch.test_dispatch_invariants import T0, check, problems
+
+# One WarmStart across examples: each solve starts from the basis of an unrelated problem.
+SHARED = WarmStart()
+REL_TOL = 1e-7
+ABS_TOL = 0.1  # points: HiGHS tolerances (1e-7) x the unmet weight (1e6 per kWh)
+
+
+def _same_optimum(a, b) -> None:
+    fa, fb = a.objective_parts["objective"], b.objective_parts["objective"]
+    assert abs(fa - fb) <= ABS_TOL + REL_TOL * abs(fb), (fa, fb)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_cold_warm_and_reference_reach_the_same_optimum(problem):
+    ref = solve_reference(problem)
+    cold = solve(problem)
+    warm = solve(problem, SHARED)
+    _same_optimum(cold, ref)
+    _same_optimum(warm, ref)
+    check(warm)
+    assert warm.status == cold.status == ref.status == "optimal"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.sampled_from([60, 300, 840]))
+def test_a_later_plan_of_the_same_cars_starts_warm_and_agrees(problem, later_s):
+    """The next plan (a few minutes later, the grid re-aligned, one step's PV changed)
+    is solved from the last basis, to the reference's optimum."""
+    ws = WarmStart()
+    solve(problem, ws)
+    g = problem.grid
+    start = g.start + timedelta(seconds=later_s)
+    if any(s.departure <= start for s in problem.sessions):
+        return
+    grid = TimeGrid.aligned(start, g.edges_s[-1] / 3600.0, g.step_s)
+    n = grid.n_steps
+    pv = np.resize(np.asarray(problem.pv_kw), n) * 0.9
+    nxt = replace(
+        problem,
+        grid=grid,
+        pv_kw=pv,
+        site_load_kw=np.resize(np.asarray(problem.site_load_kw), n),
+        grid_state=replace(
+            problem.grid_state,
+            import_price_krw_per_kwh=np.resize(
+                np.asarray(problem.grid_state.import_price_krw_per_kwh), n
+            ),
+        ),
+        sessions=tuple(replace(s, arrival=min(s.arrival, start)) for s in problem.sessions),
+    )
+    warm = solve(nxt, ws)
+    _same_optimum(warm, solve_reference(nxt))
+    assert ws.solves == 2
+
+
+def test_the_same_problem_again_needs_no_iterations():
+    problem = _example()
+    ws = WarmStart()
+    first = solve(problem, ws)
+    iters = ws.iterations
+    assert iters > 0
+    again = solve(problem, ws)
+    assert ws.iterations == iters  # the carried-over basis is already optimal
+    _same_optimum(again, first)
+    np.testing.assert_allclose(again.session_kw, first.session_kw, atol=1e-9)
+
+
+def _example():
+    from megastation.dispatch import GridState, Problem, SessionNeed
+
+    grid = TimeGrid(T0, 16, 900)
+    gs = GridState(
+        import_limit_kw=80.0,
+        export_limit_kw=10.0,
+        import_price_krw_per_kwh=np.linspace(60, 140, 16),
+        export_price_krw_per_kwh=0.0,
+        demand_charge_krw_per_kw=0.0,
+        peak_so_far_kw=0.0,
+    )
+    cars = tuple(
+        SessionNeed(
+            session_id=f"s{i}",
+            charger_id=f"C{i}",
+            connector_id=1,
+            arrival=T0,
+            departure=T0 + timedelta(hours=2 + i),
+            energy_kwh=20.0 + 5 * i,
+            max_power_kw=50.0,
+        )
+        for i in range(3)
+    )
+    pv = np.clip(np.sin(np.linspace(0, np.pi, 16)) * 60, 0, None)
+    return Problem(grid, pv, np.full(16, 5.0), gs, cars, None, (), policy="re100")
