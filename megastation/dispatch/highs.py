@@ -49,32 +49,6 @@ class Lp:
     col_keys: np.ndarray | None = None
     row_keys: np.ndarray | None = None
 
-    @classmethod
-    def from_parts(
-        cls,
-        c: np.ndarray,
-        a_eq: sp.spmatrix,
-        b_eq: np.ndarray,
-        a_ub: sp.spmatrix,
-        b_ub: np.ndarray,
-        bounds: np.ndarray,
-        col_keys: np.ndarray | None = None,
-        row_keys: np.ndarray | None = None,
-    ) -> Lp:
-        """linprog's form (``A_eq x = b_eq``, ``A_ub x <= b_ub``, ``bounds`` n x 2): the
-        equalities first, then the inequalities."""
-        a = sp.vstack([a_eq, a_ub], format="csc")
-        return cls(
-            c=np.ascontiguousarray(c, dtype=float),
-            a=a,
-            col_lo=np.ascontiguousarray(bounds[:, 0], dtype=float),
-            col_up=np.ascontiguousarray(bounds[:, 1], dtype=float),
-            row_lo=np.concatenate([b_eq, np.full(a_ub.shape[0], -np.inf)]),
-            row_up=np.concatenate([b_eq, b_ub]),
-            col_keys=col_keys,
-            row_keys=row_keys,
-        )
-
 
 @dataclass(frozen=True)
 class LpResult:

@@ -77,16 +77,32 @@ class _Rows:
         rows = np.asarray(rows)
         self.r.append(rows)
         self.c.append(np.asarray(cols))
-        self.v.append(np.broadcast_to(np.asarray(vals, dtype=float), rows.shape))
+        if isinstance(vals, np.ndarray) and vals.shape == rows.shape:
+            self.v.append(vals)
+        else:
+            self.v.append(np.full(rows.shape, vals, dtype=float))
 
-    def matrix(self, n_cols: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    def triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns and values of every coefficient, and the right-hand sides."""
         if not self.n:
-            return sp.csr_matrix((0, n_cols)), np.zeros(0)
-        a = sp.coo_matrix(
-            (np.concatenate(self.v), (np.concatenate(self.r), np.concatenate(self.c))),
-            shape=(self.n, n_cols),
-        ).tocsr()
-        return a, np.concatenate(self.rhs)
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0), np.zeros(0)
+        cat = np.concatenate
+        return cat(self.r), cat(self.c), cat(self.v).astype(float, copy=False), cat(self.rhs)
+
+
+def _stack(eq: _Rows, ub: _Rows, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
+    """One column-wise matrix of the equalities then the inequalities, with row bounds
+    (``lo = up = rhs`` for an equality, ``-inf <= rhs`` for an inequality)."""
+    r_eq, c_eq, v_eq, b_eq = eq.triplets()
+    r_ub, c_ub, v_ub, b_ub = ub.triplets()
+    rows = np.concatenate([r_eq, r_ub + eq.n])
+    a = sp.csc_matrix(
+        (np.concatenate([v_eq, v_ub]), (rows, np.concatenate([c_eq, c_ub]))),
+        shape=(eq.n + ub.n, n_cols),
+    )
+    lo = np.concatenate([b_eq, np.full(ub.n, -np.inf)])
+    return a, lo, np.concatenate([b_eq, b_ub])
 
 
 def _session_windows(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -493,8 +509,7 @@ def _build(problem: Problem, *, keyed: bool) -> tuple[Lp, _Inputs, _Layout]:
     bounds = _bounds(problem, m, v)
     c = _objective(problem, m, v)
     eq, ub = _equalities(m, v), _inequalities(problem, m, v)
-    a_eq, b_eq = eq.matrix(v.n_var)
-    a_ub, b_ub = ub.matrix(v.n_var)
+    a, row_lo, row_up = _stack(eq, ub, v.n_var)
     col_keys = row_keys = None
     if keyed:
         grid = problem.grid
@@ -502,7 +517,10 @@ def _build(problem: Problem, *, keyed: bool) -> tuple[Lp, _Inputs, _Layout]:
         ids = [s.session_id for s in problem.sessions]
         col_keys = keys.column_keys(ends, ids, v)
         row_keys = keys.row_keys(ends, ids, v, eq.blocks, ub.blocks)
-    lp = Lp.from_parts(c, a_eq, b_eq, a_ub, b_ub, bounds, col_keys, row_keys)
+    lp = Lp(
+        c=c, a=a, col_lo=bounds[:, 0].copy(), col_up=bounds[:, 1].copy(), row_lo=row_lo,
+        row_up=row_up, col_keys=col_keys, row_keys=row_keys,
+    )  # fmt: skip
     return lp, m, v
 
 
