@@ -89,7 +89,7 @@ from megastation.core.devices import (
 )
 from megastation.core.gateway import ApplyOutcome, ChargerGateway, ConnectorSetpoint
 from megastation.core.schedules import failsafe_limits_kw
-from megastation.dispatch import Plan, SetPoints, WarmStart, solve
+from megastation.dispatch import Plan, SetPoints, TimeGrid, WarmStart, solve
 from megastation.store import Store, records
 from megastation.store import control as cr
 
@@ -187,6 +187,8 @@ class Controller:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cycle_failing: bool | None = None  # None: not known (a failure may be stored)
         self.warnings: list[str] = []  # bad stored values the last cycle skipped
+        self._pv_key: tuple | None = None  # the last forecast, for a per_step forecaster
+        self._pv: PvForecast | None = None
 
     # the devices (settable: the composition root shares them between restarts)
 
@@ -544,10 +546,7 @@ class Controller:
     ) -> tuple[BuiltProblem, PvForecast]:
         """Stage 2: the dispatch problem, and the PV forecast it was made with."""
         grid = plan_grid(now, self.station, self.coarse_after_h, self.coarse_step_s)
-        pv = forecast_on_grid(
-            self.forecaster, self.station, grid, weather=self.weather,
-            history=self.devices.pv_history,
-        )  # fmt: skip
+        pv = self._forecast(grid)
         if self.flow_recorder is not None:
             p10 = None if pv.p10_kw is None else float(pv.p10_kw[0])
             self.flow_recorder.note_forecast(now, float(pv.p50_kw[0]), p10, pv.p90_first_kw)
@@ -566,6 +565,26 @@ class Controller:
             peak_kw=self._peak_so_far(now),
         )  # fmt: skip
         return built, pv
+
+    def _forecast(self, grid: TimeGrid) -> PvForecast:
+        """The PV forecast on ``grid``. A forecaster whose forecast is the same for every
+        plan made within one dispatch step (``per_step``: the simulator's) is asked once
+        per step and grid layout."""
+        key = None
+        if getattr(self.forecaster, "per_step", False):
+            step_s = self.station.site.dispatch_step_min * 60
+            key = (
+                int(grid.start.timestamp() // step_s), grid.n_steps, grid.n_fine,
+                grid.coarse_step_s, grid.first_step_s is None,
+            )  # fmt: skip
+            if key == self._pv_key and self._pv is not None:
+                return self._pv
+        pv = forecast_on_grid(
+            self.forecaster, self.station, grid, weather=self.weather,
+            history=self.devices.pv_history,
+        )  # fmt: skip
+        self._pv_key, self._pv = key, pv
+        return pv
 
     def _setpoints(
         self,

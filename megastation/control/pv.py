@@ -58,20 +58,23 @@ def _column(df: pd.DataFrame, names: Sequence[str]) -> pd.Series | None:
 def on_grid(series: pd.Series, times: pd.DatetimeIndex) -> np.ndarray:
     """Values of a step series at each grid step start (the step it falls in); NaN and
     negative values become 0, as do times before the series."""
-    s = series.sort_index()
-    idx = s.index
-    if idx.tz is None:
-        idx = idx.tz_localize("UTC")
-    # compare in one unit: indexes may be stored in ns, us or s resolution
-    pos = (
-        np.searchsorted(
-            idx.tz_convert("UTC").as_unit("ns").asi8,
-            times.tz_convert("UTC").as_unit("ns").asi8,
-            side="right",
-        )
-        - 1
-    )
-    vals = np.asarray(s.to_numpy(dtype=float))
+    s = series if series.index.is_monotonic_increasing else series.sort_index()
+    return _values_at(s.to_numpy(dtype=float), _positions(s.index, times))
+
+
+def _ns(index: pd.DatetimeIndex) -> np.ndarray:
+    """UTC nanoseconds of ``index`` (naive = UTC): indexes may be stored in ns, us or s."""
+    if index.tz is None:
+        index = index.tz_localize("UTC")
+    return index.as_unit("ns").asi8
+
+
+def _positions(index: pd.DatetimeIndex, times: pd.DatetimeIndex) -> np.ndarray:
+    """For each of ``times``, the row of the sorted ``index`` whose step it falls in (-1: before)."""
+    return np.searchsorted(_ns(index), _ns(times), side="right") - 1
+
+
+def _values_at(vals: np.ndarray, pos: np.ndarray) -> np.ndarray:
     out = np.where(pos >= 0, vals[np.clip(pos, 0, len(vals) - 1)], 0.0)
     return np.nan_to_num(np.maximum(out, 0.0))
 
@@ -114,14 +117,18 @@ def forecast_on_grid(
     except Exception as exc:
         log.warning("PV forecast failed (%s): planning with zero PV", exc)
         return PvForecast(np.zeros(grid.n_steps), None, None)
+    if not df.index.is_monotonic_increasing:
+        df = df.sort_index()
+    pos = _positions(pd.DatetimeIndex(df.index), fine.times)  # once for every column
     p50 = _column(df, P50_COLUMNS)
     p10 = _column(df, P10_COLUMNS)
     p90 = _column(df, P90_COLUMNS)
-    times = fine.times
+
+    def at(col: pd.Series) -> np.ndarray:
+        return _values_at(col.to_numpy(dtype=float), pos)
+
     return PvForecast(
-        p50_kw=grid.mean_of_fine(on_grid(p50, times))
-        if p50 is not None
-        else np.zeros(grid.n_steps),
-        p10_kw=grid.mean_of_fine(on_grid(p10, times)) if p10 is not None else None,
-        p90_first_kw=float(on_grid(p90, times)[0]) if p90 is not None else None,
+        p50_kw=grid.mean_of_fine(at(p50)) if p50 is not None else np.zeros(grid.n_steps),
+        p10_kw=grid.mean_of_fine(at(p10)) if p10 is not None else None,
+        p90_first_kw=float(at(p90)[0]) if p90 is not None else None,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,11 @@ if TYPE_CHECKING:  # annotation only: policy.py imports ProblemError from here
 
 class ProblemError(ValueError):
     """A dispatch problem is inconsistent; the message names the field."""
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 # --------------------------------------------------------------------------- problem
@@ -120,26 +126,29 @@ class TimeGrid:
             n_fine,
         )
 
-    @property
+    # The arrays below are computed once per grid (a plan asks for them dozens of times)
+    # and read-only.
+
+    @cached_property
     def durations_s(self) -> np.ndarray:
         d = np.full(self.n_steps, float(self.step_s))
         if self.coarse_step_s is not None and self.n_fine is not None:
             d[self.n_fine :] = float(self.coarse_step_s)
         if self.first_step_s is not None:
             d[0] = float(self.first_step_s)
-        return d
+        return _frozen(d)
 
-    @property
+    @cached_property
     def durations_h(self) -> np.ndarray:
         """Length of each step [h]."""
-        return self.durations_s / 3600.0
+        return _frozen(self.durations_s / 3600.0)
 
-    @property
+    @cached_property
     def edges_s(self) -> np.ndarray:
         """Step boundaries in seconds after ``start`` (n_steps + 1 values)."""
-        return np.concatenate(([0.0], np.cumsum(self.durations_s)))
+        return _frozen(np.concatenate(([0.0], np.cumsum(self.durations_s))))
 
-    @property
+    @cached_property
     def times(self) -> pd.DatetimeIndex:
         """Start of each step (UTC)."""
         t0 = pd.Timestamp(self.start)

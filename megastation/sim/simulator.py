@@ -375,6 +375,9 @@ class _StepForecastCache:
       step or another weather falls back to :func:`forecast_pv` itself.
     """
 
+    # the same forecast serves every plan made within one forecast step (Controller._forecast)
+    per_step = True
+
     def __init__(self, station: Station, weather: pd.DataFrame) -> None:
 
         self._key: tuple | None = None
