@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/simulate.py [--quick] [--days 1,30] [--jobs N]
        [--policy re100,cost,...] [--no-departure-replans]
+       .venv/bin/python benchmarks/simulate.py --year [--policy re100,cost] [--jobs 2]
 
 Simulates one day and 30 days (``--quick``: 1 and 3 days) of the Gwangju seed station
 on the mixed-week weather (repeated past its seven days) with seeded cars, once per
@@ -11,7 +12,13 @@ time, and the KPIs. The perfect-foresight optimum of each span is timed and
 summarised too. Site inputs (weather, PV model, site load) are prepared once per span
 and timed separately. ``--jobs N`` runs N policies at a time in worker processes (as
 ``megastation simulate`` does) and also prints the span's total wall time; each run's
-own time is then measured in its worker. Not a test.
+own time is then measured in its worker.
+
+``--year``: for each controlled policy (default ``re100,cost``), 14 days on the solve
+path as it was before #15 (scipy's ``linprog``, cold; ``dispatch.solve_reference``) and
+on the current one, their KPI differences, then a whole year (365 days from the
+weather's first day) on the current path: wall time, CPU time (``time.process_time``,
+steadier than wall time on a shared machine) per simulated day, plans, KPIs. Not a test.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from datetime import timedelta
 
 from megastation.core.config import load_station, seeds_dir
 from megastation.core.fleet import generate_visits
+from megastation.dispatch import solve_reference
 from megastation.sim.simulator import (
     POLICIES,
     perfect_foresight,
@@ -59,6 +67,89 @@ def _run(station, pol, kwargs):  # in a worker process
     return pol, r.wall_s, r.plans, r.solve_s, r.kpis
 
 
+# the KPIs #15 holds to within 1 % of the solve path before it
+YEAR_KPIS = (
+    ("delivered", "energy_delivered_kwh"),
+    ("unmet", "unmet_kwh"),
+    ("renewable", "renewable_frac"),
+    ("import", "grid_import_kwh"),
+    ("peak", "peak_import_kw"),
+    ("cost", "cost_krw"),
+)
+YEAR_DAYS = 365
+COMPARE_DAYS = 14
+
+
+def _timed(station, pol, days, before, common):  # in a worker process
+    """One run: (policy, days, before?, wall s, CPU s, plans, KPIs)."""
+    start = common["start"]
+    end = start + timedelta(days=days)
+    site = prepare_site(station, start, end, common["weather"], common["seed"])
+    kwargs = dict(common, days=days, site=site)
+    if before:
+        kwargs["solver"] = solve_reference
+    cpu = time.process_time()
+    r = simulate(station, policy=pol, with_perfect_foresight=False, **kwargs)
+    return pol, days, before, r.wall_s, time.process_time() - cpu, r.plans, r.kpis
+
+
+def _year(args, station, wx, start) -> None:
+    """``--year`` (see the module docstring; ``--days A,B`` compares A days and runs B
+    instead of 14 and 365, for a quick look)."""
+    global COMPARE_DAYS, YEAR_DAYS
+    if args.days:
+        COMPARE_DAYS, YEAR_DAYS = (float(d) for d in args.days.split(","))
+    policies = [p for p in args.policy.split(",") if p in ("re100", "cost")]
+    common = dict(start=start, weather=wx, seed=args.seed)
+    runs = [(p, COMPARE_DAYS, True) for p in policies]
+    runs += [(p, COMPARE_DAYS, False) for p in policies]
+    runs += [(p, YEAR_DAYS, False) for p in policies]
+    got = {}
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max(1, args.jobs), mp_context=ctx) as pool:
+        futures = [pool.submit(_timed, station, p, d, b, common) for p, d, b in runs]
+        for f in cf.as_completed(futures):
+            pol, days, before, wall, cpu, plans, k = f.result()
+            got[(pol, days, before)] = (wall, cpu, plans, k)
+            label = "before" if before else "now"
+            print(f"   {pol} {days:g} days ({label}): {wall:.0f} s wall, {cpu:.0f} s CPU, "
+                  f"{plans} plans", flush=True)  # fmt: skip
+    head = f"{'run':<26}{'wall s':>9}{'CPU s':>8}{'CPU s/day':>10}{'plans/day':>10}"
+    head += "".join(f"{label:>12}" for label, _ in YEAR_KPIS)
+    print("\n" + head)
+    for pol in policies:
+        rows = [
+            (f"{pol} {COMPARE_DAYS} d before #15", got[(pol, COMPARE_DAYS, True)]),
+            (f"{pol} {COMPARE_DAYS} d now", got[(pol, COMPARE_DAYS, False)]),
+            (f"{pol} {YEAR_DAYS} d now", got[(pol, YEAR_DAYS, False)]),
+        ]
+        for name, (wall, cpu, plans, k) in rows:
+            days = YEAR_DAYS if name.endswith(f"{YEAR_DAYS} d now") else COMPARE_DAYS
+            line = f"{name:<26}{wall:>9.0f}{cpu:>8.0f}{cpu / days:>10.2f}{plans / days:>10.0f}"
+            line += "".join(f"{_kpi(getattr(k, key), key):>12}" for _, key in YEAR_KPIS)
+            print(line)
+        before, now = got[(pol, COMPARE_DAYS, True)][3], got[(pol, COMPARE_DAYS, False)][3]
+        diffs = [_rel(getattr(now, key), getattr(before, key)) for _, key in YEAR_KPIS]
+        line = f"{pol} {COMPARE_DAYS} d now vs before".ljust(26 + 9 + 8 + 10 + 10)
+        print(line + "".join(f"{100 * d:>+11.2f}%" for d in diffs))
+        worst = max(abs(d) for d in diffs)
+        wall = got[(pol, YEAR_DAYS, False)][0]
+        print(f"{pol}: a year in {wall / 60:.1f} min wall (target < 5), largest KPI "
+              f"difference {100 * worst:.2f} % (target < 1 %)\n")  # fmt: skip
+
+
+def _kpi(value: float, key: str) -> str:
+    if key == "renewable_frac":
+        return f"{100 * value:.2f}%"
+    if key == "cost_krw":
+        return f"{value / 1e6:.2f}M"
+    return f"{value:.0f}"
+
+
+def _rel(now: float, before: float) -> float:
+    return (now - before) / abs(before) if before else 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 and 3 days instead of 1 and 30")
@@ -68,7 +159,20 @@ def main() -> None:
     ap.add_argument("--days", default=None, help="comma-separated spans, e.g. 1,30")
     ap.add_argument("--jobs", type=int, default=1, help="policies at a time (processes)")
     ap.add_argument("--no-departure-replans", action="store_true")
+    ap.add_argument(
+        "--year", action="store_true", help="a year of re100/cost beside 14 days before #15"
+    )
     args = ap.parse_args()
+    if args.year:
+        station = load_station(seeds_dir() / "gwangju-donggu.toml")
+        wx = read_weather(args.weather)
+        start = weather_start(wx, station.site.timezone)
+        if args.policy == ap.get_default("policy"):
+            args.policy = "re100,cost"
+        print(f"{station.site.name}, weather {args.weather}, seed {args.seed}, "
+              f"start {start:%Y-%m-%d}, {args.jobs} run(s) at a time")  # fmt: skip
+        _year(args, station, wx, start)
+        return
     policies = [p for p in args.policy.split(",") if p]
     bad = [p for p in policies if p not in POLICIES]
     if bad:
