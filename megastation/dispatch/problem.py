@@ -150,9 +150,10 @@ class TimeGrid:
 
     @cached_property
     def times(self) -> pd.DatetimeIndex:
-        """Start of each step (UTC)."""
-        t0 = pd.Timestamp(self.start)
-        return pd.DatetimeIndex(t0 + pd.to_timedelta(self.edges_s[:-1], unit="s"))
+        """Start of each step (UTC, microseconds)."""
+        t0_us = pd.Timestamp(self.start).value // 1000
+        us = t0_us + np.round(self.edges_s[:-1] * 1e6).astype(np.int64)
+        return pd.DatetimeIndex(us.view("M8[us]"), dtype="datetime64[us, UTC]")
 
     @property
     def end(self) -> datetime:
@@ -165,6 +166,10 @@ class TimeGrid:
 
     def fine(self) -> TimeGrid:
         """The grid over the same span with ``step_s`` steps only (the same first step)."""
+        return self._fine
+
+    @cached_property
+    def _fine(self) -> TimeGrid:
         if self.uniform:
             return self
         n = round((self.edges_s[-1] - self.durations_s[0]) / self.step_s)
@@ -172,8 +177,12 @@ class TimeGrid:
 
     def fine_index(self) -> np.ndarray:
         """For each step of :meth:`fine`, the step of this grid that contains it."""
+        return self._fine_index
+
+    @cached_property
+    def _fine_index(self) -> np.ndarray:
         f = self.fine()
-        return np.searchsorted(self.edges_s, f.edges_s[:-1], side="right") - 1
+        return _frozen(np.searchsorted(self.edges_s, f.edges_s[:-1], side="right") - 1)
 
     def mean_of_fine(self, values: np.ndarray) -> np.ndarray:
         """Duration-weighted means over each step of values given per :meth:`fine` step."""
