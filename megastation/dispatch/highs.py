@@ -13,6 +13,7 @@ same optimum when the LP is degenerate).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import highspy
@@ -99,10 +100,11 @@ class WarmStart:
     :meth:`solve` carries the basis over to the next LP: a column or row whose key was
     in the last LP keeps its status, a new column starts at its lower bound, a new row
     with its slack basic; then the count of basic variables is made right (HiGHS
-    repairs a singular start itself). Not thread-safe: one solve at a time.
+    repairs a singular start itself). One solve at a time (a lock holds a second caller).
     """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._h = _new_highs()
         self._basis: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.solves = 0
@@ -110,6 +112,11 @@ class WarmStart:
         self.cold_retries = 0  # warm starts that did not end optimal, solved again cold
 
     def solve(self, lp: Lp) -> LpResult:
+        """The optimum of ``lp``, started from the last LP's basis where keys match."""
+        with self._lock:
+            return self._solve(lp)
+
+    def _solve(self, lp: Lp) -> LpResult:
         h = self._h
         _pass(h, lp)
         warm = False

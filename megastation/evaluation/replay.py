@@ -20,6 +20,7 @@ from megastation.dispatch import (
     Problem,
     SessionNeed,
     TimeGrid,
+    WarmStart,
     solve,
 )
 from megastation.evaluation.scenario import Outcome, Scenario, Simulator
@@ -132,9 +133,10 @@ def replay(
     """
     sim = Simulator(sc)
     solve_s = 0.0
+    warm = WarmStart()  # each step starts from the last step's basis, as the control loop
     for _ in range(sc.n_steps):
         problem, idx = step_problem(sc, sim, horizon_steps, arrivals_known, expected, timezone)
-        plan = solve(problem)
+        plan = solve(problem, warm)
         solve_s += plan.build_time_s + plan.solve_time_s
         ev = np.zeros(len(sc.visits))
         first = plan.first_step()
