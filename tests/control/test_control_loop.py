@@ -240,3 +240,42 @@ def test_forecast_reaches_the_plan_grid(station, store, clock):
     fc = forecast_on_grid(ctl.forecaster, station, TimeGrid.aligned(now, 24, 900))
     pv, p10 = fc.p50_kw, fc.p10_kw
     assert 50 < pv[0] <= 180 and p10 is not None and p10[0] <= pv[0]
+
+
+def test_a_per_step_forecaster_is_asked_once_per_step_and_layout(station, store, clock):
+    """A forecaster that says its forecast is the same within a step (the simulator's) is
+    asked once for the plans of one step; a plain one on every plan (#15)."""
+    from megastation.dispatch import TimeGrid
+
+    calls = []
+
+    def forecaster(station, start, n_steps, step_min, weather=None, measured_kw=None):
+        calls.append(start)
+        return flat_forecaster(40.0)(station, start, n_steps, step_min)
+
+    ctl = Controller(station, store, clock, gateway=DirectGateway(station, store, clock))
+    ctl.forecaster = forecaster
+    t = T0 + timedelta(minutes=16)
+    grids = [TimeGrid.aligned(t + timedelta(minutes=m), 24, 900) for m in (0, 3, 9)]
+    first = [ctl._forecast(g) for g in grids]
+    assert len(calls) == 3
+    forecaster.per_step = True
+    again = [ctl._forecast(g) for g in grids]
+    assert len(calls) == 4  # one more for the three plans of the step
+    ctl._forecast(TimeGrid.aligned(t + timedelta(minutes=15), 24, 900))  # the next step
+    assert len(calls) == 5
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.p50_kw, b.p50_kw)
+
+
+async def test_cycles_start_warm_from_the_last_plan(station, store, clock):
+    """The controller's solver carries the basis from one cycle to the next (#15)."""
+    gw = DirectGateway(station, store, clock)
+    ctl, _, _ = make_controller(station, store, clock, gw, pv_kw=30.0)
+    start_tx(store, station.chargers[0].id, 1, clock.now())
+    await ctl.cycle("car_plugged_in")
+    first_iters = ctl.warm_start.iterations
+    await clock.advance(60)
+    await ctl.cycle("interval")
+    assert ctl.warm_start.solves == 2
+    assert ctl.warm_start.iterations - first_iters < first_iters
