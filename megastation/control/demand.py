@@ -27,9 +27,12 @@ RELEARN_INTERVAL = timedelta(hours=1)
 class Demand:
     """Learned defaults and expected cars of a station, cached (see the module docstring)."""
 
-    def __init__(self, store: Store, station: Station) -> None:
+    def __init__(
+        self, store: Store, station: Station, relearn_interval: timedelta = RELEARN_INTERVAL
+    ) -> None:
         self.store = store
         self.station = station
+        self.relearn_interval = relearn_interval
         self.kind = {c.id: c.kind.lower() for c in station.chargers}  # charger id -> ac | dc
         self._learned: LearnedDefaults | None = None
         self._learned_at: datetime | None = None
@@ -37,9 +40,9 @@ class Demand:
         self._profile: tuple[ExpectedDemand | None] | None = None  # computed once
 
     def learned(self, now: datetime) -> LearnedDefaults | None:
-        """Session defaults learned from history (re-learned after :data:`RELEARN_INTERVAL`,
-        and with them the expected cars)."""
-        if self._learned_at is None or now - self._learned_at > RELEARN_INTERVAL:
+        """Session defaults learned from history (re-learned after ``relearn_interval``,
+        default :data:`RELEARN_INTERVAL`, and with them the expected cars)."""
+        if self._learned_at is None or now - self._learned_at > self.relearn_interval:
             self._learned = learn_defaults_from_store(
                 self.store, self.kind, self.station.site.timezone
             )

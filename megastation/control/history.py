@@ -38,7 +38,7 @@ from megastation.control.needs import (
     profile_demand,
 )
 from megastation.core.config import Station
-from megastation.store import Store, parse_iso, records
+from megastation.store import Store, records
 
 ENERGY_WINSOR_Q = 0.99  # energies above this quantile count as this quantile (n >= 100)
 HISTORY_LIMIT = 20000  # latest closed sessions read
@@ -125,15 +125,14 @@ def closed_sessions(
     store: Store, station: Station, *, limit: int = HISTORY_LIMIT
 ) -> list[tuple[str, datetime, datetime, float]]:
     """The store's closed sessions on the station's chargers as ``(kind, start, stop,
-    energy_kwh)`` (the latest ``limit``)."""
+    energy_kwh)`` (the latest ``limit`` with an end and a finite energy, oldest first).
+
+    Read with :func:`megastation.store.records.closed_sessions` (four columns, the limit in
+    SQL): re-read every hour by the loop, a year of history cost ~0.15 s per read as whole
+    rows (#15)."""
     kind_of = {c.id: c.kind.lower() for c in station.chargers}
-    rows = records.list_transactions(store, state="closed")[-limit:]
-    return [
-        (kind_of[r["charger_id"]], parse_iso(r["start_time"]), parse_iso(r["stop_time"]),
-         float(r["energy_kwh"]))
-        for r in rows
-        if r["charger_id"] in kind_of and r["stop_time"] and r["energy_kwh"] is not None
-    ]  # fmt: skip
+    rows = records.closed_sessions(store, limit=limit)
+    return [(kind_of[c], a, b, e) for c, a, b, e in reversed(rows) if c in kind_of]
 
 
 def expected_demand_for_station(
