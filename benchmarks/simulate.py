@@ -15,8 +15,8 @@ and timed separately. ``--jobs N`` runs N policies at a time in worker processes
 own time is then measured in its worker.
 
 ``--year``: for each controlled policy (default ``re100,cost``), 14 days on the solve
-path as it was before #15 (scipy's ``linprog``, cold; ``dispatch.solve_reference``) and
-on the current one, their KPI differences, then a whole year (365 days from the
+path as it was before #15 (scipy's ``linprog``, cold, ``dispatch.solve_reference``;
+expected cars re-learned hourly) and on the current one, their KPI differences, then a whole year (365 days from the
 weather's first day) on the current path: wall time, CPU time (``time.process_time``,
 steadier than wall time on a shared machine) per simulated day, plans, KPIs. Not a test.
 """
@@ -29,6 +29,7 @@ import multiprocessing as mp
 import time
 from datetime import timedelta
 
+from megastation.control.demand import RELEARN_INTERVAL
 from megastation.core.config import load_station, seeds_dir
 from megastation.core.fleet import generate_visits
 from megastation.dispatch import solve_reference
@@ -86,10 +87,19 @@ def _timed(station, pol, days, before, common):  # in a worker process
     end = start + timedelta(days=days)
     site = prepare_site(station, start, end, common["weather"], common["seed"])
     kwargs = dict(common, days=days, site=site)
-    if before:
+    if before:  # as before #15: scipy's linprog, cold; expected cars re-learned hourly
         kwargs["solver"] = solve_reference
-    cpu = time.process_time()
-    r = simulate(station, policy=pol, with_perfect_foresight=False, **kwargs)
+        kwargs["relearn_interval"] = RELEARN_INTERVAL
+    cpu, wall = time.process_time(), time.perf_counter()
+    shown = [0]
+
+    def progress(frac: float) -> None:  # a line every tenth of a long run
+        if days >= 100 and frac >= (shown[0] + 1) / 10:
+            shown[0] += 1
+            print(f"   {pol}: {frac:.0%} of {days:g} days, {time.perf_counter() - wall:.0f} s "
+                  f"wall, {time.process_time() - cpu:.0f} s CPU", flush=True)  # fmt: skip
+
+    r = simulate(station, policy=pol, with_perfect_foresight=False, progress=progress, **kwargs)
     return pol, days, before, r.wall_s, time.process_time() - cpu, r.plans, r.kpis
 
 

@@ -47,7 +47,7 @@ import pandas as pd
 from megastation.control.apply import Applied, apply_battery, apply_setpoints, note_sent
 from megastation.control.balance import BalanceFollower, balance_setpoint_kw
 from megastation.control.caps import CarCaps
-from megastation.control.demand import Demand
+from megastation.control.demand import RELEARN_INTERVAL, Demand
 from megastation.control.flows import FlowRecorder, Reading
 from megastation.control.gather import (
     SiteDevices,
@@ -140,6 +140,7 @@ class Controller:
         coarse_after_h: float | None = DEFAULT_COARSE_AFTER_H,
         coarse_step_s: int = DEFAULT_COARSE_STEP_S,
         solver: Solver | None = None,
+        relearn_interval: timedelta = RELEARN_INTERVAL,
     ) -> None:
         self.station = station  # the station config
         self.store = store  # source of truth (transactions, needs, overrides, sent profiles)
@@ -176,7 +177,8 @@ class Controller:
         self.guard_trips = 0
         self.caps = CarCaps()  # per transaction: schedule sent, the car's own limit
         self.balance = BalanceFollower()  # the plan the battery follows between plans
-        self.demand = Demand(store, station)  # learned defaults, expected cars
+        # learned defaults and expected cars, re-learned from history every relearn_interval
+        self.demand = Demand(store, station, relearn_interval)
         self.renewable = StoredRenewable(store, station)  # the battery's green share
         self._ev_kw: dict[tuple[str, int], float] = {}  # latest EV power per connector
         self._failsafe_limit_kw: float | None = None  # grid limit the fail-safe was built for
