@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,9 @@ FITTED_FILE = Path(__file__).with_name("bands_fitted.json")
 def regime(p50_kw: np.ndarray, clear_kw: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     """Regime index (0 .. len(edges)) of each step: the bin of ``p50 / clear`` (0 at night)."""
     p, c = np.asarray(p50_kw, float), np.asarray(clear_kw, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        k = np.where(c > 0, p / c, 0.0)
-    return np.searchsorted(np.asarray(edges, float), np.nan_to_num(k), side="right")
+    k = np.divide(p, c, out=np.zeros(np.broadcast_shapes(p.shape, c.shape)), where=c > 0)
+    k[np.isnan(k)] = 0.0
+    return np.searchsorted(np.asarray(edges, float), k, side="right")
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,29 @@ class Bands:
             q10, q90 = self.at(lead_h)
             return np.broadcast_to(q10, shape).copy(), np.broadcast_to(q90, shape).copy()
         r = regime(p50_kw, clear_kw, self.regime_edges)
+        tables = self._tables
         if lead_h is None or not self.leads_h:
-            return np.asarray(self.q10_by_regime)[r], np.asarray(self.q90_by_regime)[r]
-        lead = np.broadcast_to(np.clip(np.asarray(lead_h, float), 0.0, None), shape)
-        q10, q90 = np.empty(shape), np.empty(shape)
-        for j in np.unique(r):
-            on = r == j
-            q10[on] = np.interp(lead[on], self.leads_h, self.q10_by_regime_lead[j])
-            q90[on] = np.interp(lead[on], self.leads_h, self.q90_by_regime_lead[j])
-        return q10, q90
+            return tables[0][r], tables[1][r]
+        # linear in lead between nodes, held outside (np.interp's rule), all regimes at once:
+        # the fractional node position of each lead, then the flattened (regime, lead) rows
+        nodes, n = tables[2], len(tables[2])
+        pos = np.interp(np.asarray(lead_h, float), nodes, np.arange(n, dtype=float))
+        i = np.minimum(pos.astype(int), max(n - 2, 0))
+        w, j = pos - i, np.minimum(i + 1, n - 1)
+        lo, hi = r * n + i, r * n + j
+        q10, q90 = tables[3], tables[4]
+        return q10[lo] + w * (q10[hi] - q10[lo]), q90[lo] + w * (q90[hi] - q90[lo])
+
+    @cached_property
+    def _tables(self) -> tuple[np.ndarray, ...]:
+        """The regime tables as arrays: scalars by regime, nodes, rows by regime x lead."""
+        return (
+            np.asarray(self.q10_by_regime, float),
+            np.asarray(self.q90_by_regime, float),
+            np.asarray(self.leads_h, float),
+            np.asarray(self.q10_by_regime_lead, float).ravel(),
+            np.asarray(self.q90_by_regime_lead, float).ravel(),
+        )
 
 
 def bands_from_dict(d: dict) -> Bands:
