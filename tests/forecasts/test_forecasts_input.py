@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pvlib
 import pytest
 from click.testing import CliRunner
 
 from forecasts.pvmodel import pv_power
-from forecasts.weather import WeatherError, parse_csv, resample_weather, step_grid
+from forecasts.weather import (
+    WeatherError,
+    parse_csv,
+    read_csv,
+    read_epw,
+    read_tmy3,
+    resample_weather,
+    step_grid,
+)
 from megastation.cli import main
 
 HEAD = "time,ghi,cloud_cover,temp_air,wind_speed\n"
@@ -249,3 +263,194 @@ def test_simulate_with_hourly_and_half_hourly_weather(tmp_path, freq):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "re100" in res.output
+
+
+# --------------------------------------------------------------------------- files and cells
+
+
+def _gappy_file(tmp_path) -> Path:
+    lines = rows(n=6).splitlines()
+    del lines[2]  # the 08:00 row: a 2 h gap before line 4
+    path = tmp_path / "wx.csv"
+    path.write_text(HEAD + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_read_csv_passes_label_and_max_gap_and_names_the_file(tmp_path):
+    path = _gappy_file(tmp_path)
+    assert read_csv(path).index[0] == pd.Timestamp("2026-06-15T05:00+09:00")
+    wx = read_csv(path, label="start")
+    assert wx.index[0] == pd.Timestamp("2026-06-15T06:00+09:00") and len(wx) == 6
+    with pytest.raises(WeatherError) as err:
+        read_csv(path, max_gap="1h")
+    assert str(err.value).startswith(f"{path}: line 4: gap of 2 h before")
+    with pytest.raises(WeatherError) as err:
+        read_csv(tmp_path / "missing.csv")
+    assert str(err.value) == f"{tmp_path / 'missing.csv'}: no such file"
+
+
+@pytest.mark.parametrize(("step_min", "message"), [(0, "0 min"), (-60, "-60 min"), (90, "90 min")])
+def test_a_step_that_fits_no_clock_is_named_in_minutes(step_min, message):
+    with pytest.raises(WeatherError) as err:
+        step_grid(pd.Timestamp("2026-06-15T06:00+09:00"), 4, step_min)
+    assert (
+        str(err.value)
+        == f"step_min: {message} neither divides the hour nor is a whole number of hours"
+    )
+
+
+def test_a_good_file_reads_without_warnings(tmp_path):
+    path = _gappy_file(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_csv(path)
+        parse_csv(path.read_text())
+
+
+def test_utf8_file_is_read_as_utf8_whatever_the_locale(tmp_path):
+    # A Korean Windows PC opens text as cp949 by default: the file's encoding must not
+    # depend on the locale. Under the C locale (ASCII) a UTF-8 byte would crash the read.
+    path = tmp_path / "wx.csv"
+    path.write_text(HEAD + rows(over={1: {"temp_air": "20°C"}}), encoding="utf-8")
+    code = (
+        "import sys\nfrom forecasts.weather import WeatherError, read_csv\n"
+        "try:\n    read_csv(sys.argv[1])\nexcept WeatherError as exc:\n"
+        "    print(str(exc).encode('ascii', 'backslashreplace').decode())\n"
+    )
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
+    out = subprocess.run(
+        [sys.executable, "-X", "utf8=0", "-c", code, str(path)],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert "line 3: column 'temp_air': '20\\xb0C' is not a number" in out.stdout, out.stderr
+
+
+def test_empty_time_cell_is_named():
+    with pytest.raises(WeatherError, match=r"^wx.csv: line 3: column 'time' is empty$"):
+        parse_csv(HEAD + rows(over={1: {"time": ""}}), source="wx.csv")
+
+
+@pytest.mark.parametrize("missing", ["", "nan", "NaN", "NA", "na", " NaN "])
+def test_missing_cells_in_any_spelling_are_interpolated(missing):
+    wx = parse_csv(HEAD + rows(over={2: {"ghi": missing}}), label="start")
+    assert wx["ghi"].tolist() == pytest.approx([300, 301, 302, 303, 304, 305])
+
+
+def test_columns_are_floats_even_when_the_file_has_integers():
+    wx = parse_csv(HEAD + rows())
+    assert (wx.dtypes == np.float64).all(), wx.dtypes
+
+
+# --------------------------------------------------------------------------- TMY3 and EPW files
+
+TMY3 = Path(pvlib.__file__).parent / "data" / "723170TYA.CSV"
+
+
+def _tmy3_copy(tmp_path, edit) -> Path:
+    """pvlib's Greensboro TMY3 file with its data lines passed through ``edit``."""
+    head, data = TMY3.read_text().splitlines(True)[:2], TMY3.read_text().splitlines(True)[2:]
+    path = tmp_path / "tmy3.csv"
+    path.write_text("".join(head + edit(data)))
+    return path
+
+
+def test_tmy3_is_mapped_and_start_labelled():
+    wx, meta = read_tmy3(TMY3, year=2026)
+    raw, _ = pvlib.iotools.read_tmy3(str(TMY3), coerce_year=2026, map_variables=True)
+    assert meta["Name"] == raw.attrs.get("Name", meta["Name"]) and meta["TZ"] == -5.0
+    assert list(wx.columns) == [
+        "ghi",
+        "dni",
+        "dhi",
+        "temp_air",
+        "wind_speed",
+        "cloud_cover",
+        "albedo",
+    ]
+    assert len(wx) == 8760 and str(wx.index.tz) == "UTC" and wx.index.freq == pd.Timedelta("1h")
+    # TMY3 rows label hour ends: the 13:00 (-05:00) row is the hour from 12:00 local
+    assert wx.index[0] == pd.Timestamp("2026-01-01T00:00-05:00")
+    row = raw.loc[pd.Timestamp("2026-06-15T13:00-05:00")]
+    got = wx.loc[pd.Timestamp("2026-06-15T12:00-05:00")]
+    for name in ("ghi", "dni", "dhi", "temp_air", "wind_speed"):
+        assert got[name] == row[name], name
+    assert got["cloud_cover"] == 10.0 * row["TotCld (tenths)"]
+    assert wx["cloud_cover"].max() == 100.0 and wx["cloud_cover"].min() == 0.0
+    # the file's albedo is 0 (missing) everywhere: the typical 0.25 stands in
+    assert (raw["albedo"] == 0).all() and (wx["albedo"] == 0.25).all()
+
+
+def test_tmy3_keeps_a_real_albedo_and_clips_small_night_negatives(tmp_path):
+    def edit(lines):
+        f = lines[12].split(",")  # 01/01 13:00
+        f[61], f[4] = "0.180", "-3"  # Alb (unitless), GHI (W/m^2)
+        lines[12] = ",".join(f)
+        lines[20], lines[21] = lines[21], lines[20]  # out of order
+        return [*lines[:30], lines[30], *lines[30:]]  # and one hour twice
+
+    wx, _ = read_tmy3(_tmy3_copy(tmp_path, edit), year=2026)
+    got = wx.loc[pd.Timestamp("2026-01-01T12:00-05:00")]
+    assert got["albedo"] == pytest.approx(0.18) and got["ghi"] == 0.0
+    ref, _ = read_tmy3(TMY3, year=2026)
+    assert len(wx) == 8760 and wx["temp_air"].iloc[18:33].equals(ref["temp_air"].iloc[18:33])
+
+
+def test_tmy3_with_an_impossible_value_names_file_column_and_line(tmp_path):
+    def edit(lines):
+        f = lines[12].split(",")
+        f[4] = "2500"
+        lines[12] = ",".join(f)
+        return lines
+
+    path = _tmy3_copy(tmp_path, edit)
+    with pytest.raises(WeatherError) as err:
+        read_tmy3(path, year=2026)
+    assert str(err.value) == f"{path}: line 14: column 'ghi': 2500 is outside 0..1500"
+
+
+def _epw(path, *, albedo=0.2, sky_tenths=None) -> Path:
+    """One EPW day (Gwangju, UTC+9): sun from hour 7 to 18, peak in hour 13."""
+    head = [
+        "LOCATION,Gwangju,,KOR,test,471560,35.15,126.92,9.0,70.0",
+        "DESIGN CONDITIONS,0", "TYPICAL/EXTREME PERIODS,0", "GROUND TEMPERATURES,0",
+        "HOLIDAYS/DAYLIGHT SAVINGS,No,0,0,0", "COMMENTS 1,synthetic", "COMMENTS 2,",
+        "DATA PERIODS,1,1,Data,Sunday, 1/ 1,12/31",
+    ]  # fmt: skip
+    lines = []
+    for h in range(1, 25):  # EPW hour h is the hour ending at h:00 local standard time
+        ghi = max(0, 700 - 100 * abs(h - 13))
+        sky = (h % 11) if sky_tenths is None else sky_tenths
+        alb = albedo if h != 3 else 1.5  # 1.5: not an albedo, the typical 0.25 stands in
+        row = [1999, 6, 15, h, 60, "?9?9?9?9E0?9?9?9?9?9?9?9?9?9?9?9?9?9?9*9*9?9?9?9",
+               20.0 + h / 10, 15.0, 60, 101000, 0, 0, 300, ghi, ghi // 2, ghi // 2, 0, 0, 0, 0,
+               180, 2.5, sky, 0, 20, 77777, 9, 999999999, 20, 0.1, 0, 88, alb, 0, 1]  # fmt: skip
+        lines.append(",".join(map(str, row)))
+    path.write_text("\n".join(head + lines) + "\n")
+    return path
+
+
+def test_epw_is_mapped_and_its_hours_are_not_shifted_twice(tmp_path):
+    wx, meta = read_epw(_epw(tmp_path / "day.epw"), year=2026)
+    assert meta["TZ"] == 9.0 and len(wx) == 24 and str(wx.index.tz) == "UTC"
+    assert list(wx.columns) == [
+        "ghi",
+        "dni",
+        "dhi",
+        "temp_air",
+        "wind_speed",
+        "cloud_cover",
+        "albedo",
+    ]
+    local = wx.tz_convert("Asia/Seoul")
+    # EPW hour 13 is 12:00-13:00 local: the peak starts at 12:00, the day at 00:00
+    assert local.index[0] == pd.Timestamp("2026-06-15T00:00+09:00")
+    assert local["ghi"].idxmax() == pd.Timestamp("2026-06-15T12:00+09:00")
+    assert local["ghi"].max() == 700.0 and local["dni"].max() == 350.0
+    assert local["temp_air"].iloc[0] == pytest.approx(20.1)
+    assert local["cloud_cover"].tolist()[:12] == [10.0 * (h % 11) for h in range(1, 13)]
+    assert local["albedo"].iloc[2] == 0.25 and local["albedo"].drop(local.index[2]).eq(0.2).all()
+
+
+def test_epw_cloud_cover_beyond_ten_tenths_is_capped(tmp_path):
+    wx, _ = read_epw(_epw(tmp_path / "day.epw", sky_tenths=99), year=2026)  # 99: missing
+    assert (wx["cloud_cover"] == 100.0).all()
