@@ -395,3 +395,181 @@ def test_stored_energy_goes_to_the_grid_only_when_export_pays_and_money_comes_fi
     assert (plan.grid_export_kw.max() > 1.0) == exports
     if not exports:
         assert plan.battery_discharge_kw.max() == pytest.approx(0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- station helpers
+
+
+def _station_with(edit):
+    """The seed station's TOML with ``edit(data)`` applied (a dict from tomllib)."""
+    import tomllib
+
+    from megastation.core.config import parse_station, seeds_dir
+
+    path = seeds_dir() / "gwangju-donggu.toml"
+    data = tomllib.loads(path.read_text())
+    edit(data)
+    return parse_station(data, str(path))
+
+
+def test_an_ac_charger_smaller_than_its_connectors_shares_its_limit():
+    def edit(data):
+        ac = next(c for c in data["chargers"] if c["id"] == "GJDG-AC-01")
+        ac["max_power_kw"] = 10.0  # two 7 kW connectors on a 10 kW charger
+
+    st = _station_with(edit)
+    groups = {g.name: g for g in station_groups(st)}
+    assert groups["charger:GJDG-AC-01"].members == (("GJDG-AC-01", 1), ("GJDG-AC-01", 2))
+    assert groups["charger:GJDG-AC-01"].max_power_kw == 10.0
+    assert "charger:GJDG-AC-02" not in groups
+    cars = tuple(
+        car(f"s{k}", 20.0, connector_limit_kw(st, "GJDG-AC-01", k), 4, charger_id="GJDG-AC-01",
+            connector_id=k)
+        for k in (1, 2)
+    )  # fmt: skip
+    p = Problem(TimeGrid(T0, 4, 3600), np.full(4, 50.0), np.zeros(4), grid_state(4),
+                cars, groups=tuple(groups.values()))  # fmt: skip
+    plan = solve(p)
+    assert plan.ev_kw.max() <= 10.0 + 1e-6
+    np.testing.assert_allclose(plan.delivered_kwh, [20.0, 20.0], atol=1e-6)
+
+
+def test_unknown_connector_is_named(station):
+    with pytest.raises(KeyError) as err:
+        connector_limit_kw(station, "GJDG-AC-01", 3)
+    assert f"no connector GJDG-AC-01/3 in {station.source}" in str(err.value)
+    with pytest.raises(KeyError, match="no connector NOPE/1"):
+        connector_limit_kw(station, "NOPE", 1)
+
+
+def test_station_grid_state_and_battery_take_the_stations_figures():
+    def edit(data):
+        data["tariff"]["export_price_krw_per_kwh"] = 55.0
+        data["battery"].update(charge_efficiency=0.9, discharge_efficiency=0.85)
+
+    st = _station_with(edit)
+    grid = TimeGrid(T0, 4)
+    gs = station_grid_state(st, grid)
+    # a month with no peak yet bills the first kW; a known peak is passed through
+    assert gs.peak_so_far_kw == 0.0 and gs.export_price_krw_per_kwh == 55.0
+    assert station_grid_state(st, grid, peak_so_far_kw=120.0).peak_so_far_kw == 120.0
+    b = station_battery(st)
+    assert (b.charge_efficiency, b.discharge_efficiency) == (0.9, 0.85)
+    assert b.soc_frac == st.battery.initial_soc_frac == 0.5
+    assert b.renewable_frac == 0.0  # stored energy of unknown origin counts as grey
+    b = station_battery(st, soc_frac=0.2, renewable_frac=0.6)
+    assert (b.soc_frac, b.renewable_frac) == (0.2, 0.6)
+    assert station_battery(_station_with(lambda d: d.pop("battery"))) is None
+
+
+# --------------------------------------------------------------------------- loads, set points
+
+
+def test_uncontrolled_loads_add_to_the_site_load():
+    p = Problem(TimeGrid(T0, 2, 3600), np.array([0.0, 30.0]), np.array([10.0, 10.0]),
+                grid_state(2), uncontrolled_kw=np.array([20.0, 5.0]))  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.grid_import_kw, [30.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(plan.pv_used_kw, [0.0, 15.0], atol=1e-6)
+
+
+def test_first_step_set_points_are_step_zero_in_the_device_convention():
+    # Step 0: 40 kW of load at 200 KRW/kWh, served by the battery. Step 1: 100 kW of PV,
+    # 20 kW into the battery (its limit), 30 kW exported (the limit), 50 kW curtailed.
+    gs = GridState(import_limit_kw=500.0, export_limit_kw=30.0,
+                   import_price_krw_per_kwh=np.array([200.0, 50.0]))  # fmt: skip
+    b = battery(
+        capacity_kwh=100.0, soc_frac=0.5, max_discharge_kw=100.0, terminal_value_krw_per_kwh=50.0
+    )
+    p = Problem(TimeGrid(T0, 2, 3600), np.array([0.0, 100.0]), np.array([40.0, 0.0]), gs,
+                battery=b, policy="cost")  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.battery_discharge_kw, [40.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(plan.battery_charge_kw, [0.0, 20.0], atol=1e-6)
+    np.testing.assert_allclose(plan.grid_export_kw, [0.0, 30.0], atol=1e-6)
+    np.testing.assert_allclose(plan.curtailed_kw, [0.0, 50.0], atol=1e-6)
+    sp = plan.first_step()
+    assert sp.session_kw == {}
+    assert sp.battery_net_charge_kw == pytest.approx(-40.0, abs=1e-6)
+    assert sp.battery_setpoint_kw == pytest.approx(40.0, abs=1e-6)  # + discharge
+    assert (sp.grid_import_kw, sp.grid_export_kw, sp.curtailed_kw) == pytest.approx(
+        (0.0, 0.0, 0.0), abs=1e-6
+    )
+
+
+def test_first_step_keeps_power_of_a_car_without_a_minimum():
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2),
+                (car("a", 2.0, 2.0, 2), car("b", 2.0, 2.0, 2, connector_id=2, min_power_kw=1.4)))  # fmt: skip
+    plan = solve(p)
+    plan = dataclasses.replace(plan, session_kw=np.array([[0.5, 1.5], [0.5, 1.5]]))
+    assert plan.first_step().session_kw == {"a": 0.5, "b": 0.0}
+
+
+# --------------------------------------------------------------------------- tiers 4 and 1b
+
+#: Only tier 4 (a kWh later in the stay costs more) and the unmet penalty.
+EARLY_ONLY = Policy(grid_to_ev_weight_per_kwh=0.0, cost_weight_per_krw=0.0,
+                    early_weight_per_kwh=1.0, chatter_weight_per_kw=0.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arr_h", "dep_h", "kwh", "cost"),
+    [
+        # arrives 1:00, leaves 5:00: step 1's midpoint 1:30 is 1/8 through the stay
+        (1.0, 5.0, 10.0, 1.0 * (0.5 + 0.125) * 10.0),
+        # arrives 0:45: 2.5 kWh fit in step 0, whose midpoint is before the arrival (0)
+        (0.75, 4.75, 2.5, 1.0 * (0.5 + 0.0) * 2.5),
+        # plugged 2:00-2:06 only: step 2's midpoint is after the departure (1, not 5)
+        (2.0, 2.1, 0.5, 1.0 * (0.5 + 1.0) * 0.5),
+    ],
+)
+def test_early_charging_costs_the_progress_through_the_stay_at_the_step_midpoint(
+    arr_h, dep_h, kwh, cost
+):
+    p = Problem(TimeGrid(T0, 6, 3600), np.zeros(6), np.zeros(6), grid_state(6),
+                (car("s", kwh, 10.0, dep_h, arr_h),), policy=EARLY_ONLY)  # fmt: skip
+    plan = solve(p)
+    assert plan.delivered_kwh[0] == pytest.approx(kwh)
+    assert plan.objective_parts["objective"] == pytest.approx(cost, rel=1e-9)
+
+
+def test_uncertain_stay_costs_each_kwh_its_chance_that_the_car_has_left():
+    # Only the unmet penalty (1 per kWh) and the leave risk: the unsure car (plugged in an
+    # hour before the plan, lognormal stay, median 3 h, sigma 0.5) takes 10 kWh in step 0
+    # and 5 in step 1; cars with a known departure cost nothing whatever their fields.
+    from scipy.stats import lognorm
+
+    pol = Policy(unmet_weight_per_kwh=1.0, grid_to_ev_weight_per_kwh=0.0,
+                 cost_weight_per_krw=0.0, early_weight_per_kwh=0.0, chatter_weight_per_kw=0.0)  # fmt: skip
+    cars = (
+        car("unsure", 15.0, 10.0, 4, -1, stay_median_s=3 * 3600.0, stay_sigma=0.5),
+        car("sure", 5.0, 10.0, 4, -1, connector_id=2),
+        car("sigma_only", 5.0, 10.0, 4, -1, connector_id=3, stay_sigma=0.5),
+        car("median_only", 5.0, 10.0, 4, -1, connector_id=4, stay_median_s=1800.0),
+    )
+    p = Problem(TimeGrid(T0, 4, 3600), np.zeros(4), np.zeros(4), grid_state(4), cars, policy=pol)
+    plan = solve(p)
+    np.testing.assert_allclose(plan.delivered_kwh, [15.0, 5.0, 5.0, 5.0], atol=1e-6)
+    np.testing.assert_allclose(plan.session_kw[0, :2], [10.0, 5.0], atol=1e-6)
+    stay = lognorm(s=0.5, scale=3.0)  # hours
+    risk = [1.0 - stay.sf(1.0 + t + 0.5) / stay.sf(1.0) for t in (0, 1)]
+    assert plan.objective_parts["objective"] == pytest.approx(10 * risk[0] + 5 * risk[1], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- named policies
+
+
+@pytest.mark.parametrize(("gain_krw_per_kwh", "green"), [(0.5, False), (0.08, True)])
+def test_cost_policy_puts_money_first_and_the_green_label_second(gain_krw_per_kwh, green):
+    # A car plugged 0-2 h wants 10 kWh; 10 kW of PV in hour 0 can go into it or be
+    # exported at the import price of hour 1 plus a small gain. Half a won per kWh is
+    # money: export and charge from the grid later; under a tenth of a won (the
+    # tier-2 weight of a grid kWh under cost), the green kWh wins the near-tie.
+    gs = GridState(import_limit_kw=500.0, export_limit_kw=50.0,
+                   import_price_krw_per_kwh=np.array([100.0, 100.0]),
+                   export_price_krw_per_kwh=100.0 + gain_krw_per_kwh)  # fmt: skip
+    p = Problem(TimeGrid(T0, 2, 3600), np.array([10.0, 0.0]), np.zeros(2), gs,
+                (car("s", 10.0, 10.0, 2),), policy="cost")  # fmt: skip
+    plan = solve(p)
+    assert plan.renewable_frac[0] == pytest.approx(1.0 if green else 0.0, abs=1e-6)
+    assert plan.grid_export_kw[0] == pytest.approx(0.0 if green else 10.0, abs=1e-6)

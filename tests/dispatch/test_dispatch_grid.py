@@ -138,3 +138,28 @@ def test_fine_and_coarse_grids_agree_on_the_first_step():
     assert a.battery_net_charge_kw == pytest.approx(b.battery_net_charge_kw, abs=1e-4)
     assert a.grid_import_kw == pytest.approx(b.grid_import_kw, abs=1e-4)
     np.testing.assert_allclose(pf.delivered_kwh, pc.delivered_kwh, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- aligned grids
+
+
+def test_aligned_horizon_on_the_clock_has_no_extra_step():
+    g = TimeGrid.aligned(T0, 1.0)  # 10:00 exactly, 1 h: four 15-min steps to 11:00
+    assert g.n_steps == 4 and g.end == T0 + timedelta(hours=1)
+    one = TimeGrid.aligned(T0, 0.25)
+    assert one.n_steps == 1 and one.end == T0 + timedelta(minutes=15)
+    short = TimeGrid.aligned(T0 + timedelta(minutes=7), 0.1)  # shorter than the first step
+    assert short.n_steps == 1 and short.durations_s.tolist() == [480.0]
+
+
+def test_aligned_with_a_single_coarse_step():
+    # fine to 12:00 (2 h), then one hourly step to 13:00
+    g = TimeGrid.aligned(T0, 3.0, coarse_after_h=2.0, coarse_step_s=3600)
+    assert g.n_steps == 9 and g.n_fine == 8
+    assert g.durations_s.tolist() == [900.0] * 8 + [3600.0]
+
+
+def test_aligned_refuses_a_coarse_step_off_the_fine_clock():
+    with pytest.raises(ProblemError) as err:
+        TimeGrid.aligned(T0, 6.0, coarse_after_h=2.0, coarse_step_s=1000)
+    assert str(err.value) == "grid.coarse_step_s: must be a multiple of step_s=900, got 1000"
