@@ -454,3 +454,49 @@ def test_epw_is_mapped_and_its_hours_are_not_shifted_twice(tmp_path):
 def test_epw_cloud_cover_beyond_ten_tenths_is_capped(tmp_path):
     wx, _ = read_epw(_epw(tmp_path / "day.epw", sky_tenths=99), year=2026)  # 99: missing
     assert (wx["cloud_cover"] == 100.0).all()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "time,ghi\n2026-06-15T06:00+09:00,1\n2026-13-45T07:00+09:00,2\n",
+            "wx.csv: line 3: time '2026-13-45T07:00+09:00' is not ISO 8601",
+        ),
+        (
+            "time,ghi\nTue 2026-06-15 06:00+09:00,1\nTue 2026-06-15 07:00+09:00,2\n",
+            "wx.csv: column 'time' is not ISO 8601",
+        ),
+        (
+            "time,ghi\n2026-06-15T06:00,1\n2026-06-15T07:00,1\n",
+            "wx.csv: line 2: time '2026-06-15T06:00' has no UTC offset "
+            "(write e.g. 2026-06-15T09:00+09:00 or ...Z)",
+        ),
+        ('time,ghi\n"2026-06-15T06:00+09:00,1\n', "wx.csv: not a readable CSV: "),
+        ("", "wx.csv: not a readable CSV: "),
+        (
+            "tiem,ghi,temp_air\n2026-06-15T06:00Z,1,2\n",
+            "wx.csv: no 'time' column (columns: tiem, ghi, temp_air)",
+        ),
+    ],
+)
+def test_unreadable_times_and_files_are_named(text, message):
+    with pytest.raises(WeatherError) as err:
+        parse_csv(text, source="wx.csv")
+    assert str(err.value).startswith(message)
+
+
+def test_a_buffer_without_a_source_is_named_buffer():
+    with pytest.raises(WeatherError, match=r"^<buffer>: needs a 'ghi' or a 'cloud_cover' column"):
+        parse_csv("time,temp_air\n")
+
+
+def test_space_separated_times_spaces_after_commas_and_quoted_cells_are_read():
+    text = (
+        "time, ghi, temp_air\n"
+        '2026-06-15 06:00+09:00, "300", 20\n'
+        '2026-06-15 07:00+09:00, "310", 21\n'
+    )
+    wx = parse_csv(text, label="start")
+    assert wx.index[0] == pd.Timestamp("2026-06-15T06:00+09:00")
+    assert wx["ghi"].tolist() == [300.0, 310.0] and wx["temp_air"].tolist() == [20.0, 21.0]
