@@ -573,3 +573,19 @@ def test_cost_policy_puts_money_first_and_the_green_label_second(gain_krw_per_kw
     plan = solve(p)
     assert plan.renewable_frac[0] == pytest.approx(1.0 if green else 0.0, abs=1e-6)
     assert plan.grid_export_kw[0] == pytest.approx(0.0 if green else 10.0, abs=1e-6)
+
+
+def test_re100_counts_on_less_of_the_expected_cars_than_cost():
+    # re100 hedges against expected cars that do not come; cost plans for all of them.
+    from megastation.control.needs import ExpectedDemand, KindDemand
+    from megastation.control.problem import expected_session_needs
+
+    rates = [0.0] * 24
+    rates[18] = 2.0  # two DC cars expected at 18:00 local
+    demand = ExpectedDemand({"dc": KindDemand(tuple(rates), 30.0, 40.0, 100.0, 400.0)}, "test")
+    grid = TimeGrid(T0 + 3 * H, 12, 3600)  # 12:00 .. 24:00 in Seoul
+    kwh = {
+        name: expected_session_needs(demand, grid, "Asia/Seoul", Policy.of(name).expected_share)[1]
+        for name in ("re100", "cost")
+    }
+    assert 0.0 < kwh["re100"] < kwh["cost"]
