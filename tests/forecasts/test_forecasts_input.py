@@ -475,6 +475,11 @@ def test_epw_cloud_cover_beyond_ten_tenths_is_capped(tmp_path):
         ('time,ghi\n"2026-06-15T06:00+09:00,1\n', "wx.csv: not a readable CSV: "),
         ("", "wx.csv: not a readable CSV: "),
         (
+            "time,Gih\n2026-06-15T06:00Z,1\n",
+            "wx.csv: column 'Gih': unknown (misspelt?); expected some of "
+            "time, ghi, cloud_cover, temp_air, wind_speed, dni, dhi, albedo",
+        ),
+        (
             "tiem,ghi,temp_air\n2026-06-15T06:00Z,1,2\n",
             "wx.csv: no 'time' column (columns: tiem, ghi, temp_air)",
         ),
