@@ -589,3 +589,41 @@ def test_re100_counts_on_less_of_the_expected_cars_than_cost():
         for name in ("re100", "cost")
     }
     assert 0.0 < kwh["re100"] < kwh["cost"]
+
+
+# --------------------------------------------------------------------------- battery size, chatter
+
+
+def test_a_one_kwh_battery_takes_part_and_a_zero_kwh_one_does_not():
+    # Load 1 kW for an hour at 200 KRW/kWh: a full 1 kWh battery serves 0.95 kWh of it.
+    tiny = battery(capacity_kwh=1.0, soc_frac=1.0, discharge_efficiency=0.95)
+    p = Problem(TimeGrid(T0, 1, 3600), np.zeros(1), np.ones(1), grid_state(1, price=200.0),
+                battery=tiny, policy="cost")  # fmt: skip
+    plan = solve(p)
+    assert plan.battery_discharge_kw[0] == pytest.approx(0.95, rel=1e-6)
+    assert plan.grid_import_kw[0] == pytest.approx(0.05, rel=1e-6)
+    # At a negative price, cycling grid energy through a battery would burn it for money;
+    # a battery of 0 kWh holds nothing and takes no part.
+    none = battery(capacity_kwh=0.0, max_charge_kw=50.0, max_discharge_kw=50.0,
+                   charge_efficiency=0.9, discharge_efficiency=0.9)  # fmt: skip
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.full(2, 10.0), grid_state(2, price=-50.0),
+                battery=none, policy="cost")  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.grid_import_kw, [10.0, 10.0], atol=1e-6)
+    assert plan.battery_charge_kw.max() == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("per_session", [False, True])
+def test_chatter_reports_each_cars_move_from_its_current_power(per_session):
+    # A car charging at 10 kW now wants 50 kWh in 2 h at up to 30 kW: early charging puts
+    # 30 kW in step 0 and 20 in step 1, a move of 20 kW from its current power.
+    pol = dataclasses.replace(Policy.re100(), chatter_per_session=per_session)
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2),
+                (car("s", 50.0, 30.0, 2, current_power_kw=10.0),), policy=pol)  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.session_kw[0], [30.0, 20.0], atol=1e-6)
+    assert plan.objective_parts["chatter_kw"] == pytest.approx(20.0, abs=1e-6)
+    # without a chatter weight there is nothing to report
+    quiet = dataclasses.replace(pol, chatter_weight_per_kw=0.0)
+    plan = solve(dataclasses.replace(p, policy=quiet))
+    assert plan.objective_parts["chatter_kw"] == 0.0
