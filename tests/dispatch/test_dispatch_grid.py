@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from megastation.dispatch import (
     BatteryState,
     GridState,
+    Policy,
     Problem,
     ProblemError,
     SessionNeed,
@@ -163,3 +165,55 @@ def test_aligned_refuses_a_coarse_step_off_the_fine_clock():
     with pytest.raises(ProblemError) as err:
         TimeGrid.aligned(T0, 6.0, coarse_after_h=2.0, coarse_step_s=1000)
     assert str(err.value) == "grid.coarse_step_s: must be a multiple of step_s=900, got 1000"
+
+
+# --------------------------------------------------------------------------- step length
+
+
+def _hourly_day(step_s: int, policy) -> Problem:
+    """Four hours with everything in play (PV, load, cars, a part-green battery, export,
+    wear, the demand charge above this month's peak), on steps of ``step_s``; inputs are
+    constant within each hour."""
+    k = 3600 // step_s
+    hourly = lambda v: np.repeat(np.asarray(v, dtype=float), k)  # noqa: E731
+    n = 4 * k
+    gs = GridState(
+        import_limit_kw=hourly([80.0, 80.0, 80.0, 70.0]),
+        export_limit_kw=20.0,
+        import_price_krw_per_kwh=hourly([60.0, 90.0, 150.0, 220.0]),
+        export_price_krw_per_kwh=40.0,
+        demand_charge_krw_per_kw=300.0,
+        peak_so_far_kw=30.0,
+    )
+    cars = (
+        _car("a", -1, 2, 70.0, kw=50.0),
+        _car("b", 1, 4, 90.0, kw=40.0),
+        SessionNeed("c", "c", 2, T0 + timedelta(hours=2), T0 + timedelta(hours=4), 30.0, 22.0),
+        SessionNeed("d", "d", 3, T0 + timedelta(hours=3), T0 + timedelta(hours=4), 60.0, 60.0),
+    )
+    return Problem(
+        grid=TimeGrid(T0, n, step_s),
+        pv_kw=hourly([10.0, 90.0, 160.0, 0.0]),
+        site_load_kw=hourly([45.0, 10.0, 25.0, 40.0]),
+        grid_state=gs,
+        sessions=cars,
+        battery=BatteryState(150.0, 0.4, 0.1, 0.9, 60.0, 70.0, 0.92, 0.9, renewable_frac=0.5),
+        policy=policy,
+    )
+
+
+@pytest.mark.parametrize("base", ["re100", "cost"])
+@pytest.mark.parametrize("wear", [0.0, 25.0])
+def test_the_same_hours_cost_the_same_on_15_min_and_hourly_steps(base, wear):
+    # With inputs constant within each hour, averaging a 15-min plan over each hour gives
+    # an hourly plan of the same cost, and an hourly plan is a 15-min one: both optima
+    # are equal. Every term per kWh must therefore scale with the step length.
+    pol = dataclasses.replace(
+        Policy.of(base), early_weight_per_kwh=0.0, chatter_weight_per_kw=0.0,
+        battery_wear_krw_per_kwh=wear,
+    )  # fmt: skip
+    hour = solve(_hourly_day(3600, pol))
+    quarter = solve(_hourly_day(900, pol))
+    assert quarter.objective_parts["objective"] == pytest.approx(
+        hour.objective_parts["objective"], rel=1e-7
+    )
