@@ -17,7 +17,10 @@ from click.testing import CliRunner
 
 from forecasts.pvmodel import pv_power
 from forecasts.weather import (
+    TYPICAL_TEMP_AIR_C,
+    TYPICAL_WIND_SPEED_M_S,
     WeatherError,
+    clear_sky_weather,
     parse_csv,
     read_csv,
     read_epw,
@@ -505,3 +508,35 @@ def test_space_separated_times_spaces_after_commas_and_quoted_cells_are_read():
     wx = parse_csv(text, label="start")
     assert wx.index[0] == pd.Timestamp("2026-06-15T06:00+09:00")
     assert wx["ghi"].tolist() == [300.0, 310.0] and wx["temp_air"].tolist() == [20.0, 21.0]
+
+
+@pytest.mark.parametrize("column", ["ghi", "cloud_cover"])
+def test_either_ghi_or_cloud_cover_alone_is_enough(column):
+    text = f"time,{column}\n2026-06-15T06:00+09:00,40\n2026-06-15T07:00+09:00,50\n"
+    wx = parse_csv(text, label="start")  # two rows: the fewest that give a step
+    assert list(wx.columns) == [column] and wx[column].tolist() == [40.0, 50.0]
+
+
+def test_one_row_or_two_names_for_one_variable_are_refused():
+    with pytest.raises(WeatherError) as err:
+        parse_csv("time,ghi\n2026-06-15T06:00+09:00,40\n", source="wx.csv")
+    assert str(err.value) == "wx.csv: needs at least two rows, got 1"
+    text = "time,ghi,GHI_W_M2,temp_air\n" + "".join(
+        f"2026-06-15T0{h}:00+09:00,40,40,20\n" for h in (6, 7)
+    )
+    with pytest.raises(WeatherError) as err:
+        parse_csv(text, source="wx.csv")
+    assert str(err.value) == "wx.csv: columns ['ghi', 'GHI_W_M2'] all mean 'ghi': keep one"
+
+
+def test_clear_sky_weather_is_typical_temperature_and_wind_on_a_utc_index():
+    local = pd.date_range("2026-06-15T06:00", periods=3, freq="1h", tz="Asia/Seoul")
+    wx = clear_sky_weather(local)
+    assert list(wx.columns) == ["temp_air", "wind_speed"] and str(wx.index.tz) == "UTC"
+    assert wx.index[0] == pd.Timestamp("2026-06-14T21:00Z")
+    assert (wx["temp_air"] == TYPICAL_TEMP_AIR_C).all()
+    assert (wx["wind_speed"] == TYPICAL_WIND_SPEED_M_S).all()
+    assert clear_sky_weather(local, temp_air=30.0, wind_speed=3.0).iloc[0].tolist() == [30.0, 3.0]
+    with pytest.raises(WeatherError) as err:
+        clear_sky_weather(local.tz_localize(None))
+    assert str(err.value) == "clear_sky_weather: index must be timezone-aware"
