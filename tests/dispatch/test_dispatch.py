@@ -535,8 +535,8 @@ def test_early_charging_costs_the_progress_through_the_stay_at_the_step_midpoint
 
 def test_uncertain_stay_costs_each_kwh_its_chance_that_the_car_has_left():
     # Only the unmet penalty (1 per kWh) and the leave risk: the unsure car (plugged in an
-    # hour before the plan, lognormal stay, median 3 h, sigma 0.5) takes 10 kWh in step 0
-    # and 5 in step 1; cars with a known departure cost nothing whatever their fields.
+    # hour before the plan, lognormal stay, median 3 h, sigma 0.5) takes its 15 kWh as
+    # early as it can; cars with a known departure cost nothing whatever their fields.
     from scipy.stats import lognorm
 
     pol = Policy(unmet_weight_per_kwh=1.0, grid_to_ev_weight_per_kwh=0.0,
@@ -547,13 +547,14 @@ def test_uncertain_stay_costs_each_kwh_its_chance_that_the_car_has_left():
         car("sigma_only", 5.0, 10.0, 4, -1, connector_id=3, stay_sigma=0.5),
         car("median_only", 5.0, 10.0, 4, -1, connector_id=4, stay_median_s=1800.0),
     )
-    p = Problem(TimeGrid(T0, 4, 3600), np.zeros(4), np.zeros(4), grid_state(4), cars, policy=pol)
+    p = Problem(TimeGrid(T0, 8, 1800), np.zeros(8), np.zeros(8), grid_state(8), cars, policy=pol)
     plan = solve(p)
     np.testing.assert_allclose(plan.delivered_kwh, [15.0, 5.0, 5.0, 5.0], atol=1e-6)
-    np.testing.assert_allclose(plan.session_kw[0, :2], [10.0, 5.0], atol=1e-6)
+    np.testing.assert_allclose(plan.session_kw[0, :3], [10.0, 10.0, 10.0], atol=1e-6)
     stay = lognorm(s=0.5, scale=3.0)  # hours
-    risk = [1.0 - stay.sf(1.0 + t + 0.5) / stay.sf(1.0) for t in (0, 1)]
-    assert plan.objective_parts["objective"] == pytest.approx(10 * risk[0] + 5 * risk[1], rel=1e-6)
+    # half-hour steps: 5 kWh in each of the first three, at midpoints 0:15, 0:45, 1:15
+    risk = [1.0 - stay.sf(1.0 + 0.5 * t + 0.25) / stay.sf(1.0) for t in (0, 1, 2)]
+    assert plan.objective_parts["objective"] == pytest.approx(5 * sum(risk), rel=1e-6)
 
 
 # --------------------------------------------------------------------------- named policies
@@ -627,3 +628,82 @@ def test_chatter_reports_each_cars_move_from_its_current_power(per_session):
     quiet = dataclasses.replace(pol, chatter_weight_per_kw=0.0)
     plan = solve(dataclasses.replace(p, policy=quiet))
     assert plan.objective_parts["chatter_kw"] == 0.0
+
+
+# --------------------------------------------------------------------------- tier 5 (chatter)
+
+#: Only chatter (weight 1 per kW of change) and the unmet penalty.
+CHATTER_ONLY = Policy(grid_to_ev_weight_per_kwh=0.0, cost_weight_per_krw=0.0,
+                      early_weight_per_kwh=0.0, chatter_weight_per_kw=1.0)  # fmt: skip
+
+
+def test_chatter_costs_every_change_of_total_car_power():
+    # The import limit forces the car to 10, 20, 10 kW (40 kWh in 3 h) from 0 kW now:
+    # total car power moves 10 + 10 + 10 kW, and the car's first step 10 kW from now.
+    lim = np.array([10.0, 20.0, 10.0])
+    gs = GridState(import_limit_kw=lim, export_limit_kw=0.0, import_price_krw_per_kwh=np.zeros(3))
+    p = Problem(TimeGrid(T0, 3, 3600), np.zeros(3), np.zeros(3), gs,
+                (car("s", 40.0, 30.0, 3),), policy=CHATTER_ONLY)  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.session_kw[0], lim, atol=1e-6)
+    assert plan.objective_parts["objective"] == pytest.approx(30.0 + 10.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("load", "moves_kw"), [([10.0, 0.0], 10.0), ([10.0, 0.0, 10.0, 5.0], 10.0 + 10.0 + 5.0)]
+)
+def test_chatter_costs_every_change_of_battery_power(load, moves_kw):
+    # No grid: a full battery serves the load, so its power follows the load exactly;
+    # each kWh discharged also costs the chatter weight (as wear of the set point).
+    n = len(load)
+    gs = GridState(import_limit_kw=0.0, export_limit_kw=0.0, import_price_krw_per_kwh=np.zeros(n))
+    p = Problem(TimeGrid(T0, n, 3600), np.zeros(n), np.array(load), gs,
+                battery=battery(capacity_kwh=100.0, soc_frac=1.0), policy=CHATTER_ONLY)  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.battery_discharge_kw, load, atol=1e-6)
+    assert plan.objective_parts["objective"] == pytest.approx(moves_kw + sum(load), abs=1e-6)
+
+
+# --------------------------------------------------------------------------- priority, horizon
+
+
+def test_priority_decides_who_gets_scarce_energy():
+    cars = (car("low", 10.0, 10.0, 1), car("high", 10.0, 10.0, 1, connector_id=2, priority=2.0))
+    p = Problem(TimeGrid(T0, 1, 3600), np.zeros(1), np.zeros(1), grid_state(1, limit_kw=10.0),
+                cars)  # fmt: skip
+    np.testing.assert_allclose(solve(p).delivered_kwh, [0.0, 10.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["re100", "cost"])
+def test_pv_now_goes_to_the_car_that_matters_more_even_if_both_could_wait(policy):
+    # Both cars stay long after the 1 h horizon (nothing is due within it): 10 kWh of PV
+    # now is still worth giving away, to the car with the higher priority.
+    cars = (car("low", 40.0, 10.0, 6), car("high", 40.0, 10.0, 6, connector_id=2, priority=2.0))
+    gs = GridState(import_limit_kw=0.0, export_limit_kw=10.0,
+                   import_price_krw_per_kwh=np.full(1, 100.0), export_price_krw_per_kwh=10.0)  # fmt: skip
+    p = Problem(TimeGrid(T0, 1, 3600), np.full(1, 10.0), np.zeros(1), gs, cars, policy=policy)
+    plan = solve(p)
+    np.testing.assert_allclose(plan.delivered_kwh, [0.0, 10.0], atol=1e-6)
+
+
+def test_cost_policy_buys_now_for_a_car_that_could_wait_only_below_the_mean_price():
+    # The car may finish after the horizon; a kWh it still wants then is valued at half a
+    # grid kWh at the mean price (0.5 x 100 KRW): 40 KRW now is worth it, 160 is not.
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2),
+                grid_state(2, price=[40.0, 160.0]), (car("s", 20.0, 10.0, 10),), policy="cost")  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.session_kw[0], [10.0, 0.0], atol=1e-6)
+
+
+def test_green_terminal_value_keeps_pv_in_the_battery_instead_of_exporting_it():
+    # 50 kWh of PV in the last step: exported at 100 KRW (10 points under re100), or
+    # stored (45 kWh at 0.9) for 0.5 x a tier-2 kWh x 0.95 each (4,750 points).
+    pol = dataclasses.replace(Policy.re100(), green_terminal_frac=0.5)
+    gs = GridState(import_limit_kw=0.0, export_limit_kw=50.0,
+                   import_price_krw_per_kwh=np.full(1, 100.0), export_price_krw_per_kwh=100.0)  # fmt: skip
+    b = battery(capacity_kwh=100.0, max_charge_kw=50.0, charge_efficiency=0.9,
+                discharge_efficiency=0.95)  # fmt: skip
+    p = Problem(TimeGrid(T0, 1, 3600), np.full(1, 50.0), np.zeros(1), gs, battery=b, policy=pol)
+    plan = solve(p)
+    assert plan.battery_charge_kw[0] == pytest.approx(50.0, abs=1e-6)
+    assert plan.objective_parts["objective"] == pytest.approx(-45.0 * 1e4 * 0.5 * 0.95, rel=1e-9)

@@ -217,3 +217,17 @@ def test_the_same_hours_cost_the_same_on_15_min_and_hourly_steps(base, wear):
     assert quarter.objective_parts["objective"] == pytest.approx(
         hour.objective_parts["objective"], rel=1e-7
     )
+
+
+def test_load_shed_costs_the_same_on_15_min_and_hourly_steps():
+    # 50 kW of load on a 30 kW grid for an hour: 20 kWh shed, whatever the step length.
+    def plan(step_s):
+        n = 3600 // step_s
+        gs = GridState(30.0, 0.0, np.full(n, 100.0))
+        return solve(Problem(TimeGrid(T0, n, step_s), np.zeros(n), np.full(n, 50.0), gs))
+
+    hour, quarter = plan(3600), plan(900)
+    assert hour.objective_parts["load_shed_kwh"] == pytest.approx(20.0)
+    assert quarter.objective_parts["objective"] == pytest.approx(
+        hour.objective_parts["objective"], rel=1e-9
+    )
