@@ -184,12 +184,12 @@ def run_module(
         timed_out = _mutmut_run(dest, max_children, [], timeout_min * 60)
     equivalent = _equivalent()
     # mutmut keeps a mutant's verdict while its function is unchanged, even when tests
-    # were added since: give the survivors (and the mutants no test reached) of earlier
-    # runs a second chance, by name.
+    # were added since: give the survivors (and the mutants no test reached, and those a
+    # stopped run left "suspicious") of earlier runs a second chance, by name.
     again = [
         k
         for k, v in _results(dest).items()
-        if v in ("survived", "no tests") and k not in equivalent
+        if v in ("survived", "suspicious", "no tests") and k not in equivalent
     ]
     left_s = timeout_min * 60 - (time.monotonic() - t0)
     if again and not timed_out and left_s > 0:
