@@ -62,8 +62,9 @@ def load_issued(
     """
     rows = store.conn.execute(
         "SELECT issued_at, start, step_min, n_steps, p50_kw, p10_kw, p90_kw, clear_kw, raw_kw "
-        "FROM pv_forecasts WHERE issued_at < ? ORDER BY issued_at",
-        [iso(end)],
+        "FROM pv_forecasts WHERE issued_at < ? "
+        "AND julianday(start) + n_steps * step_min / 1440.0 > julianday(?) ORDER BY issued_at",
+        [iso(end), iso(start)],  # only forecasts that reach into [start, end) are read
     ).fetchall()
     parts = []
     for issued_at, first, step_min, n, *series in rows:
