@@ -614,16 +614,20 @@ def test_a_one_kwh_battery_takes_part_and_a_zero_kwh_one_does_not():
     assert plan.battery_charge_kw.max() == pytest.approx(0.0, abs=1e-9)
 
 
-@pytest.mark.parametrize("per_session", [False, True])
-def test_chatter_reports_each_cars_move_from_its_current_power(per_session):
-    # A car charging at 10 kW now wants 50 kWh in 2 h at up to 30 kW: early charging puts
-    # 30 kW in step 0 and 20 in step 1, a move of 20 kW from its current power.
+@pytest.mark.parametrize(("per_session", "chatter_kw"), [(False, 20.0 + 15.0), (True, 20.0)])
+def test_chatter_reports_each_cars_move_from_its_current_power(per_session, chatter_kw):
+    # Two cars that need full power for both steps: one charging at 10 kW now goes to 30,
+    # the other at 20 kW now goes to 5. Per car, the first step moves 20 and 15 kW; per
+    # session, only rises count (20 kW, then none).
     pol = dataclasses.replace(Policy.re100(), chatter_per_session=per_session)
-    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2),
-                (car("s", 50.0, 30.0, 2, current_power_kw=10.0),), policy=pol)  # fmt: skip
+    cars = (
+        car("a", 60.0, 30.0, 2, current_power_kw=10.0),
+        car("b", 10.0, 5.0, 2, connector_id=2, current_power_kw=20.0),
+    )
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2), cars, policy=pol)
     plan = solve(p)
-    np.testing.assert_allclose(plan.session_kw[0], [30.0, 20.0], atol=1e-6)
-    assert plan.objective_parts["chatter_kw"] == pytest.approx(20.0, abs=1e-6)
+    np.testing.assert_allclose(plan.session_kw, [[30.0, 30.0], [5.0, 5.0]], atol=1e-6)
+    assert plan.objective_parts["chatter_kw"] == pytest.approx(chatter_kw, abs=1e-6)
     # without a chatter weight there is nothing to report
     quiet = dataclasses.replace(pol, chatter_weight_per_kw=0.0)
     plan = solve(dataclasses.replace(p, policy=quiet))
@@ -637,16 +641,19 @@ CHATTER_ONLY = Policy(grid_to_ev_weight_per_kwh=0.0, cost_weight_per_krw=0.0,
                       early_weight_per_kwh=0.0, chatter_weight_per_kw=1.0)  # fmt: skip
 
 
-def test_chatter_costs_every_change_of_total_car_power():
-    # The import limit forces the car to 10, 20, 10 kW (40 kWh in 3 h) from 0 kW now:
-    # total car power moves 10 + 10 + 10 kW, and the car's first step 10 kW from now.
+@pytest.mark.parametrize(("per_session", "per_car_kw"), [(False, 15.0), (True, 10.0)])
+def test_chatter_costs_every_change_of_total_car_power(per_session, per_car_kw):
+    # The import limit forces the car to 10, 20, 10 kW (40 kWh in 3 h) from 25 kW now:
+    # total car power moves 15 + 10 + 10 kW. Per car: the first step's move (15 kW), or
+    # per session every rise (10 kW).
     lim = np.array([10.0, 20.0, 10.0])
     gs = GridState(import_limit_kw=lim, export_limit_kw=0.0, import_price_krw_per_kwh=np.zeros(3))
+    pol = dataclasses.replace(CHATTER_ONLY, chatter_per_session=per_session)
     p = Problem(TimeGrid(T0, 3, 3600), np.zeros(3), np.zeros(3), gs,
-                (car("s", 40.0, 30.0, 3),), policy=CHATTER_ONLY)  # fmt: skip
+                (car("s", 40.0, 30.0, 3, current_power_kw=25.0),), policy=pol)  # fmt: skip
     plan = solve(p)
     np.testing.assert_allclose(plan.session_kw[0], lim, atol=1e-6)
-    assert plan.objective_parts["objective"] == pytest.approx(30.0 + 10.0, abs=1e-6)
+    assert plan.objective_parts["objective"] == pytest.approx(35.0 + per_car_kw, abs=1e-6)
 
 
 @pytest.mark.parametrize(
