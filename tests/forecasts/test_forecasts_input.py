@@ -423,7 +423,8 @@ def _epw(path, *, albedo=0.2, sky_tenths=None) -> Path:
     for h in range(1, 25):  # EPW hour h is the hour ending at h:00 local standard time
         ghi = max(0, 700 - 100 * abs(h - 13))
         sky = (h % 11) if sky_tenths is None else sky_tenths
-        alb = albedo if h != 3 else 1.5  # 1.5: not an albedo, the typical 0.25 stands in
+        # 1.5, 0 (missing) and 1.0 are not taken as albedos: the typical 0.25 stands in
+        alb = {3: 1.5, 4: 0.0, 5: 1.0}.get(h, albedo)
         row = [1999, 6, 15, h, 60, "?9?9?9?9E0?9?9?9?9?9?9?9?9?9?9?9?9?9?9*9*9?9?9?9",
                20.0 + h / 10, 15.0, 60, 101000, 0, 0, 300, ghi, ghi // 2, ghi // 2, 0, 0, 0, 0,
                180, 2.5, sky, 0, 20, 77777, 9, 999999999, 20, 0.1, 0, 88, alb, 0, 1]  # fmt: skip
@@ -451,12 +452,28 @@ def test_epw_is_mapped_and_its_hours_are_not_shifted_twice(tmp_path):
     assert local["ghi"].max() == 700.0 and local["dni"].max() == 350.0
     assert local["temp_air"].iloc[0] == pytest.approx(20.1)
     assert local["cloud_cover"].tolist()[:12] == [10.0 * (h % 11) for h in range(1, 13)]
-    assert local["albedo"].iloc[2] == 0.25 and local["albedo"].drop(local.index[2]).eq(0.2).all()
+    assert local["albedo"].iloc[2:5].eq(0.25).all()
+    assert local["albedo"].drop(local.index[2:5]).eq(0.2).all()
 
 
-def test_epw_cloud_cover_beyond_ten_tenths_is_capped(tmp_path):
-    wx, _ = read_epw(_epw(tmp_path / "day.epw", sky_tenths=99), year=2026)  # 99: missing
-    assert (wx["cloud_cover"] == 100.0).all()
+@pytest.mark.parametrize(("tenths", "cloud_pct"), [(99, 100.0), (-1, 0.0)])
+def test_epw_cloud_cover_outside_zero_to_ten_tenths_is_clipped(tmp_path, tenths, cloud_pct):
+    wx, _ = read_epw(_epw(tmp_path / "day.epw", sky_tenths=tenths), year=2026)  # 99: missing
+    assert (wx["cloud_cover"] == cloud_pct).all()
+
+
+def test_epw_and_tmy3_read_without_warnings_and_name_the_file(tmp_path):
+    path = _epw(tmp_path / "day.epw")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_epw(path, year=2026)
+        read_tmy3(TMY3, year=2026)
+    text = path.read_text().replace(",700,350,350,", ",1700,350,350,")  # GHI of hour 13
+    path.write_text(text)
+    with pytest.raises(WeatherError) as err:
+        read_epw(path, year=2026)
+    assert str(err.value).startswith(f"{path}: line ")
+    assert str(err.value).endswith("column 'ghi': 1700 is outside 0..1500")
 
 
 @pytest.mark.parametrize(
