@@ -714,3 +714,162 @@ def test_green_terminal_value_keeps_pv_in_the_battery_instead_of_exporting_it():
     plan = solve(p)
     assert plan.battery_charge_kw[0] == pytest.approx(50.0, abs=1e-6)
     assert plan.objective_parts["objective"] == pytest.approx(-45.0 * 1e4 * 0.5 * 0.95, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- every precondition
+
+
+def _valid(**change) -> Problem:
+    """A problem that reaches every check of validate (battery, two cars, a group)."""
+    gs = change.pop("gs", {})
+    b = change.pop("bat", {})
+    cars = change.pop("cars", (car("a", 5.0, 10.0, 1.0), car("b", 5.0, 10.0, 2.0, connector_id=2)))
+    base = dict(
+        grid=TimeGrid(T0, 4),
+        pv_kw=np.zeros(4),
+        site_load_kw=np.zeros(4),
+        grid_state=dataclasses.replace(grid_state(4), **gs),
+        sessions=cars,
+        battery=battery(**{"soc_min_frac": 0.1, "soc_max_frac": 0.9, "soc_frac": 0.5, **b}),
+        groups=(PowerGroup("g", (("C1", 1), ("C1", 2)), 15.0),),
+    )
+    return Problem(**{**base, **change})
+
+
+def _bad_car(**kw) -> tuple[SessionNeed, SessionNeed]:
+    arr, dep = kw.pop("arr_h", 0.0), kw.pop("dep_h", 2.0)
+    b = dataclasses.replace(car("b", 5.0, 10.0, dep, arr_h=arr, connector_id=2), **kw)
+    return (car("a", 5.0, 10.0, 1.0), b)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(pv_kw=np.zeros(3)), "pv_kw: must have one value per step (4), got shape (3,)"),
+        (dict(pv_kw=np.array([0, 1, NAN, 0])), "pv_kw[2]: must be finite, got nan"),
+        (dict(site_load_kw=np.array([0, -2, 0, 0])), "site_load_kw[1]: must be >= 0, got -2"),
+        (dict(pv_p10_kw=np.array([0, 0, 0, INF])), "pv_p10_kw[3]: must be finite, got inf"),
+        (dict(uncontrolled_kw=np.array([-1, 0, 0, 0])), "uncontrolled_kw[0]: must be >= 0, got -1"),
+        (
+            dict(gs=dict(import_limit_kw=-5.0)),
+            "grid_state.import_limit_kw[0]: must be >= 0, got -5",
+        ),
+        (dict(gs=dict(export_limit_kw=-1.0)), "grid_state.export_limit_kw: must be >= 0, got -1"),
+        (
+            dict(gs=dict(import_price_krw_per_kwh=np.array([100, NAN, 100, 100]))),
+            "grid_state.import_price_krw_per_kwh[1]: must be finite, got nan",
+        ),
+        (
+            dict(gs=dict(export_price_krw_per_kwh=INF)),
+            "grid_state.export_price_krw_per_kwh: must be finite, got inf",
+        ),
+        (
+            dict(gs=dict(demand_charge_krw_per_kw=-1.0)),
+            "grid_state.demand_charge_krw_per_kw: must be >= 0, got -1",
+        ),
+        (dict(gs=dict(peak_so_far_kw=-3.0)), "grid_state.peak_so_far_kw: must be >= 0, got -3"),
+        (dict(bat=dict(capacity_kwh=-1.0)), "battery.capacity_kwh: must be >= 0, got -1"),
+        (dict(bat=dict(soc_min_frac=1.5)), "battery.soc_min_frac: must be <= 1, got 1.5"),
+        (dict(bat=dict(soc_min_frac=-0.1)), "battery.soc_min_frac: must be >= 0, got -0.1"),
+        (dict(bat=dict(soc_max_frac=1.2)), "battery.soc_max_frac: must be <= 1, got 1.2"),
+        (
+            dict(bat=dict(soc_min_frac=0.6, soc_max_frac=0.4)),
+            "battery.soc_min_frac: must not exceed soc_max_frac",
+        ),
+        (dict(bat=dict(soc_frac=1.1)), "battery.soc_frac: must be <= 1, got 1.1"),
+        (
+            dict(bat=dict(soc_frac=0.05)),
+            "battery.soc_frac: must lie in [soc_min_frac, soc_max_frac] = [0.1, 0.9], got 0.05",
+        ),
+        (
+            dict(bat=dict(soc_frac=0.95)),
+            "battery.soc_frac: must lie in [soc_min_frac, soc_max_frac] = [0.1, 0.9], got 0.95",
+        ),
+        (dict(bat=dict(max_charge_kw=-1.0)), "battery.max_charge_kw: must be >= 0, got -1"),
+        (dict(bat=dict(max_discharge_kw=-2.0)), "battery.max_discharge_kw: must be >= 0, got -2"),
+        (dict(bat=dict(charge_efficiency=0.0)), "battery.charge_efficiency: must be > 0, got 0"),
+        (
+            dict(bat=dict(discharge_efficiency=1.05)),
+            "battery.discharge_efficiency: must be <= 1, got 1.05",
+        ),
+        (dict(bat=dict(renewable_frac=1.5)), "battery.renewable_frac: must be <= 1, got 1.5"),
+        (
+            dict(bat=dict(terminal_value_krw_per_kwh=NAN)),
+            "battery.terminal_value_krw_per_kwh: must be finite, got nan",
+        ),
+        (
+            dict(cars=(car("a", 5.0, 10.0, 1.0), car("a", 5.0, 10.0, 1.0, connector_id=2))),
+            "sessions[1].session_id: duplicate 'a'",
+        ),
+        (
+            dict(cars=_bad_car(arr_h=-1.0, dep_h=-0.5)),
+            "sessions[1].departure: 2026-06-14T23:30:00+00:00 is not after the grid start "
+            "2026-06-15T00:00:00+00:00",
+        ),
+        (
+            dict(cars=_bad_car(arr_h=-1.0, dep_h=0.0)),
+            "sessions[1].departure: 2026-06-15T00:00:00+00:00 is not after the grid start "
+            "2026-06-15T00:00:00+00:00",
+        ),
+        (
+            dict(cars=_bad_car(arr_h=2.0, dep_h=1.0)),
+            "sessions[1].departure: must be after arrival 2026-06-15T02:00:00+00:00",
+        ),
+        (
+            dict(cars=_bad_car(arr_h=1.0, dep_h=1.0)),
+            "sessions[1].departure: must be after arrival 2026-06-15T01:00:00+00:00",
+        ),
+        (dict(cars=_bad_car(energy_kwh=-5.0)), "sessions[1].energy_kwh: must be >= 0, got -5"),
+        (dict(cars=_bad_car(max_power_kw=-1.0)), "sessions[1].max_power_kw: must be >= 0, got -1"),
+        (dict(cars=_bad_car(min_power_kw=11.0)), "sessions[1].min_power_kw: must be <= 10, got 11"),
+        (dict(cars=_bad_car(min_power_kw=-1.0)), "sessions[1].min_power_kw: must be >= 0, got -1"),
+        (dict(cars=_bad_car(priority=-1.0)), "sessions[1].priority: must be >= 0, got -1"),
+        (
+            dict(cars=_bad_car(current_power_kw=-1.0)),
+            "sessions[1].current_power_kw: must be >= 0, got -1",
+        ),
+        (dict(cars=_bad_car(stay_sigma=-0.5)), "sessions[1].stay_sigma: must be >= 0, got -0.5"),
+        (
+            dict(cars=_bad_car(stay_median_s=0.5)),
+            "sessions[1].stay_median_s: must be >= 1, got 0.5",
+        ),
+        (
+            dict(groups=(PowerGroup("g", (), 1.0), PowerGroup("h", (), np.array([5, 5, -1, 5])))),
+            "groups[1].max_power_kw[2]: must be >= 0, got -1",
+        ),
+        (dict(policy="greenest"), "policy: must be 're100', 'cost' or a Policy, got 'greenest'"),
+    ],
+)
+def test_every_bad_field_is_named_with_its_rule(change, message):
+    with pytest.raises(ProblemError) as err:
+        solve(_valid(**change))
+    assert str(err.value) == message
+
+
+def test_a_naive_arrival_is_named():
+    naive = dataclasses.replace(car("b", 5.0, 10.0, 2.0), arrival=datetime(2026, 6, 15))
+    with pytest.raises(ProblemError, match=r"^sessions\[1\]\.arrival/departure: "):
+        solve(_valid(cars=(car("a", 5.0, 10.0, 1.0), naive)))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(gs=dict(import_price_krw_per_kwh=np.array([-20.0, 0.0, 100.0, 100.0]))),
+        dict(gs=dict(export_price_krw_per_kwh=-5.0, export_limit_kw=0.0, import_limit_kw=0.0)),
+        dict(bat=dict(terminal_value_krw_per_kwh=-10.0)),
+        dict(bat=dict(soc_frac=0.1 - 1e-10)),
+        dict(bat=dict(soc_frac=0.9 + 1e-10)),
+        dict(bat=dict(soc_min_frac=0.0, soc_max_frac=1.0, soc_frac=1.0, renewable_frac=1.0)),
+        dict(bat=dict(soc_min_frac=0.5, soc_max_frac=0.5, soc_frac=0.5, capacity_kwh=0.0)),
+        dict(bat=dict(charge_efficiency=1.0, discharge_efficiency=1.0)),
+        dict(cars=_bad_car(min_power_kw=10.0, stay_median_s=1.0, stay_sigma=0.0, energy_kwh=0.0)),
+        dict(cars=_bad_car(arr_h=-1.0, dep_h=0.25)),
+        dict(policy=Policy.cost()),
+    ],
+)
+def test_values_on_the_edge_of_each_rule_are_accepted(change):
+    assert solve(_valid(**change)).status == "optimal"

@@ -231,3 +231,41 @@ def test_load_shed_costs_the_same_on_15_min_and_hourly_steps():
     assert quarter.objective_parts["objective"] == pytest.approx(
         hour.objective_parts["objective"], rel=1e-9
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((4, 900, None, None, None), None),
+        ((0, 900), "grid.n_steps: must be >= 1, got 0"),
+        ((4, 0), "grid.step_s: must be > 0, got 0"),
+        ((4, 900, 0), "grid.first_step_s: must be in (0, step_s=900], got 0"),
+        ((4, 900, 901), "grid.first_step_s: must be in (0, step_s=900], got 901"),
+        ((4, 900, 900), None),
+        ((4, 900, None, 600, 2), "grid.coarse_step_s: must be a multiple of step_s=900, got 600"),
+        ((4, 900, None, 1000, 2), "grid.coarse_step_s: must be a multiple of step_s=900, got 1000"),
+        ((4, 900, None, 900, 2), None),
+        (
+            (4, 900, None, 3600, None),
+            "grid.n_fine: must be in [1, n_steps=4] with coarse_step_s, got None",
+        ),
+        (
+            (4, 900, None, 3600, 0),
+            "grid.n_fine: must be in [1, n_steps=4] with coarse_step_s, got 0",
+        ),
+        (
+            (4, 900, None, 3600, 5),
+            "grid.n_fine: must be in [1, n_steps=4] with coarse_step_s, got 5",
+        ),
+        ((4, 900, None, 3600, 1), None),
+        ((4, 900, None, 3600, 4), None),
+        ((4, 900, None, None, 2), "grid.n_fine: needs coarse_step_s"),
+    ],
+)
+def test_every_grid_rule_is_named(args, message):
+    if message is None:
+        assert TimeGrid(T0, *args).n_steps == 4
+        return
+    with pytest.raises(ProblemError) as err:
+        TimeGrid(T0, *args)
+    assert str(err.value) == message
