@@ -557,3 +557,16 @@ def test_clear_sky_weather_is_typical_temperature_and_wind_on_a_utc_index():
     with pytest.raises(WeatherError) as err:
         clear_sky_weather(local.tz_localize(None))
     assert str(err.value) == "clear_sky_weather: index must be timezone-aware"
+
+
+def test_grids_without_a_frequency_take_their_step_from_the_times():
+    wx = parse_csv(HEAD + rows(n=12), label="start")
+    t0 = pd.Timestamp("2026-06-15T07:00+09:00")
+    half_hourly = resample_weather(wx, step_grid(t0, 4, 30))
+    two = resample_weather(wx, pd.DatetimeIndex([t0, t0 + pd.Timedelta("30min")]))
+    assert two["ghi"].tolist() == pytest.approx(half_hourly["ghi"].iloc[:2].tolist())
+    # one step and no frequency: a 15-minute step is assumed
+    one = resample_weather(wx, pd.DatetimeIndex([t0]))
+    quarter = resample_weather(wx, step_grid(t0, 1, 15))
+    assert one["ghi"].tolist() == pytest.approx(quarter["ghi"].tolist())
+    assert half_hourly["ghi"].iloc[0] != pytest.approx(quarter["ghi"].iloc[0])
