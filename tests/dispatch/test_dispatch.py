@@ -471,6 +471,7 @@ def test_uncontrolled_loads_add_to_the_site_load():
     plan = solve(p)
     np.testing.assert_allclose(plan.grid_import_kw, [30.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(plan.pv_used_kw, [0.0, 15.0], atol=1e-6)
+    assert plan.soc_frac.tolist() == [0.0, 0.0, 0.0]  # no battery: empty, not NaN
 
 
 def test_first_step_set_points_are_step_zero_in_the_device_convention():
@@ -873,3 +874,14 @@ def test_a_naive_arrival_is_named():
 )
 def test_values_on_the_edge_of_each_rule_are_accepted(change):
     assert solve(_valid(**change)).status == "optimal"
+
+
+def test_a_group_with_no_car_plugged_in_does_not_hide_the_next_group():
+    idle = PowerGroup("idle", (("C9", 1),), 5.0)
+    busy = PowerGroup("busy", (("C1", 1), ("C1", 2)), 15.0)
+    cars = (car("a", 20.0, 10.0, 2), car("b", 20.0, 10.0, 2, connector_id=2))
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2), cars,
+                groups=(idle, busy))  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.ev_kw, [15.0, 15.0], atol=1e-6)
+    np.testing.assert_allclose(plan.delivered_kwh.sum(), 30.0, atol=1e-6)
