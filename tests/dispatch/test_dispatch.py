@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tomllib
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from scipy.stats import lognorm
 
+from megastation.control.needs import ExpectedDemand, KindDemand
+from megastation.control.problem import expected_session_needs
+from megastation.core.config import parse_station, seeds_dir
 from megastation.dispatch import (
     BatteryState,
     GridState,
@@ -402,10 +407,6 @@ def test_stored_energy_goes_to_the_grid_only_when_export_pays_and_money_comes_fi
 
 def _station_with(edit):
     """The seed station's TOML with ``edit(data)`` applied (a dict from tomllib)."""
-    import tomllib
-
-    from megastation.core.config import parse_station, seeds_dir
-
     path = seeds_dir() / "gwangju-donggu.toml"
     data = tomllib.loads(path.read_text())
     edit(data)
@@ -538,8 +539,6 @@ def test_uncertain_stay_costs_each_kwh_its_chance_that_the_car_has_left():
     # Only the unmet penalty (1 per kWh) and the leave risk: the unsure car (plugged in an
     # hour before the plan, lognormal stay, median 3 h, sigma 0.5) takes its 15 kWh as
     # early as it can; cars with a known departure cost nothing whatever their fields.
-    from scipy.stats import lognorm
-
     pol = Policy(unmet_weight_per_kwh=1.0, grid_to_ev_weight_per_kwh=0.0,
                  cost_weight_per_krw=0.0, early_weight_per_kwh=0.0, chatter_weight_per_kw=0.0)  # fmt: skip
     cars = (
@@ -579,9 +578,6 @@ def test_cost_policy_puts_money_first_and_the_green_label_second(gain_krw_per_kw
 
 def test_re100_counts_on_less_of_the_expected_cars_than_cost():
     # re100 hedges against expected cars that do not come; cost plans for all of them.
-    from megastation.control.needs import ExpectedDemand, KindDemand
-    from megastation.control.problem import expected_session_needs
-
     rates = [0.0] * 24
     rates[18] = 2.0  # two DC cars expected at 18:00 local
     demand = ExpectedDemand({"dc": KindDemand(tuple(rates), 30.0, 40.0, 100.0, 400.0)}, "test")
