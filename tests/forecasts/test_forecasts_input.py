@@ -570,3 +570,11 @@ def test_grids_without_a_frequency_take_their_step_from_the_times():
     quarter = resample_weather(wx, step_grid(t0, 1, 15))
     assert one["ghi"].tolist() == pytest.approx(quarter["ghi"].tolist())
     assert half_hourly["ghi"].iloc[0] != pytest.approx(quarter["ghi"].iloc[0])
+
+
+def test_finer_weather_beyond_both_ends_of_the_grid_is_averaged_inside_it():
+    wx = parse_csv(HEAD + rows(n=24, step_min=15, start="2026-06-15T05:00+09:00"), label="start")
+    grid = pd.date_range("2026-06-15T06:00+09:00", periods=3, freq="1h")
+    out = resample_weather(wx, grid)
+    # ghi is 300 + i at 05:00 + 15 min x i: the 06:00 hour averages i = 4..7
+    assert out["ghi"].tolist() == pytest.approx([305.5, 309.5, 313.5])
