@@ -490,6 +490,7 @@ def test_first_step_set_points_are_step_zero_in_the_device_convention():
     np.testing.assert_allclose(plan.battery_charge_kw, [0.0, 20.0], atol=1e-6)
     np.testing.assert_allclose(plan.grid_export_kw, [0.0, 30.0], atol=1e-6)
     np.testing.assert_allclose(plan.curtailed_kw, [0.0, 50.0], atol=1e-6)
+    assert plan.unmet_kwh.shape == (0,) and plan.objective_parts["new_peak_kw"] == 0.0
     sp = plan.first_step()
     assert sp.session_kw == {}
     assert sp.battery_net_charge_kw == pytest.approx(-40.0, abs=1e-6)

@@ -227,7 +227,9 @@ def test_load_shed_costs_the_same_on_15_min_and_hourly_steps():
         return solve(Problem(TimeGrid(T0, n, step_s), np.zeros(n), np.full(n, 50.0), gs))
 
     hour, quarter = plan(3600), plan(900)
-    assert hour.objective_parts["load_shed_kwh"] == pytest.approx(20.0)
+    for p in (hour, quarter):
+        assert p.objective_parts["load_shed_kwh"] == pytest.approx(20.0)
+        assert p.objective_parts["energy_cost_krw"] == pytest.approx(30.0 * 100.0)
     assert quarter.objective_parts["objective"] == pytest.approx(
         hour.objective_parts["objective"], rel=1e-9
     )
