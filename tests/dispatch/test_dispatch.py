@@ -882,3 +882,33 @@ def test_a_group_with_no_car_plugged_in_does_not_hide_the_next_group():
     plan = solve(p)
     np.testing.assert_allclose(plan.ev_kw, [15.0, 15.0], atol=1e-6)
     np.testing.assert_allclose(plan.delivered_kwh.sum(), 30.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("policy", "price", "exports"),
+    [
+        ("cost", 0.0, False),  # a gift, even when the stored energy is "worth" less than 0
+        (Policy(grid_to_ev_weight_per_kwh=1.0, cost_weight_per_krw=1.0), 30.0, True),
+    ],
+)
+def test_stored_energy_export_rule_at_its_edges(policy, price, exports):
+    # Money weighs as much as the green label: it comes first, and stored energy may be
+    # sold. At a zero export price it never leaves, even valued at -10 KRW per kWh.
+    n = 2
+    gs = GridState(500.0, 100.0, np.full(n, 100.0), export_price_krw_per_kwh=price)
+    b = battery(soc_frac=0.9, renewable_frac=1.0, terminal_value_krw_per_kwh=-10.0)
+    p = Problem(TimeGrid(T0, n, 3600), np.zeros(n), np.zeros(n), gs, battery=b, policy=policy)
+    plan = solve(p)
+    assert (plan.grid_export_kw.max() > 1.0) == exports
+    if not exports:
+        assert plan.battery_discharge_kw.max() == pytest.approx(0, abs=1e-6)
+
+
+def test_the_plan_reports_its_flows_and_timings():
+    p = Problem(TimeGrid(T0, 2, 3600), np.array([0.0, 30.0]), np.array([10.0, 10.0]),
+                grid_state(2))  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.flows_kw["gr_load"], [10.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(plan.flows_kw["pv_load"], [0.0, 10.0], atol=1e-6)
+    np.testing.assert_allclose(plan.flows_kw["curt"], [0.0, 20.0], atol=1e-6)
+    assert plan.build_time_s > 0.0 and plan.solve_time_s > 0.0
