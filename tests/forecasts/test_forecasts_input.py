@@ -578,3 +578,53 @@ def test_finer_weather_beyond_both_ends_of_the_grid_is_averaged_inside_it():
     out = resample_weather(wx, grid)
     # ghi is 300 + i at 05:00 + 15 min x i: the 06:00 hour averages i = 4..7
     assert out["ghi"].tolist() == pytest.approx([305.5, 309.5, 313.5])
+    assert out.index.equals(grid)
+
+
+@pytest.mark.parametrize(
+    ("step_min", "grid_start", "grid_step", "n", "first_missing", "runs"),
+    [
+        # hourly weather 06:00-18:00 local on a 15-min grid: the 18:00 step is the first
+        # whose midpoint lies after the last hour's end; 05:45 is before the first start
+        (60, "06:00", 15, 60, "2026-06-15T09:00:00+00:00", "2026-06-15T09:00:00+00:00"),
+        (60, "05:45", 15, 4, "2026-06-14T20:45:00+00:00", "2026-06-15T09:00:00+00:00"),
+        # 15-min weather 06:00-09:00 on an hourly grid: the 09:00 hour has no rows
+        (15, "06:00", 60, 4, "2026-06-15T00:00:00+00:00", "2026-06-14T23:45:00+00:00"),
+    ],
+)
+def test_resampling_names_the_first_step_the_weather_does_not_cover(
+    step_min, grid_start, grid_step, n, first_missing, runs
+):
+    wx = parse_csv(HEAD + rows(n=12, step_min=step_min), label="start")
+    grid = step_grid(pd.Timestamp(f"2026-06-15T{grid_start}+09:00"), n, grid_step)
+    with pytest.raises(WeatherError) as err:
+        resample_weather(wx, grid)
+    assert str(err.value) == (
+        f"weather does not cover {first_missing} (weather runs 2026-06-14T21:00:00+00:00 .. {runs})"
+    )
+
+
+def test_weather_of_one_or_two_rows_and_its_step():
+    wx = parse_csv(HEAD + rows(n=2), label="start")
+    grid = step_grid(pd.Timestamp("2026-06-15T06:00+09:00"), 4, 30)
+    assert resample_weather(wx.set_axis(pd.DatetimeIndex(list(wx.index))), grid)[
+        "ghi"
+    ].tolist() == pytest.approx([300.0, 300.25, 300.75, 301.0])
+    one = wx.iloc[:1]
+    hourly = one.set_axis(pd.date_range(one.index[0], periods=1, freq="1h"))
+    assert resample_weather(hourly, grid[:2])["ghi"].tolist() == [300.0, 300.0]
+    with pytest.raises(WeatherError) as err:
+        resample_weather(one.set_axis(pd.DatetimeIndex(list(one.index))), grid[:2])
+    assert str(err.value) == "weather: need at least two rows to know the step"
+
+
+def test_every_run_of_missing_cells_is_measured():
+    over = {2: {"ghi": ""}, 5: {"ghi": ""}, 6: {"ghi": ""}, 7: {"ghi": ""}, 8: {"ghi": ""}}
+    with pytest.raises(WeatherError) as err:
+        parse_csv(HEAD + rows(n=12, over=over), source="wx.csv")
+    assert str(err.value) == (
+        "wx.csv: column 'ghi': 4 missing values in a row (4 h) exceed max_gap=3 h"
+    )
+    del over[8]  # runs of 1 and 3 cells: both interpolated
+    wx = parse_csv(HEAD + rows(n=12, over=over), label="start")
+    assert wx["ghi"].tolist() == pytest.approx([300.0 + i for i in range(12)])
