@@ -628,3 +628,26 @@ def test_every_run_of_missing_cells_is_measured():
     del over[8]  # runs of 1 and 3 cells: both interpolated
     wx = parse_csv(HEAD + rows(n=12, over=over), label="start")
     assert wx["ghi"].tolist() == pytest.approx([300.0 + i for i in range(12)])
+
+
+@pytest.mark.parametrize(
+    ("label", "first"), [("end", "05:00"), ("start", "06:00"), ("instant", "05:30")]
+)
+def test_labels_move_times_to_interval_starts(label, first):
+    # an instantaneous sample at 06:00 stands for the hour around it, from 05:30
+    wx = parse_csv(HEAD + rows(), label=label)
+    assert wx.index[0] == pd.Timestamp(f"2026-06-15T{first}+09:00")
+    assert wx.index.freq == pd.Timedelta("1h") and wx.index.name == "time"
+    assert wx["ghi"].iloc[0] == 300.0
+
+
+def test_unknown_label_and_off_grid_times_are_named():
+    with pytest.raises(WeatherError) as err:
+        parse_csv(HEAD + rows(), label="middle")
+    assert str(err.value) == "label: must be start, end or instant, got 'middle'"
+    text = HEAD + rows(n=4, over={3: {"time": "2026-06-15T09:15+09:00"}})
+    with pytest.raises(WeatherError) as err:
+        parse_csv(text, source="wx.csv")
+    assert str(err.value) == (
+        "wx.csv: line 5: time 2026-06-15T00:15:00+00:00 is off the 1 h grid of the rows before"
+    )
