@@ -505,6 +505,8 @@ def test_first_step_keeps_power_of_a_car_without_a_minimum():
     p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2),
                 (car("a", 2.0, 2.0, 2), car("b", 2.0, 2.0, 2, connector_id=2, min_power_kw=1.4)))  # fmt: skip
     plan = solve(p)
+    plan = dataclasses.replace(plan, session_kw=np.array([[0.5, 1.5], [3.0, 1.5]]))
+    assert plan.first_step().session_kw == {"a": 0.5, "b": 3.0}  # above its minimum: kept
     plan = dataclasses.replace(plan, session_kw=np.array([[0.5, 1.5], [0.5, 1.5]]))
     assert plan.first_step().session_kw == {"a": 0.5, "b": 0.0}
 
@@ -890,6 +892,7 @@ def test_a_group_with_no_car_plugged_in_does_not_hide_the_next_group():
     ("policy", "price", "exports"),
     [
         ("cost", 0.0, False),  # a gift, even when the stored energy is "worth" less than 0
+        ("cost", 0.5, True),  # half a won pays
         (Policy(grid_to_ev_weight_per_kwh=1.0, cost_weight_per_krw=1.0), 30.0, True),
     ],
 )

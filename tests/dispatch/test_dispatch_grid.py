@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -244,6 +244,7 @@ def test_load_shed_costs_the_same_on_15_min_and_hourly_steps():
         ((4, 900, 0), "grid.first_step_s: must be in (0, step_s=900], got 0"),
         ((4, 900, 901), "grid.first_step_s: must be in (0, step_s=900], got 901"),
         ((4, 900, 900), None),
+        ((4, 1, 1), None),
         ((4, 900, None, 600, 2), "grid.coarse_step_s: must be a multiple of step_s=900, got 600"),
         ((4, 900, None, 1000, 2), "grid.coarse_step_s: must be a multiple of step_s=900, got 1000"),
         ((4, 900, None, 900, 2), None),
@@ -271,3 +272,34 @@ def test_every_grid_rule_is_named(args, message):
     with pytest.raises(ProblemError) as err:
         TimeGrid(T0, *args)
     assert str(err.value) == message
+
+
+def test_a_local_start_is_stored_as_utc():
+    local = datetime(2026, 6, 15, 10, 0, tzinfo=timezone(timedelta(hours=9)))
+    g = TimeGrid(local, 4)
+    assert g.start == T0 and g.start.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("case", ["curtail", "old_grey_to_car"])
+def test_more_terms_cost_the_same_on_15_min_and_hourly_steps(case):
+    # PV that can go nowhere is curtailed (a chatter-weighted cost per kWh); grey energy
+    # stored before the plan going into a car costs a tier-2 kWh. Per kWh, on any step.
+    def plan(step_s):
+        n = 3600 // step_s
+        if case == "curtail":
+            pol = Policy(chatter_weight_per_kw=1.0)
+            return solve(Problem(TimeGrid(T0, n, step_s), np.full(n, 40.0), np.zeros(n),
+                                 GridState(0.0, 0.0, np.full(n, 100.0)), policy=pol))  # fmt: skip
+        pol = dataclasses.replace(
+            Policy.re100(), early_weight_per_kwh=0.0, chatter_weight_per_kw=0.0
+        )
+        b = BatteryState(100.0, 0.5, 0.0, 1.0, 50.0, 50.0, 1.0, 1.0, terminal_value_krw_per_kwh=0.0)
+        return solve(Problem(TimeGrid(T0, n, step_s), np.zeros(n), np.zeros(n),
+                             GridState(0.0, 0.0, np.full(n, 100.0)), (_car("a", 0, 1, 20.0),),
+                             battery=b, policy=pol))  # fmt: skip
+
+    hour, quarter = plan(3600), plan(900)
+    assert hour.objective_parts["objective"] > 0.0
+    assert quarter.objective_parts["objective"] == pytest.approx(
+        hour.objective_parts["objective"], rel=1e-9
+    )
