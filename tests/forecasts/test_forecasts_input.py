@@ -20,6 +20,7 @@ from forecasts.weather import (
     TYPICAL_TEMP_AIR_C,
     TYPICAL_WIND_SPEED_M_S,
     WeatherError,
+    check_step,
     clear_sky_weather,
     parse_csv,
     read_csv,
@@ -292,7 +293,9 @@ def test_read_csv_passes_label_and_max_gap_and_names_the_file(tmp_path):
     assert str(err.value) == f"{tmp_path / 'missing.csv'}: no such file"
 
 
-@pytest.mark.parametrize(("step_min", "message"), [(0, "0 min"), (-60, "-60 min"), (90, "90 min")])
+@pytest.mark.parametrize(
+    ("step_min", "message"), [(0, "0 min"), (-60, "-60 min"), (90, "90 min"), (40, "40 min")]
+)
 def test_a_step_that_fits_no_clock_is_named_in_minutes(step_min, message):
     with pytest.raises(WeatherError) as err:
         step_grid(pd.Timestamp("2026-06-15T06:00+09:00"), 4, step_min)
@@ -388,12 +391,17 @@ def test_tmy3_keeps_a_real_albedo_and_clips_small_night_negatives(tmp_path):
         f = lines[12].split(",")  # 01/01 13:00
         f[61], f[4] = "0.180", "-3"  # Alb (unitless), GHI (W/m^2)
         lines[12] = ",".join(f)
+        for k, alb in ((13, "1.000"), (14, "1.500")):  # not albedos: 0.25 stands in
+            g = lines[k].split(",")
+            g[61] = alb
+            lines[k] = ",".join(g)
         lines[20], lines[21] = lines[21], lines[20]  # out of order
         return [*lines[:30], lines[30], *lines[30:]]  # and one hour twice
 
     wx, _ = read_tmy3(_tmy3_copy(tmp_path, edit), year=2026)
     got = wx.loc[pd.Timestamp("2026-01-01T12:00-05:00")]
     assert got["albedo"] == pytest.approx(0.18) and got["ghi"] == 0.0
+    assert wx["albedo"].iloc[13:15].tolist() == [0.25, 0.25]
     ref, _ = read_tmy3(TMY3, year=2026)
     assert len(wx) == 8760 and wx["temp_air"].iloc[18:33].equals(ref["temp_air"].iloc[18:33])
 
@@ -651,3 +659,26 @@ def test_unknown_label_and_off_grid_times_are_named():
     assert str(err.value) == (
         "wx.csv: line 5: time 2026-06-15T00:15:00+00:00 is off the 1 h grid of the rows before"
     )
+
+
+def test_step_rules_for_grids_and_files():
+    with pytest.raises(WeatherError) as err:
+        check_step(pd.Timedelta("7min"))
+    assert str(err.value) == "step: 7 min neither divides the hour nor is a whole number of hours"
+    assert check_step(pd.Timedelta("3h")) == pd.Timedelta("3h")  # 3-hourly NWP files
+    wx = parse_csv(HEAD + rows(n=4, step_min=180), label="start")
+    assert wx.index.freq == pd.Timedelta("3h")
+    t0 = pd.Timestamp("2026-06-15T06:00+09:00")
+    with pytest.raises(WeatherError) as err:
+        step_grid(t0, 4, 120)  # a file may be 2-hourly, the dispatch grid may not
+    assert str(err.value) == "step_min: must divide 60, got 120"
+    with pytest.raises(WeatherError) as err:
+        step_grid(pd.Timestamp("2026-06-15T06:00"), 4, 15)
+    assert str(err.value) == "start 2026-06-15T06:00:00 is naive: give a time zone"
+
+
+def test_a_column_with_no_values_is_named():
+    text = HEAD + rows(n=3, over={i: {"temp_air": ""} for i in range(3)})
+    with pytest.raises(WeatherError) as err:
+        parse_csv(text, source="wx.csv")
+    assert str(err.value) == "wx.csv: column 'temp_air' has no values"
