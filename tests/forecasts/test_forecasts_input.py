@@ -15,6 +15,7 @@ import pvlib
 import pytest
 from click.testing import CliRunner
 
+import forecasts.weather
 from forecasts.pvmodel import pv_power
 from forecasts.weather import (
     TYPICAL_TEMP_AIR_C,
@@ -324,6 +325,8 @@ def test_utf8_file_is_read_as_utf8_whatever_the_locale(tmp_path):
         "    print(str(exc).encode('ascii', 'backslashreplace').decode())\n"
     )
     env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
+    # the child imports the same forecasts package as this process (a mutation tool's copy)
+    env["PYTHONPATH"] = str(Path(forecasts.weather.__file__).resolve().parents[1])
     out = subprocess.run(
         [sys.executable, "-X", "utf8=0", "-c", code, str(path)],
         capture_output=True, text=True, env=env, timeout=60, check=False,
@@ -682,3 +685,15 @@ def test_a_column_with_no_values_is_named():
     with pytest.raises(WeatherError) as err:
         parse_csv(text, source="wx.csv")
     assert str(err.value) == "wx.csv: column 'temp_air' has no values"
+
+
+def test_resampling_refuses_no_rows_and_naive_times():
+    wx = parse_csv(HEAD + rows(n=4), label="start")
+    grid = step_grid(pd.Timestamp("2026-06-15T06:00+09:00"), 4, 15)
+    with pytest.raises(WeatherError) as err:
+        resample_weather(wx.iloc[:0], grid)
+    assert str(err.value) == "weather: no rows"
+    for weather, target in ((wx.tz_localize(None), grid), (wx, grid.tz_localize(None))):
+        with pytest.raises(WeatherError) as err:
+            resample_weather(weather, target)
+        assert str(err.value) == "resample_weather: weather and grid must be timezone-aware"
