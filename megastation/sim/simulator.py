@@ -402,6 +402,7 @@ class _StepForecastCache:
         self._n_past = n_win
         self._limits = inverter_limits_kw(arrays)
         self._arrays = tuple(arrays)
+        self._latitude_deg = pvs.latitude
         self._t0_s = self._index[0].timestamp()
 
     def __call__(
@@ -459,8 +460,9 @@ class _StepForecastCache:
                 meas, self._clear_ext[lo : lo + n_win], self._limits.sum()
             )
         return assemble(
-            self._arrays, grid, issued, raw, clear, self._limits, k_meas, with_weather=True
-        )
+            self._arrays, grid, issued, raw, clear, self._limits, k_meas, with_weather=True,
+            latitude_deg=self._latitude_deg,
+        )  # fmt: skip
 
 
 @dataclass
