@@ -9,7 +9,8 @@ a weather forecast and without one (clear sky x the index of the 3 days before),
 against smart persistence of the last measured step's clear-sky index, on
 
 - the seeds' data (seeds/weather/*.csv; "measured" PV = the model on that weather;
-  the weather forecast = the simulator's degraded weather, megastation.sim.site);
+  the weather forecast = the simulator's degraded weather, megastation.sim.site), with
+  the simulator's three noise draws and with twelve (three move coverage by 0.03-0.06);
 - the Greensboro TMY3 year placed at the seed site as the seed files are made
   (seeds/weather/make_weather.py), 2-fold: fit on odd days, score on even, and back
   (the seed files' days are left out of both);
@@ -17,6 +18,7 @@ against smart persistence of the last measured step's clear-sky index, on
   ``--weather`` a weather file to forecast from, ``--config`` the PV system's TOML.
 
 ``--fit`` prints the constants fitted on all the year's non-seed days (what ships).
+``--choose-seasons``: held-out pinball and coverage on the year against the season bins.
 ``--timing``: a 48-hour, 15-minute forecast and a year's hourly run against a
 straightforward pvlib ModelChain (PVWatts, Perez, SAPM temperature, physical IAM).
 """
