@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -118,7 +117,7 @@ async def console_client(port: int, token: str, stop: asyncio.Event, seen: list[
 def run_console(n: int, seconds: float, with_console: bool) -> dict:
     """One flood run against megastation, with or without the console and its client."""
     if not with_console:
-        return run("megastation", n, seconds, None)
+        return run("megastation", n, seconds)
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", "megastation-web", "-n", str(n)],
         stdout=subprocess.PIPE,
@@ -131,7 +130,7 @@ def run_console(n: int, seconds: float, with_console: bool) -> dict:
         stop, seen = asyncio.Event(), [0]
         client = asyncio.create_task(console_client(int(web_port), token, stop, seen))
         try:
-            r = await load(int(ocpp_port), n, seconds, None)
+            r = await load(int(ocpp_port), n, seconds)
         finally:
             stop.set()
             await asyncio.gather(client, return_exceptions=True)
@@ -208,7 +207,6 @@ def meter_values(uid: int, t: datetime, energy_wh: float) -> str:
 async def charger(
     port: int,
     i: int,
-    interval: float | None,
     latencies: list[float],
     started: asyncio.Event,
     counts: list[int],
@@ -222,8 +220,6 @@ async def charger(
     t = datetime(2026, 6, 15, tzinfo=UTC) + timedelta(seconds=i)
     seq, energy = 0, 0.0
     await started.wait()
-    if interval:
-        await asyncio.sleep(random.random() * interval)
     try:
         while True:
             seq += 1
@@ -235,27 +231,25 @@ async def charger(
             await ws.recv()
             latencies.append(time.perf_counter() - t0)
             counts[0] += 1
-            if interval:
-                await asyncio.sleep(interval)
     except websockets.ConnectionClosed:
         pass
     finally:
         await ws.close()
 
 
-async def load(port: int, n: int, seconds: float, interval: float | None) -> dict:
+async def load(port: int, n: int, seconds: float) -> dict:
+    """Every connection sends MeterValues back to back (a flood) for ``seconds``."""
     latencies: list[float] = []
     counts = [0]
     started = asyncio.Event()
     tasks = []
     for i in range(n):
-        tasks.append(asyncio.create_task(charger(port, i, interval, latencies, started, counts)))
+        tasks.append(asyncio.create_task(charger(port, i, latencies, started, counts)))
         if i % 100 == 99:
             await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)  # connections open
-    warmup = 1.0 if not interval else 0.0
     started.set()
-    await asyncio.sleep(warmup)
+    await asyncio.sleep(1.0)  # warm-up
     latencies.clear()
     c0 = counts[0]
     await asyncio.sleep(seconds)
@@ -272,10 +266,10 @@ async def load(port: int, n: int, seconds: float, interval: float | None) -> dic
     }
 
 
-def run(kind: str, n: int, seconds: float, interval: float | None) -> dict:
+def run(kind: str, n: int, seconds: float) -> dict:
     proc, port = start_server(kind, n)
     try:
-        return asyncio.run(load(port, n, seconds, interval))
+        return asyncio.run(load(port, n, seconds))
     finally:
         proc.terminate()
         proc.wait()

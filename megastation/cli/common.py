@@ -6,11 +6,11 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from datetime import time as dtime
 from pathlib import Path
 
 import click
 
+from megastation.core.clock import parse_local_time
 from megastation.core.config import ConfigError, Station, default_config_path, load_station
 from megastation.sim.options import SimulationError, weather_path
 from megastation.store import Store
@@ -93,13 +93,9 @@ def parse_when(text: str | None, station: Station, *, option: str | None = None)
     if not text:
         return None
     try:
-        if len(text) == 10:
-            ts = datetime.combine(datetime.fromisoformat(text).date(), dtime(0))
-        else:
-            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_local_time(text, station.site.tz)
     except ValueError:
         raise click.BadParameter(f"not an ISO date or time: {text!r}", param_hint=option) from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=station.site.tz)
 
 
 def parse_range(

@@ -8,7 +8,6 @@ next cycle (within ``site.dispatch_interval_s``).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from megastation.core.config import Station
 from megastation.store import Store, json_text, parse_iso, records
 from megastation.store import control as cr
 from megastation.store import devices as device_store
+from megastation.store.weather_feed import feed_status
 
 # What the controller does without a faulted device of each kind
 WITHOUT_DEVICE = {
@@ -55,20 +55,14 @@ def limit(ctx: Context, grid_kw: float | None, until: str | None, clear: bool, f
         kw, source = cr.grid_limit_kw(ctx.store, st.site.grid_import_limit_kw, ctx.store.now())
         click.echo(f"grid import limit: {kw:g} kW ({source})")
         return
-    if not math.isfinite(grid_kw) or grid_kw < 0:
-        raise click.BadParameter(
-            f"must be a finite number >= 0, got {grid_kw}", param_hint="--grid-kw"
-        )
-    if grid_kw > st.site.grid_import_limit_kw and not force:
-        raise click.BadParameter(
-            f"{grid_kw:g} kW is above the connection's {st.site.grid_import_limit_kw:g} kW "
-            "(site.grid_import_limit_kw); add --force if the utility allows it",
-            param_hint="--grid-kw",
-        )
     end = parse_when(until, st, option="--until")
-    if end is not None and end <= ctx.store.now():
-        raise click.BadParameter(f"{until} is in the past", param_hint="--until")
-    cr.set_grid_limit(ctx.store, grid_kw, end)
+    try:
+        cr.set_grid_limit(
+            ctx.store, grid_kw, end, connection_kw=st.site.grid_import_limit_kw, force=force
+        )
+    except records.InvalidValue as e:
+        hint = {"grid_kw": "--grid-kw", "until": "--until"}[e.field]
+        raise click.BadParameter(e.message, param_hint=hint) from None
     click.echo(f"grid import limit: {grid_kw:g} kW" + (f" until {end.isoformat()}" if end else ""))
 
 
@@ -81,15 +75,14 @@ def session(ctx: Context, session: int, depart: str | None, energy_kwh: float | 
     """Override a session's departure and energy (SESSION = transaction id in `sessions`)."""
     if depart is None and energy_kwh is None:
         raise click.UsageError("give --depart and/or --energy-kwh")
-    if energy_kwh is not None and not (math.isfinite(energy_kwh) and energy_kwh >= 0):
-        raise click.BadParameter(
-            f"must be a finite number >= 0, got {energy_kwh}", param_hint="--energy-kwh"
-        )
     tx = records.get_transaction(ctx.store, session)
     if tx is None:
         raise click.ClickException(f"no session {session}")
     dep = parse_when(depart, ctx.station, option="--depart")
-    cr.set_session_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
+    try:
+        cr.set_session_override(ctx.store, session, departure=dep, energy_kwh=energy_kwh)
+    except records.InvalidValue as e:
+        raise click.BadParameter(e.message, param_hint="--energy-kwh") from None
     click.echo(
         f"session {session}: "
         + ", ".join(
@@ -159,6 +152,9 @@ def control_status(store: Store, station: Station) -> dict[str, Any]:
         # cycles failing now: {"error", "since", "last_at", "count"}; the plan below is
         # then the last good one, older than "since"
         "cycle_error": cr.cycle_error(store),
+        # the live weather forecast feed (None: none has run): provider, attempted_at, ok,
+        # error, failing_since, last_ok_at, age_min, fetches, failures, source
+        "weather_feed": feed_status(store, now),
     }
     if plan is not None:
         fs = plan["first_step"]
@@ -251,9 +247,25 @@ def print_control_status(data: dict[str, Any]) -> None:
                 f"device {d['name']} ({d['kind']}, {d['address']}) FAULT since "
                 f"{d['fault_since']}: {d['fault']}; {d['without_it']}"
             )
+    _print_feed(data.get("weather_feed"))
     simulated = [d["kind"] for d in data.get("devices", []) if d["address"] == "simulated"]
     if simulated:
         click.echo(f"simulated devices: {', '.join(simulated)}")
+
+
+def _print_feed(feed: dict[str, Any] | None) -> None:
+    """One line on the weather feed (two when it is failing)."""
+    if feed is None:
+        return
+    age = "never" if feed["age_min"] is None else f"{feed['age_min']:.0f} min ago"
+    state = "ok" if feed["ok"] else f"FAILING since {feed['failing_since']}"
+    click.echo(
+        f"weather feed {feed['provider']}: {state}; last fetch {feed['attempted_at']}, last good "
+        f"{age} ({feed['fetches']} fetches, {feed['failures']} failed); PV forecast from "
+        f"{feed['source']}"
+    )
+    if not feed["ok"]:
+        click.echo(f"  last error: {feed['error']}")
 
 
 @main.command("control-status")

@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import time as dtime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -174,3 +175,15 @@ class ScaledClock:
         while not self._released.is_set():
             await _asyncio().sleep(self.RELEASE_POLL_S)
         await _asyncio().sleep(max(0.0, seconds) / self.speed)
+
+
+def parse_local_time(text: str, tz: tzinfo) -> datetime:
+    """An operator's time: ISO date (local midnight) or date-time; no zone = ``tz``.
+
+    Raises ``ValueError`` when ``text`` is neither.
+    """
+    if len(text) == 10:
+        ts = datetime.combine(datetime.fromisoformat(text).date(), dtime(0))
+    else:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=tz)

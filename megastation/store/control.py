@@ -32,10 +32,32 @@ POLICIES = ("re100", "cost")
 # --------------------------------------------------------------------------- operator settings
 
 
-def set_grid_limit(store: Store, grid_kw: float | None, until: datetime | None = None) -> None:
-    """Set (or clear, with None) the operator's live grid import limit [kW]."""
-    if grid_kw is not None and grid_kw < 0:
-        raise ValueError(f"grid_kw: must be >= 0, got {grid_kw:g}")
+def set_grid_limit(
+    store: Store,
+    grid_kw: float | None,
+    until: datetime | None = None,
+    *,
+    connection_kw: float | None = None,
+    force: bool = False,
+) -> None:
+    """Set (or clear, with None) the operator's live grid import limit [kW] until ``until``.
+
+    The one place its rules live (CLI, console and API call it): ``grid_kw`` finite and
+    >= 0; above ``connection_kw`` (the site's ``grid_import_limit_kw``) only with
+    ``force`` (the utility allows it); ``until`` in the future. A refusal is an
+    :class:`~megastation.store.records.InvalidValue` naming ``grid_kw`` or ``until``.
+    """
+    if grid_kw is not None:
+        if not (math.isfinite(grid_kw) and grid_kw >= 0):
+            raise _records.InvalidValue("grid_kw", f"must be a finite number >= 0, got {grid_kw}")
+        if connection_kw is not None and grid_kw > connection_kw and not force:
+            raise _records.InvalidValue(
+                "grid_kw",
+                f"{grid_kw:g} kW is above the connection's {connection_kw:g} kW "
+                "(site.grid_import_limit_kw): allowed only with force, if the utility agrees",
+            )
+        if until is not None and until <= store.now():
+            raise _records.InvalidValue("until", f"{until.isoformat()} is in the past")
     store.set_setting(
         GRID_LIMIT_KEY,
         None if grid_kw is None else {"kw": float(grid_kw), "until": iso(until) if until else None},
@@ -60,7 +82,7 @@ def set_session_override(
     """Record an operator's departure [UTC] and/or total energy [kWh] for a session
     (a None keeps what was set before)."""
     if energy_kwh is not None and not (math.isfinite(energy_kwh) and energy_kwh >= 0):
-        raise ValueError(f"energy_kwh: must be a finite number >= 0, got {energy_kwh}")
+        raise _records.InvalidValue("energy_kwh", f"must be a finite number >= 0, got {energy_kwh}")
     with store.conn:
         store.conn.execute(
             "INSERT INTO control_session_overrides (transaction_id, departure, energy_kwh, set_at) "

@@ -5,6 +5,7 @@ issue time, first step, step and the series as JSON arrays [kW, 3 decimals].
 ``weather_forecasts`` (migration ``0201_weather_forecasts``): one row per weather
 forecast fetched from a provider, the canonical weather frame (:mod:`forecasts.weather`)
 as JSON columns, so a restarted station plans with the last good one.
+The live feed's own status is in :mod:`megastation.store.weather_feed`.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def load_issued(
     """
     rows = store.conn.execute(
         "SELECT issued_at, start, step_min, n_steps, p50_kw, p10_kw, p90_kw, clear_kw, raw_kw "
-        "FROM pv_forecasts WHERE issued_at < ? ORDER BY issued_at",
-        [iso(end)],
+        "FROM pv_forecasts WHERE issued_at < ? "
+        "AND julianday(start) + n_steps * step_min / 1440.0 > julianday(?) ORDER BY issued_at",
+        [iso(end), iso(start)],  # only forecasts that reach into [start, end) are read
     ).fetchall()
     parts = []
     for issued_at, first, step_min, n, *series in rows:

@@ -158,6 +158,7 @@ class InvalidValue(ValueError):
     def __init__(self, field: str, message: str, kind: str = "range") -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message  # without the field name
         self.kind = kind
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
-from datetime import time as dtime
 from typing import Any
 
 from megastation.core import events
+from megastation.core.clock import parse_local_time
 from megastation.core.config import Station
 from megastation.store import Store, commands, records
 from megastation.store import control as cr
@@ -51,13 +51,9 @@ def parse_time(value: Any, station: Station, field: str) -> datetime | None:
     if not isinstance(value, str):
         raise bad(field, f"must be an ISO date or time string, got {value!r}")
     try:
-        if len(value) == 10:
-            ts = datetime.combine(datetime.fromisoformat(value).date(), dtime(0))
-        else:
-            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_local_time(value, station.site.tz)
     except ValueError:
         raise bad(field, f"not an ISO date or time: {value!r}") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=station.site.tz)
 
 
 def _number(body: dict[str, Any], field: str, *, required: bool = False) -> float | None:
@@ -121,19 +117,14 @@ class Actions:
             self._announce("grid_limit")
             return {"grid_limit_kw": site.grid_import_limit_kw, "source": "config", "until": None}
         kw = _number(body, "grid_kw", required=True)
-        force = _bool(body, "force")
-        if kw < 0:
-            raise bad("grid_kw", f"must be >= 0, got {kw:g}")
-        if kw > site.grid_import_limit_kw and not force:
-            raise bad(
-                "grid_kw",
-                f"{kw:g} kW is above the connection's {site.grid_import_limit_kw:g} kW "
-                "(site.grid_import_limit_kw); set force if the utility allows it",
-            )
         until = parse_time(body.get("until"), self.station, "until")
-        if until is not None and until <= self.store.now():
-            raise bad("until", f"{body['until']} is in the past")
-        cr.set_grid_limit(self.store, kw, until)
+        try:
+            cr.set_grid_limit(
+                self.store, kw, until,
+                connection_kw=site.grid_import_limit_kw, force=_bool(body, "force"),
+            )  # fmt: skip
+        except records.InvalidValue as e:
+            raise bad(e.field, e.message) from None
         self._audit(who, "grid_limit", body, "ok")
         self._announce("grid_limit")
         return {
@@ -159,12 +150,13 @@ class Actions:
         if body.get("departure") is None and body.get("energy_kwh") is None:
             raise bad("departure", "give departure and/or energy_kwh")
         energy = _number(body, "energy_kwh")
-        if energy is not None and energy < 0:
-            raise bad("energy_kwh", f"must be >= 0, got {energy:g}")
         dep = parse_time(body.get("departure"), self.station, "departure")
         if records.get_transaction(self.store, session) is None:
             raise ApiError(404, f"no session {session}", "session")
-        cr.set_session_override(self.store, session, departure=dep, energy_kwh=energy)
+        try:
+            cr.set_session_override(self.store, session, departure=dep, energy_kwh=energy)
+        except records.InvalidValue as e:
+            raise bad(e.field, e.message) from None
         self._audit(who, "session", {"session": session, **body}, "ok")
         self._announce("session")
         return {

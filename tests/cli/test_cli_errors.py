@@ -29,6 +29,9 @@ def _run(*args: str, env: dict | None = None):
         (("limit", "--grid-kw", "nan"), "--grid-kw"),
         (("limit", "--grid-kw", "inf"), "--grid-kw"),
         (("limit", "--grid-kw", "250", "--until", "2020-01-01T00:00"), "--until"),
+        (("limit", "--grid-kw", "-5"), "--grid-kw"),
+        (("limit", "--grid-kw", "5000"), "above the connection's 400 kW"),  # needs --force
+        (("session", "1", "--energy-kwh", "-3"), "no session 1"),  # an empty store
     ],
 )
 def test_bad_input_is_named(tmp_path, monkeypatch, args, message):
