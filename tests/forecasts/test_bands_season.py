@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from forecasts import bands as _bands
+from forecasts import calibration as cal
 from forecasts.bands import (
     CLEARSKY_BANDS,
     DEFAULT_BANDS,
@@ -138,3 +139,39 @@ def test_assemble_needs_the_latitude():
     pv = np.full((2, 1), 50.0)
     with pytest.raises(TypeError, match="latitude_deg"):
         assemble((), grid, grid[0], pv, pv, np.array([100.0]), None, with_weather=True)
+
+
+def _season_issues(n_issues: int, seed: int):
+    """Issues with a measured index, 6 leads, one regime (p50/clear 0.6); errors growing
+    with lead, three times larger in the winter half (season < 0) than in the summer half."""
+    rng = np.random.default_rng(seed)
+    lead_h = (np.arange(6) + 0.5) * 0.25
+    clear = rng.uniform(30.0, 90.0, (n_issues, 6))
+    s = np.broadcast_to(rng.uniform(-1.0, 1.0, (n_issues, 1)), clear.shape)
+    p50 = 0.6 * clear
+    sd = np.where(s < 0, 0.15, 0.05) * (0.3 + lead_h)[None, :]
+    measured = p50 + rng.normal(0.0, 1.0, p50.shape) * sd * clear
+    x = cal.Issues(
+        lead_h=lead_h, measured=measured, clear=clear, raw=p50, k_meas=np.full((n_issues, 1), 0.8),
+        persistence=p50, daylight=np.ones_like(p50, bool), season=s,
+    )  # fmt: skip
+    return x, p50
+
+
+def test_band_table_by_season_covers_80_percent_held_out_per_season_and_lead():
+    x, p50 = _season_issues(3000, seed=1)
+    b = cal.fit_band_table(x, p50, season_edges=(0.0,))
+    assert len(b.q10_by_regime_lead) == 2 * (len(_bands.REGIME_EDGES) + 1)
+    y, q50 = _season_issues(3000, seed=2)
+    p10, p90 = cal.band_limits(y, q50, b, 500.0)
+    winter = y.season[:, 0] < 0
+    for part in (winter, ~winter):
+        inside = (y.measured[part] >= p10[part]) & (y.measured[part] <= p90[part])
+        assert ((inside.mean(axis=0) >= 0.75) & (inside.mean(axis=0) <= 0.85)).all()
+    width = (p90 - p10) / y.clear
+    assert width[winter].mean() > 2 * width[~winter].mean()
+    # without the season the same table misses both halves
+    flat = cal.fit_band_table(x, p50)
+    p10, p90 = cal.band_limits(y, q50, flat, 500.0)
+    inside = (y.measured >= p10) & (y.measured <= p90)
+    assert inside[~winter].mean() > 0.95 and inside[winter].mean() < 0.70
