@@ -156,7 +156,8 @@ def run_cell(cell: dict) -> dict:
     site = prepare_site(station, start, end, wx, cell.get("seed", 1))
     if cell["forecast"] == "perfect":
         site = replace(site, forecast_weather=site.weather)
-    kw = {"start": start, "days": days, "site": site, "visits": visits, "history": history}
+    kw = {"start": start, "days": days, "site": site, "visits": visits, "history": history,
+          "plan_interval_s": cell.get("plan_interval_s")}  # fmt: skip
     runs = {}
     for pol in (*cell["policies"], *BASELINES):
         runs[pol] = simulate(
@@ -206,7 +207,8 @@ def run_cell(cell: dict) -> dict:
 
 def cells(args: argparse.Namespace) -> list[dict]:
     out = []
-    common = {"days": args.days, "forecast": args.forecast, "policies": args.policies}
+    common = {"days": args.days, "forecast": args.forecast, "policies": args.policies,
+              "plan_interval_s": args.plan_interval_s}  # fmt: skip
     for scale in args.scales:
         for weather in args.weathers:
             for seed in args.seeds:
@@ -336,6 +338,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--files", default=",".join(FILES), help="'' for none")
     ap.add_argument("--policies", default="re100")
     ap.add_argument("--forecast", choices=("pvlib", "perfect"), default="pvlib")
+    ap.add_argument(
+        "--plan-interval-s",
+        type=float,
+        default=None,
+        help="the controller's re-plan interval (default: the dispatch step, 900 s; live "
+        "it is [control] dispatch_interval_s)",
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="CSV of every figure per cell")
     ap.add_argument("--from-csv", type=Path, default=None, help="print a CSV of --out again")
