@@ -28,6 +28,7 @@ from megastation.core.config import Station
 from megastation.store import Store, json_text, parse_iso, records
 from megastation.store import control as cr
 from megastation.store import devices as device_store
+from megastation.store.weather_feed import feed_status
 
 # What the controller does without a faulted device of each kind
 WITHOUT_DEVICE = {
@@ -151,6 +152,9 @@ def control_status(store: Store, station: Station) -> dict[str, Any]:
         # cycles failing now: {"error", "since", "last_at", "count"}; the plan below is
         # then the last good one, older than "since"
         "cycle_error": cr.cycle_error(store),
+        # the live weather forecast feed (None: none has run): provider, attempted_at, ok,
+        # error, failing_since, last_ok_at, age_min, fetches, failures, source
+        "weather_feed": feed_status(store, now),
     }
     if plan is not None:
         fs = plan["first_step"]
@@ -243,9 +247,25 @@ def print_control_status(data: dict[str, Any]) -> None:
                 f"device {d['name']} ({d['kind']}, {d['address']}) FAULT since "
                 f"{d['fault_since']}: {d['fault']}; {d['without_it']}"
             )
+    _print_feed(data.get("weather_feed"))
     simulated = [d["kind"] for d in data.get("devices", []) if d["address"] == "simulated"]
     if simulated:
         click.echo(f"simulated devices: {', '.join(simulated)}")
+
+
+def _print_feed(feed: dict[str, Any] | None) -> None:
+    """One line on the weather feed (two when it is failing)."""
+    if feed is None:
+        return
+    age = "never" if feed["age_min"] is None else f"{feed['age_min']:.0f} min ago"
+    state = "ok" if feed["ok"] else f"FAILING since {feed['failing_since']}"
+    click.echo(
+        f"weather feed {feed['provider']}: {state}; last fetch {feed['attempted_at']}, last good "
+        f"{age} ({feed['fetches']} fetches, {feed['failures']} failed); PV forecast from "
+        f"{feed['source']}"
+    )
+    if not feed["ok"]:
+        click.echo(f"  last error: {feed['error']}")
 
 
 @main.command("control-status")

@@ -261,7 +261,8 @@ def score_cmd(
 
     Measured values may be slightly negative at night (clipped to 0); a log whose clock
     jumps by about an hour (daylight saving) is reported on stderr. Also prints the
-    P10/P90 band percentiles these errors give (forecasts.bands.fit_bands).
+    P10/P90 band percentiles these errors give, pooled and by the forecast's clear-sky
+    index (forecasts.bands.fit_bands).
     """
     # lazy: pandas, pvlib
     import pandas as pd
@@ -327,15 +328,29 @@ def score_cmd(
         clear.reindex(grid).to_numpy(float),
         float(inverter_limits_kw(arrays).sum()),
     )
+    _print_bands(b, MIN_SAMPLES)
+    if output is not None:
+        table.round(4).to_csv(output, index=False)
+
+
+def _print_bands(b, min_samples: int) -> None:
+    """The band percentiles fitted on the scored errors (pooled and per regime)."""
     if b.source == "history":
         click.echo(
             f"bands from these errors: q10 {b.q10:+.3f}, q90 {b.q90:+.3f} "
-            f"(clear-sky index, {b.n_samples} daylight steps)"
+            f"(clear-sky index, {b.n_samples} daylight steps); by the forecast's clear-sky index:"
         )
+        for lo, hi, q10, q90 in zip(
+            (0.0, *b.regime_edges),
+            (*b.regime_edges, None),
+            b.q10_by_regime,
+            b.q90_by_regime,
+            strict=True,
+        ):
+            span = f"{lo:.2f}-{hi:.2f}" if hi is not None else f">= {lo:.2f}"
+            click.echo(f"  {span:<10} q10 {q10:+.3f}, q90 {q90:+.3f}")
     else:
         click.echo(
-            f"bands: too few daylight steps (< {MIN_SAMPLES}); default "
+            f"bands: too few daylight steps (< {min_samples}); default "
             f"q10 {b.q10:+.3f}, q90 {b.q90:+.3f}"
         )
-    if output is not None:
-        table.round(4).to_csv(output, index=False)

@@ -17,7 +17,10 @@ it forecasts from
    energy of the same daylight steps; plain clear sky without such history.
 
 The nowcast from measured PV applies in both. A provider that is down, slow or
-answers garbage is logged and counted; it never stops the loop.
+answers garbage is logged and counted; it never stops the loop. After every fetch, and
+whenever the forecast's source changes, the feed's status is stored
+(``weather_feed_status``, :func:`megastation.store.weather_feed.record_feed_status`) for
+`megastation status`, `control-status` and the console's overview.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from megastation.core.config import Station, WeatherFeedConfig
 from megastation.store import Store
 from megastation.store.flows import read_flows
 from megastation.store.forecasts import latest_weather, save_forecast, save_weather
+from megastation.store.weather_feed import record_feed_status
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,9 @@ class WeatherFeed:
         self.fetch = fetch  # fetch(url, site, *, resolution, forecast_days, timeout_s)
         self.status = FeedStatus()
         self._last = latest_weather(store, before=clock.now())  # survives a restart
+        if self._last is not None:
+            self.status.last_ok_at = self._last[0]
+        self._attempted_at: datetime | None = None
         self._index: tuple[datetime, float | None] | None = None
 
     # ------------------------------------------------------------------ fetching
@@ -99,6 +106,7 @@ class WeatherFeed:
         cfg = self.config
         now = self.clock.now()
         self.status.fetches += 1
+        self._attempted_at = now
         try:
             wx = await asyncio.wait_for(
                 asyncio.to_thread(
@@ -117,11 +125,27 @@ class WeatherFeed:
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             self.status.last_error = reason
             log.warning("weather forecast fetch failed (%s): %s", cfg.url, reason)
+            self._record()
             return False
         self._last = (now, wx)
         self.status.last_ok_at, self.status.last_error = now, None
         self._issue(now)
+        self._record()
         return True
+
+    def _record(self) -> None:
+        """Store the feed's status (after a fetch; when the forecast's source changes)."""
+        if self._attempted_at is None:
+            return  # nothing fetched yet in this process: the stored row stays
+        st = self.status
+        try:
+            record_feed_status(
+                self.store, provider=self.config.url, attempted_at=self._attempted_at,
+                ok=st.last_error is None, error=st.last_error, last_ok_at=st.last_ok_at,
+                fetches=st.fetches, failures=st.failures, source=st.source,
+            )  # fmt: skip
+        except Exception as exc:  # a status row never stops the feed
+            log.warning("weather feed status not stored: %s", exc)
 
     def _issue(self, now: datetime) -> None:
         """Store the PV forecast made from what the feed now holds (for scoring)."""
@@ -185,13 +209,19 @@ class WeatherFeed:
             except WeatherError as exc:  # e.g. the forecast ends before the horizon
                 log.warning("weather forecast not usable (%s): clear-sky fallback", exc)
             else:
-                self.status.source = fc.attrs["source"] = "weather"
+                self._set_source(fc, "weather")
                 return fc
         k = self.recent_clear_index(now)
         fc = station_forecast(station, start, n_steps, step_min, None, measured_kw, clear_index=k)
-        self.status.source = fc.attrs["source"] = "clearsky" if k is None else "clearsky-index"
+        self._set_source(fc, "clearsky" if k is None else "clearsky-index")
         fc.attrs["clear_index"] = k
         return fc
+
+    def _set_source(self, fc: pd.DataFrame, source: str) -> None:
+        changed = source != self.status.source
+        self.status.source = fc.attrs["source"] = source
+        if changed:
+            self._record()
 
 
 def _clear_index(station: Station, flows: pd.DataFrame) -> float | None:

@@ -5,6 +5,7 @@ issue time, first step, step and the series as JSON arrays [kW, 3 decimals].
 ``weather_forecasts`` (migration ``0201_weather_forecasts``): one row per weather
 forecast fetched from a provider, the canonical weather frame (:mod:`forecasts.weather`)
 as JSON columns, so a restarted station plans with the last good one.
+The live feed's own status is in :mod:`megastation.store.weather_feed`.
 """
 
 from __future__ import annotations

@@ -340,6 +340,23 @@ def _weather_forecasts(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX weather_forecasts_fetched_at ON weather_forecasts (fetched_at)")
 
 
+@migration("0202_weather_feed_status")
+def _weather_feed_status(db: sqlite3.Connection) -> None:
+    """The live weather feed's latest fetch (megastation.store.forecasts.record_feed_status)."""
+    db.execute(
+        "CREATE TABLE weather_feed_status ("
+        " id INTEGER PRIMARY KEY CHECK (id = 1),"  # one row: the station's feed
+        " provider TEXT NOT NULL,"  # URL fetched
+        " attempted_at TEXT NOT NULL,"  # UTC, the latest fetch
+        " ok INTEGER NOT NULL,"  # 1: that fetch gave a stored forecast
+        " error TEXT,"  # why it failed; NULL when ok
+        " failing_since TEXT,"  # UTC, first failure of the current run of failures
+        " last_ok_at TEXT,"  # UTC, the latest good fetch (also one from before a restart)
+        " fetches INTEGER NOT NULL, failures INTEGER NOT NULL,"  # since the feed started
+        " source TEXT NOT NULL)"  # what the PV forecast uses: weather | clearsky-index | clearsky
+    )
+
+
 @migration("0101_command_expiry")
 def _command_expiry(db: sqlite3.Connection) -> None:
     """Queued operator commands expire (status 'expired') when no server sends them in time."""

@@ -26,6 +26,7 @@ from megastation.sim.simulator import daily_kpis  # imported here, not on the lo
 from megastation.store import Store, commands, flows, parse_iso, records
 from megastation.store import control as cr
 from megastation.store import web as wr
+from megastation.store.weather_feed import feed_status
 
 
 def _num(x: Any, nd: int = 3) -> float | None:
@@ -184,6 +185,7 @@ class Views:
             "policy": cr.policy(store, site.policy),
             "plan": None,
             "today": self.today(),
+            "weather_feed": feed_status(store, now),  # None: no feed has run
         }
         if plan is not None:
             fs, hz, inp = plan["first_step"], plan["horizon"], plan["inputs"]

@@ -310,3 +310,64 @@ async def test_controller_plans_with_the_fetched_forecast(feed_station, store, c
     clear = station_forecast(feed_station, clock.now(), 8, 15)
     np.testing.assert_allclose(planned, want["pv_ac_kw"], atol=0.01)
     assert np.mean(planned) < 0.7 * clear["pv_ac_kw"].mean()
+
+
+async def test_feed_status_is_stored_and_shown_by_status(
+    feed_station, store, clock, provider, db_path
+):
+    """The store is the source of truth: `status`/`control-status` (other processes) and
+    the console's overview read the feed's last fetch, provider, ok/error and age there."""
+    from click.testing import CliRunner
+
+    from megastation.cli import main
+    from megastation.store.weather_feed import feed_status
+
+    assert feed_status(store) is None  # no feed has run
+    feed = WeatherFeed(feed_station, store, clock)
+    assert await feed.refresh()
+    st = feed_status(store, T0 + timedelta(minutes=30))
+    assert st["provider"] == provider.url and st["ok"] and st["error"] is None
+    assert st["attempted_at"] == st["last_ok_at"] == T0.isoformat(timespec="microseconds")
+    assert (st["age_min"], st["fetches"], st["failures"], st["source"]) == (30.0, 1, 0, "weather")
+
+    provider.mode = "down"
+    for hours in (1, 2):
+        clock.set(T0 + timedelta(hours=hours))
+        assert not await feed.refresh()
+    st = feed_status(store, T0 + timedelta(hours=2))
+    assert not st["ok"] and "503" in st["error"]
+    assert st["failing_since"] == (T0 + timedelta(hours=1)).isoformat(timespec="microseconds")
+    assert st["last_ok_at"] == T0.isoformat(timespec="microseconds")  # the good one is kept
+    assert (st["age_min"], st["fetches"], st["failures"]) == (120.0, 3, 2)
+    # the forecast falls back once the good one is too old: the source is stored too
+    clock.set(T0 + timedelta(hours=13))
+    assert feed.forecaster(feed_station, clock.now(), 96, 15).attrs["source"] == "clearsky"
+    assert feed_status(store)["source"] == "clearsky"
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["--db", str(db_path), "control-status", "--json"])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.output)["weather_feed"]
+    assert shown["provider"] == provider.url and shown["ok"] is False
+    res = runner.invoke(main, ["--db", str(db_path), "status"])
+    assert res.exit_code == 0, res.output
+    assert f"weather feed {provider.url}: FAILING since" in res.output
+    assert "2 failed" in res.output and "last error:" in res.output
+    provider.mode = "ok"
+    assert await feed.refresh()
+    res = runner.invoke(main, ["--db", str(db_path), "status"])
+    assert f"weather feed {provider.url}: ok" in res.output, res.output
+
+
+def test_console_overview_carries_the_feed_status(feed_station, store, clock):
+    from megastation.store.weather_feed import record_feed_status
+    from megastation.web.views import Views
+
+    views = Views(feed_station, store, clock)
+    assert views.overview(fresh=True)["weather_feed"] is None
+    record_feed_status(
+        store, provider="http://wx/v1/forecast", attempted_at=T0, ok=False, error="timed out",
+        last_ok_at=T0 - timedelta(hours=1), fetches=5, failures=1, source="weather",
+    )  # fmt: skip
+    feed = views.overview(fresh=True)["weather_feed"]
+    assert feed["error"] == "timed out" and feed["age_min"] == 60.0 and not feed["ok"]

@@ -224,6 +224,10 @@ def test_cli_score_reports_skill(tmp_path, station):
     band = re.search(r"bands from these errors: q10 ([-+.\d]+), q90 ([-+.\d]+)", r.output)
     assert band, r.output
     assert float(band.group(1)) < 0.0 and float(band.group(2)) == 0.0
+    # and by the forecast's clear-sky index (regimes with too few steps: the pooled values)
+    rows = re.findall(r"^  ([<>=\d. -]+?)\s+q10 ([-+.\d]+), q90 ([-+.\d]+)$", r.output, re.M)
+    assert len(rows) == 5, r.output
+    assert all(float(q90) == 0.0 for _, _, q90 in rows)
     r = runner.invoke(
         main, ["--db", str(tmp_path / "db"), "forecast", "score", "--measured", str(measured)]
     )
