@@ -46,6 +46,7 @@ class Issues:
     k_meas: np.ndarray  # (n_issues, 1) nowcast index, NaN when too little sun
     persistence: np.ndarray  # smart persistence, NaN where undefined
     daylight: np.ndarray  # bool, target step in daylight
+    season: np.ndarray | None = None  # season measure of the target step (bands.season)
 
 
 def window_index(m: np.ndarray, c: np.ndarray, window: int, capacity_kw: float) -> np.ndarray:
@@ -90,11 +91,13 @@ def issues(
     window: int = 4,
     issue_mask: np.ndarray | None = None,
     raw_index: np.ndarray | None = None,
+    season: np.ndarray | None = None,
 ) -> Issues:
     """Every issue time ``i`` (where ``issue_mask``) with ``n_leads`` steps ahead.
 
     ``raw``: the raw forecast per step; or ``raw_index``: an index known at each issue
     time, the raw forecast being ``raw_index[i] x clear`` (clear sky x recent index).
+    ``season``: the season measure of each step (:func:`forecasts.bands.season`).
     """
     m, c = np.asarray(measured, float), np.asarray(clear, float)
     r = c if raw is None else np.asarray(raw, float)
@@ -117,6 +120,7 @@ def issues(
         k_meas=k,
         persistence=k_last[:, None] * c[j],
         daylight=c[j] >= MIN_CLEAR_FRAC * capacity_kw,
+        season=None if season is None else np.asarray(season, float)[j],
     )
 
 
@@ -147,10 +151,18 @@ def fit_lead_bands(x: Issues, p50: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(q10, 0.0), np.maximum(q90, 0.0)
 
 
-def _quantile_rows(e: np.ndarray, on: np.ndarray, r: np.ndarray, n_regimes: int, min_n: int):
+def _quantile_rows(
+    e: np.ndarray,
+    on: np.ndarray,
+    r: np.ndarray,
+    n_regimes: int,
+    min_n: int,
+    fallback: np.ndarray | None = None,
+):
     """Pooled and per-regime (10th, 90th) percentiles of ``e[on]``, one column at a time
     (``e``, ``on``, ``r`` 2-D): ``(q10, q90)`` pooled per column and ``(n_regimes, n_cols)``
-    per regime, a regime with fewer than ``min_n`` samples taking the pooled values."""
+    per regime, a regime with fewer than ``min_n`` samples taking the pooled values (or
+    ``fallback[:, j % len(fallback[0])]``, e.g. its regime over all seasons)."""
     n_cols = e.shape[1]
     pooled = np.zeros((2, n_cols))
     by = np.zeros((2, n_regimes, n_cols))
@@ -162,8 +174,24 @@ def _quantile_rows(e: np.ndarray, on: np.ndarray, r: np.ndarray, n_regimes: int,
         pooled[:, h] = _bands._percentiles(e[ok, h])
         for j in range(n_regimes):
             sel = ok & (r[:, h] == j)
-            by[:, j, h] = _bands._percentiles(e[sel, h]) if sel.sum() >= min_n else pooled[:, h]
+            if sel.sum() >= min_n:
+                by[:, j, h] = _bands._percentiles(e[sel, h])
+            else:
+                by[:, j, h] = (
+                    pooled[:, h] if fallback is None else fallback[:, j % fallback.shape[1], h]
+                )
     return pooled, by
+
+
+def _class_rows(e, on, p, clear, season, edges, season_edges, min_n):
+    """:func:`_quantile_rows` by regime, then, with ``season_edges``, by season x regime
+    (season-major) with a sparse cell taking its regime's values over all seasons."""
+    n_reg = len(edges) + 1
+    pooled, by = _quantile_rows(e, on, _bands.regime(p, clear, edges), n_reg, min_n)
+    if not season_edges:
+        return pooled, by
+    r = _bands.band_class(p, clear, edges, season, tuple(season_edges))
+    return _quantile_rows(e, on, r, n_reg * (len(season_edges) + 1), min_n, fallback=by)
 
 
 def fit_band_table(
@@ -171,28 +199,40 @@ def fit_band_table(
     p50: np.ndarray,
     *,
     edges: tuple[float, ...] = _bands.REGIME_EDGES,
+    season_edges: tuple[float, ...] = (),
     min_n: int = 20,
     source: str = "fitted",
     nodes_h: tuple[float, ...] | None = None,
 ) -> _bands.Bands:
     """Bands by lead and regime on the issues where the nowcast applied (a measured
     index), scalars by regime from the raw forecast's errors (used without one); the
-    rows by lead kept at ``nodes_h`` [h] (interpolated) or at every lead of ``x``."""
+    rows by lead kept at ``nodes_h`` [h] (interpolated) or at every lead of ``x``. With
+    ``season_edges`` each season bin of ``x.season`` has its own regimes (season-major)."""
     day = x.daylight & np.isfinite(x.measured)
     with np.errstate(invalid="ignore", divide="ignore"):
         e = (x.measured - p50) / x.clear
         e_raw = (x.measured - x.raw) / x.clear
     has_k = np.broadcast_to(np.isfinite(x.k_meas), day.shape)
-    n_reg = len(edges) + 1
-    lead, by_lead = _quantile_rows(e, day & has_k, _bands.regime(p50, x.clear, edges), n_reg, min_n)
+    lead, by_lead = _class_rows(e, day & has_k, p50, x.clear, x.season, edges, season_edges, min_n)
     leads = x.lead_h
     if nodes_h is not None:
         leads = np.asarray(nodes_h, float)
         lead = np.array([np.interp(leads, x.lead_h, v) for v in lead])
         by_lead = np.array([[np.interp(leads, x.lead_h, v) for v in q] for q in by_lead])
-    r_raw = _bands.regime(x.raw, x.clear, edges)
-    flat = (day.reshape(-1, 1), r_raw.reshape(-1, 1))
-    raw, by_raw = _quantile_rows(e_raw.reshape(-1, 1), *flat, n_reg, min_n)
+
+    def flat(v):
+        return None if v is None else v.reshape(-1, 1)
+
+    raw, by_raw = _class_rows(
+        flat(e_raw),
+        flat(day),
+        flat(x.raw),
+        flat(x.clear),
+        flat(x.season),
+        edges,
+        season_edges,
+        min_n,
+    )
 
     def t(v):
         return tuple(round(float(q), 4) for q in v)
@@ -204,6 +244,7 @@ def fit_band_table(
         q10_by_regime=t(by_raw[0, :, 0]), q90_by_regime=t(by_raw[1, :, 0]),
         q10_by_regime_lead=tuple(t(row) for row in by_lead[0]),
         q90_by_regime_lead=tuple(t(row) for row in by_lead[1]),
+        season_edges=tuple(season_edges),
     )  # fmt: skip
 
 
@@ -217,8 +258,9 @@ def band_limits(
     for rows, lead in ((has_k, x.lead_h), (~has_k, None)):
         if rows.any():
             lead_rows = None if lead is None else np.broadcast_to(lead, p50[rows].shape)
+            season = None if x.season is None else x.season[rows]
             p10[rows], p90[rows] = _bands.apply_bands(
-                p50[rows], x.clear[rows], limit_kw, bands, lead_rows
+                p50[rows], x.clear[rows], limit_kw, bands, lead_rows, season
             )
     return p10, p90
 

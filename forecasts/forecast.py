@@ -105,7 +105,7 @@ def forecast_pv(
         k_meas = _nowcast.measured_clear_sky_index(meas, clear_past.sum(axis=1), limits.sum())
     return assemble(
         arrays, grid, issued, raw, clear, limits, k_meas, with_weather=weather is not None,
-        bands=bands,
+        bands=bands, latitude_deg=site.latitude,
     )  # fmt: skip
 
 
@@ -119,18 +119,21 @@ def assemble(
     k_meas: float | None,
     *,
     with_weather: bool,
+    latitude_deg: float,
     bands: _bands.Bands | None = None,
 ) -> pd.DataFrame:
     """The nowcast and the bands on modelled PV ``(n_steps, n_arrays)`` [kW]: the
-    forecast frame of :func:`forecast_pv` (the simulator calls it on precomputed PV)."""
+    forecast frame of :func:`forecast_pv` (the simulator calls it on precomputed PV).
+    ``latitude_deg``: the site's, for the season of the bands (:func:`forecasts.bands.season`)."""
     step = grid[1] - grid[0] if len(grid) > 1 else pd.Timedelta(grid.freq)
     lead_h = ((grid + step / 2) - issued).total_seconds().to_numpy() / 3600.0
     p50 = _nowcast.nowcast(raw, clear, limits, lead_h, k_meas, with_weather=with_weather)
     total = p50.sum(axis=1)
     clear_total = clear.sum(axis=1)
     b = bands or (_bands.DEFAULT_BANDS if with_weather else _bands.CLEARSKY_BANDS)
+    season = _bands.season(grid + step / 2, latitude_deg)
     p10, p90 = _bands.apply_bands(
-        total, clear_total, float(limits.sum()), b, None if k_meas is None else lead_h
+        total, clear_total, float(limits.sum()), b, None if k_meas is None else lead_h, season
     )
     data = {
         "pv_ac_kw": total,

@@ -323,8 +323,9 @@ def read_tmy3(
 def read_epw(path: str | os.PathLike[str], *, year: int | None = 2021) -> tuple[pd.DataFrame, dict]:
     """Read an EnergyPlus weather file with :func:`pvlib.iotools.read_epw`.
 
-    Maps ``total_sky_cover`` [tenths] to ``cloud_cover`` [%]; rows label hour ends.
-    Returns ``(weather, metadata)``.
+    Maps ``total_sky_cover`` [tenths] to ``cloud_cover`` [%]. EPW hour ``h`` is the hour
+    ending at ``h``:00; pvlib already labels it at its start (``h - 1``), so no further
+    shift. Returns ``(weather, metadata)``.
     """
     import pvlib
 
@@ -335,16 +336,16 @@ def read_epw(path: str | os.PathLike[str], *, year: int | None = 2021) -> tuple[
     if "albedo" in df:
         alb = df["albedo"].astype(float)
         out["albedo"] = alb.where((alb > 0) & (alb < 1)).fillna(0.25)
-    return _pvlib_frame(out, path), meta
+    return _pvlib_frame(out, path, label="start"), meta
 
 
-def _pvlib_frame(out: pd.DataFrame, path: object) -> pd.DataFrame:
+def _pvlib_frame(out: pd.DataFrame, path: object, label: Label = "end") -> pd.DataFrame:
     out = out.sort_index()
     out = out[~out.index.duplicated()]
     out.index = pd.DatetimeIndex(out.index).tz_convert("UTC").as_unit("ns")
     for name in ("ghi", "dni", "dhi"):
         out[name] = out[name].clip(lower=0)
-    return _regularise(out, label="end", max_gap=pd.Timedelta("3h"), source=str(path))
+    return _regularise(out, label=label, max_gap=pd.Timedelta("3h"), source=str(path))
 
 
 # --------------------------------------------------------------------------- clear sky

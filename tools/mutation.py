@@ -7,6 +7,8 @@ Usage (after ``pip install -e '.[test,mutation]'``)::
     .venv/bin/python tools/mutation.py accounting tariff --max-children 2 --timeout-min 20
     .venv/bin/python tools/mutation.py --list          # the modules and their tests
 
+    .venv/bin/python tools/mutation.py dispatch --recheck   # only the earlier survivors
+
 Each module runs in its own scratch copy of the repository (``.mutation/<module>/``,
 git-ignored, kept between runs so mutmut only re-tests what changed, and the survivors of
 earlier runs again, by name, for tests added since) with the shared
@@ -16,6 +18,13 @@ The score is killed (or timed out) over all mutants minus the equivalent ones li
 ``mutation-equivalent.toml`` (a mutant that cannot change any observable result, with
 the reason). Survivors are printed so each is either killed by a new test or listed
 there. Exit status 1 when a module is below ``--fail-under`` (default 0: report only).
+
+Rounds: a time-boxed run is resumed by the next one (mutmut stores each verdict as it
+comes), and once every mutant has a verdict, ``--recheck`` re-tests only the survivors and
+the "no tests" mutants of earlier runs against today's tests, which keeps a round on a
+big module (dispatch: ~2,200 mutants) to minutes. Add new tests to a file the module
+already selects: a new test *file* changes mutmut's test selection, and mutmut then
+drops every cached verdict of that module (a full re-run).
 """
 
 from __future__ import annotations
@@ -136,7 +145,28 @@ def _results(dest: Path) -> dict[str, str]:
     return status
 
 
-def run_module(name: str, *, max_children: int, timeout_min: float) -> dict[str, object]:
+def _mutmut_run(dest: Path, max_children: int, names: list[str], timeout_s: float) -> bool:
+    """``mutmut run`` (all mutants without a verdict, or ``names``); True if timed out."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
+    try:
+        subprocess.run(
+            cmd,
+            cwd=dest,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+
+def run_module(
+    name: str, *, max_children: int, timeout_min: float, recheck: bool = False
+) -> dict[str, object]:
     path, globs = MODULES[name]
     paths = (path,) if isinstance(path, str) else path
     tests = _tests(globs)
@@ -148,51 +178,27 @@ def run_module(name: str, *, max_children: int, timeout_min: float) -> dict[str,
     dest = WORK / name
     _sync(dest)
     _write_config(dest, paths, tests)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     t0 = time.monotonic()
     timed_out = False
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
-            cwd=dest,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=timeout_min * 60,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    if not recheck:
+        timed_out = _mutmut_run(dest, max_children, [], timeout_min * 60)
     equivalent = _equivalent()
     # mutmut keeps a mutant's verdict while its function is unchanged, even when tests
-    # were added since: give the survivors of earlier runs a second chance, by name.
-    again = [k for k, v in _results(dest).items() if v == "survived" and k not in equivalent]
+    # were added since: give the survivors (and the mutants no test reached, and those a
+    # stopped run left "suspicious") of earlier runs a second chance, by name.
+    again = [
+        k
+        for k, v in _results(dest).items()
+        if v in ("survived", "suspicious", "no tests") and k not in equivalent
+    ]
     left_s = timeout_min * 60 - (time.monotonic() - t0)
     if again and not timed_out and left_s > 0:
-        try:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "mutmut",
-                    "run",
-                    "--max-children",
-                    str(max_children),
-                    *again,
-                ],
-                cwd=dest,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=left_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = _mutmut_run(dest, max_children, again, left_s)
     status = _results(dest)
     counted = {k: v for k, v in status.items() if k not in equivalent}
     killed = sum(v in ("killed", "timeout") for v in counted.values())
     tested = sum(v in ("killed", "timeout", "survived", "suspicious") for v in counted.values())
+    no_tests = sum(v == "no tests" for v in counted.values())
     survivors = sorted(k for k, v in counted.items() if v in ("survived", "suspicious"))
     return {
         "module": name,
@@ -200,7 +206,8 @@ def run_module(name: str, *, max_children: int, timeout_min: float) -> dict[str,
         "equivalent": len(status) - len(counted),
         "killed": killed,
         "tested": tested,
-        "not_run": len(counted) - tested,
+        "no_tests": no_tests,
+        "not_run": len(counted) - tested - no_tests,
         "score": killed / tested if tested else float("nan"),
         "survivors": survivors,
         "seconds": time.monotonic() - t0,
@@ -216,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fail-under", type=float, default=0.0, help="minimum score [%%]")
     ap.add_argument("--list", action="store_true", help="print modules and tests, run nothing")
     ap.add_argument("--quiet", action="store_true", help="do not list the survivors")
+    ap.add_argument(
+        "--recheck",
+        action="store_true",
+        help="no full pass: re-test only the survivors and 'no tests' mutants of earlier runs",
+    )
     args = ap.parse_args(argv)
     names = args.modules or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -229,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for n in names:
-        r = run_module(n, max_children=args.max_children, timeout_min=args.timeout_min)
+        r = run_module(
+            n, max_children=args.max_children, timeout_min=args.timeout_min, recheck=args.recheck
+        )
         rows.append(r)
         flag = " (time box reached)" if r["timed_out"] else ""
         print(
             f"{n:11s} {100 * r['score']:5.1f} %  killed {r['killed']}/{r['tested']}"
-            f"  equivalent {r['equivalent']}  not run {r['not_run']}"
+            f"  equivalent {r['equivalent']}  no tests {r['no_tests']}  not run {r['not_run']}"
             f"  {r['seconds']:.0f} s{flag}",
             flush=True,
         )

@@ -55,12 +55,15 @@ def follow_balance_kw(
     Clamped to the battery's power limits; the SoC limits are the battery's own. Unless
     ``may_export`` (:func:`megastation.dispatch.battery_may_export`), a discharge never
     exceeds the import the site would have with the battery idle: stored energy is not
-    sent to the grid (#11).
+    sent to the grid (#11); and the battery stores every surplus before any is exported,
+    a planned export included, as self-consumption does: a plan exports PV early only
+    because it expects the battery to fill later, which the day may not bring (#11).
     """
     p = planned_battery_kw
     x = import_at_plan_kw
-    if x < -planned_export_kw - deadband_kw:
-        p = planned_battery_kw + (x + planned_export_kw)
+    export_kw = planned_export_kw if may_export else 0.0
+    if x < -export_kw - deadband_kw:
+        p = planned_battery_kw + (x + export_kw)
     elif x > planned_import_kw + deadband_kw:
         p = planned_battery_kw + (x - planned_import_kw)
         if not may_discharge_more:

@@ -276,6 +276,9 @@ class Kpis:
     demand_charge_krw: float  # pro rata for the period
     cost_krw: float
     sessions: int
+    # renewable energy left in the battery at the end [kWh stored, pro rata]: a run that
+    # ends with more of it has not lost it (a fixed-length period cuts it off)
+    battery_renewable_end_kwh: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -339,6 +342,16 @@ def flow_kpis(
     )
     demand = tariff.demand_charge_krw_per_kw_month * peak * days / DAYS_PER_BILLING_MONTH
     delivered = float((frame["ev_kw"].to_numpy(float) * h).sum())
+    green_end_kwh = 0.0
+    if b is not None and len(alloc):
+        stored_kwh = soc0 * b.capacity_kwh + float(
+            (
+                frame["battery_charge_kw"].to_numpy(float) * b.charge_efficiency
+                - frame["battery_discharge_kw"].to_numpy(float) / b.discharge_efficiency
+            )
+            @ h
+        )
+        green_end_kwh = max(0.0, stored_kwh) * float(alloc["battery_renewable_frac"].iloc[-1])
     return Kpis(
         energy_delivered_kwh=delivered,
         energy_wanted_kwh=float(energy_wanted_kwh),
@@ -357,6 +370,7 @@ def flow_kpis(
         demand_charge_krw=float(demand),
         cost_krw=float(energy_cost + demand),
         sessions=int(sessions),
+        battery_renewable_end_kwh=green_end_kwh,
     )
 
 
@@ -411,6 +425,7 @@ class _StepForecastCache:
         self._n_past = n_win
         self._limits = inverter_limits_kw(arrays)
         self._arrays = tuple(arrays)
+        self._latitude_deg = pvs.latitude
         self._t0_s = self._index[0].timestamp()
 
     def __call__(
@@ -468,8 +483,9 @@ class _StepForecastCache:
                 meas, self._clear_ext[lo : lo + n_win], self._limits.sum()
             )
         return assemble(
-            self._arrays, grid, issued, raw, clear, self._limits, k_meas, with_weather=True
-        )
+            self._arrays, grid, issued, raw, clear, self._limits, k_meas, with_weather=True,
+            latitude_deg=self._latitude_deg,
+        )  # fmt: skip
 
 
 @dataclass

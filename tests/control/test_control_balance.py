@@ -91,7 +91,58 @@ def test_rule_never_discharges_into_the_grid_unless_export_may_pay():
     # 40 kW with the battery at 30: without export the battery stops discharging
     kw = dict(planned_battery_kw=30.0, planned_import_kw=0.0, planned_export_kw=40.0)
     assert rule(**kw, import_at_plan_kw=-40.0) == pytest.approx(30.0)
-    assert rule(**kw, import_at_plan_kw=-40.0, may_export=False) == 0.0
+    # ... and takes the 10 kW the site would still export with it idle
+    assert rule(**kw, import_at_plan_kw=-40.0, may_export=False) == pytest.approx(-10.0)
     # it still covers the import the site has with the battery idle, and still charges
     assert rule(**kw, import_at_plan_kw=-10.0, may_export=False) == pytest.approx(20.0)
     assert rule(planned_import_kw=0.0, import_at_plan_kw=-40.0, may_export=False) == -40.0
+
+
+def test_rule_stores_a_planned_export_when_export_does_not_pay():
+    # The plan exports 40 kW of PV (it expects the battery to fill later, #11): where
+    # export does not pay the battery stores it now, as self-consumption does; a full
+    # battery refuses the charge itself (its SoC limit), and only then is PV exported.
+    planned = dict(planned_import_kw=0.0, planned_export_kw=40.0, import_at_plan_kw=-40.0)
+    assert rule(**planned) == 0.0  # export pays: the plan's export stays
+    assert rule(**planned, may_export=False) == pytest.approx(-40.0)
+    # a planned charge grows by the planned export; limits hold
+    assert rule(**planned, planned_battery_kw=-30.0, may_export=False) == pytest.approx(-70.0)
+    assert rule(**planned, max_charge_kw=25.0, may_export=False) == pytest.approx(-25.0)
+    # within the deadband of no export at all: the plan's set point
+    assert (
+        rule(
+            planned_import_kw=0.0, planned_export_kw=40.0, import_at_plan_kw=-0.5, may_export=False
+        )
+        == 0.0
+    )
+
+
+async def test_battery_stores_pv_the_plan_exports(station, store, clock):
+    # No car, 150 kW of PV all day (forecast), the battery near full: the plan exports
+    # PV (100 kW export limit) at some step whatever it does; wherever that export falls,
+    # between plans the battery takes every surplus while it has room (the seed tariff
+    # pays 0 for export, so the export is a gift), and only a full battery lets PV go.
+    from megastation.core.devices import SimulatedPVMeter
+
+    records.register_station_chargers(store, station)
+    gw = DirectGateway(station, store, clock)
+    battery = SimulatedBattery(station.battery, clock, soc_frac=0.85)
+    pv = SimulatedPVMeter(lambda t: 150.0, clock)
+    meter = SimulatedSiteMeter(
+        clock, ev_kw=lambda: 0.0, pv=pv, battery=battery,
+        base_load_kw=station.site.base_load_kw,
+    )  # fmt: skip
+    ctl = Controller(
+        station, store, clock, gateway=gw, battery=battery, site_meter=meter, pv_meter=pv,
+        forecaster=flat_forecaster(150.0),
+    )  # fmt: skip
+    for c in station.chargers:
+        await gw.install_failsafe(c.id, grid_import_limit_kw=400)
+    await ctl.cycle("test")
+    plan = ctl.balance.plan[1]
+    assert plan.grid_export_kw.max() > 50.0  # the plan does export
+    kw = await ctl.follow_balance()
+    after = await meter.read()
+    surplus = 150.0 - station.site.base_load_kw
+    assert kw == pytest.approx(-surplus, abs=1.0)  # the battery takes all of it
+    assert after.export_kw == pytest.approx(0.0, abs=1.0)

@@ -19,6 +19,7 @@ from megastation.control.gather import TxReading
 from megastation.control.needs import DEFAULT_EV_BATTERY_KWH, ev_battery_kwh
 from megastation.control.problem import (
     EXTRA_SUFFIX,
+    firm_power_kw,
     presence,
     site_load_kw,
     unsampled_kw,
@@ -89,6 +90,19 @@ def test_an_unproven_dc_car_is_planned_at_100_kw_until_it_takes_more():
     caps.proven_kw[5] = 150.0
     assert caps.firm_kw(5, 200.0) == 150.0
     assert caps.firm_kw(5, 60.0) == 60.0
+
+
+def test_a_dc_car_that_needs_more_than_100_kw_for_its_firm_energy_gets_it():
+    # 48 kWh firm by its pessimistic departure 19 min away: 151.6 kW on average, more than
+    # an unproven car is planned with (100 kW) and less than its 200 kW connector (#11)
+    need = SimpleNamespace(departure=T0 + timedelta(minutes=19), energy_kwh=48.0)
+    assert firm_power_kw(UNPROVEN_DC_KW, 200.0, need, T0) == pytest.approx(48.0 / (19 / 60))
+    assert firm_power_kw(UNPROVEN_DC_KW, 120.0, need, T0) == 120.0  # the connector's max
+    # an hour left: 48 kW would do, the unproven 100 kW stays (a plan may spread it)
+    need.departure = T0 + timedelta(hours=1)
+    assert firm_power_kw(UNPROVEN_DC_KW, 200.0, need, T0) == UNPROVEN_DC_KW
+    # past its departure: whatever it takes
+    assert firm_power_kw(UNPROVEN_DC_KW, 200.0, need, T0 + timedelta(hours=2)) == 200.0
 
 
 def test_forget_closed_drops_what_is_kept_for_closed_transactions():

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
+import tomllib
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from scipy.stats import lognorm
 
+from megastation.control.needs import ExpectedDemand, KindDemand
+from megastation.control.problem import expected_session_needs
+from megastation.core.config import parse_station, seeds_dir
 from megastation.dispatch import (
     BatteryState,
     GridState,
@@ -395,3 +401,522 @@ def test_stored_energy_goes_to_the_grid_only_when_export_pays_and_money_comes_fi
     assert (plan.grid_export_kw.max() > 1.0) == exports
     if not exports:
         assert plan.battery_discharge_kw.max() == pytest.approx(0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- station helpers
+
+
+def _station_with(edit):
+    """The seed station's TOML with ``edit(data)`` applied (a dict from tomllib)."""
+    path = seeds_dir() / "gwangju-donggu.toml"
+    data = tomllib.loads(path.read_text())
+    edit(data)
+    return parse_station(data, str(path))
+
+
+def test_an_ac_charger_smaller_than_its_connectors_shares_its_limit():
+    def edit(data):
+        ac = next(c for c in data["chargers"] if c["id"] == "GJDG-AC-01")
+        ac["max_power_kw"] = 10.0  # two 7 kW connectors on a 10 kW charger
+
+    st = _station_with(edit)
+    groups = {g.name: g for g in station_groups(st)}
+    assert groups["charger:GJDG-AC-01"].members == (("GJDG-AC-01", 1), ("GJDG-AC-01", 2))
+    assert groups["charger:GJDG-AC-01"].max_power_kw == 10.0
+    assert "charger:GJDG-AC-02" not in groups
+    cars = tuple(
+        car(f"s{k}", 20.0, connector_limit_kw(st, "GJDG-AC-01", k), 4, charger_id="GJDG-AC-01",
+            connector_id=k)
+        for k in (1, 2)
+    )  # fmt: skip
+    p = Problem(TimeGrid(T0, 4, 3600), np.full(4, 50.0), np.zeros(4), grid_state(4),
+                cars, groups=tuple(groups.values()))  # fmt: skip
+    plan = solve(p)
+    assert plan.ev_kw.max() <= 10.0 + 1e-6
+    np.testing.assert_allclose(plan.delivered_kwh, [20.0, 20.0], atol=1e-6)
+
+
+def test_unknown_connector_is_named(station):
+    with pytest.raises(KeyError) as err:
+        connector_limit_kw(station, "GJDG-AC-01", 3)
+    assert f"no connector GJDG-AC-01/3 in {station.source}" in str(err.value)
+    with pytest.raises(KeyError, match="no connector NOPE/1"):
+        connector_limit_kw(station, "NOPE", 1)
+
+
+def test_station_grid_state_and_battery_take_the_stations_figures():
+    def edit(data):
+        data["tariff"]["export_price_krw_per_kwh"] = 55.0
+        data["battery"].update(charge_efficiency=0.9, discharge_efficiency=0.85)
+
+    st = _station_with(edit)
+    grid = TimeGrid(T0, 4)
+    gs = station_grid_state(st, grid)
+    # a month with no peak yet bills the first kW; a known peak is passed through
+    assert gs.peak_so_far_kw == 0.0 and gs.export_price_krw_per_kwh == 55.0
+    assert station_grid_state(st, grid, peak_so_far_kw=120.0).peak_so_far_kw == 120.0
+    b = station_battery(st)
+    assert (b.charge_efficiency, b.discharge_efficiency) == (0.9, 0.85)
+    assert b.soc_frac == st.battery.initial_soc_frac == 0.5
+    assert b.renewable_frac == 0.0  # stored energy of unknown origin counts as grey
+    b = station_battery(st, soc_frac=0.2, renewable_frac=0.6)
+    assert (b.soc_frac, b.renewable_frac) == (0.2, 0.6)
+    assert station_battery(_station_with(lambda d: d.pop("battery"))) is None
+
+
+# --------------------------------------------------------------------------- loads, set points
+
+
+def test_uncontrolled_loads_add_to_the_site_load():
+    p = Problem(TimeGrid(T0, 2, 3600), np.array([0.0, 30.0]), np.array([10.0, 10.0]),
+                grid_state(2), uncontrolled_kw=np.array([20.0, 5.0]))  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.grid_import_kw, [30.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(plan.pv_used_kw, [0.0, 15.0], atol=1e-6)
+    assert plan.soc_frac.tolist() == [0.0, 0.0, 0.0]  # no battery: empty, not NaN
+
+
+def test_first_step_set_points_are_step_zero_in_the_device_convention():
+    # Step 0: 40 kW of load at 200 KRW/kWh, served by the battery. Step 1: 100 kW of PV,
+    # 20 kW into the battery (its limit), 30 kW exported (the limit), 50 kW curtailed.
+    gs = GridState(import_limit_kw=500.0, export_limit_kw=30.0,
+                   import_price_krw_per_kwh=np.array([200.0, 50.0]))  # fmt: skip
+    b = battery(
+        capacity_kwh=100.0, soc_frac=0.5, max_discharge_kw=100.0, terminal_value_krw_per_kwh=50.0
+    )
+    p = Problem(TimeGrid(T0, 2, 3600), np.array([0.0, 100.0]), np.array([40.0, 0.0]), gs,
+                battery=b, policy="cost")  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.battery_discharge_kw, [40.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(plan.battery_charge_kw, [0.0, 20.0], atol=1e-6)
+    np.testing.assert_allclose(plan.grid_export_kw, [0.0, 30.0], atol=1e-6)
+    np.testing.assert_allclose(plan.curtailed_kw, [0.0, 50.0], atol=1e-6)
+    assert plan.unmet_kwh.shape == (0,) and plan.objective_parts["new_peak_kw"] == 0.0
+    sp = plan.first_step()
+    assert sp.session_kw == {}
+    assert sp.battery_net_charge_kw == pytest.approx(-40.0, abs=1e-6)
+    assert sp.battery_setpoint_kw == pytest.approx(40.0, abs=1e-6)  # + discharge
+    assert (sp.grid_import_kw, sp.grid_export_kw, sp.curtailed_kw) == pytest.approx(
+        (0.0, 0.0, 0.0), abs=1e-6
+    )
+
+
+def test_first_step_keeps_power_of_a_car_without_a_minimum():
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2),
+                (car("a", 2.0, 2.0, 2), car("b", 2.0, 2.0, 2, connector_id=2, min_power_kw=1.4)))  # fmt: skip
+    plan = solve(p)
+    plan = dataclasses.replace(plan, session_kw=np.array([[0.5, 1.5], [3.0, 1.5]]))
+    assert plan.first_step().session_kw == {"a": 0.5, "b": 3.0}  # above its minimum: kept
+    plan = dataclasses.replace(plan, session_kw=np.array([[0.5, 1.5], [0.5, 1.5]]))
+    assert plan.first_step().session_kw == {"a": 0.5, "b": 0.0}
+
+
+# --------------------------------------------------------------------------- tiers 4 and 1b
+
+#: Only tier 4 (a kWh later in the stay costs more) and the unmet penalty.
+EARLY_ONLY = Policy(grid_to_ev_weight_per_kwh=0.0, cost_weight_per_krw=0.0,
+                    early_weight_per_kwh=1.0, chatter_weight_per_kw=0.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arr_h", "dep_h", "kwh", "cost"),
+    [
+        # arrives 1:00, leaves 5:00: step 1's midpoint 1:30 is 1/8 through the stay
+        (1.0, 5.0, 10.0, 1.0 * (0.5 + 0.125) * 10.0),
+        # arrives 0:45: 2.5 kWh fit in step 0, whose midpoint is before the arrival (0)
+        (0.75, 4.75, 2.5, 1.0 * (0.5 + 0.0) * 2.5),
+        # plugged 2:00-2:06 only: step 2's midpoint is after the departure (1, not 5)
+        (2.0, 2.1, 0.5, 1.0 * (0.5 + 1.0) * 0.5),
+    ],
+)
+def test_early_charging_costs_the_progress_through_the_stay_at_the_step_midpoint(
+    arr_h, dep_h, kwh, cost
+):
+    p = Problem(TimeGrid(T0, 6, 3600), np.zeros(6), np.zeros(6), grid_state(6),
+                (car("s", kwh, 10.0, dep_h, arr_h),), policy=EARLY_ONLY)  # fmt: skip
+    plan = solve(p)
+    assert plan.delivered_kwh[0] == pytest.approx(kwh)
+    assert plan.objective_parts["objective"] == pytest.approx(cost, rel=1e-9)
+
+
+def test_uncertain_stay_costs_each_kwh_its_chance_that_the_car_has_left():
+    # Only the unmet penalty (1 per kWh) and the leave risk: the unsure car (plugged in an
+    # hour before the plan, lognormal stay, median 3 h, sigma 0.5) takes its 15 kWh as
+    # early as it can; cars with a known departure cost nothing whatever their fields.
+    pol = Policy(unmet_weight_per_kwh=1.0, grid_to_ev_weight_per_kwh=0.0,
+                 cost_weight_per_krw=0.0, early_weight_per_kwh=0.0, chatter_weight_per_kw=0.0)  # fmt: skip
+    cars = (
+        car("unsure", 15.0, 10.0, 4, -1, stay_median_s=3 * 3600.0, stay_sigma=0.5),
+        car("sure", 5.0, 10.0, 4, -1, connector_id=2),
+        car("sigma_only", 5.0, 10.0, 4, -1, connector_id=3, stay_sigma=0.5),
+        car("median_only", 5.0, 10.0, 4, -1, connector_id=4, stay_median_s=1800.0),
+    )
+    p = Problem(TimeGrid(T0, 8, 1800), np.zeros(8), np.zeros(8), grid_state(8), cars, policy=pol)
+    plan = solve(p)
+    np.testing.assert_allclose(plan.delivered_kwh, [15.0, 5.0, 5.0, 5.0], atol=1e-6)
+    np.testing.assert_allclose(plan.session_kw[0, :3], [10.0, 10.0, 10.0], atol=1e-6)
+    stay = lognorm(s=0.5, scale=3.0)  # hours
+    # half-hour steps: 5 kWh in each of the first three, at midpoints 0:15, 0:45, 1:15
+    risk = [1.0 - stay.sf(1.0 + 0.5 * t + 0.25) / stay.sf(1.0) for t in (0, 1, 2)]
+    assert plan.objective_parts["objective"] == pytest.approx(5 * sum(risk), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- named policies
+
+
+@pytest.mark.parametrize(("gain_krw_per_kwh", "green"), [(0.5, False), (0.08, True)])
+def test_cost_policy_puts_money_first_and_the_green_label_second(gain_krw_per_kwh, green):
+    # A car plugged 0-2 h wants 10 kWh; 10 kW of PV in hour 0 can go into it or be
+    # exported at the import price of hour 1 plus a small gain. Half a won per kWh is
+    # money: export and charge from the grid later; under a tenth of a won (the
+    # tier-2 weight of a grid kWh under cost), the green kWh wins the near-tie.
+    gs = GridState(import_limit_kw=500.0, export_limit_kw=50.0,
+                   import_price_krw_per_kwh=np.array([100.0, 100.0]),
+                   export_price_krw_per_kwh=100.0 + gain_krw_per_kwh)  # fmt: skip
+    p = Problem(TimeGrid(T0, 2, 3600), np.array([10.0, 0.0]), np.zeros(2), gs,
+                (car("s", 10.0, 10.0, 2),), policy="cost")  # fmt: skip
+    plan = solve(p)
+    assert plan.renewable_frac[0] == pytest.approx(1.0 if green else 0.0, abs=1e-6)
+    assert plan.grid_export_kw[0] == pytest.approx(0.0 if green else 10.0, abs=1e-6)
+
+
+def test_re100_counts_on_less_of_the_expected_cars_than_cost():
+    # re100 hedges against expected cars that do not come; cost plans for all of them.
+    rates = [0.0] * 24
+    rates[18] = 2.0  # two DC cars expected at 18:00 local
+    demand = ExpectedDemand({"dc": KindDemand(tuple(rates), 30.0, 40.0, 100.0, 400.0)}, "test")
+    grid = TimeGrid(T0 + 3 * H, 12, 3600)  # 12:00 .. 24:00 in Seoul
+    kwh = {
+        name: expected_session_needs(demand, grid, "Asia/Seoul", Policy.of(name).expected_share)[1]
+        for name in ("re100", "cost")
+    }
+    assert 0.0 < kwh["re100"] < kwh["cost"]
+
+
+# --------------------------------------------------------------------------- battery size, chatter
+
+
+def test_a_one_kwh_battery_takes_part_and_a_zero_kwh_one_does_not():
+    # Load 1 kW for an hour at 200 KRW/kWh: a full 1 kWh battery serves 0.95 kWh of it.
+    tiny = battery(capacity_kwh=1.0, soc_frac=1.0, discharge_efficiency=0.95)
+    p = Problem(TimeGrid(T0, 1, 3600), np.zeros(1), np.ones(1), grid_state(1, price=200.0),
+                battery=tiny, policy="cost")  # fmt: skip
+    plan = solve(p)
+    assert plan.battery_discharge_kw[0] == pytest.approx(0.95, rel=1e-6)
+    assert plan.grid_import_kw[0] == pytest.approx(0.05, rel=1e-6)
+    # At a negative price, cycling grid energy through a battery would burn it for money;
+    # a battery of 0 kWh holds nothing and takes no part.
+    none = battery(capacity_kwh=0.0, max_charge_kw=50.0, max_discharge_kw=50.0,
+                   charge_efficiency=0.9, discharge_efficiency=0.9)  # fmt: skip
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.full(2, 10.0), grid_state(2, price=-50.0),
+                battery=none, policy="cost")  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.grid_import_kw, [10.0, 10.0], atol=1e-6)
+    assert plan.battery_charge_kw.max() == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(("per_session", "chatter_kw"), [(False, 20.0 + 15.0), (True, 20.0)])
+def test_chatter_reports_each_cars_move_from_its_current_power(per_session, chatter_kw):
+    # Two cars that need full power for both steps: one charging at 10 kW now goes to 30,
+    # the other at 20 kW now goes to 5. Per car, the first step moves 20 and 15 kW; per
+    # session, only rises count (20 kW, then none).
+    pol = dataclasses.replace(Policy.re100(), chatter_per_session=per_session)
+    cars = (
+        car("a", 60.0, 30.0, 2, current_power_kw=10.0),
+        car("b", 10.0, 5.0, 2, connector_id=2, current_power_kw=20.0),
+    )
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2), cars, policy=pol)
+    plan = solve(p)
+    np.testing.assert_allclose(plan.session_kw, [[30.0, 30.0], [5.0, 5.0]], atol=1e-6)
+    assert plan.objective_parts["chatter_kw"] == pytest.approx(chatter_kw, abs=1e-6)
+    # without a chatter weight there is nothing to report
+    quiet = dataclasses.replace(pol, chatter_weight_per_kw=0.0)
+    plan = solve(dataclasses.replace(p, policy=quiet))
+    assert plan.objective_parts["chatter_kw"] == 0.0
+
+
+# --------------------------------------------------------------------------- tier 5 (chatter)
+
+#: Only chatter (weight 1 per kW of change) and the unmet penalty.
+CHATTER_ONLY = Policy(grid_to_ev_weight_per_kwh=0.0, cost_weight_per_krw=0.0,
+                      early_weight_per_kwh=0.0, chatter_weight_per_kw=1.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(("per_session", "per_car_kw"), [(False, 15.0), (True, 10.0)])
+def test_chatter_costs_every_change_of_total_car_power(per_session, per_car_kw):
+    # The import limit forces the car to 10, 20, 10 kW (40 kWh in 3 h) from 25 kW now:
+    # total car power moves 15 + 10 + 10 kW. Per car: the first step's move (15 kW), or
+    # per session every rise (10 kW).
+    lim = np.array([10.0, 20.0, 10.0])
+    gs = GridState(import_limit_kw=lim, export_limit_kw=0.0, import_price_krw_per_kwh=np.zeros(3))
+    pol = dataclasses.replace(CHATTER_ONLY, chatter_per_session=per_session)
+    p = Problem(TimeGrid(T0, 3, 3600), np.zeros(3), np.zeros(3), gs,
+                (car("s", 40.0, 30.0, 3, current_power_kw=25.0),), policy=pol)  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.session_kw[0], lim, atol=1e-6)
+    assert plan.objective_parts["objective"] == pytest.approx(35.0 + per_car_kw, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("load", "moves_kw"), [([10.0, 0.0], 10.0), ([10.0, 0.0, 10.0, 5.0], 10.0 + 10.0 + 5.0)]
+)
+def test_chatter_costs_every_change_of_battery_power(load, moves_kw):
+    # No grid: a full battery serves the load, so its power follows the load exactly;
+    # each kWh discharged also costs the chatter weight (as wear of the set point).
+    n = len(load)
+    gs = GridState(import_limit_kw=0.0, export_limit_kw=0.0, import_price_krw_per_kwh=np.zeros(n))
+    p = Problem(TimeGrid(T0, n, 3600), np.zeros(n), np.array(load), gs,
+                battery=battery(capacity_kwh=100.0, soc_frac=1.0), policy=CHATTER_ONLY)  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.battery_discharge_kw, load, atol=1e-6)
+    assert plan.objective_parts["objective"] == pytest.approx(moves_kw + sum(load), abs=1e-6)
+
+
+# --------------------------------------------------------------------------- priority, horizon
+
+
+def test_priority_decides_who_gets_scarce_energy():
+    cars = (car("low", 10.0, 10.0, 1), car("high", 10.0, 10.0, 1, connector_id=2, priority=2.0))
+    p = Problem(TimeGrid(T0, 1, 3600), np.zeros(1), np.zeros(1), grid_state(1, limit_kw=10.0),
+                cars)  # fmt: skip
+    np.testing.assert_allclose(solve(p).delivered_kwh, [0.0, 10.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["re100", "cost"])
+def test_pv_now_goes_to_the_car_that_matters_more_even_if_both_could_wait(policy):
+    # Both cars stay long after the 1 h horizon (nothing is due within it): 10 kWh of PV
+    # now is still worth giving away, to the car with the higher priority.
+    cars = (car("low", 40.0, 10.0, 6), car("high", 40.0, 10.0, 6, connector_id=2, priority=2.0))
+    gs = GridState(import_limit_kw=0.0, export_limit_kw=10.0,
+                   import_price_krw_per_kwh=np.full(1, 100.0), export_price_krw_per_kwh=10.0)  # fmt: skip
+    p = Problem(TimeGrid(T0, 1, 3600), np.full(1, 10.0), np.zeros(1), gs, cars, policy=policy)
+    plan = solve(p)
+    np.testing.assert_allclose(plan.delivered_kwh, [0.0, 10.0], atol=1e-6)
+
+
+def test_cost_policy_buys_now_for_a_car_that_could_wait_only_below_the_mean_price():
+    # The car may finish after the horizon; a kWh it still wants then is valued at half a
+    # grid kWh at the mean price (0.5 x 100 KRW): 40 KRW now is worth it, 160 is not.
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2),
+                grid_state(2, price=[40.0, 160.0]), (car("s", 20.0, 10.0, 10),), policy="cost")  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.session_kw[0], [10.0, 0.0], atol=1e-6)
+
+
+def test_green_terminal_value_keeps_pv_in_the_battery_instead_of_exporting_it():
+    # 50 kWh of PV in the last step: exported at 100 KRW (10 points under re100), or
+    # stored (45 kWh at 0.9) for 0.5 x a tier-2 kWh x 0.95 each (4,750 points).
+    pol = dataclasses.replace(Policy.re100(), green_terminal_frac=0.5)
+    gs = GridState(import_limit_kw=0.0, export_limit_kw=50.0,
+                   import_price_krw_per_kwh=np.full(1, 100.0), export_price_krw_per_kwh=100.0)  # fmt: skip
+    b = battery(capacity_kwh=100.0, max_charge_kw=50.0, charge_efficiency=0.9,
+                discharge_efficiency=0.95)  # fmt: skip
+    p = Problem(TimeGrid(T0, 1, 3600), np.full(1, 50.0), np.zeros(1), gs, battery=b, policy=pol)
+    plan = solve(p)
+    assert plan.battery_charge_kw[0] == pytest.approx(50.0, abs=1e-6)
+    assert plan.objective_parts["objective"] == pytest.approx(-45.0 * 1e4 * 0.5 * 0.95, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- every precondition
+
+
+def _valid(**change) -> Problem:
+    """A problem that reaches every check of validate (battery, two cars, a group)."""
+    gs = change.pop("gs", {})
+    b = change.pop("bat", {})
+    cars = change.pop("cars", (car("a", 5.0, 10.0, 1.0), car("b", 5.0, 10.0, 2.0, connector_id=2)))
+    base = dict(
+        grid=TimeGrid(T0, 4),
+        pv_kw=np.zeros(4),
+        site_load_kw=np.zeros(4),
+        grid_state=dataclasses.replace(grid_state(4), **gs),
+        sessions=cars,
+        battery=battery(**{"soc_min_frac": 0.1, "soc_max_frac": 0.9, "soc_frac": 0.5, **b}),
+        groups=(PowerGroup("g", (("C1", 1), ("C1", 2)), 15.0),),
+    )
+    return Problem(**{**base, **change})
+
+
+def _bad_car(**kw) -> tuple[SessionNeed, SessionNeed]:
+    arr, dep = kw.pop("arr_h", 0.0), kw.pop("dep_h", 2.0)
+    b = dataclasses.replace(car("b", 5.0, 10.0, dep, arr_h=arr, connector_id=2), **kw)
+    return (car("a", 5.0, 10.0, 1.0), b)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(pv_kw=np.zeros(3)), "pv_kw: must have one value per step (4), got shape (3,)"),
+        (dict(pv_kw=np.array([0, 1, NAN, 0])), "pv_kw[2]: must be finite, got nan"),
+        (dict(pv_kw=[0.0, None, 0.0, 0.0]), "pv_kw[1]: must be finite, got nan"),
+        (dict(site_load_kw=np.array([0, -2, 0, 0])), "site_load_kw[1]: must be >= 0, got -2"),
+        (dict(pv_p10_kw=np.array([0, 0, 0, INF])), "pv_p10_kw[3]: must be finite, got inf"),
+        (dict(uncontrolled_kw=np.array([-1, 0, 0, 0])), "uncontrolled_kw[0]: must be >= 0, got -1"),
+        (
+            dict(gs=dict(import_limit_kw=-5.0)),
+            "grid_state.import_limit_kw[0]: must be >= 0, got -5",
+        ),
+        (dict(gs=dict(export_limit_kw=-1.0)), "grid_state.export_limit_kw: must be >= 0, got -1"),
+        (
+            dict(gs=dict(import_price_krw_per_kwh=np.array([100, NAN, 100, 100]))),
+            "grid_state.import_price_krw_per_kwh[1]: must be finite, got nan",
+        ),
+        (
+            dict(gs=dict(export_price_krw_per_kwh=INF)),
+            "grid_state.export_price_krw_per_kwh: must be finite, got inf",
+        ),
+        (
+            dict(gs=dict(demand_charge_krw_per_kw=-1.0)),
+            "grid_state.demand_charge_krw_per_kw: must be >= 0, got -1",
+        ),
+        (dict(gs=dict(peak_so_far_kw=-3.0)), "grid_state.peak_so_far_kw: must be >= 0, got -3"),
+        (dict(bat=dict(capacity_kwh=-1.0)), "battery.capacity_kwh: must be >= 0, got -1"),
+        (dict(bat=dict(soc_min_frac=1.5)), "battery.soc_min_frac: must be <= 1, got 1.5"),
+        (dict(bat=dict(soc_min_frac=-0.1)), "battery.soc_min_frac: must be >= 0, got -0.1"),
+        (dict(bat=dict(soc_max_frac=1.2)), "battery.soc_max_frac: must be <= 1, got 1.2"),
+        (
+            dict(bat=dict(soc_min_frac=0.6, soc_max_frac=0.4)),
+            "battery.soc_min_frac: must not exceed soc_max_frac",
+        ),
+        (dict(bat=dict(soc_frac=1.1)), "battery.soc_frac: must be <= 1, got 1.1"),
+        (
+            dict(bat=dict(soc_frac=0.05)),
+            "battery.soc_frac: must lie in [soc_min_frac, soc_max_frac] = [0.1, 0.9], got 0.05",
+        ),
+        (
+            dict(bat=dict(soc_frac=0.95)),
+            "battery.soc_frac: must lie in [soc_min_frac, soc_max_frac] = [0.1, 0.9], got 0.95",
+        ),
+        (dict(bat=dict(max_charge_kw=-1.0)), "battery.max_charge_kw: must be >= 0, got -1"),
+        (dict(bat=dict(max_discharge_kw=-2.0)), "battery.max_discharge_kw: must be >= 0, got -2"),
+        (dict(bat=dict(charge_efficiency=0.0)), "battery.charge_efficiency: must be > 0, got 0"),
+        (
+            dict(bat=dict(discharge_efficiency=1.05)),
+            "battery.discharge_efficiency: must be <= 1, got 1.05",
+        ),
+        (dict(bat=dict(renewable_frac=1.5)), "battery.renewable_frac: must be <= 1, got 1.5"),
+        (
+            dict(bat=dict(terminal_value_krw_per_kwh=NAN)),
+            "battery.terminal_value_krw_per_kwh: must be finite, got nan",
+        ),
+        (
+            dict(cars=(car("a", 5.0, 10.0, 1.0), car("a", 5.0, 10.0, 1.0, connector_id=2))),
+            "sessions[1].session_id: duplicate 'a'",
+        ),
+        (
+            dict(cars=_bad_car(arr_h=-1.0, dep_h=-0.5)),
+            "sessions[1].departure: 2026-06-14T23:30:00+00:00 is not after the grid start "
+            "2026-06-15T00:00:00+00:00",
+        ),
+        (
+            dict(cars=_bad_car(arr_h=-1.0, dep_h=0.0)),
+            "sessions[1].departure: 2026-06-15T00:00:00+00:00 is not after the grid start "
+            "2026-06-15T00:00:00+00:00",
+        ),
+        (
+            dict(cars=_bad_car(arr_h=2.0, dep_h=1.0)),
+            "sessions[1].departure: must be after arrival 2026-06-15T02:00:00+00:00",
+        ),
+        (
+            dict(cars=_bad_car(arr_h=1.0, dep_h=1.0)),
+            "sessions[1].departure: must be after arrival 2026-06-15T01:00:00+00:00",
+        ),
+        (dict(cars=_bad_car(energy_kwh=-5.0)), "sessions[1].energy_kwh: must be >= 0, got -5"),
+        (dict(cars=_bad_car(max_power_kw=-1.0)), "sessions[1].max_power_kw: must be >= 0, got -1"),
+        (dict(cars=_bad_car(min_power_kw=11.0)), "sessions[1].min_power_kw: must be <= 10, got 11"),
+        (dict(cars=_bad_car(min_power_kw=-1.0)), "sessions[1].min_power_kw: must be >= 0, got -1"),
+        (dict(cars=_bad_car(priority=-1.0)), "sessions[1].priority: must be >= 0, got -1"),
+        (
+            dict(cars=_bad_car(current_power_kw=-1.0)),
+            "sessions[1].current_power_kw: must be >= 0, got -1",
+        ),
+        (dict(cars=_bad_car(stay_sigma=-0.5)), "sessions[1].stay_sigma: must be >= 0, got -0.5"),
+        (
+            dict(cars=_bad_car(stay_median_s=0.5)),
+            "sessions[1].stay_median_s: must be >= 1, got 0.5",
+        ),
+        (
+            dict(groups=(PowerGroup("g", (), 1.0), PowerGroup("h", (), np.array([5, 5, -1, 5])))),
+            "groups[1].max_power_kw[2]: must be >= 0, got -1",
+        ),
+        (dict(policy="greenest"), "policy: must be 're100', 'cost' or a Policy, got 'greenest'"),
+    ],
+)
+def test_every_bad_field_is_named_with_its_rule(change, message):
+    with pytest.raises(ProblemError) as err:
+        solve(_valid(**change))
+    assert str(err.value) == message
+
+
+def test_a_naive_arrival_is_named():
+    naive = dataclasses.replace(car("b", 5.0, 10.0, 2.0), arrival=datetime(2026, 6, 15))
+    with pytest.raises(ProblemError, match=r"^sessions\[1\]\.arrival/departure: "):
+        solve(_valid(cars=(car("a", 5.0, 10.0, 1.0), naive)))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(gs=dict(import_price_krw_per_kwh=np.array([-20.0, 0.0, 100.0, 100.0]))),
+        dict(gs=dict(export_price_krw_per_kwh=-5.0, export_limit_kw=0.0, import_limit_kw=0.0)),
+        dict(bat=dict(terminal_value_krw_per_kwh=-10.0)),
+        dict(bat=dict(soc_frac=0.1 - 1e-10)),
+        dict(bat=dict(soc_frac=0.9 + 1e-10)),
+        dict(bat=dict(soc_min_frac=0.0, soc_max_frac=1.0, soc_frac=1.0, renewable_frac=1.0)),
+        dict(bat=dict(soc_min_frac=0.5, soc_max_frac=0.5, soc_frac=0.5, capacity_kwh=0.0)),
+        dict(bat=dict(charge_efficiency=1.0, discharge_efficiency=1.0)),
+        dict(cars=_bad_car(min_power_kw=10.0, stay_median_s=1.0, stay_sigma=0.0, energy_kwh=0.0)),
+        dict(cars=_bad_car(arr_h=-1.0, dep_h=0.25)),
+        dict(policy=Policy.cost()),
+    ],
+)
+def test_values_on_the_edge_of_each_rule_are_accepted(change):
+    assert solve(_valid(**change)).status == "optimal"
+
+
+def test_a_group_with_no_car_plugged_in_does_not_hide_the_next_group():
+    idle = PowerGroup("idle", (("C9", 1),), 5.0)
+    busy = PowerGroup("busy", (("C1", 1), ("C1", 2)), 15.0)
+    cars = (car("a", 20.0, 10.0, 2), car("b", 20.0, 10.0, 2, connector_id=2))
+    p = Problem(TimeGrid(T0, 2, 3600), np.zeros(2), np.zeros(2), grid_state(2), cars,
+                groups=(idle, busy))  # fmt: skip
+    plan = solve(p)
+    np.testing.assert_allclose(plan.ev_kw, [15.0, 15.0], atol=1e-6)
+    np.testing.assert_allclose(plan.delivered_kwh.sum(), 30.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("policy", "price", "exports"),
+    [
+        ("cost", 0.0, False),  # a gift, even when the stored energy is "worth" less than 0
+        ("cost", 0.5, True),  # half a won pays
+        (Policy(grid_to_ev_weight_per_kwh=1.0, cost_weight_per_krw=1.0), 30.0, True),
+    ],
+)
+def test_stored_energy_export_rule_at_its_edges(policy, price, exports):
+    # Money weighs as much as the green label: it comes first, and stored energy may be
+    # sold. At a zero export price it never leaves, even valued at -10 KRW per kWh.
+    n = 2
+    gs = GridState(500.0, 100.0, np.full(n, 100.0), export_price_krw_per_kwh=price)
+    b = battery(soc_frac=0.9, renewable_frac=1.0, terminal_value_krw_per_kwh=-10.0)
+    p = Problem(TimeGrid(T0, n, 3600), np.zeros(n), np.zeros(n), gs, battery=b, policy=policy)
+    plan = solve(p)
+    assert (plan.grid_export_kw.max() > 1.0) == exports
+    if not exports:
+        assert plan.battery_discharge_kw.max() == pytest.approx(0, abs=1e-6)
+
+
+def test_the_plan_reports_its_flows_and_timings():
+    p = Problem(TimeGrid(T0, 2, 3600), np.array([0.0, 30.0]), np.array([10.0, 10.0]),
+                grid_state(2))  # fmt: skip
+    t0 = time.perf_counter()
+    plan = solve(p)
+    wall_s = time.perf_counter() - t0
+    assert plan.build_time_s > 0.0 and plan.solve_time_s > 0.0
+    assert plan.build_time_s + plan.solve_time_s <= wall_s
+    np.testing.assert_allclose(plan.flows_kw["gr_load"], [10.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(plan.flows_kw["pv_load"], [0.0, 10.0], atol=1e-6)
+    np.testing.assert_allclose(plan.flows_kw["curt"], [0.0, 20.0], atol=1e-6)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import dataclasses
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from megastation.dispatch import (
     BatteryState,
     GridState,
+    Policy,
     Problem,
     ProblemError,
     SessionNeed,
@@ -138,3 +140,166 @@ def test_fine_and_coarse_grids_agree_on_the_first_step():
     assert a.battery_net_charge_kw == pytest.approx(b.battery_net_charge_kw, abs=1e-4)
     assert a.grid_import_kw == pytest.approx(b.grid_import_kw, abs=1e-4)
     np.testing.assert_allclose(pf.delivered_kwh, pc.delivered_kwh, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- aligned grids
+
+
+def test_aligned_horizon_on_the_clock_has_no_extra_step():
+    g = TimeGrid.aligned(T0, 1.0)  # 10:00 exactly, 1 h: four 15-min steps to 11:00
+    assert g.n_steps == 4 and g.end == T0 + timedelta(hours=1)
+    one = TimeGrid.aligned(T0, 0.25)
+    assert one.n_steps == 1 and one.end == T0 + timedelta(minutes=15)
+    short = TimeGrid.aligned(T0 + timedelta(minutes=7), 0.1)  # shorter than the first step
+    assert short.n_steps == 1 and short.durations_s.tolist() == [480.0]
+
+
+def test_aligned_with_a_single_coarse_step():
+    # fine to 12:00 (2 h), then one hourly step to 13:00
+    g = TimeGrid.aligned(T0, 3.0, coarse_after_h=2.0, coarse_step_s=3600)
+    assert g.n_steps == 9 and g.n_fine == 8
+    assert g.durations_s.tolist() == [900.0] * 8 + [3600.0]
+
+
+def test_aligned_refuses_a_coarse_step_off_the_fine_clock():
+    with pytest.raises(ProblemError) as err:
+        TimeGrid.aligned(T0, 6.0, coarse_after_h=2.0, coarse_step_s=1000)
+    assert str(err.value) == "grid.coarse_step_s: must be a multiple of step_s=900, got 1000"
+
+
+# --------------------------------------------------------------------------- step length
+
+
+def _hourly_day(step_s: int, policy) -> Problem:
+    """Four hours with everything in play (PV, load, cars, a part-green battery, export,
+    wear, the demand charge above this month's peak), on steps of ``step_s``; inputs are
+    constant within each hour."""
+    k = 3600 // step_s
+    hourly = lambda v: np.repeat(np.asarray(v, dtype=float), k)  # noqa: E731
+    n = 4 * k
+    gs = GridState(
+        import_limit_kw=hourly([80.0, 80.0, 80.0, 70.0]),
+        export_limit_kw=20.0,
+        import_price_krw_per_kwh=hourly([60.0, 90.0, 150.0, 220.0]),
+        export_price_krw_per_kwh=40.0,
+        demand_charge_krw_per_kw=300.0,
+        peak_so_far_kw=30.0,
+    )
+    cars = (
+        _car("a", -1, 2, 70.0, kw=50.0),
+        _car("b", 1, 4, 90.0, kw=40.0),
+        SessionNeed("c", "c", 2, T0 + timedelta(hours=2), T0 + timedelta(hours=4), 30.0, 22.0),
+        SessionNeed("d", "d", 3, T0 + timedelta(hours=3), T0 + timedelta(hours=4), 60.0, 60.0),
+    )
+    return Problem(
+        grid=TimeGrid(T0, n, step_s),
+        pv_kw=hourly([10.0, 90.0, 160.0, 0.0]),
+        site_load_kw=hourly([45.0, 10.0, 25.0, 40.0]),
+        grid_state=gs,
+        sessions=cars,
+        battery=BatteryState(150.0, 0.4, 0.1, 0.9, 60.0, 70.0, 0.92, 0.9, renewable_frac=0.5),
+        policy=policy,
+    )
+
+
+@pytest.mark.parametrize("base", ["re100", "cost"])
+@pytest.mark.parametrize("wear", [0.0, 25.0])
+def test_the_same_hours_cost_the_same_on_15_min_and_hourly_steps(base, wear):
+    # With inputs constant within each hour, averaging a 15-min plan over each hour gives
+    # an hourly plan of the same cost, and an hourly plan is a 15-min one: both optima
+    # are equal. Every term per kWh must therefore scale with the step length.
+    pol = dataclasses.replace(
+        Policy.of(base), early_weight_per_kwh=0.0, chatter_weight_per_kw=0.0,
+        battery_wear_krw_per_kwh=wear,
+    )  # fmt: skip
+    hour = solve(_hourly_day(3600, pol))
+    quarter = solve(_hourly_day(900, pol))
+    assert quarter.objective_parts["objective"] == pytest.approx(
+        hour.objective_parts["objective"], rel=1e-7
+    )
+
+
+def test_load_shed_costs_the_same_on_15_min_and_hourly_steps():
+    # 50 kW of load on a 30 kW grid for an hour: 20 kWh shed, whatever the step length.
+    def plan(step_s):
+        n = 3600 // step_s
+        gs = GridState(30.0, 0.0, np.full(n, 100.0))
+        return solve(Problem(TimeGrid(T0, n, step_s), np.zeros(n), np.full(n, 50.0), gs))
+
+    hour, quarter = plan(3600), plan(900)
+    for p in (hour, quarter):
+        assert p.objective_parts["load_shed_kwh"] == pytest.approx(20.0)
+        assert p.objective_parts["energy_cost_krw"] == pytest.approx(30.0 * 100.0)
+    assert quarter.objective_parts["objective"] == pytest.approx(
+        hour.objective_parts["objective"], rel=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((4, 900, None, None, None), None),
+        ((0, 900), "grid.n_steps: must be >= 1, got 0"),
+        ((4, 0), "grid.step_s: must be > 0, got 0"),
+        ((4, 900, 0), "grid.first_step_s: must be in (0, step_s=900], got 0"),
+        ((4, 900, 901), "grid.first_step_s: must be in (0, step_s=900], got 901"),
+        ((4, 900, 900), None),
+        ((4, 1, 1), None),
+        ((4, 900, None, 600, 2), "grid.coarse_step_s: must be a multiple of step_s=900, got 600"),
+        ((4, 900, None, 1000, 2), "grid.coarse_step_s: must be a multiple of step_s=900, got 1000"),
+        ((4, 900, None, 900, 2), None),
+        (
+            (4, 900, None, 3600, None),
+            "grid.n_fine: must be in [1, n_steps=4] with coarse_step_s, got None",
+        ),
+        (
+            (4, 900, None, 3600, 0),
+            "grid.n_fine: must be in [1, n_steps=4] with coarse_step_s, got 0",
+        ),
+        (
+            (4, 900, None, 3600, 5),
+            "grid.n_fine: must be in [1, n_steps=4] with coarse_step_s, got 5",
+        ),
+        ((4, 900, None, 3600, 1), None),
+        ((4, 900, None, 3600, 4), None),
+        ((4, 900, None, None, 2), "grid.n_fine: needs coarse_step_s"),
+    ],
+)
+def test_every_grid_rule_is_named(args, message):
+    if message is None:
+        assert TimeGrid(T0, *args).n_steps == 4
+        return
+    with pytest.raises(ProblemError) as err:
+        TimeGrid(T0, *args)
+    assert str(err.value) == message
+
+
+def test_a_local_start_is_stored_as_utc():
+    local = datetime(2026, 6, 15, 10, 0, tzinfo=timezone(timedelta(hours=9)))
+    g = TimeGrid(local, 4)
+    assert g.start == T0 and g.start.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("case", ["curtail", "old_grey_to_car"])
+def test_more_terms_cost_the_same_on_15_min_and_hourly_steps(case):
+    # PV that can go nowhere is curtailed (a chatter-weighted cost per kWh); grey energy
+    # stored before the plan going into a car costs a tier-2 kWh. Per kWh, on any step.
+    def plan(step_s):
+        n = 3600 // step_s
+        if case == "curtail":
+            pol = Policy(chatter_weight_per_kw=1.0)
+            return solve(Problem(TimeGrid(T0, n, step_s), np.full(n, 40.0), np.zeros(n),
+                                 GridState(0.0, 0.0, np.full(n, 100.0)), policy=pol))  # fmt: skip
+        pol = dataclasses.replace(
+            Policy.re100(), early_weight_per_kwh=0.0, chatter_weight_per_kw=0.0
+        )
+        b = BatteryState(100.0, 0.5, 0.0, 1.0, 50.0, 50.0, 1.0, 1.0, terminal_value_krw_per_kwh=0.0)
+        return solve(Problem(TimeGrid(T0, n, step_s), np.zeros(n), np.zeros(n),
+                             GridState(0.0, 0.0, np.full(n, 100.0)), (_car("a", 0, 1, 20.0),),
+                             battery=b, policy=pol))  # fmt: skip
+
+    hour, quarter = plan(3600), plan(900)
+    assert hour.objective_parts["objective"] > 0.0
+    assert quarter.objective_parts["objective"] == pytest.approx(
+        hour.objective_parts["objective"], rel=1e-9
+    )

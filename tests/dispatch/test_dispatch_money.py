@@ -377,3 +377,27 @@ def test_first_step_rounds_below_the_minimum_power_to_the_nearer_end():
     assert (sp.grid_import_kw, sp.grid_export_kw, sp.curtailed_kw) == pytest.approx(
         (plan.grid_import_kw[0], plan.grid_export_kw[0], plan.curtailed_kw[0])
     )
+
+
+def test_without_the_premium_re100_shifts_the_site_load_through_the_battery():
+    # Grid energy stored for the site load is not grid energy into a car: tier 2 charges
+    # it on entry and credits it back when it reaches the load, so without the premium
+    # money decides (60 / 0.855 = 70 < 200 KRW per kWh at the load).
+    p = _problem(
+        2, [0.0, 0.0], [0.0, 40.0], _grid(2, [60.0, 200.0]),
+        battery=_battery(terminal_value_krw_per_kwh=0.0),
+        policy=Policy(grid_to_battery_premium=0.0),
+    )  # fmt: skip
+    plan = solve(p)
+    assert plan.battery_charge_kw[0] == pytest.approx(40.0 / 0.855, rel=1e-6)
+    assert plan.battery_discharge_kw[1] == pytest.approx(40.0, rel=1e-6)
+    assert plan.grid_import_kw[1] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["re100", "cost"])
+def test_pv_that_may_be_exported_is_not_curtailed_even_unpaid(policy):
+    p = _problem(1, [50.0], [0.0], _grid(1, 100.0, export_kw=30.0, export_price=0.0),
+                 policy=policy)  # fmt: skip
+    plan = solve(p)
+    assert plan.grid_export_kw[0] == pytest.approx(30.0, abs=1e-6)
+    assert plan.curtailed_kw[0] == pytest.approx(20.0, abs=1e-6)

@@ -106,9 +106,10 @@ def test_shipped_bands_differ_by_regime():
         assert b.regime_edges == REGIME_EDGES
         clear = np.full(2, 100.0)
         p50 = np.array([60.0, 105.0])  # broken cloud, clear sky
-        q10, q90 = b.quantiles(p50, clear, np.full(2, 3.0))
-        assert q90[0] - q10[0] > 1.3 * (q90[1] - q10[1])
-        assert q90[1] < q90[0]  # little upside over a clear-sky forecast
+        for season in (-1.0, 1.0):  # winter, summer
+            q10, q90 = b.quantiles(p50, clear, np.full(2, 3.0), np.full(2, season))
+            assert q90[0] - q10[0] > 1.3 * (q90[1] - q10[1])
+            assert q90[1] < q90[0]  # little upside over a clear-sky forecast
 
 
 def test_bands_round_trip_through_json():
@@ -131,8 +132,9 @@ def test_shipped_bands_keep_p50_inside():
     rng = np.random.default_rng(6)
     clear = rng.uniform(0.0, 150.0, 500)
     p50 = clear * rng.uniform(0.0, 1.3, 500)
+    season = rng.uniform(-1.0, 1.0, 500)
     for lead in (None, rng.uniform(0.0, 12.0, 500)):
-        p10, p90 = apply_bands(p50, clear, 180.0, DEFAULT_BANDS, lead)
+        p10, p90 = apply_bands(p50, clear, 180.0, DEFAULT_BANDS, lead, season)
         assert (p10 <= p50 + 1e-12).all() and (p90 >= np.minimum(p50, 180.0) - 1e-12).all()
         assert (p10 >= 0).all() and (p90 <= np.maximum(p50, 180.0)).all()
     with pytest.raises(TypeError):

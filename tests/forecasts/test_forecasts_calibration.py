@@ -10,7 +10,7 @@ import pytest
 
 from forecasts import calibration as cal
 from forecasts import nowcast
-from forecasts.bands import CLEARSKY_BANDS, DEFAULT_BANDS, apply_bands
+from forecasts.bands import CLEARSKY_BANDS, DEFAULT_BANDS, apply_bands, season
 from forecasts.forecast import forecast_pv
 from forecasts.pvmodel import pv_power
 from forecasts.weather import clear_sky_weather, read_csv
@@ -65,8 +65,9 @@ def test_bands_widen_with_lead_and_have_no_clear_sky_cap():
     for b in (DEFAULT_BANDS, CLEARSKY_BANDS):
         q10, q90 = b.at(np.array([0.125, 1.0, 6.0]))
         assert (np.diff(q10) < 0).all() and (np.diff(q90) > 0).all()
-    _, p90 = apply_bands(np.array([90.0]), np.array([100.0]), 180.0, DEFAULT_BANDS)
-    _, q90 = DEFAULT_BANDS.quantiles(np.array([90.0]), np.array([100.0]))
+    winter = np.array([-1.0])  # the wider season: no 1.1 x clear cap shows
+    _, p90 = apply_bands(np.array([90.0]), np.array([100.0]), 180.0, DEFAULT_BANDS, None, winter)
+    _, q90 = DEFAULT_BANDS.quantiles(np.array([90.0]), np.array([100.0]), None, winter)
     assert p90[0] == pytest.approx(90.0 + 100.0 * q90[0]) and p90[0] > 110.0  # 1.1 x clear
 
 
@@ -80,7 +81,8 @@ def test_calibration_mirrors_forecast_pv(station):
     clear = pv_power(site, site.arrays, clear_sky_weather(wx.index), step=step)["pv_ac_kw"]
     i = 96 + 44  # 11:00 local on the second day
     x = cal.issues(meas.to_numpy(), clear.to_numpy(), None, site.peak_power_kw,
-                   n_leads=24, window=1, issue_mask=np.arange(len(meas)) == i)  # fmt: skip
+                   n_leads=24, window=1, issue_mask=np.arange(len(meas)) == i,
+                   season=season(wx.index + step / 2, site.latitude))  # fmt: skip
     w = nowcast.blend_weights(x.lead_h, with_weather=False)
     mirror = cal.nowcast(x, w)[0]
     fc = forecast_pv(site, wx.index[i], 24, 15, measured_kw=meas.iloc[:i])

@@ -290,3 +290,36 @@ def test_battery_following_the_balance_stores_surplus_instead_of_exporting(seed_
     assert follow.renewable_frac >= hold.renewable_frac - 1e-9
     assert follow.steps_over_limit == 0
     assert follow.unmet_kwh <= hold.unmet_kwh + 0.01 * follow.energy_wanted_kwh
+
+
+def test_renewable_energy_left_in_the_battery_is_reported(seed_station):
+    """A 200 kWh battery half full of grid energy takes 1 h of 40 kW PV at 95 % and gives
+    a car 1 h of 19 kW at 95 %: the content is mixed pro rata, by hand."""
+    from dataclasses import replace
+
+    from megastation.core.config import BatteryConfig
+    from megastation.sim.simulator import flow_kpis
+
+    b = BatteryConfig(capacity_kwh=200.0, max_charge_kw=100.0, max_discharge_kw=100.0)
+    st = replace(seed_station, battery=b)
+    idx = pd.date_range(START, periods=2, freq="1h")
+    frame = pd.DataFrame(
+        {
+            "step_s": 3600.0,
+            "pv_kw": [40.0, 0.0],
+            "ev_kw": [0.0, 18.05],
+            "base_load_kw": 0.0,
+            "battery_charge_kw": [40.0, 0.0],
+            "battery_discharge_kw": [0.0, 19.0],
+            "grid_import_kw": 0.0,
+            "grid_export_kw": 0.0,
+            "soc_frac": [0.5, np.nan],
+        },
+        index=idx,
+    )
+    k = flow_kpis(st, frame, energy_wanted_kwh=18.05, sessions=1, initial_soc_frac=0.5)
+    stored_after_charge = 100.0 + 40.0 * 0.95  # 138 kWh, 38 of them green
+    green_frac = 38.0 / stored_after_charge
+    stored_end = stored_after_charge - 19.0 / 0.95  # 118 kWh
+    assert k.battery_renewable_end_kwh == pytest.approx(stored_end * green_frac, rel=1e-6)
+    assert k.renewable_frac == pytest.approx(green_frac, rel=1e-6)  # what the car got
