@@ -13,9 +13,10 @@ so it runs ``--file-days`` days, default 7). On the same sun and cars it runs, t
 the socket-free simulator (:func:`megastation.sim.simulator.simulate`):
 
 - the **online controller** (``re100``; ``--policies re100,cost`` adds cost), the real
-  :class:`~megastation.control.controller.Controller` knowing of each car only what a
-  station knows (the SoC of DC cars, stated needs where the data has them, otherwise
-  its own estimate), the PV forecast from degraded weather (``--forecast perfect``:
+  :class:`~megastation.control.controller.Controller`, re-planning every 5 minutes and on
+  arrivals and departures (``--plan-interval-s``; live every minute), knowing of each car
+  only what a station knows (the SoC of DC cars, stated needs where the data has them,
+  otherwise its own estimate), the PV forecast from degraded weather (``--forecast perfect``:
   from the actual weather);
 - ``uncontrolled`` (cars at full power, battery in self-consumption) and
   ``uncontrolled-idle`` (battery idle), and ``greedy`` (PV surplus, no departures);
@@ -341,9 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--plan-interval-s",
         type=float,
-        default=None,
-        help="the controller's re-plan interval (default: the dispatch step, 900 s; live "
-        "it is [control] dispatch_interval_s)",
+        default=300.0,
+        help="the controller's re-plan interval [s] (live: site.dispatch_interval_s, 60 s "
+        "on the seed station; `simulate`'s default is the dispatch step, 900 s)",
     )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="CSV of every figure per cell")
