@@ -206,11 +206,11 @@ def test_a_regime_with_exactly_the_minimum_steps_gets_its_own_percentiles():
 
 def test_regime_at_night_or_without_a_forecast_is_the_first_and_broadcasts():
     # clear sky 0 (night) with a P50 above 0, a missing P50: regime 0, never a stale value
+    p50, clear = np.array([5.0, np.nan, 60.0]), np.array([0.0, 80.0, 80.0])
     for _ in range(3):
-        junk = np.full(3, 0.9)  # leave non-zero memory behind for the next array of this size
+        junk = [np.full(3, 0.9) for _ in range(8)]  # leave non-zero memory for the next arrays
         del junk
-        k = regime(np.array([5.0, np.nan, 60.0]), np.array([0.0, 80.0, 80.0]), (0.25, 0.5))
-        assert k.tolist() == [0, 0, 2]
+        assert regime(p50, clear, (0.25, 0.5)).tolist() == [0, 0, 2]
     # a scalar on either side broadcasts
     assert regime(np.array([10.0, 30.0]), 40.0, (0.5,)).tolist() == [0, 1]
     assert regime(30.0, np.array([40.0, 100.0]), (0.5,)).tolist() == [1, 0]
