@@ -8,11 +8,13 @@ import json
 import numpy as np
 import pytest
 
+from forecasts import bands as _bands
 from forecasts import calibration as cal
 from forecasts.bands import (
     CLEARSKY_BANDS,
     DEFAULT_BANDS,
     FITTED_FILE,
+    MIN_REGIME_SAMPLES,
     REGIME_EDGES,
     Bands,
     apply_bands,
@@ -139,3 +141,88 @@ def test_shipped_bands_keep_p50_inside():
         assert (p10 >= 0).all() and (p90 <= np.maximum(p50, 180.0)).all()
     with pytest.raises(TypeError):
         Bands()  # q10 and q90 are required
+
+
+def _table_bands() -> Bands:
+    """Two regimes (edge 0.5) and three lead nodes (1, 2, 4 h), every row different."""
+    return Bands(
+        -0.2, 0.2, leads_h=(1.0, 2.0, 4.0), q10_by_lead=(-0.1, -0.2, -0.3),
+        q90_by_lead=(0.1, 0.2, 0.3), regime_edges=(0.5,), q10_by_regime=(-0.15, -0.05),
+        q90_by_regime=(0.25, 0.08),
+        q10_by_regime_lead=((-0.1, -0.2, -0.4), (-0.02, -0.04, -0.1)),
+        q90_by_regime_lead=((0.2, 0.3, 0.7), (0.03, 0.05, 0.09)),
+    )  # fmt: skip
+
+
+def test_band_of_a_regime_and_lead_is_its_row_linear_between_nodes_held_outside():
+    b = _table_bands()
+    lead = np.array([0.0, 1.0, 1.5, 3.0, 4.0, 9.0])
+    for p50, q10_row, q90_row in ((20.0, (-0.1, -0.2, -0.4), (0.2, 0.3, 0.7)),
+                                  (80.0, (-0.02, -0.04, -0.1), (0.03, 0.05, 0.09))):  # fmt: skip
+        q10, q90 = b.quantiles(np.full(6, p50), np.full(6, 100.0), lead)
+        np.testing.assert_allclose(q10, np.interp(lead, b.leads_h, q10_row), atol=1e-12)
+        np.testing.assert_allclose(q90, np.interp(lead, b.leads_h, q90_row), atol=1e-12)
+    # without a lead (no nowcast) the regime's scalars
+    q10, q90 = b.quantiles(np.array([20.0, 80.0]), np.full(2, 100.0))
+    np.testing.assert_allclose(q10, [-0.15, -0.05])
+    np.testing.assert_allclose(q90, [0.25, 0.08])
+
+
+def test_bands_with_one_lead_node_hold_it_for_every_regime():
+    b = Bands(
+        -0.2, 0.2, leads_h=(2.0,), q10_by_lead=(-0.2,), q90_by_lead=(0.2,), regime_edges=(0.5,),
+        q10_by_regime=(-0.3, -0.1), q90_by_regime=(0.3, 0.1),
+        q10_by_regime_lead=((-0.25,), (-0.05,)), q90_by_regime_lead=((0.35,), (0.06,)),
+    )  # fmt: skip
+    q10, q90 = b.quantiles(
+        np.array([20.0, 80.0, 80.0]), np.full(3, 100.0), np.array([0.5, 2.0, 7.0])
+    )
+    np.testing.assert_allclose(q10, [-0.25, -0.05, -0.05])
+    np.testing.assert_allclose(q90, [0.35, 0.06, 0.06])
+
+
+def test_regime_bands_without_lead_nodes_ignore_the_lead():
+    m, f, c, _ = _two_regimes(400, seed=7)
+    b = fit_bands(m, f, c, CAP)  # per regime, no lead nodes
+    lead = np.full(len(f), 3.0)
+    for got, want in zip(b.quantiles(f, c, lead), b.quantiles(f, c), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_regime_with_exactly_the_minimum_steps_gets_its_own_percentiles():
+    m, f, c, cloudy = _two_regimes(400, seed=8)
+    keep = ~cloudy | (np.cumsum(cloudy) <= MIN_REGIME_SAMPLES)  # just enough broken steps
+    b = fit_bands(m[keep], f[keep], c[keep], CAP)
+    r = int(regime(np.array([0.55]), np.ones(1), b.regime_edges)[0])
+    e = ((m - f) / c)[keep & cloudy]
+    assert len(e) == MIN_REGIME_SAMPLES
+    assert (b.q10_by_regime[r], b.q90_by_regime[r]) == pytest.approx(
+        tuple(np.percentile(e, [10, 90]))
+    )
+    fewer = keep & ~(cloudy & (np.cumsum(cloudy) == MIN_REGIME_SAMPLES))  # one short: pooled
+    b = fit_bands(m[fewer], f[fewer], c[fewer], CAP)
+    assert (b.q10_by_regime[r], b.q90_by_regime[r]) == (b.q10, b.q90)
+
+
+def test_regime_at_night_or_without_a_forecast_is_the_first_and_broadcasts():
+    # clear sky 0 (night) with a P50 above 0, a missing P50: regime 0, never a stale value
+    p50, clear = np.array([5.0, np.nan, 60.0]), np.array([0.0, 80.0, 80.0])
+    for _ in range(3):
+        junk = [np.full(3, 0.9) for _ in range(8)]  # leave non-zero memory for the next arrays
+        del junk
+        assert regime(p50, clear, (0.25, 0.5)).tolist() == [0, 0, 2]
+    # a scalar on either side broadcasts
+    assert regime(np.array([10.0, 30.0]), 40.0, (0.5,)).tolist() == [0, 1]
+    assert regime(30.0, np.array([40.0, 100.0]), (0.5,)).tolist() == [1, 0]
+
+
+def test_bands_json_is_rounded_to_4_decimals_and_extra_keys_are_ignored():
+    b = Bands(-0.123456, 0.987654, 500, leads_h=(1.0,), q10_by_lead=(-0.11119,), q90_by_lead=(0.2,))
+    d = bands_to_dict(b)
+    assert (d["q10"], d["q90"], d["q10_by_lead"]) == (-0.1235, 0.9877, [-0.1112])
+    assert d["n_samples"] == 500 and isinstance(d["n_samples"], int)
+    assert bands_from_dict({**d, "note": "fitted on 2026"}) == bands_from_dict(d)
+
+
+def test_the_defaults_are_the_shipped_file():
+    assert _bands._fitted() == {"weather": DEFAULT_BANDS, "clearsky": CLEARSKY_BANDS}

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pvlib
 import pytest
 
 from forecasts import bands as _bands
@@ -101,7 +102,7 @@ def _two_seasons() -> Bands:
 
 
 def test_seasonal_bands_need_the_season():
-    with pytest.raises(ValueError, match="season"):
+    with pytest.raises(ValueError, match=r"^season: required"):
         apply_bands(np.array([50.0]), np.array([80.0]), CAP, _two_seasons())
 
 
@@ -175,3 +176,27 @@ def test_band_table_by_season_covers_80_percent_held_out_per_season_and_lead():
     p10, p90 = cal.band_limits(y, q50, flat, 500.0)
     inside = (y.measured >= p10) & (y.measured <= p90)
     assert inside[~winter].mean() > 0.95 and inside[winter].mean() < 0.70
+
+
+def test_season_is_coopers_declination_over_its_maximum():
+    t = pd.date_range("2026-01-01", "2026-12-31", freq="D", tz="UTC")
+    dec = pvlib.solarposition.declination_cooper69(t.day_of_year.to_numpy()) / np.deg2rad(23.45)
+    np.testing.assert_allclose(season(t, 48.0), dec, atol=1e-12)
+    np.testing.assert_allclose(season(t, -12.0), -dec, atol=1e-12)
+
+
+def test_a_step_on_a_season_edge_is_fitted_and_applied_in_the_same_bin():
+    """Steps at season exactly 0 (the edge) miss by little, the winter ones by a lot: the
+    edge steps must go to the same (upper) bin in fit_bands and apply_bands."""
+    rng = np.random.default_rng(3)
+    n = 400
+    s = np.where(np.arange(n) % 2 == 0, 0.0, -0.5)
+    sigma = np.where(s == 0.0, 0.05, 0.20)
+    c, f = np.full(n, 80.0), np.full(n, 50.0)
+    m = f + rng.normal(0.0, 1.0, n) * sigma * c
+    b = fit_bands(m, f, c, CAP, season_of=s, season_edges=(0.0,))
+    edge = s == 0.0
+    p10, p90 = apply_bands(f, c, 2 * CAP, b, season_of=s)
+    e = (m - f) / c
+    np.testing.assert_allclose((p90 - f)[edge] / c[edge], np.percentile(e[edge], 90))
+    np.testing.assert_allclose((p10 - f)[~edge] / c[~edge], np.percentile(e[~edge], 10))

@@ -132,3 +132,10 @@ def test_bands_at_dawn_and_above_the_limit():
     # A P50 above the inverter limit: P10 stays within the limit.
     p10, _ = apply_bands(np.array([120.0]), np.array([100.0]), 100.0, Bands(-0.1, 0.3))
     np.testing.assert_allclose(p10, [100.0])
+
+
+def test_p90_is_never_negative_even_for_a_p50_below_zero():
+    # An inverter's night draw can make P50 slightly negative: P90 stays at 0, P10 at P50.
+    p10, p90 = apply_bands(np.array([-0.5, -0.5]), np.array([0.0, 2.0]), 100.0, Bands(-0.1, 0.1))
+    np.testing.assert_allclose(p90, [0.0, 0.0])
+    np.testing.assert_allclose(p10, [-0.5, -0.5])
