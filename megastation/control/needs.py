@@ -24,7 +24,8 @@ done takes the shortfall with it while one that stays longer only waits:
 - **extra**: ``extra_energy_kwh`` more: what the car will probably still take when its
   energy is not known (up to full from the SoC, else up to :data:`EXTRA_ENERGY_FACTOR` x
   the median energy, and never less than a :data:`EXTRA_TOPUP_FRAC` top-up while it is
-  plugged in: only the car knows when it is full). With a guessed departure it comes
+  plugged in: only the car knows when it is full; when only the top-up is left it is due
+  now, so a car that still draws keeps drawing). With a guessed departure it comes
   with the stay's distribution (``stay_median_s``, ``stay_sigma``) and may be delivered
   until the stay's 95th percentile (``extra_departure``), each kWh weighed by the chance
   the car is still there (dispatch.md, "Uncertain departure"). The controller plans it
@@ -221,13 +222,15 @@ def estimate_need(
     total_high = EXTRA_ENERGY_FACTOR * base.energy_kwh - delivered_kwh
     # a car that took all we guessed may want more (an AC car does not say its SoC): keep
     # a top-up on offer; a full car shows it by drawing nothing (the controller caps it)
-    total_high = max(total_high, EXTRA_TOPUP_FRAC * base.energy_kwh)
+    topup_kwh = EXTRA_TOPUP_FRAC * base.energy_kwh
+    total_high = max(total_high, topup_kwh)
 
     if soc_frac is not None:
         capacity = ev_battery_kwh(soc_frac, soc_start_frac, delivered_kwh)
         energy = (TARGET_SOC.get(kind, 1.0) - soc_frac) * capacity
         total_high = (FULL_SOC.get(kind, 1.0) - soc_frac) * capacity
         source = "soc"
+        topup_kwh = -1.0  # the SoC says how much more: no top-up
 
     departure_known = False
     # What the car said, then what the operator said: each later source wins.
@@ -246,7 +249,8 @@ def estimate_need(
             # stated energies are often far off (#11), and only the car knows when it is
             # full (it then draws nothing)
             energy = said_energy_kwh - delivered_kwh
-            total_high = max(energy, EXTRA_TOPUP_FRAC * base.energy_kwh)
+            topup_kwh = EXTRA_TOPUP_FRAC * base.energy_kwh
+            total_high = max(energy, topup_kwh)
 
     energy = max(0.0, energy)
     extra = max(0.0, total_high - energy)
@@ -271,6 +275,12 @@ def estimate_need(
         tail = timedelta(minutes=max(2 * MIN_DWELL_LEFT_MIN, EXTRA_TAIL_FRAC * base.dwell_min))
         expected = max(q95, now + tail)
     expected = max(expected, departure)
+    if energy <= 0.0 and total_high <= topup_kwh:
+        # only the top-up is left: it is due now. Due at the (stated or expected)
+        # departure it was a small amount the plan spread over hours, re-offered after
+        # each plan, so a car that still drew was held to a trickle (#11: workplace file
+        # at 1/4 scale, a car that said 20.5 kWh and wanted 39 left 5 kWh short)
+        departure = expected = soon
     return Need(
         departure=departure,
         energy_kwh=energy,

@@ -155,3 +155,31 @@ def test_estimate_from_history():
     assert _need(learned=LearnedDefaults({("dc", 3): SessionDefaults(9, 9)}, {})).source == (
         "default"
     )
+
+
+def test_when_only_the_top_up_is_left_it_is_due_now():
+    """#11, workplace file at 1/4 scale: an AC car said 20.5 kWh by its departure and
+    wanted 39. With the top-up (0.25 x the median energy) due at the stated departure the
+    plan spread those few kWh over the hours left, re-offered them after each plan, and
+    the car, held to a trickle, left 5 kWh short of what uncontrolled charging gave it."""
+    dep = T0 + timedelta(hours=9)
+    now = T0 + timedelta(hours=6)
+    said = dict(kind="ac", now=now, needs_departure=dep, needs_energy_kwh=20.5)
+    # 2.5 kWh of the stated energy still to come: firm by the departure less its 15 %
+    # margin (81 min), the top-up (0.25 x 30 = 7.5 kWh in all) with it by the departure
+    n = _need(delivered_kwh=18.0, **said)
+    assert (n.energy_kwh, n.extra_energy_kwh) == pytest.approx((2.5, 5.0))
+    assert (n.departure, n.extra_departure) == (dep - 81 * MIN, dep)
+    # the stated energy is in: 7.5 kWh more on offer, due in 5 minutes, so the car takes
+    # what it still draws now rather than 7.5 kWh spread over three hours
+    n = _need(delivered_kwh=21.0, **said)
+    assert (n.energy_kwh, n.extra_energy_kwh) == pytest.approx((0.0, 7.5))
+    assert n.departure == n.extra_departure == now + 5 * MIN
+    # the same for a car that said nothing and took all we guessed (1.6 x 30 = 48 kWh)
+    n = _need(kind="ac", now=now, delivered_kwh=50.0)
+    assert (n.energy_kwh, n.extra_energy_kwh) == pytest.approx((0.0, 7.5))
+    assert n.extra_departure == now + 5 * MIN
+    # a full car by its SoC: no top-up, nothing due now
+    n = _need(kind="ac", now=now, delivered_kwh=16.0, soc_frac=1.0, soc_start_frac=0.8)
+    assert (n.energy_kwh, n.extra_energy_kwh) == (0.0, 0.0)
+    assert n.departure == now + 5 * MIN and n.extra_departure > now + 5 * MIN
