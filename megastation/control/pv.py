@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from forecasts.weather import WeatherError
 from megastation.control.pv_forecast import station_forecast
 from megastation.core.config import Station
 from megastation.dispatch import TimeGrid
@@ -105,15 +106,24 @@ def forecast_on_grid(
     """
     start = pd.Timestamp(grid.start)  # the forecaster floors it to its step
     fine = grid.fine()  # a coarse step gets the mean of its fine steps' forecast
+    measured = measured_series(history)
+
+    def issue(wx: pd.DataFrame | None) -> pd.DataFrame:
+        return forecaster(
+            station, start, fine.n_steps + 1, station.site.dispatch_step_min,
+            weather=wx, measured_kw=measured,
+        )  # fmt: skip
+
     try:
-        df = forecaster(
-            station,
-            start,
-            fine.n_steps + 1,
-            station.site.dispatch_step_min,
-            weather=weather,
-            measured_kw=measured_series(history),
-        )
+        try:
+            df = issue(weather)
+        except WeatherError as exc:
+            if weather is None:
+                raise
+            # a weather forecast that ends inside the horizon (a feed's last run, a file's
+            # last day): clear sky (with the nowcast) beats no PV at all
+            log.warning("PV forecast: %s; planning this horizon on clear sky", exc)
+            df = issue(None)
     except Exception as exc:
         log.warning("PV forecast failed (%s): planning with zero PV", exc)
         return PvForecast(np.zeros(grid.n_steps), None, None)

@@ -13,6 +13,8 @@ same optimum when the LP is degenerate).
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -60,7 +62,29 @@ class LpResult:
     warm: bool  # started from a carried-over basis
 
 
+_first = threading.Lock()
+_banner_done = False
+
+
 def _new_highs() -> highspy.Highs:
+    """A silent HiGHS instance. The library prints its copyright banner to the process's
+    standard output when the first instance of a process is made, before any option can
+    be set; that one is made with file descriptor 1 pointed at /dev/null (once), so
+    ``megastation demo`` and ``status`` print only what they mean to."""
+    global _banner_done
+    if not _banner_done:
+        with _first:
+            if not _banner_done:
+                sys.stdout.flush()
+                saved = os.dup(1)
+                try:
+                    with open(os.devnull, "w") as null:
+                        os.dup2(null.fileno(), 1)
+                        highspy.Highs()
+                finally:
+                    os.dup2(saved, 1)
+                    os.close(saved)
+                _banner_done = True
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     return h

@@ -49,19 +49,9 @@ def test_rule_discharges_instead_of_importing_above_the_plan():
     assert rule(planned_import_kw=0.0, import_at_plan_kw=-900.0) == -250.0
 
 
-async def test_battery_takes_pv_surplus_when_cars_draw_less_than_planned(station, store, clock):
-    # Sunny: the plan gives a DC car PV; the car draws nothing, so the surplus would be
-    # exported. With the guard loop's balance step the battery charges with it instead.
-    records.register_station_chargers(store, station)
-    gw = DirectGateway(station, store, clock)
-    start_tx(store, "GJDG-DC-01", 1, T0)
-    battery = SimulatedBattery(station.battery, clock, soc_frac=0.2)
-    car_kw = {"kw": None}
-
-    def ev_kw():
-        planned = sum(gw.limit_kw(c, k, tx, clock.now()) for (c, k), (tx, _) in gw.tx.items())
-        return planned if car_kw["kw"] is None else car_kw["kw"]
-
+async def sunny_controller(station, store, clock, gw, battery, ev_kw):
+    """A controller on 150 kW of PV (measured and forecast) with a simulated site meter,
+    after its first plan; returns it and the meter."""
     from megastation.core.devices import SimulatedPVMeter
 
     pv = SimulatedPVMeter(lambda t: 150.0, clock)
@@ -75,6 +65,23 @@ async def test_battery_takes_pv_surplus_when_cars_draw_less_than_planned(station
     for c in station.chargers:
         await gw.install_failsafe(c.id, grid_import_limit_kw=400)
     await ctl.cycle("test")
+    return ctl, meter
+
+
+async def test_battery_takes_pv_surplus_when_cars_draw_less_than_planned(station, store, clock):
+    # Sunny: the plan gives a DC car PV; the car draws nothing, so the surplus would be
+    # exported. With the guard loop's balance step the battery charges with it instead.
+    records.register_station_chargers(store, station)
+    gw = DirectGateway(station, store, clock)
+    start_tx(store, "GJDG-DC-01", 1, T0)
+    battery = SimulatedBattery(station.battery, clock, soc_frac=0.2)
+    car_kw = {"kw": None}
+
+    def ev_kw():
+        planned = sum(gw.limit_kw(c, k, tx, clock.now()) for (c, k), (tx, _) in gw.tx.items())
+        return planned if car_kw["kw"] is None else car_kw["kw"]
+
+    ctl, meter = await sunny_controller(station, store, clock, gw, battery, ev_kw)
     planned_export = ctl.balance.plan[1].grid_export_kw[0]
     car_kw["kw"] = 0.0  # the car stops drawing
     before = await meter.read()
@@ -122,23 +129,10 @@ async def test_battery_stores_pv_the_plan_exports(station, store, clock):
     # PV (100 kW export limit) at some step whatever it does; wherever that export falls,
     # between plans the battery takes every surplus while it has room (the seed tariff
     # pays 0 for export, so the export is a gift), and only a full battery lets PV go.
-    from megastation.core.devices import SimulatedPVMeter
-
     records.register_station_chargers(store, station)
     gw = DirectGateway(station, store, clock)
     battery = SimulatedBattery(station.battery, clock, soc_frac=0.85)
-    pv = SimulatedPVMeter(lambda t: 150.0, clock)
-    meter = SimulatedSiteMeter(
-        clock, ev_kw=lambda: 0.0, pv=pv, battery=battery,
-        base_load_kw=station.site.base_load_kw,
-    )  # fmt: skip
-    ctl = Controller(
-        station, store, clock, gateway=gw, battery=battery, site_meter=meter, pv_meter=pv,
-        forecaster=flat_forecaster(150.0),
-    )  # fmt: skip
-    for c in station.chargers:
-        await gw.install_failsafe(c.id, grid_import_limit_kw=400)
-    await ctl.cycle("test")
+    ctl, meter = await sunny_controller(station, store, clock, gw, battery, lambda: 0.0)
     plan = ctl.balance.plan[1]
     assert plan.grid_export_kw.max() > 50.0  # the plan does export
     kw = await ctl.follow_balance()

@@ -242,6 +242,22 @@ def test_forecast_reaches_the_plan_grid(station, store, clock):
     assert 50 < pv[0] <= 180 and p10 is not None and p10[0] <= pv[0]
 
 
+def test_weather_ending_inside_the_horizon_falls_back_to_clear_sky(station, store, clock):
+    """A weather forecast that covers only the first hours of a plan (a feed's last run,
+    a weather file's last day) gives the clear-sky forecast, not zero PV."""
+    from forecasts.weather import clear_sky_weather
+    from megastation.dispatch import TimeGrid
+
+    ctl = Controller(station, store, clock, gateway=DirectGateway(station, store, clock))
+    now = T0 + timedelta(hours=3, minutes=7)  # 12:07 in Seoul, June
+    grid = TimeGrid.aligned(now, 24, 900)
+    short = clear_sky_weather(pd.date_range(now - timedelta(hours=1), periods=8, freq="15min"))
+    fc = forecast_on_grid(ctl.forecaster, station, grid, weather=short)
+    clear = forecast_on_grid(ctl.forecaster, station, grid)
+    assert fc.p50_kw[0] > 50
+    np.testing.assert_allclose(fc.p50_kw, clear.p50_kw)
+
+
 def test_a_per_step_forecaster_is_asked_once_per_step_and_layout(station, store, clock):
     """A forecaster that says its forecast is the same within a step (the simulator's) is
     asked once for the plans of one step; a plain one on every plan (#15)."""

@@ -106,3 +106,19 @@ def _example():
     )
     pv = np.clip(np.sin(np.linspace(0, np.pi, 16)) * 60, 0, None)
     return Problem(grid, pv, np.full(16, 5.0), gs, cars, None, (), policy="re100")
+
+
+def test_a_process_solving_prints_nothing():
+    """HiGHS prints a banner when a process makes its first instance; ours is silent
+    (``megastation demo`` and the CLI print only their own lines)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from megastation.dispatch import highs\n"
+        "highs._new_highs(); highs._new_highs()\n"
+        "print('done')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "done\n"

@@ -367,19 +367,15 @@ def _tmy3_copy(tmp_path, edit) -> Path:
     return path
 
 
+# what read_tmy3 and read_epw give, in this order
+MAPPED_COLUMNS = ["ghi", "dni", "dhi", "temp_air", "wind_speed", "cloud_cover", "albedo"]
+
+
 def test_tmy3_is_mapped_and_start_labelled():
     wx, meta = read_tmy3(TMY3, year=2026)
     raw, _ = pvlib.iotools.read_tmy3(str(TMY3), coerce_year=2026, map_variables=True)
     assert meta["Name"] == raw.attrs.get("Name", meta["Name"]) and meta["TZ"] == -5.0
-    assert list(wx.columns) == [
-        "ghi",
-        "dni",
-        "dhi",
-        "temp_air",
-        "wind_speed",
-        "cloud_cover",
-        "albedo",
-    ]
+    assert list(wx.columns) == MAPPED_COLUMNS
     assert len(wx) == 8760 and str(wx.index.tz) == "UTC" and wx.index.freq == pd.Timedelta("1h")
     # TMY3 rows label hour ends: the 13:00 (-05:00) row is the hour from 12:00 local
     assert wx.index[0] == pd.Timestamp("2026-01-01T00:00-05:00")
@@ -451,15 +447,7 @@ def _epw(path, *, albedo=0.2, sky_tenths=None) -> Path:
 def test_epw_is_mapped_and_its_hours_are_not_shifted_twice(tmp_path):
     wx, meta = read_epw(_epw(tmp_path / "day.epw"), year=2026)
     assert meta["TZ"] == 9.0 and len(wx) == 24 and str(wx.index.tz) == "UTC"
-    assert list(wx.columns) == [
-        "ghi",
-        "dni",
-        "dhi",
-        "temp_air",
-        "wind_speed",
-        "cloud_cover",
-        "albedo",
-    ]
+    assert list(wx.columns) == MAPPED_COLUMNS
     local = wx.tz_convert("Asia/Seoul")
     # EPW hour 13 is 12:00-13:00 local: the peak starts at 12:00, the day at 00:00
     assert local.index[0] == pd.Timestamp("2026-06-15T00:00+09:00")
