@@ -7,7 +7,14 @@ takes away from it: the summary, the CSVs, the store and the plots.
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
 from datetime import timedelta
 
 import pandas as pd
@@ -34,12 +41,49 @@ ENERGY_TOL_KWH = 0.5
 ENERGY_TOL_FRAC = 0.01
 
 
+class ConsoleVisitor(threading.Thread):
+    """An operator who opens the console the demo prints, logs in with the one-off
+    password and reads the overview while the day runs (real HTTP on 127.0.0.1)."""
+
+    def __init__(self, printed: io.StringIO) -> None:
+        super().__init__(daemon=True)
+        self.printed = printed
+        self.overview: dict | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + 120.0
+            while (m := LOGIN_LINE.search(self.printed.getvalue())) is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the demo printed no console URL")
+                time.sleep(0.05)  # polls the demo's output, bounded by the deadline
+            url, password = m.groups()
+            browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+            form = urllib.parse.urlencode({"name": "demo", "password": password}).encode()
+            with browser.open(url + "login", data=form, timeout=30) as r:
+                assert r.status == 200 and r.url == url  # redirected to the console
+            with browser.open(url + "api/v1/overview", timeout=30) as r:
+                self.overview = json.load(r)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+LOGIN_LINE = re.compile(r"console: (http://127\.0\.0\.1:\d+/) \(log in as demo, password (\S+)\)")
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, request):
+def demo_run(tmp_path_factory):
+    """One demo run with its console visited: (station, result, visitor)."""
+    from rich.console import Console
+
     from megastation.core.config import default_config_path, load_station
 
     station = load_station(default_config_path())
     out = tmp_path_factory.mktemp("demo-out")
+    printed = io.StringIO()
+    visitor = ConsoleVisitor(printed)
+    visitor.start()
     result = run_demo(
         station,
         hours=HOURS,
@@ -48,8 +92,25 @@ def demo(tmp_path_factory, request):
         weather="clear-day",
         out_dir=out,
         start_hour=START_HOUR,
+        console=Console(file=printed, width=160),
+        web_port=0,  # the console serves the run, as `megastation demo` does by default
     )
+    visitor.join(timeout=60)
+    return station, result, visitor
+
+
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    station, result, _ = demo_run
     return station, result
+
+
+def test_the_console_serves_the_running_demo(demo_run):
+    _, _, visitor = demo_run
+    assert visitor.error is None, repr(visitor.error)
+    ov = visitor.overview
+    assert ov is not None and ov["station"].startswith("Gwangju")
+    assert {c["charger_id"] for c in ov["connectors"]} >= {"GJDG-DC-01", "GJDG-AC-01"}
 
 
 def _flows(result) -> pd.DataFrame:
