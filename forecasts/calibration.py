@@ -140,17 +140,6 @@ def fit_blend(x: Issues) -> np.ndarray:
         return np.clip(np.where(den > 0, num / den, 0.0), 0.0, 1.0)
 
 
-def fit_lead_bands(x: Issues, p50: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """10th and 90th percentiles of ``(m - p50) / clear`` per lead (daylight)."""
-    q10, q90 = np.full(len(x.lead_h), np.nan), np.full(len(x.lead_h), np.nan)
-    for h in range(len(x.lead_h)):
-        ok = x.daylight[:, h] & np.isfinite(x.measured[:, h])
-        if ok.sum() >= 20:
-            e = (x.measured[ok, h] - p50[ok, h]) / x.clear[ok, h]
-            q10[h], q90[h] = np.percentile(e, [10, 90])
-    return np.minimum(q10, 0.0), np.maximum(q90, 0.0)
-
-
 def _quantile_rows(
     e: np.ndarray,
     on: np.ndarray,

@@ -565,7 +565,6 @@ class _Simulator:
         self.plan_interval_s = plan_interval_s
         self.run_name = run
         self.replan_on_departure = replan_on_departure
-        self.replan_on_arrival = True
         self.follow_balance = follow_balance  # battery follows the site balance between plans
         self.flow_step_s = station.site.dispatch_step_min * 60
         self.tz = station.site.timezone
@@ -1013,8 +1012,7 @@ class _Simulator:
             v = self.pending.pop(0)
             if v.departure > now:
                 self._plug_in(v, now)
-                if self.replan_on_arrival:
-                    reasons.append("car_plugged_in")
+                reasons.append("car_plugged_in")
         if self.controller is not None:
             if now >= self.next_plan:
                 reasons.append("interval")
