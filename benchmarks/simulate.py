@@ -4,6 +4,7 @@ Usage: .venv/bin/python benchmarks/simulate.py [--quick] [--days 1,30] [--jobs N
        [--policy re100,cost,...] [--no-departure-replans]
        .venv/bin/python benchmarks/simulate.py --year [--policy re100,cost] [--jobs 2]
        [--serial-year]
+       .venv/bin/python benchmarks/simulate.py --warmup [--days 70] [--policy re100]
 
 Simulates one day and 30 days (``--quick``: 1 and 3 days) of the Gwangju seed station
 on the mixed-week weather (repeated past its seven days) with seeded cars, once per
@@ -23,6 +24,12 @@ month by month in ``--jobs`` processes (:mod:`megastation.sim.parts`), one polic
 time: wall time, CPU time of all processes (steadier than wall time on a shared machine)
 per simulated day, plans, KPIs. ``--serial-year`` also runs each year in one process
 and prints how far the year in parts is from it. Not a test.
+
+``--warmup``: how long a month's warm-up must be (:data:`megastation.sim.parts.WARMUP`).
+One run from the weather's first day through the month starts within ``--days`` (default
+70: 1 August and 1 September) plus 5 days; then, for each of those month starts, runs
+from 0, 1, 2 and 3 days before it, as a part would run; their 5 days after the month
+start compared day by day with the long run (delivered and imported kWh).
 """
 
 from __future__ import annotations
@@ -33,14 +40,16 @@ import multiprocessing as mp
 import resource
 import time
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from megastation.control.demand import RELEARN_INTERVAL
 from megastation.core.config import load_station, seeds_dir
 from megastation.core.fleet import generate_visits
 from megastation.dispatch import solve_reference
-from megastation.sim.parts import simulate_in_parts
+from megastation.sim.parts import _part_inputs, month_parts, simulate_in_parts
 from megastation.sim.simulator import (
     POLICIES,
+    daily_kpis,
     perfect_foresight,
     prepare_site,
     read_weather,
@@ -188,6 +197,47 @@ def _year_table(policies, got) -> None:
               f"difference over {COMPARE_DAYS:g} days {100 * worst:.2f} % (target < 1 %)\n")  # fmt: skip
 
 
+WARMUP_DAYS = (0, 1, 2, 3)
+AFTER_DAYS = 5
+
+
+def _warmup(args, station, wx, start) -> None:
+    """``--warmup`` (see the module docstring)."""
+    pol = args.policy.split(",")[0] if args.policy in POLICIES else "re100"
+    span = float(args.days or 70)
+    bounds = [
+        s for s, _ in month_parts(start, start + timedelta(days=span), station.site.timezone)
+    ][1:]
+    end = bounds[-1] + timedelta(days=AFTER_DAYS)
+    site = prepare_site(station, start, end, wx, args.seed)
+    visits = generate_visits(station, start, end, args.seed)
+    common = dict(weather=wx, seed=args.seed, site=site, with_perfect_foresight=False)
+    t = time.process_time()
+    ref = simulate(
+        station, policy=pol, start=start, days=(end - start).days, visits=visits, **common
+    )
+    print(f"one run {start:%Y-%m-%d} .. {end:%Y-%m-%d}: {time.process_time() - t:.0f} s CPU")
+    print(f"{'month start':<12}{'warm-up d':>10}" + "".join(f"{'day ' + str(k):>16}" for k in range(AFTER_DAYS))
+          + f"{'mean |d| kWh':>14}")  # fmt: skip
+    for b in bounds:
+        after = b + timedelta(days=AFTER_DAYS)
+        want = daily_kpis(station, ref.flows, b, after).set_index("day")
+        for w in WARMUP_DAYS:
+            run_start = b - timedelta(days=w)
+            if run_start < start:
+                continue  # no warm-up before the long run's start
+            cars, past = _part_inputs(visits, [], run_start, after)
+            r = simulate(station, policy=pol, start=run_start, hours=(after - run_start) / timedelta(hours=1),
+                         visits=cars, history=past or None, count_from=b, **common)  # fmt: skip
+            d = daily_kpis(station, r.flows, b, after).set_index("day") - want
+            cells = "".join(
+                f"{e:>+8.1f}/{i:>+7.1f}"
+                for e, i in zip(d["energy_kwh"], d["grid_import_kwh"], strict=True)
+            )
+            print(f"{b.astimezone(ZoneInfo(station.site.timezone)):%Y-%m-%d}  {w:>10}{cells}{d['energy_kwh'].abs().mean():>14.1f}")  # fmt: skip
+    print("(each day: delivered / imported kWh, the part's run minus the long run)")
+
+
 def _kpi(value: float, key: str) -> str:
     if key == "renewable_frac":
         return f"{100 * value:.2f}%"
@@ -215,7 +265,13 @@ def main() -> None:
     ap.add_argument(
         "--serial-year", action="store_true", help="--year: also each year in one process"
     )
+    ap.add_argument("--warmup", action="store_true", help="how long a month's warm-up must be")
     args = ap.parse_args()
+    if args.warmup:
+        station = load_station(seeds_dir() / "gwangju-donggu.toml")
+        wx = read_weather(args.weather)
+        _warmup(args, station, wx, weather_start(wx, station.site.timezone))
+        return
     if args.year:
         station = load_station(seeds_dir() / "gwangju-donggu.toml")
         wx = read_weather(args.weather)

@@ -76,7 +76,7 @@ def parse_policies(text: str) -> list[str]:
     default=None,
     help="Worker processes [default: one per CPU]: policies side by side, or, for a span "
     "over more than one calendar month, each policy month by month in parallel (each month "
-    "after a 2-day warm-up; see the README).",
+    "after a 1-day warm-up; see the README).",
 )
 @click.option(
     "--keep-plans",
