@@ -29,6 +29,13 @@ from megastation.control.needs import (
     expected_sessions,
 )
 from megastation.control.pv import PvForecast
+from megastation.control.reserve import (
+    Reserve,
+    burst_hours,
+    evening_reserve,
+    reserve_floor_kwh,
+    reserve_weight_per_kwh,
+)
 from megastation.core.config import Station
 from megastation.dispatch import (
     BatteryState,
@@ -364,6 +371,7 @@ class BuiltProblem:
     computed_import_kw: float  # net import from known flows [kW] (no site meter)
     unexplained_kw: float  # metered import nothing explains [kW]
     expected_kwh: float  # energy of the cars still to come [kWh]
+    reserve: Reserve | None = None  # the evening reserve kept (None: not sized)
 
 
 def build_problem(
@@ -378,12 +386,14 @@ def build_problem(
     expected: ExpectedDemand | None,
     green_frac: float | None,
     peak_kw: float,
+    reserve: bool = True,
 ) -> BuiltProblem:
     """The dispatch :class:`Problem` of one cycle.
 
     ``ev_kw_total`` is the sum of the cars' latest power samples [kW]; ``green_frac`` the
     battery's renewable share (None: no usable battery reading); ``peak_kw`` the month's
-    demand peak so far [kW].
+    demand peak so far [kW]; ``reserve``: keep the evening reserve
+    (:func:`megastation.control.reserve.evening_reserve`).
     """
     batt = site.battery
     batt_kw = batt.power_kw if batt else 0.0
@@ -408,10 +418,24 @@ def build_problem(
         battery = station_battery(station, soc, green_frac)
     gs = station_grid_state(station, grid, peak_so_far_kw=peak_kw)
     uncontrolled = cars.uncontrolled_kw
+    load = site_load_kw(grid, station.site.base_load_kw, unexplained)
+    held = None
+    floor = None
+    burst_h = burst_hours(expected)
+    if reserve and battery is not None and burst_h > 0:
+        held = evening_reserve(
+            grid, pv.p50_kw, load + uncontrolled, sessions, battery, station.site.timezone
+        )
+        if held.kwh > 0:
+            floor = reserve_floor_kwh(grid, held, battery)
+            weight = reserve_weight_per_kwh(
+                policy.cost_weight_per_krw, gs.demand_charge_krw_per_kw, burst_h
+            )
+            policy = dataclasses.replace(policy, reserve_short_weight_per_kwh=weight)
     problem = Problem(
         grid=grid,
         pv_kw=pv.p50_kw,
-        site_load_kw=site_load_kw(grid, station.site.base_load_kw, unexplained),
+        site_load_kw=load,
         grid_state=dataclasses.replace(gs, import_limit_kw=site.limit_kw),
         sessions=tuple(sessions),
         battery=battery,
@@ -419,5 +443,6 @@ def build_problem(
         pv_p10_kw=pv.p10_kw,
         uncontrolled_kw=uncontrolled if uncontrolled.any() else None,
         policy=policy,
+        soc_floor_kwh=floor,
     )
-    return BuiltProblem(problem, cars, battery, computed, unexplained, expected_kwh)
+    return BuiltProblem(problem, cars, battery, computed, unexplained, expected_kwh, held)
