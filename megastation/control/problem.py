@@ -424,8 +424,9 @@ def build_problem(
     burst_h = burst_hours(expected)
     if reserve and battery is not None and burst_h > 0:
         held = evening_reserve(
-            grid, pv.p50_kw, load + uncontrolled, sessions, battery, station.site.timezone
-        )
+            grid, pv.p50_kw, load + uncontrolled, sessions, battery, station.site.timezone,
+            level_kw=peak_kw,
+        )  # fmt: skip
         if held.kwh > 0:
             floor = reserve_floor_kwh(grid, held, battery)
             weight = reserve_weight_per_kwh(

@@ -80,6 +80,7 @@ def evening_reserve(
     sessions: Sequence[SessionNeed],
     battery: BatteryState,
     timezone: str,
+    level_kw: float = 0.0,
 ) -> Reserve:
     """The reserve of a plan from ``grid.start`` (see the module docstring): ``load_kw`` is
     the site load (with uncontrolled cars), ``sessions`` every car of the plan, plugged in
@@ -92,7 +93,6 @@ def evening_reserve(
     if until_s is None or cap <= 0:
         return Reserve(0.0, None, 0.0, 0.0, 0.0)
     dt = grid.durations_h
-    cars = cars_mean_kw(grid, sessions)
     # the surplus if no other car comes: only the firm energy of cars plugged in now
     here = [x for x in sessions if x.arrival <= grid.start and x.priority >= 1.0]
     firm = cars_mean_kw(grid, here)
@@ -104,11 +104,44 @@ def evening_reserve(
     evening = (~before) & (grid.edges_s[:-1] < midnight_s - 1e-6)
     surplus = np.clip(pv_kw - load_kw - firm, 0.0, None)
     surplus_kwh = float((surplus * dt)[before].sum()) * battery.charge_efficiency
-    net = np.clip(cars + load_kw - pv_kw, 0.0, None)
-    evening_kwh = float((net * dt)[evening].sum()) / battery.discharge_efficiency
+    evening_kwh = (
+        burst_energy_above_kwh(grid, sessions, load_kw - pv_kw, evening, level_kw)
+        / battery.discharge_efficiency
+    )
     room = max(0.0, (e_max - e_min) - surplus_kwh)
     kwh = max(0.0, min(evening_kwh, room, stored))
     return Reserve(kwh, grid.start + timedelta(seconds=until_s), evening_kwh, room, surplus_kwh)
+
+
+def burst_energy_above_kwh(
+    grid: TimeGrid,
+    sessions: Sequence[SessionNeed],
+    other_kw: np.ndarray,
+    window: np.ndarray,
+    level_kw: float,
+) -> float:
+    """Energy [kWh] of the cars arriving in the steps ``window`` that comes above
+    ``level_kw`` when each arrival's cars come as one burst: all of them at once at
+    their power (an expected session's ``max_power_kw``: its cars x the connector power,
+    at least one whole car), on top of ``other_kw`` (site load less PV) in that step.
+    A burst at ``p`` kW above the level for its energy ``e`` needs ``e x (1 - level /
+    p)`` from the battery to be held at the level."""
+    starts = grid.edges_s[:-1]
+    power: dict[int, float] = {}
+    energy: dict[int, float] = {}
+    for s in sessions:
+        a = (s.arrival - grid.start).total_seconds()
+        t = int(np.searchsorted(starts, a, side="right")) - 1
+        if a < 0 or t < 0 or not window[t] or s.energy_kwh <= 0:
+            continue
+        power[t] = power.get(t, 0.0) + s.max_power_kw
+        energy[t] = energy.get(t, 0.0) + s.energy_kwh
+    out = 0.0
+    for t, e in energy.items():
+        p = power[t] + max(0.0, float(other_kw[t]))
+        if p > level_kw:
+            out += e * (1.0 - level_kw / p)
+    return out
 
 
 def burst_hours(expected: ExpectedDemand | None) -> float:
