@@ -33,6 +33,7 @@ from megastation.control.reserve import (
     Reserve,
     burst_hours,
     evening_reserve,
+    keeps_reserve,
     reserve_floor_kwh,
     reserve_weight_per_kwh,
 )
@@ -422,7 +423,7 @@ def build_problem(
     held = None
     floor = None
     burst_h = burst_hours(expected)
-    if reserve and battery is not None and burst_h > 0:
+    if reserve and battery is not None and burst_h > 0 and keeps_reserve(policy):
         held = evening_reserve(
             grid, pv.p50_kw, load + uncontrolled, sessions, battery, station.site.timezone,
             level_kw=peak_kw,

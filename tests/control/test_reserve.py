@@ -51,7 +51,11 @@ def test_a_surplus_smaller_than_the_battery_leaves_room_for_a_reserve():
     assert r.until == START + timedelta(hours=16)  # the last sunny hour ends at 16:00
     assert r.surplus_kwh == pytest.approx(35.0 * 8)
     assert r.room_kwh == pytest.approx(400.0 - 280.0)  # usable 0.1-0.9 of 500 kWh
-    assert r.evening_kwh == pytest.approx(300.0 + 10.0 * 8)  # cars + site load to midnight
+    # the evening's cars come as one 300 kW burst (+ the site load): above a level of 0
+    # all of their energy is needed; above the month's peak so far, part of it
+    assert r.evening_kwh == pytest.approx(300.0)
+    paid = evening_reserve(GRID, pv(45.0), LOAD, evening_cars(300.0), battery(), TZ, level_kw=155)
+    assert paid.evening_kwh == pytest.approx(300.0 * (1 - 155 / 310))
     assert r.kwh == pytest.approx(120.0)
     floor = reserve_floor_kwh(GRID, r, battery(0.5))
     assert floor[:16] == pytest.approx(50.0 + 120.0)  # kept until the sun is gone
@@ -66,7 +70,7 @@ def test_a_surplus_that_fills_the_battery_holds_no_reserve():
 
 def test_the_reserve_is_no_more_than_the_evening_needs_nor_than_is_stored():
     small = evening_reserve(GRID, pv(20.0), LOAD, evening_cars(30.0), battery(0.5), TZ)
-    assert small.kwh == pytest.approx(30.0 + 80.0)  # the evening's need
+    assert small.kwh == pytest.approx(30.0)  # the evening's need
     low = evening_reserve(GRID, pv(20.0), LOAD, evening_cars(300.0), battery(0.2), TZ)
     assert low.kwh == pytest.approx(50.0)  # kept, never bought: 0.2 x 500 - the floor
 
@@ -136,3 +140,50 @@ def test_the_reserve_gives_way_to_a_cars_energy():
     plan = solve(night_problem(np.full(8, 250.0), 2e4, 100.0, 20.0))
     assert plan.unmet_kwh.sum() == pytest.approx(0.0, abs=1e-6)
     assert plan.objective_parts["reserve_short_kwh"] == pytest.approx(60.0, abs=1e-3)
+
+
+def built(station, policy: str, sun_kw: float, soc: float = 0.5):
+    """The problem of a plan at 00:00 local on the seed station (500 kWh, SoC 0.5) with
+    ``sun_kw`` of PV 08:00-16:00 and the fleet profile's cars to come."""
+    from megastation.control.gather import SiteReadings
+    from megastation.control.needs import profile_demand
+    from megastation.control.problem import (
+        CarSessions,
+        build_problem,
+        controller_policy,
+        plan_grid,
+    )
+    from megastation.control.pv import PvForecast
+    from megastation.core.devices import BatteryReading
+
+    grid = plan_grid(START, station, 6.0, 3600)
+    local_h = np.array([(t.hour + 9) % 24 for t in grid.times.to_pydatetime()])
+    sun = np.where((local_h >= 8) & (local_h < 16), sun_kw, 0.0)
+    site = SiteReadings(BatteryReading(soc, 0.0, START), None, None, 400.0, "config", policy)
+    cars = CarSessions([], [], {}, np.zeros(grid.n_steps), [], 0.0)
+    return build_problem(
+        grid=grid, station=station, site=site, pv=PvForecast(sun, None, None), cars=cars,
+        ev_kw_total=0.0, policy=controller_policy(policy), expected=profile_demand(station),
+        green_frac=0.0, peak_kw=0.0,
+    )  # fmt: skip
+
+
+def test_a_plan_keeps_the_reserve_only_where_the_forecast_surplus_leaves_room(station):
+    cap = station.battery.capacity_kwh
+    floor_kwh = station.battery.soc_min_frac * cap
+    dull = built(station, "re100", 40.0)  # ~250 kWh of surplus: 175 kWh of room
+    r = dull.reserve
+    assert r is not None and 0 < r.kwh <= r.room_kwh + 1e-9
+    assert r.room_kwh == pytest.approx(
+        (station.battery.soc_max_frac - station.battery.soc_min_frac) * cap - r.surplus_kwh
+    )
+    floor = dull.problem.soc_floor_kwh
+    assert floor is not None and floor.max() == pytest.approx(floor_kwh + r.kwh)
+    pol = dull.problem.policy
+    assert 0 < pol.reserve_short_weight_per_kwh < pol.grid_to_ev_weight_per_kwh
+    plan = solve(dull.problem)  # the cars before the evening do not get it
+    held = plan.soc_frac[1:][floor > floor_kwh + 1e-9] * cap
+    assert held.size and held.min() >= floor_kwh + r.kwh - 1e-6
+    sunny = built(station, "re100", 200.0)  # a surplus that fills the battery
+    assert sunny.reserve.kwh == 0.0 and sunny.problem.soc_floor_kwh is None
+    assert built(station, "cost", 40.0).problem.soc_floor_kwh is None  # re100 only
