@@ -4,8 +4,10 @@ Each car plugged in becomes a firm session (the energy it surely wants by a pess
 departure) and, when it probably takes more, an extra session one tier below on the
 same connector (:data:`EXTRA_PRIORITY`); cars on chargers that take no profiles are
 uncontrolled load. Cars still to come are aggregate expected sessions
-(:func:`megastation.control.needs.expected_sessions`). The site load is the configured
-base load plus, for the first hour, what the site meter sees that nothing explains.
+(:func:`megastation.control.needs.expected_sessions`); under re100 the plan keeps a
+battery reserve for their evening bursts (:mod:`megastation.control.reserve`). The site
+load is the configured base load plus, for the first hour, what the site meter sees that
+nothing explains.
 Powers in kW, energy in kWh, times tz-aware UTC.
 """
 
@@ -428,11 +430,11 @@ def build_problem(
             grid, pv.p50_kw, load + uncontrolled, sessions, battery, station.site.timezone,
             level_kw=peak_kw,
         )  # fmt: skip
-        if held.kwh > 0:
+        weight = reserve_weight_per_kwh(
+            policy.cost_weight_per_krw, gs.demand_charge_krw_per_kw, burst_h
+        )
+        if held.kwh > 0 and weight > 0:  # no demand charge: nothing to keep it for
             floor = reserve_floor_kwh(grid, held, battery)
-            weight = reserve_weight_per_kwh(
-                policy.cost_weight_per_krw, gs.demand_charge_krw_per_kw, burst_h
-            )
             policy = dataclasses.replace(policy, reserve_short_weight_per_kwh=weight)
     problem = Problem(
         grid=grid,

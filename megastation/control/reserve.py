@@ -7,9 +7,10 @@ night and the morning; the perfect-foresight optimum holds it for the evening pe
 reserve is the stored energy the plan keeps (a soft floor, :attr:`Problem.soc_floor_kwh`)
 until today's sun no longer covers the site load:
 
-- as much as the evening needs: the energy of the cars expected (and plugged in) from then
-  to local midnight, plus the site load, less the PV forecast then, at the battery's
-  discharge efficiency;
+- as much as the evening needs (from then to local midnight): each arrival's expected
+  cars as one burst at their power on top of the site load less PV, and of its energy the
+  part above ``level_kw`` (the month's demand peak so far: energy spent below a peak
+  already paid saves nothing), at the battery's discharge efficiency;
 - no more than the forecast PV surplus leaves room for: the battery's usable range less
   the surplus still to come before the evening (PV above the site load and the firm
   energy of the cars plugged in now, at the charge efficiency), so PV is not spilled to
