@@ -38,6 +38,9 @@ from tests.ocpp_clients import url
 
 FRAMES_PER_BATCH = 100
 BATCHES = 101  # > 10,000 frames per version
+# the bystander waits this long for each answer [s]: a bound, not a pace (the fuzzer floods
+# the same server; on a loaded 2-core machine 5 s was once too short)
+BYSTANDER_ANSWER_S = 30.0
 TS = "2026-06-15T00:00:00Z"
 
 TEMPLATES = {
@@ -214,7 +217,7 @@ class LiveServer:
                     "eventType": "Started", "timestamp": TS, "triggerReason": "CablePluggedIn",
                     "seqNo": 0, "transactionInfo": {"transactionId": "bystander"},
                     "evse": {"id": 1}}]))  # fmt: skip
-            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            first = json.loads(await asyncio.wait_for(ws.recv(), BYSTANDER_ANSWER_S))
             tx = first[2].get("transactionId") if version == "1.6" else None
             n = 0
             while not self._stop.is_set():
@@ -229,7 +232,7 @@ class LiveServer:
                         {"timestamp": ts, "sampledValue": [{"value": n * 10.0}]}]}]  # fmt: skip
                 self.bystander_sent += 1
                 await ws.send(json.dumps(frame))
-                answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                answer = json.loads(await asyncio.wait_for(ws.recv(), BYSTANDER_ANSWER_S))
                 if answer[:2] == [3, f"b{n}"]:
                     self.bystander_answered += 1
                 else:
