@@ -39,7 +39,7 @@ from tests.ocpp_clients import url
 FRAMES_PER_BATCH = 100
 BATCHES = 101  # > 10,000 frames per version
 # the bystander waits this long for each answer [s]: a bound, not a pace (the fuzzer floods
-# the same server; on a loaded 2-core machine 5 s was once too short)
+# the same server; on a loaded 2-core machine 5 s can run out)
 BYSTANDER_ANSWER_S = 30.0
 TS = "2026-06-15T00:00:00Z"
 
