@@ -114,6 +114,11 @@ class Bands:
     q90_by_regime_lead: tuple[tuple[float, ...], ...] = ()
     season_edges: tuple[float, ...] = ()
 
+    def __deepcopy__(self, memo: dict) -> Bands:
+        # immutable: a forecast frame carries its Bands in ``attrs``, which pandas
+        # deep-copies on every column access and arithmetic (#15)
+        return self
+
     def at(self, lead_h: np.ndarray | None) -> tuple[np.ndarray | float, np.ndarray | float]:
         """Pooled ``(q10, q90)`` at each lead, or the scalars when ``lead_h`` is None."""
         if lead_h is None or not self.leads_h:
