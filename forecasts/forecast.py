@@ -109,6 +109,13 @@ def forecast_pv(
     )  # fmt: skip
 
 
+def lead_hours(t_ns: np.ndarray, issued_ns: int) -> np.ndarray:
+    """Hours from ``issued_ns`` to each of ``t_ns`` (epoch ns), rounded as pandas'
+    ``TimedeltaIndex.total_seconds() / 3600`` (whole seconds plus the rest's fraction)."""
+    whole_s, rest_ns = np.divmod(np.asarray(t_ns, dtype=np.int64) - issued_ns, 10**9)
+    return (whole_s + rest_ns / 1e9) / 3600.0
+
+
 def assemble(
     arrays: tuple,
     grid: pd.DatetimeIndex,
@@ -125,13 +132,18 @@ def assemble(
     """The nowcast and the bands on modelled PV ``(n_steps, n_arrays)`` [kW]: the
     forecast frame of :func:`forecast_pv` (the simulator calls it on precomputed PV).
     ``latitude_deg``: the site's, for the season of the bands (:func:`forecasts.bands.season`)."""
-    step = grid[1] - grid[0] if len(grid) > 1 else pd.Timedelta(grid.freq)
-    lead_h = ((grid + step / 2) - issued).total_seconds().to_numpy() / 3600.0
+    grid_ns = _nowcast.epoch_ns(grid)
+    step_ns = int(grid_ns[1] - grid_ns[0]) if len(grid) > 1 else pd.Timedelta(grid.freq).value
+    mid_ns = grid_ns + step_ns // 2  # step midpoints (steps are whole seconds)
+    lead_h = lead_hours(mid_ns, pd.Timestamp(issued).value)
     p50 = _nowcast.nowcast(raw, clear, limits, lead_h, k_meas, with_weather=with_weather)
     total = p50.sum(axis=1)
     clear_total = clear.sum(axis=1)
     b = bands or (_bands.DEFAULT_BANDS if with_weather else _bands.CLEARSKY_BANDS)
-    season = _bands.season(grid + step / 2, latitude_deg)
+    if grid.tz is not None and str(grid.tz) != "UTC":  # the season of the grid's own day
+        season = _bands.season(grid + pd.Timedelta(step_ns // 2, unit="ns"), latitude_deg)
+    else:
+        season = _bands.season_ns(mid_ns, latitude_deg)
     p10, p90 = _bands.apply_bands(
         total, clear_total, float(limits.sum()), b, None if k_meas is None else lead_h, season
     )

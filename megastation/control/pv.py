@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -80,15 +80,22 @@ def _values_at(vals: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.maximum(out, 0.0))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
 def measured_series(history: Sequence[tuple[datetime, float]]) -> pd.Series | None:
-    """Measured PV samples ``(time, kW)`` as the forecaster's ``measured_kw``."""
+    """Measured PV samples ``(time, kW)`` (tz-aware times) as the forecaster's
+    ``measured_kw``, indexed in UTC."""
     if not history:
         return None
-    return pd.Series(
-        [kw for _, kw in history],
-        index=pd.DatetimeIndex([t for t, _ in history]),
-        name="pv_kw",
-    )
+    kw = np.fromiter((kw for _, kw in history), float, len(history))
+    if any(t.tzinfo is None for t, _ in history):  # the forecaster names the error
+        return pd.Series(kw, index=pd.DatetimeIndex([t for t, _ in history]), name="pv_kw")
+    # integer microseconds: exact, and much faster than a DatetimeIndex of datetimes (#15)
+    us = np.fromiter(((t - _EPOCH) // _US for t, _ in history), np.int64, len(history))
+    index = pd.DatetimeIndex(us.view("M8[us]"), dtype="datetime64[us, UTC]")
+    return pd.Series(kw, index=index, name="pv_kw")
 
 
 def forecast_on_grid(
@@ -129,7 +136,8 @@ def forecast_on_grid(
         return PvForecast(np.zeros(grid.n_steps), None, None)
     if not df.index.is_monotonic_increasing:
         df = df.sort_index()
-    pos = _positions(pd.DatetimeIndex(df.index), fine.times)  # once for every column
+    # once for every column; grid times in ns as the index's (fine.times_us, exact)
+    pos = np.searchsorted(_ns(pd.DatetimeIndex(df.index)), fine.times_us * 1000, side="right") - 1
     p50 = _column(df, P50_COLUMNS)
     p10 = _column(df, P10_COLUMNS)
     p90 = _column(df, P90_COLUMNS)

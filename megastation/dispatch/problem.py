@@ -151,9 +151,13 @@ class TimeGrid:
     @cached_property
     def times(self) -> pd.DatetimeIndex:
         """Start of each step (UTC, microseconds)."""
+        return pd.DatetimeIndex(self.times_us.view("M8[us]"), dtype="datetime64[us, UTC]")
+
+    @cached_property
+    def times_us(self) -> np.ndarray:
+        """Start of each step [microseconds since the epoch] (:attr:`times` as integers)."""
         t0_us = pd.Timestamp(self.start).value // 1000
-        us = t0_us + np.round(self.edges_s[:-1] * 1e6).astype(np.int64)
-        return pd.DatetimeIndex(us.view("M8[us]"), dtype="datetime64[us, UTC]")
+        return _frozen(t0_us + np.round(self.edges_s[:-1] * 1e6).astype(np.int64))
 
     @property
     def end(self) -> datetime:

@@ -406,6 +406,7 @@ class _StepForecastCache:
         arrays = pvs.arrays
         self._step = SITE_STEP
         self._index = pd.DatetimeIndex(weather.index).tz_convert("UTC").as_unit("ns")
+        self._index_ns = self._index.asi8
         self._ok = bool(arrays) and len(self._index) > 1
         if not self._ok:
             return
@@ -475,10 +476,17 @@ class _StepForecastCache:
             n_win = max(1, round(_nowcast.WINDOW_H * 3600 / SITE_STEP_S))
             if n_win > self._n_past:
                 return None
+            if measured_kw.index.tz is None:
+                raise ValueError("measured_kw: index must be timezone-aware timestamps")
             lo = row + self._n_past - n_win
-            past = pd.DatetimeIndex(grid[0] - self._step * np.arange(n_win, 0, -1), freq=self._step)
-            before = measured_kw[measured_kw.index < issued]
-            meas = _nowcast.step_means(before, past, self._step)
+            # forecast_pv's step means over the window before the grid, on arrays (#15)
+            t_ns = _nowcast.epoch_ns(measured_kw.index)
+            before = t_ns < issued.value
+            step_ns = SITE_STEP_S * 10**9
+            meas = _nowcast.step_means_ns(
+                t_ns[before], measured_kw.to_numpy(float)[before],
+                int(self._index_ns[row]) - n_win * step_ns, step_ns, n_win,
+            )  # fmt: skip
             k_meas = _nowcast.measured_clear_sky_index(
                 meas, self._clear_ext[lo : lo + n_win], self._limits.sum()
             )
