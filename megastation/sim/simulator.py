@@ -617,7 +617,8 @@ class _Simulator:
         self.battery_export_night_kwh = 0.0  # ... while PV is 0
         self._site_t0_s = self.site.index[0].timestamp()  # epoch seconds of site row 0
         self.bucket: FlowBucket | None = None
-        self.fc_cache: dict[pd.Timestamp, pd.DataFrame] = {}
+        self.fc_days: set[pd.Timestamp] = set()  # days whose day-ahead forecast was made
+        self.fc_steps: dict[int, tuple[float, float, float]] = {}  # their steps (_day_ahead)
         records.register_station_chargers(store, station)
 
     # ---------------------------------------------------------------- helpers
@@ -962,26 +963,35 @@ class _Simulator:
     def _flow_forecast(self, ts: datetime) -> tuple[float | None, ...]:
         """The day-ahead forecast of a step (issued at local midnight, or at the start of
         a run that starts later in the day), for the plots and the daily scores."""
-        day = pd.Timestamp(ts).tz_convert(self.tz).normalize().tz_convert("UTC")
-        if day not in self.fc_cache:
-            issue = max(day, self.site.index[0])
-            n = max(1, int((day + pd.Timedelta(days=1) - issue) // SITE_STEP))
-            try:
-                self.fc_cache[day] = forecast_pv(
-                    self.station.pv_site(),
-                    issue.to_pydatetime(),
-                    n,
-                    SITE_STEP_S // 60,
-                    self.site.forecast_weather,
-                )
-            except ValueError:
-                self.fc_cache[day] = pd.DataFrame()
-        fc = self.fc_cache[day]
-        t = pd.Timestamp(ts).floor(SITE_STEP)
-        if fc.empty or t not in fc.index:
-            return (None, None, None)
-        r = fc.loc[t]
-        return (float(r["pv_ac_kw"]), float(r["pv_ac_p10_kw"]), float(r["pv_ac_p90_kw"]))
+        step = math.floor(ts.timestamp() / SITE_STEP_S)  # the forecast step of ts
+        if step not in self.fc_steps:
+            day = pd.Timestamp(ts).tz_convert(self.tz).normalize().tz_convert("UTC")
+            if day in self.fc_days:
+                return (None, None, None)  # not in the day's forecast
+            self.fc_days.add(day)
+            self.fc_steps.update(self._day_ahead(day))
+        return self.fc_steps.get(step, (None, None, None))
+
+    def _day_ahead(self, day: pd.Timestamp) -> dict[int, tuple[float, float, float]]:
+        """The forecast issued for ``day`` (local midnight, UTC): (P50, P10, P90) [kW] by
+        forecast step (epoch seconds // SITE_STEP_S); none if it cannot be made."""
+        issue = max(day, self.site.index[0])
+        n = max(1, int((day + pd.Timedelta(days=1) - issue) // SITE_STEP))
+        try:
+            fc = forecast_pv(
+                self.station.pv_site(),
+                issue.to_pydatetime(),
+                n,
+                SITE_STEP_S // 60,
+                self.site.forecast_weather,
+            )
+        except ValueError:
+            return {}
+        steps = fc.index.as_unit("ns").asi8 // (SITE_STEP_S * 10**9)
+        cols = (
+            fc[c].to_numpy(float).tolist() for c in ("pv_ac_kw", "pv_ac_p10_kw", "pv_ac_p90_kw")
+        )
+        return dict(zip(steps.tolist(), zip(*cols, strict=True), strict=True))
 
     # ---------------------------------------------------------------- loop
 
