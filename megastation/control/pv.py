@@ -98,6 +98,41 @@ def measured_series(history: Sequence[tuple[datetime, float]]) -> pd.Series | No
     return pd.Series(kw, index=index, name="pv_kw")
 
 
+@dataclass(frozen=True)
+class _FrameArrays:
+    """A forecast frame's index [epoch ns] and P50/P10/P90 columns [kW] (None: absent),
+    sorted by time."""
+
+    frame: pd.DataFrame  # held, so that no other frame takes its id while it is the last
+    index_ns: np.ndarray
+    p50_kw: np.ndarray | None
+    p10_kw: np.ndarray | None
+    p90_kw: np.ndarray | None
+
+
+_last_frame: list[_FrameArrays] = []  # the last frame read (a per-step forecaster repeats it)
+
+
+def _frame_arrays(df: pd.DataFrame, *, reuse: bool) -> _FrameArrays:
+    """The arrays of ``df``; with ``reuse`` (a ``per_step`` forecaster, which serves one
+    frame, never changed, to every plan within a step) the last frame's are kept (#15)."""
+    last = _last_frame[0] if _last_frame else None
+    if reuse and last is not None and last.frame is df:
+        return last
+    sorted_df = df if df.index.is_monotonic_increasing else df.sort_index()
+
+    def col(names: Sequence[str]) -> np.ndarray | None:
+        c = _column(sorted_df, names)
+        return None if c is None else c.to_numpy(dtype=float)
+
+    out = _FrameArrays(
+        df, _ns(pd.DatetimeIndex(sorted_df.index)), col(P50_COLUMNS), col(P10_COLUMNS),
+        col(P90_COLUMNS),
+    )  # fmt: skip
+    _last_frame[:] = [out]
+    return out
+
+
 def forecast_on_grid(
     forecaster: Forecaster,
     station: Station,
@@ -134,16 +169,13 @@ def forecast_on_grid(
     except Exception as exc:
         log.warning("PV forecast failed (%s): planning with zero PV", exc)
         return PvForecast(np.zeros(grid.n_steps), None, None)
-    if not df.index.is_monotonic_increasing:
-        df = df.sort_index()
+    cols = _frame_arrays(df, reuse=getattr(forecaster, "per_step", False))
     # once for every column; grid times in ns as the index's (fine.times_us, exact)
-    pos = np.searchsorted(_ns(pd.DatetimeIndex(df.index)), fine.times_us * 1000, side="right") - 1
-    p50 = _column(df, P50_COLUMNS)
-    p10 = _column(df, P10_COLUMNS)
-    p90 = _column(df, P90_COLUMNS)
+    pos = np.searchsorted(cols.index_ns, fine.times_us * 1000, side="right") - 1
+    p50, p10, p90 = cols.p50_kw, cols.p10_kw, cols.p90_kw
 
-    def at(col: pd.Series) -> np.ndarray:
-        return _values_at(col.to_numpy(dtype=float), pos)
+    def at(col: np.ndarray) -> np.ndarray:
+        return _values_at(col, pos)
 
     return PvForecast(
         p50_kw=grid.mean_of_fine(at(p50)) if p50 is not None else np.zeros(grid.n_steps),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,9 @@ from megastation.core.clock import utc
 
 if TYPE_CHECKING:  # annotation only: policy.py imports ProblemError from here
     from megastation.dispatch.policy import Policy
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ProblemError(ValueError):
@@ -158,6 +161,11 @@ class TimeGrid:
         """Start of each step [microseconds since the epoch] (:attr:`times` as integers)."""
         t0_us = pd.Timestamp(self.start).value // 1000
         return _frozen(t0_us + np.round(self.edges_s[:-1] * 1e6).astype(np.int64))
+
+    @cached_property
+    def starts(self) -> tuple[datetime, ...]:
+        """:attr:`times` as datetimes (UTC), without pandas."""
+        return tuple(_EPOCH + timedelta(microseconds=us) for us in self.times_us.tolist())
 
     @property
     def end(self) -> datetime:
