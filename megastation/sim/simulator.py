@@ -603,6 +603,7 @@ class _Simulator:
             )
             self.controller.solve_inline = True  # nothing else runs on this loop
         self.groups = dispatch.station_groups(station)
+        self.group_caps_kw = [float(np.min(g.max_power_kw)) for g in self.groups]
         self.kind = {c.id: c.kind for c in station.chargers}
         self.version = {c.id: c.ocpp_version for c in station.chargers}
         self.pending = sorted(visits, key=lambda v: v.arrival)
@@ -768,10 +769,9 @@ class _Simulator:
         """Scale requests down pro rata inside every shared power group."""
         by_conn = {(c.visit.charger_id, c.visit.connector_id): k for k, c in self.cars.items()}
         out = dict(want)
-        for g in self.groups:
+        for g, cap in zip(self.groups, self.group_caps_kw, strict=True):
             keys = [by_conn[m] for m in g.members if m in by_conn]
             total = sum(out[k] for k in keys)
-            cap = float(np.min(g.max_power_kw))
             if total > cap + LIMIT_SLACK_KW:
                 f = cap / total
                 for k in keys:
