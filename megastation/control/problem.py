@@ -309,15 +309,27 @@ def expected_session_needs(
     demand: ExpectedDemand, grid: TimeGrid, timezone: str, share: float
 ) -> tuple[list[SessionNeed], float]:
     """Cars still to come as aggregate sessions (never in the first step), and their
-    energy [kWh]."""
-    edges_utc = [grid.start + timedelta(seconds=float(x)) for x in grid.edges_s]
+    energy [kWh]. They depend on the plan's span after its first step only: the plans
+    made within one step share them (the last answer is kept, #15)."""
+    edges_s = grid.edges_s
+    lo = grid.start + timedelta(seconds=float(edges_s[1]))  # end of the first step
+    hi = grid.start + timedelta(seconds=float(edges_s[-1]))
+    key = (lo, hi, timezone, share)
+    last = _last_expected[0] if _last_expected else None  # one read: threads may share it
+    if last is not None and last[0] is demand and last[1] == key:
+        return list(last[2]), last[3]
     out, kwh_total = [], 0.0
     for sid, _k, arr, dep, kwh, kw, prio in expected_sessions(
-        demand, edges_utc, timezone, share=share
+        demand, [grid.start, lo, hi], timezone, share=share
     ):
         out.append(SessionNeed(sid, sid, 0, arr, dep, kwh, kw, priority=prio))
         kwh_total += kwh
+    _last_expected[:] = [(demand, key, tuple(out), kwh_total)]
     return out, kwh_total
+
+
+# expected_session_needs' last answer: [(demand, its key, sessions, kWh)], frozen values
+_last_expected: list[tuple] = []
 
 
 def site_load_kw(grid: TimeGrid, base_load_kw: float, unexplained_kw: float) -> np.ndarray:

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 from scipy.special import erfc
 
+from megastation.core.clock import utc
 from megastation.dispatch import keys
 from megastation.dispatch.highs import Lp, LpResult, WarmStart, solve_lp
 from megastation.dispatch.policy import Policy, battery_may_export
@@ -119,9 +120,8 @@ def _session_windows(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarr
     grid = problem.grid
     edges = grid.edges_s
     t0 = grid.start.timestamp()
-    # validate() made sure they are tz-aware: timestamp() is utc(...).timestamp()
-    arr = np.array([s.arrival.timestamp() - t0 for s in problem.sessions])
-    dep = np.array([s.departure.timestamp() - t0 for s in problem.sessions])
+    arr = np.array([utc(s.arrival).timestamp() - t0 for s in problem.sessions])
+    dep = np.array([utc(s.departure).timestamp() - t0 for s in problem.sessions])
     lo = np.maximum(edges[None, :-1], arr[:, None])
     hi = np.minimum(edges[None, 1:], dep[:, None])
     avail = np.clip(hi - lo, 0.0, None) / grid.durations_s[None, :]
@@ -141,7 +141,7 @@ def _leave_risk(problem: Problem, ps: np.ndarray, pt: np.ndarray) -> np.ndarray:
     grid = problem.grid
     t0 = grid.start.timestamp()
     mid = t0 + 0.5 * (grid.edges_s[:-1] + grid.edges_s[1:])
-    arr = np.array([s.arrival.timestamp() for s in sessions])  # tz-aware (validate)
+    arr = np.array([utc(s.arrival).timestamp() for s in sessions])
     med = np.array([s.stay_median_s or 1.0 for s in sessions])
     sig = np.array([max(s.stay_sigma, MIN_STAY_SIGMA) for s in sessions])
     sel = np.isin(ps, unsure)
