@@ -92,10 +92,30 @@ def measured_series(history: Sequence[tuple[datetime, float]]) -> pd.Series | No
     kw = np.fromiter((kw for _, kw in history), float, len(history))
     if any(t.tzinfo is None for t, _ in history):  # the forecaster names the error
         return pd.Series(kw, index=pd.DatetimeIndex([t for t, _ in history]), name="pv_kw")
-    # integer microseconds: exact, and much faster than a DatetimeIndex of datetimes (#15)
-    us = np.fromiter(((t - _EPOCH) // _US for t, _ in history), np.int64, len(history))
-    index = pd.DatetimeIndex(us.view("M8[us]"), dtype="datetime64[us, UTC]")
+    index = pd.DatetimeIndex(_epoch_us(history).view("M8[us]"), dtype=_UTC_US)
     return pd.Series(kw, index=index, name="pv_kw")
+
+
+_UTC_US = pd.DatetimeTZDtype("us", "UTC")
+_last_us: list[tuple[tuple, np.ndarray]] = []  # the last history and its times [epoch us]
+
+
+def _epoch_us(history: Sequence[tuple[datetime, float]]) -> np.ndarray:
+    """Times of the tz-aware ``history`` [microseconds since the epoch], exact. A history
+    grows at its end and loses its oldest samples: the times of the samples the last
+    call had are taken from it, only the new ones are converted (#15)."""
+    items = tuple(history)
+    done = np.zeros(0, dtype=np.int64)
+    if _last_us:
+        old, old_us = _last_us[0]
+        k = old.index(items[0]) if items[0] in old else len(old)
+        if items[: len(old) - k] == old[k:]:
+            done = old_us[k:]
+    new = items[len(done) :]
+    us = np.fromiter(((t - _EPOCH) // _US for t, _ in new), np.int64, len(new))
+    out = np.concatenate((done, us))
+    _last_us[:] = [(items, out)]
+    return out
 
 
 @dataclass(frozen=True)

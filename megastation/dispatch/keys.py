@@ -37,6 +37,11 @@ def _key(family: np.ndarray | int, entity: np.ndarray | int, t_min: np.ndarray |
     return f | e | t
 
 
+def _family_bits(family: int) -> np.int64:
+    """The family's part of a key (:func:`_key` with entity and time 0)."""
+    return np.int64(min(family, _F_MAX)) << np.int64(_F_SHIFT)
+
+
 def _entities(session_ids: Sequence[str]) -> np.ndarray:
     return np.array([zlib.crc32(s.encode()) for s in session_ids], dtype=np.int64)
 
@@ -73,13 +78,14 @@ def row_keys(
     ent = _entities(session_ids)
     cp = v.chat_pairs
     parts = []
+    by_step = _key(0, 0, step_end_min)  # a family's key is its bits or'ed onto these
     for family0, blocks in ((0, eq_blocks), (_UB_FAMILY0, ub_blocks)):
         for k, n in enumerate(blocks):
             f = family0 + k
             if n == T:
-                parts.append(_key(f, 0, step_end_min))
+                parts.append(by_step | _family_bits(f))
             elif n == T - 1:
-                parts.append(_key(f, 0, step_end_min[1:]))
+                parts.append(by_step[1:] | _family_bits(f))
             elif n == S:
                 parts.append(_key(f, ent, 0))
             elif n == cp.size and v.n_pairs:
