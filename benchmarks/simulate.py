@@ -3,6 +3,8 @@
 Usage: .venv/bin/python benchmarks/simulate.py [--quick] [--days 1,30] [--jobs N]
        [--policy re100,cost,...] [--no-departure-replans]
        .venv/bin/python benchmarks/simulate.py --year [--policy re100,cost] [--jobs 2]
+       [--serial-year]
+       .venv/bin/python benchmarks/simulate.py --warmup [--days 70] [--policy re100]
 
 Simulates one day and 30 days (``--quick``: 1 and 3 days) of the Gwangju seed station
 on the mixed-week weather (repeated past its seven days) with seeded cars, once per
@@ -16,9 +18,18 @@ own time is then measured in its worker.
 
 ``--year``: for each controlled policy (default ``re100,cost``), 14 days on the solve
 path as it was before #15 (scipy's ``linprog``, cold, ``dispatch.solve_reference``;
-expected cars re-learned hourly) and on the current one, their KPI differences, then a whole year (365 days from the
-weather's first day) on the current path: wall time, CPU time (``time.process_time``,
-steadier than wall time on a shared machine) per simulated day, plans, KPIs. Not a test.
+expected cars re-learned hourly) and on the current one, their KPI differences, then a
+whole year (365 days from the weather's first day) as ``megastation simulate`` runs it:
+month by month in ``--jobs`` processes (:mod:`megastation.sim.parts`), one policy at a
+time: wall time, CPU time of all processes (steadier than wall time on a shared machine)
+per simulated day, plans, KPIs. ``--serial-year`` also runs each year in one process
+and prints how far the year in parts is from it. Not a test.
+
+``--warmup``: how long a month's warm-up must be (:data:`megastation.sim.parts.WARMUP`).
+One run from the weather's first day through the month starts within ``--days`` (default
+70: 1 August and 1 September) plus 5 days; then, for each of those month starts, runs
+from 0, 1, 2 and 3 days before it, as a part would run; their 5 days after the month
+start compared day by day with the long run (delivered and imported kWh).
 """
 
 from __future__ import annotations
@@ -26,15 +37,19 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import multiprocessing as mp
+import resource
 import time
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from megastation.control.demand import RELEARN_INTERVAL
 from megastation.core.config import load_station, seeds_dir
 from megastation.core.fleet import generate_visits
 from megastation.dispatch import solve_reference
+from megastation.sim.parts import _part_inputs, month_parts, simulate_in_parts
 from megastation.sim.simulator import (
     POLICIES,
+    daily_kpis,
     perfect_foresight,
     prepare_site,
     read_weather,
@@ -113,39 +128,114 @@ def _year(args, station, wx, start) -> None:
     common = dict(start=start, weather=wx, seed=args.seed)
     runs = [(p, COMPARE_DAYS, True) for p in policies]
     runs += [(p, COMPARE_DAYS, False) for p in policies]
-    runs += [(p, YEAR_DAYS, False) for p in policies]
+    if args.serial_year:
+        runs += [(p, YEAR_DAYS, False) for p in policies]
     got = {}
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max(1, args.jobs), mp_context=ctx) as pool:
         futures = [pool.submit(_timed, station, p, d, b, common) for p, d, b in runs]
         for f in cf.as_completed(futures):
             pol, days, before, wall, cpu, plans, k = f.result()
-            got[(pol, days, before)] = (wall, cpu, plans, k)
-            label = "before" if before else "now"
+            label = "one process" if days == YEAR_DAYS else "before" if before else "now"
+            got[(pol, days, label)] = (wall, cpu, plans, k)
             print(f"   {pol} {days:g} days ({label}): {wall:.0f} s wall, {cpu:.0f} s CPU, "
                   f"{plans} plans", flush=True)  # fmt: skip
-    head = f"{'run':<26}{'wall s':>9}{'CPU s':>8}{'CPU s/day':>10}{'plans/day':>10}"
+    for pol in policies:
+        got[(pol, YEAR_DAYS, "parts")] = _year_in_parts(station, pol, common, args.jobs)
+    _year_table(policies, got)
+
+
+def _year_in_parts(station, pol, common, jobs):
+    """A year of ``pol`` month by month in ``jobs`` processes: (wall s, CPU s of this
+    process and its workers, plans, KPIs)."""
+
+    def cpu_s() -> float:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + kids.ru_utime + kids.ru_stime
+
+    cpu, wall = cpu_s(), time.perf_counter()
+    r = simulate_in_parts(station, policy=pol, days=YEAR_DAYS, jobs=jobs,
+                          with_perfect_foresight=False, **common)  # fmt: skip
+    wall, cpu = time.perf_counter() - wall, cpu_s() - cpu
+    print(f"   {pol} {YEAR_DAYS:g} days in parts, {jobs} at a time: {wall:.0f} s wall, "
+          f"{cpu:.0f} s CPU, {r.plans} plans", flush=True)  # fmt: skip
+    return wall, cpu, r.plans, r.kpis
+
+
+def _year_table(policies, got) -> None:
+    head = f"{'run':<30}{'wall s':>9}{'CPU s':>8}{'CPU s/day':>10}{'plans/day':>10}"
     head += "".join(f"{label:>12}" for label, _ in YEAR_KPIS)
+    width = 30 + 9 + 8 + 10 + 10
     print("\n" + head)
     for pol in policies:
         rows = [
-            (f"{pol} {COMPARE_DAYS} d before #15", got[(pol, COMPARE_DAYS, True)]),
-            (f"{pol} {COMPARE_DAYS} d now", got[(pol, COMPARE_DAYS, False)]),
-            (f"{pol} {YEAR_DAYS} d now", got[(pol, YEAR_DAYS, False)]),
+            (f"{pol} {COMPARE_DAYS:g} d before #15", COMPARE_DAYS, "before"),
+            (f"{pol} {COMPARE_DAYS:g} d now", COMPARE_DAYS, "now"),
+            (f"{pol} {YEAR_DAYS:g} d one process", YEAR_DAYS, "one process"),
+            (f"{pol} {YEAR_DAYS:g} d in parts", YEAR_DAYS, "parts"),
         ]
-        for name, (wall, cpu, plans, k) in rows:
-            days = YEAR_DAYS if name.endswith(f"{YEAR_DAYS} d now") else COMPARE_DAYS
-            line = f"{name:<26}{wall:>9.0f}{cpu:>8.0f}{cpu / days:>10.2f}{plans / days:>10.0f}"
+        for name, days, label in rows:
+            if (pol, days, label) not in got:
+                continue
+            wall, cpu, plans, k = got[(pol, days, label)]
+            line = f"{name:<30}{wall:>9.0f}{cpu:>8.0f}{cpu / days:>10.2f}{plans / days:>10.0f}"
             line += "".join(f"{_kpi(getattr(k, key), key):>12}" for _, key in YEAR_KPIS)
             print(line)
-        before, now = got[(pol, COMPARE_DAYS, True)][3], got[(pol, COMPARE_DAYS, False)][3]
-        diffs = [_rel(getattr(now, key), getattr(before, key)) for _, key in YEAR_KPIS]
-        line = f"{pol} {COMPARE_DAYS} d now vs before".ljust(26 + 9 + 8 + 10 + 10)
-        print(line + "".join(f"{100 * d:>+11.2f}%" for d in diffs))
-        worst = max(abs(d) for d in diffs)
-        wall = got[(pol, YEAR_DAYS, False)][0]
+        worst = 0.0
+        for a, b, what in (("now", "before", f"{COMPARE_DAYS:g} d now vs before"),
+                           ("parts", "one process", f"{YEAR_DAYS:g} d parts vs one")):  # fmt: skip
+            days = COMPARE_DAYS if a == "now" else YEAR_DAYS
+            if (pol, days, b) not in got:
+                continue
+            now, before = got[(pol, days, a)][3], got[(pol, days, b)][3]
+            diffs = [_rel(getattr(now, key), getattr(before, key)) for _, key in YEAR_KPIS]
+            print(f"{pol} {what}".ljust(width) + "".join(f"{100 * d:>+11.2f}%" for d in diffs))
+            if a == "now":
+                worst = max(abs(d) for d in diffs)
+        wall = got[(pol, YEAR_DAYS, "parts")][0]
         print(f"{pol}: a year in {wall / 60:.1f} min wall (target < 5), largest KPI "
-              f"difference {100 * worst:.2f} % (target < 1 %)\n")  # fmt: skip
+              f"difference over {COMPARE_DAYS:g} days {100 * worst:.2f} % (target < 1 %)\n")  # fmt: skip
+
+
+WARMUP_DAYS = (0, 1, 2, 3)
+AFTER_DAYS = 5
+
+
+def _warmup(args, station, wx, start) -> None:
+    """``--warmup`` (see the module docstring)."""
+    pol = args.policy.split(",")[0] if args.policy in POLICIES else "re100"
+    span = float(args.days or 70)
+    bounds = [
+        s for s, _ in month_parts(start, start + timedelta(days=span), station.site.timezone)
+    ][1:]
+    end = bounds[-1] + timedelta(days=AFTER_DAYS)
+    site = prepare_site(station, start, end, wx, args.seed)
+    visits = generate_visits(station, start, end, args.seed)
+    common = dict(weather=wx, seed=args.seed, site=site, with_perfect_foresight=False)
+    t = time.process_time()
+    ref = simulate(
+        station, policy=pol, start=start, days=(end - start).days, visits=visits, **common
+    )
+    print(f"one run {start:%Y-%m-%d} .. {end:%Y-%m-%d}: {time.process_time() - t:.0f} s CPU")
+    print(f"{'month start':<12}{'warm-up d':>10}" + "".join(f"{'day ' + str(k):>16}" for k in range(AFTER_DAYS))
+          + f"{'mean |d| kWh':>14}")  # fmt: skip
+    for b in bounds:
+        after = b + timedelta(days=AFTER_DAYS)
+        want = daily_kpis(station, ref.flows, b, after).set_index("day")
+        for w in WARMUP_DAYS:
+            run_start = b - timedelta(days=w)
+            if run_start < start:
+                continue  # no warm-up before the long run's start
+            cars, past = _part_inputs(visits, [], run_start, after)
+            r = simulate(station, policy=pol, start=run_start, hours=(after - run_start) / timedelta(hours=1),
+                         visits=cars, history=past or None, count_from=b, **common)  # fmt: skip
+            d = daily_kpis(station, r.flows, b, after).set_index("day") - want
+            cells = "".join(
+                f"{e:>+8.1f}/{i:>+7.1f}"
+                for e, i in zip(d["energy_kwh"], d["grid_import_kwh"], strict=True)
+            )
+            print(f"{b.astimezone(ZoneInfo(station.site.timezone)):%Y-%m-%d}  {w:>10}{cells}{d['energy_kwh'].abs().mean():>14.1f}")  # fmt: skip
+    print("(each day: delivered / imported kWh, the part's run minus the long run)")
 
 
 def _kpi(value: float, key: str) -> str:
@@ -172,7 +262,16 @@ def main() -> None:
     ap.add_argument(
         "--year", action="store_true", help="a year of re100/cost beside 14 days before #15"
     )
+    ap.add_argument(
+        "--serial-year", action="store_true", help="--year: also each year in one process"
+    )
+    ap.add_argument("--warmup", action="store_true", help="how long a month's warm-up must be")
     args = ap.parse_args()
+    if args.warmup:
+        station = load_station(seeds_dir() / "gwangju-donggu.toml")
+        wx = read_weather(args.weather)
+        _warmup(args, station, wx, weather_start(wx, station.site.timezone))
+        return
     if args.year:
         station = load_station(seeds_dir() / "gwangju-donggu.toml")
         wx = read_weather(args.weather)

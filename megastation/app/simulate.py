@@ -1,5 +1,6 @@
 """Several policies on the same simulated site and cars, side by side (``megastation
-simulate``): :func:`run_policies` runs them (in worker processes when ``jobs`` > 1) and
+simulate``): :func:`run_policies` runs them (in worker processes when ``jobs`` > 1; a span
+over months month by month, :mod:`megastation.sim.parts`) and
 writes one database and three CSVs per policy and ``summary.csv``; :func:`kpi_table`
 renders KPIs side by side with rich (also the demo's summary).
 """
@@ -21,12 +22,12 @@ from rich.table import Table
 from megastation.core.config import Station
 from megastation.core.fleet import CarVisit, generate_visits
 from megastation.reports import exports
+from megastation.sim.parts import month_parts, simulate_in_parts
 from megastation.sim.simulator import (
     Kpis,
     SimulationResult,
     prepare_site,
     read_weather,
-    simulate,
     weather_start,
 )
 from megastation.store import Store
@@ -102,14 +103,18 @@ def _run_policy(
     out_dir: Path,
     with_pf: bool,
     progress: Callable[[float], None] | None = None,
+    jobs: int = 1,
 ) -> tuple[str, Kpis, Kpis | None]:
-    """One policy's run, its CSVs; returns (policy, KPIs, perfect-foresight KPIs or None)."""
-    r = simulate(
+    """One policy's run (month by month in ``jobs`` processes when it spans months:
+    :mod:`megastation.sim.parts`), its CSVs; returns (policy, KPIs, perfect-foresight
+    KPIs or None)."""
+    r = simulate_in_parts(
         station,
         policy=policy,
         db_path=out_dir / f"{policy}.db",
         with_perfect_foresight=with_pf,
         progress=progress,
+        jobs=jobs,
         **kwargs,
     )
     write_run_csvs(r, station, out_dir)
@@ -182,7 +187,9 @@ def run_policies(
 ) -> tuple[dict[str, Kpis], Kpis]:
     """Run each policy on the same site and cars, ``jobs`` of them at a time in worker
     processes (policies are independent, the results are the same as one at a time);
-    write DBs, CSVs and ``summary.csv``. Returns the KPIs by policy and the
+    a span over more than one calendar month instead runs each policy month by month in
+    ``jobs`` processes (:mod:`megastation.sim.parts`, close to but not the same as one
+    run); write DBs, CSVs and ``summary.csv``. Returns the KPIs by policy and the
     perfect-foresight optimum's. ``visits`` replace the generated cars (real sessions,
     :mod:`megastation.sim.sessions`); ``history`` is preloaded into every store."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,9 +210,12 @@ def run_policies(
     }
     order = sorted(policies, key=lambda p: p not in CONTROLLED)
     pf_policy = order[-1]  # the perfect foresight goes with a quick run
+    # a span over months runs each policy month by month on all the jobs, one policy
+    # after the other; a shorter one runs the policies side by side
+    by_month = jobs > 1 and len(month_parts(t0, end, station.site.timezone)) > 1
     with Progress(console=console, transient=True, disable=console is None) as prog:
         tasks = {p: prog.add_task(p, total=1.0) for p in order}
-        if jobs <= 1 or len(order) == 1:
+        if jobs <= 1 or len(order) == 1 or by_month:
             done = {}
             for p in order:
                 _, k, pf = _run_policy(
@@ -215,6 +225,7 @@ def run_policies(
                     out_dir,
                     p == pf_policy,
                     lambda x, t=tasks[p]: prog.update(t, completed=x),
+                    jobs=jobs if by_month else 1,
                 )
                 done[p] = (k, pf)
         else:

@@ -74,7 +74,9 @@ def parse_policies(text: str) -> list[str]:
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="Policies simulated at once, in worker processes [default: one per CPU].",
+    help="Worker processes [default: one per CPU]: policies side by side, or, for a span "
+    "over more than one calendar month, each policy month by month in parallel (each month "
+    "after a 1-day warm-up; see the README).",
 )
 @click.option(
     "--keep-plans",

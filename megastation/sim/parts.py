@@ -1,0 +1,297 @@
+"""A long simulation run month by month in parallel worker processes.
+
+One process simulates a controlled policy at about a day per second or two (some 200
+plans a day), so a year takes several minutes even on the fast path. Its months are
+nearly independent: the demand charge is billed per month, the battery forgets its
+state within a day or two, and the cars are drawn in advance. So :func:`simulate_in_parts`
+cuts the span at the station's local month starts and simulates each month in its own
+worker process and store:
+
+- each part starts :data:`WARMUP` before its month (not before the span), with the battery at the station's
+  initial SoC, and runs to its month's end; it keeps only its month (flows, sessions,
+  plans: :func:`megastation.store.merge.append_part`), the warm-up is thrown away;
+- its store holds, as history, every car that left before its warm-up began: what the
+  controller of one long run would have learned expected cars from (there, what each
+  car got; here, what it wanted, which differs by the unmet energy, ~1 %);
+- the site (weather, PV, base load) and the cars are drawn once for the whole span, as
+  one long run draws them; the KPIs are computed from the merged flows as there.
+
+How close that comes to one long run is measured in ``benchmarks/simulate.py --year``
+and in the README (#15); :data:`WARMUP` was chosen there.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import multiprocessing as mp
+import queue as queue_mod
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from megastation.core.clock import utc
+from megastation.core.config import Station
+from megastation.core.fleet import CarVisit, generate_visits
+from megastation.sim.options import POLICIES, SimulationError
+from megastation.sim.simulator import (
+    SimulationResult,
+    flow_kpis,
+    fresh_store,
+    perfect_foresight,
+    prepare_site,
+    read_weather,
+    simulate,
+    store_reference,
+    weather_start,
+)
+from megastation.store import flows, merge, records
+
+#: how long each part runs before its month, from the station's initial battery SoC.
+#: Chosen on a year of re100 (seed 1, mixed-week): the 5 days after the 1 August and
+#: 1 September boundaries run from 0, 1, 2 and 3 days before, compared day by day with
+#: one long run. Without a warm-up the first day delivers 78 / 36 kWh less and imports
+#: 270 / 227 kWh less (empty connectors, battery at its initial SoC); with 1 day the mean
+#: absolute daily difference is 5.2 / 11.2 kWh delivered, with 2 days 4.7 / 11.3, with
+#: 3 days 4.4 / 10.2: what is left after one day (+-15 kWh a day of ~1,950, either
+#: sign) does not shrink with a longer warm-up (``benchmarks/simulate.py --warmup``).
+WARMUP = timedelta(days=1)
+#: how often the parent collects the parts' progress [s]
+PROGRESS_POLL_S = 0.5
+
+
+def month_parts(start: datetime, end: datetime, tz: str) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` cut at the local month starts (``tz``) strictly inside it."""
+    zone = ZoneInfo(tz)
+    cuts = [utc(start)]
+    local = utc(start).astimezone(zone)
+    month = datetime(local.year, local.month, 1, tzinfo=zone)
+    while True:
+        month = (month + timedelta(days=32)).replace(day=1)
+        if utc(month) >= utc(end):
+            break
+        cuts.append(utc(month))
+    cuts.append(utc(end))
+    return list(itertools.pairwise(cuts))
+
+
+def simulate_in_parts(
+    station: Station,
+    *,
+    policy: str = "re100",
+    start: datetime | None = None,
+    days: float = 1.0,
+    weather: str | Path | pd.DataFrame = "clear-day",
+    seed: int = 1,
+    db_path: str | Path | None = None,
+    jobs: int = 2,
+    warmup: timedelta = WARMUP,
+    visits: Sequence[CarVisit] | None = None,
+    history: Sequence[CarVisit] | None = None,
+    site: Any = None,
+    with_perfect_foresight: bool = True,
+    progress: Callable[[float], None] | None = None,
+    **options: Any,
+) -> SimulationResult:
+    """:func:`megastation.sim.simulator.simulate` of ``days`` from ``start``, month by
+    month in ``jobs`` worker processes (see the module docstring). A span within one
+    month, or ``jobs`` 1, is one ordinary run. ``options`` go to every part's
+    :func:`simulate` (``plan_interval_s``, ``keep_plan_horizons``, ...)."""
+    if policy not in POLICIES:
+        raise SimulationError(f"policy: must be one of {', '.join(POLICIES)}; got {policy!r}")
+    if days <= 0:
+        raise SimulationError("days: must be > 0")
+    t_wall = time.perf_counter()
+    wx = weather if isinstance(weather, pd.DataFrame) else read_weather(weather)
+    start = utc(start) if start is not None else weather_start(wx, station.site.timezone)
+    end = start + timedelta(days=days)
+    common = dict(weather=wx, seed=seed, **options)
+    parts = month_parts(start, end, station.site.timezone)
+    if jobs <= 1 or len(parts) == 1:
+        return simulate(
+            station,
+            policy=policy,
+            start=start,
+            days=days,
+            db_path=db_path,
+            visits=visits,
+            history=history,
+            site=site,
+            with_perfect_foresight=with_perfect_foresight,
+            progress=progress,
+            **common,
+        )
+    common["site"] = site if site is not None else prepare_site(station, start, end, wx, seed)
+    if visits is None:
+        visits = generate_visits(station, start, end, seed)
+    visits = [v for v in visits if start <= v.arrival < end]
+    with tempfile.TemporaryDirectory(prefix="megastation-parts-") as tmp:
+        runs = _run_parts(
+            station, policy, parts, visits, list(history or ()), warmup, common, Path(tmp),
+            jobs, progress,
+        )  # fmt: skip
+        return _merged(
+            station, policy, start, end, parts, runs, visits, common["site"], db_path,
+            Path(tmp), with_perfect_foresight, t_wall,
+        )  # fmt: skip
+
+
+def _part_inputs(
+    visits: Sequence[CarVisit],
+    history: list[CarVisit],
+    run_start: datetime,
+    until: datetime,
+) -> tuple[list[CarVisit], list[CarVisit]]:
+    """A part's cars (arriving in its run, cut at its end) and history (left before it)."""
+    cars = [
+        v if v.departure <= until else replace(v, departure=until)
+        for v in visits
+        if run_start <= v.arrival < until
+    ]
+    past = history + [v for v in visits if v.departure <= run_start]
+    return cars, past
+
+
+def _run_part(
+    station: Station,
+    policy: str,
+    run_start: datetime,
+    since: datetime,
+    until: datetime,
+    cars: list[CarVisit],
+    past: list[CarVisit],
+    common: dict[str, Any],
+    db_path: Path,
+    key: int,
+    queue: Any,
+) -> tuple[int, int, float, float, float]:
+    """One part in a worker: (key, plans, solve s, battery export kWh, ... at night)."""
+    r = simulate(
+        station,
+        policy=policy,
+        start=run_start,
+        hours=(until - run_start).total_seconds() / 3600.0,
+        db_path=db_path,
+        visits=cars,
+        history=past or None,
+        with_perfect_foresight=False,
+        progress=(lambda x: queue.put((key, x))) if queue is not None else None,
+        count_from=since,
+        **common,
+    )
+    return key, r.plans, r.solve_s, r.battery_export_kwh, r.battery_export_night_kwh
+
+
+def _run_parts(
+    station: Station,
+    policy: str,
+    parts: list[tuple[datetime, datetime]],
+    visits: Sequence[CarVisit],
+    history: list[CarVisit],
+    warmup: timedelta,
+    common: dict[str, Any],
+    tmp: Path,
+    jobs: int,
+    progress: Callable[[float], None] | None,
+) -> dict[int, tuple[int, float, float, float]]:
+    """Every part in ``jobs`` worker processes; returns their counts by part index."""
+    first = parts[0][0]
+    span_s = [(u - max(s - warmup, first)).total_seconds() for s, u in parts]
+    done_frac = [0.0] * len(parts)
+    runs: dict[int, tuple[int, float, float, float]] = {}
+    ctx = mp.get_context("spawn")  # no fork of a process with threads
+    with ctx.Manager() as manager, cf.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        q = manager.Queue() if progress is not None else None
+        pending = set()
+        for i in sorted(range(len(parts)), key=lambda i: -span_s[i]):  # longest first
+            since, until = parts[i]
+            run_start = max(since - warmup, parts[0][0])  # no warm-up before the span
+            cars, past = _part_inputs(visits, history, run_start, until)
+            args = (run_start, since, until, cars, past, common, tmp / f"part-{i:03d}.db", i, q)
+            pending.add(pool.submit(_run_part, station, policy, *args))
+        while pending:
+            finished, pending = cf.wait(pending, timeout=PROGRESS_POLL_S)
+            for f in finished:
+                key, *counts = f.result()
+                runs[key] = tuple(counts)
+                done_frac[key] = 1.0
+            if q is not None:
+                _drain(q, done_frac)
+                progress(sum(f * s for f, s in zip(done_frac, span_s, strict=True)) / sum(span_s))
+    return runs
+
+
+def _drain(q: Any, done_frac: list[float]) -> None:
+    try:
+        while True:
+            key, frac = q.get_nowait()
+            done_frac[key] = max(done_frac[key], frac)
+    except queue_mod.Empty:
+        pass
+
+
+def _merged(
+    station: Station,
+    policy: str,
+    start: datetime,
+    end: datetime,
+    parts: list[tuple[datetime, datetime]],
+    runs: dict[int, tuple[int, float, float, float]],
+    visits: list[CarVisit],
+    site: Any,
+    db_path: str | Path | None,
+    tmp: Path,
+    with_perfect_foresight: bool,
+    t_wall: float,
+) -> SimulationResult:
+    """The parts' stores merged into one (``db_path``, else a temporary file), its KPIs
+    and the result, as :func:`simulate` gives them."""
+    target = fresh_store(db_path if db_path is not None else tmp / "merged.db")
+    try:
+        records.register_station_chargers(target, station)
+        for i, (since, until) in enumerate(parts):
+            merge.append_part(target, tmp / f"part-{i:03d}.db", since, until)
+        frame = flows.read_flows(target)
+        sessions = pd.DataFrame(list(target.db["sim_sessions"].rows))
+        if not sessions.empty:
+            sessions = sessions.drop(columns="id").sort_values("arrival", ignore_index=True)
+        kpis = flow_kpis(
+            station,
+            frame,
+            energy_wanted_kwh=sum(v.energy_wanted_kwh for v in visits),
+            sessions=len(visits),
+        )
+        pf = None
+        if with_perfect_foresight:
+            cut = [v if v.departure <= end else replace(v, departure=end) for v in visits]
+            pf_kpis, pf_frame = perfect_foresight(station, start, end, site, cut)
+            store_reference(target, station, "perfect_foresight", pf_frame=pf_frame, kpis=pf_kpis)
+            pf = pf_kpis
+    finally:
+        target.close()
+    counts = [runs[i] for i in range(len(parts))]
+    return SimulationResult(
+        policy=policy,
+        start=start,
+        end=end,
+        kpis=kpis,
+        flows=frame,
+        sessions=sessions,
+        db_path=str(db_path) if db_path is not None else None,
+        wall_s=time.perf_counter() - t_wall,
+        plans=sum(c[0] for c in counts),
+        solve_s=sum(c[1] for c in counts),
+        perfect_foresight=pf,
+        battery_export_kwh=sum(c[2] for c in counts),
+        battery_export_night_kwh=sum(c[3] for c in counts),
+    )
+
+
+__all__ = ["WARMUP", "month_parts", "simulate_in_parts"]
