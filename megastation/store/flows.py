@@ -315,6 +315,14 @@ class _WindowsState:
 _WINDOWS: weakref.WeakKeyDictionary[Store, _WindowsState] = weakref.WeakKeyDictionary()
 
 
+def forget_windows(store: Store) -> None:
+    """Drop the remembered windows of :func:`peak_window_import_kw`: for code that writes
+    energy_flows other than through :func:`record_flows` (:mod:`megastation.store.merge`)."""
+    st = _windows_state(store)
+    with st.lock:
+        st.memos.clear()
+
+
 def _windows_state(store: Store) -> _WindowsState:
     st = _WINDOWS.get(store)
     if st is None:
@@ -330,8 +338,8 @@ def _window_totals(
     loop asks on every plan (#15): the windows are remembered and only those that
     :func:`record_flows` wrote to since, and the new ones up to ``end``, are read again;
     anything else (another connection's commit, a rollback, an earlier end) reads them
-    afresh. Rows written to energy_flows on this connection other than by
-    :func:`record_flows` are not seen by a memo made before them."""
+    afresh. Code that writes energy_flows on this connection other than by
+    :func:`record_flows` calls :func:`forget_windows`."""
     st = _windows_state(store)
     with st.lock:
         memo = _read_windows(store, st, iso(start), iso(end), window_s)

@@ -1,6 +1,7 @@
 """The month's demand peak and non-finite count from remembered windows (#15) equal the
 plain SQL over the whole range after any sequence of writes: new steps, late and
-replaced ones, another connection's rows, a rolled-back group commit."""
+replaced ones, another connection's rows, this connection's own SQL (then
+forget_windows, as store.merge does), a rolled-back group commit."""
 
 import math
 import random
@@ -62,6 +63,15 @@ def test_remembered_windows_equal_the_plain_query(tmp_path):
                 (iso(now - timedelta(minutes=20)), math.inf),
             )
             other.commit()
+        elif op < 0.67:  # this connection, not through record_flows (store.merge)
+            store.conn.execute(
+                "INSERT OR REPLACE INTO energy_flows (ts, step_s, pv_kw, ev_kw, battery_charge_kw, "
+                "battery_discharge_kw, grid_import_kw, grid_export_kw) "
+                "VALUES (?, 300, 0, 0, 0, 0, 700, 0)",
+                (iso(now - timedelta(minutes=25)),),
+            )
+            store.conn.commit()
+            flows.forget_windows(store)
         elif op < 0.7:  # a group commit that fails: its flows are undone
             with pytest.raises(RuntimeError), records.group_commit(store):
                 flows.record_flows(store, step(now - timedelta(minutes=10), 500.0))
