@@ -116,7 +116,7 @@ def lead_hours(t_ns: np.ndarray, issued_ns: int) -> np.ndarray:
     return (whole_s + rest_ns / 1e9) / 3600.0
 
 
-def assemble(
+def assemble_columns(
     arrays: tuple,
     grid: pd.DatetimeIndex,
     issued: pd.Timestamp,
@@ -128,10 +128,9 @@ def assemble(
     with_weather: bool,
     latitude_deg: float,
     bands: _bands.Bands | None = None,
-) -> pd.DataFrame:
-    """The nowcast and the bands on modelled PV ``(n_steps, n_arrays)`` [kW]: the
-    forecast frame of :func:`forecast_pv` (the simulator calls it on precomputed PV).
-    ``latitude_deg``: the site's, for the season of the bands (:func:`forecasts.bands.season`)."""
+) -> tuple[dict[str, np.ndarray], _bands.Bands]:
+    """:func:`assemble`'s columns by name [kW] (one value per step of ``grid``) and the
+    bands applied, without the frame."""
     grid_ns = _nowcast.epoch_ns(grid)
     step_ns = int(grid_ns[1] - grid_ns[0]) if len(grid) > 1 else pd.Timedelta(grid.freq).value
     mid_ns = grid_ns + step_ns // 2  # step midpoints (steps are whole seconds)
@@ -156,6 +155,29 @@ def assemble(
     }
     for j, a in enumerate(arrays):
         data[array_column(a.name)] = p50[:, j]
+    return data, b
+
+
+def assemble(
+    arrays: tuple,
+    grid: pd.DatetimeIndex,
+    issued: pd.Timestamp,
+    raw: np.ndarray,
+    clear: np.ndarray,
+    limits: np.ndarray,
+    k_meas: float | None,
+    *,
+    with_weather: bool,
+    latitude_deg: float,
+    bands: _bands.Bands | None = None,
+) -> pd.DataFrame:
+    """The nowcast and the bands on modelled PV ``(n_steps, n_arrays)`` [kW]: the
+    forecast frame of :func:`forecast_pv` (the simulator calls it on precomputed PV).
+    ``latitude_deg``: the site's, for the season of the bands (:func:`forecasts.bands.season`)."""
+    data, b = assemble_columns(
+        arrays, grid, issued, raw, clear, limits, k_meas, with_weather=with_weather,
+        latitude_deg=latitude_deg, bands=bands,
+    )  # fmt: skip
     # one float block: made and read several times faster than a frame of separate columns
     out = pd.DataFrame(np.column_stack(list(data.values())), index=grid, columns=list(data))
     out.index.name = "time"
