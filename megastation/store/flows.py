@@ -302,7 +302,9 @@ class _Windows:
     rollbacks: int  # records' rollback count then
     data_version: int  # PRAGMA data_version then (another connection's commit changes it)
     sums: dict[int, tuple[float | None, int]] = field(default_factory=dict)
-    totals: tuple[float | None, int] | None = None  # _window_totals of sums, None: stale
+    # windows before ``folded_before`` (not read again since) folded into one (kW, rows)
+    folded_before: int = -(2**62)
+    folded: tuple[float | None, int] = (None, 0)
 
 
 @dataclass
@@ -343,34 +345,45 @@ def _window_totals(
     st = _windows_state(store)
     with st.lock:
         memo = _read_windows(store, st, iso(start), iso(end), window_s)
-        if memo.totals is None:
-            kw = [w[0] for w in memo.sums.values() if w[0] is not None]
-            memo.totals = (max(kw) if kw else None, sum(w[1] for w in memo.sums.values()))
-        return memo.totals
+        return _combined((memo.folded, *memo.sums.values()))
+
+
+def _combined(windows: Iterable[tuple[float | None, int]]) -> tuple[float | None, int]:
+    """The highest kW (None: none) and the sum of rows of ``(kW, rows)`` pairs."""
+    windows = list(windows)
+    kw = [w[0] for w in windows if w[0] is not None]
+    return (max(kw) if kw else None, sum(w[1] for w in windows))
 
 
 def _read_windows(store: Store, st: _WindowsState, lo: str, hi: str, window_s: int) -> _Windows:
-    """The memo of ``(lo, window_s)`` brought up to ``hi`` (under the lock)."""
+    """The memo of ``(lo, window_s)`` brought up to ``hi`` (under the lock): the windows
+    written to since, and those after its end, are read again; the ones before them are
+    folded into one (a later write to a folded window reads all afresh)."""
     version = store.conn.execute("PRAGMA data_version").fetchone()[0]
     rollbacks = _state(store).rollbacks
     memo = st.memos.get((lo, window_s))
-    if memo is None or (memo.rollbacks, memo.data_version) != (rollbacks, version) or hi < memo.end:
+    fresh = memo is None or (memo.rollbacks, memo.data_version) != (rollbacks, version)
+    if not fresh and hi >= memo.end:
+        touched = [t for t in st.written[memo.read :] if lo <= t < memo.end] + [memo.end]
+        first = max(lo, iso(_window_start(min(touched), window_s)))
+        fresh = _epoch_s(first) // window_s < memo.folded_before
+    if fresh or hi < memo.end:
         memo = _Windows(lo, 0, rollbacks, version)  # nothing read yet: all from lo
         if len(st.written) > _MAX_WRITTEN or len(st.memos) >= _MAX_MEMOS:  # start afresh
             st.written.clear()
             st.memos.clear()
         st.memos[(lo, window_s)] = memo
-    touched = [t for t in st.written[memo.read :] if lo <= t < memo.end] + [memo.end]
-    first = max(lo, iso(_window_start(min(touched), window_s)))
+        first = lo
     if first < hi:
         w_first = _epoch_s(first) // window_s  # windows from here on are read again
-        for w in [w for w in memo.sums if w >= w_first]:
-            del memo.sums[w]
+        old = [w for w in memo.sums if w < w_first]
+        memo.folded = _combined((memo.folded, *(memo.sums.pop(w) for w in old)))
+        memo.folded_before = max(memo.folded_before, w_first)
+        memo.sums.clear()
         rows = store.conn.execute(
             _WINDOWS_QUERY.format(finite=_FINITE_IMPORT), (window_s, window_s, first, hi)
         ).fetchall()
         memo.sums.update((w, (kw, bad)) for w, kw, bad in rows)
-        memo.totals = None
     memo.end, memo.read = hi, len(st.written)
     return memo
 
