@@ -17,7 +17,7 @@ from megastation.core.config import TariffConfig
 
 PERIODS = ("light", "mid", "peak")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MEMO_MAX_TIMES = 200_000  # prices remembered by price_at_us (~2 years of plans' steps)
+MEMO_MAX_TIMES = 50_000  # prices remembered by price_at_us (~5 months of plans; a few MB)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def station_groups(station: Station) -> tuple[PowerGroup, ...]:
 
 
 _TARIFFS: dict[tuple[int, str], tuple[object, Tariff]] = {}
+_MAX_TARIFFS = 4  # tariffs kept (each remembers up to MEMO_MAX_TIMES prices)
 
 
 def station_tariff(station: Station) -> Tariff:
@@ -43,6 +44,8 @@ def station_tariff(station: Station) -> Tariff:
     key = (id(station.tariff), station.site.timezone)
     hit = _TARIFFS.get(key)
     if hit is None or hit[0] is not station.tariff:  # the config is held: ids stay unique
+        if len(_TARIFFS) >= _MAX_TARIFFS:  # e.g. a study's many stations in one process
+            _TARIFFS.clear()
         hit = _TARIFFS[key] = (station.tariff, Tariff(station.tariff, station.site.timezone))
     return hit[1]
 
