@@ -385,10 +385,16 @@ def _read_windows(store: Store, st: _WindowsState, lo: str, hi: str, window_s: i
         ).fetchall()
         memo.sums.update((w, (kw, bad)) for w, kw, bad in rows)
     memo.end, memo.read = hi, len(st.written)
+    done = min(m.read for m in st.memos.values())  # rows every memo has taken in
+    if done > _TRIM_WRITTEN:
+        del st.written[:done]
+        for m in st.memos.values():
+            m.read -= done
     return memo
 
 
 _MAX_WRITTEN = 100_000  # rows remembered as written (~3 years of 15-minute steps)
+_TRIM_WRITTEN = 1_000  # rows every memo has read are dropped past this many
 _MAX_MEMOS = 8  # (start, window) pairs remembered (the loop asks for this month's)
 
 

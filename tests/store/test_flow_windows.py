@@ -43,7 +43,8 @@ def step(ts: datetime, kw: float) -> flows.FlowStep:
     )  # fmt: skip
 
 
-def test_remembered_windows_equal_the_plain_query(tmp_path):
+def test_remembered_windows_equal_the_plain_query(tmp_path, monkeypatch):
+    monkeypatch.setattr(flows, "_TRIM_WRITTEN", 0)  # the written list trimmed as it goes
     rng = random.Random(15)
     store = Store(tmp_path / "s.db")
     other = sqlite3.connect(tmp_path / "s.db")
