@@ -135,6 +135,7 @@ class Controller:
         guard_interval_s: float | None = DEFAULT_GUARD_INTERVAL_S,
         lease_s: float | None = None,
         expect_arrivals: bool = True,
+        evening_reserve: bool = True,
         record_flows: bool = True,
         flow_sample_s: float = FLOW_SAMPLE_S,
         coarse_after_h: float | None = DEFAULT_COARSE_AFTER_H,
@@ -163,6 +164,9 @@ class Controller:
         self.coarse_step_s = coarse_step_s
         # plan the cars still to come (history, else the fleet profile) as expected sessions
         self.expect_arrivals = expect_arrivals
+        # keep a battery reserve for the evening, sized by the forecast PV surplus
+        # (megastation.control.reserve; dispatch.md, "Session 7")
+        self.evening_reserve = evening_reserve
         # record the measured energy flows per dispatch step while running (flows.py);
         # False where the caller records them itself (the simulators)
         self.record_flows = record_flows
@@ -564,7 +568,7 @@ class Controller:
             ev_kw_total=sum(self._ev_kw.values()), policy=controller_policy(site.policy),
             expected=self.demand.expected(now) if self.expect_arrivals else None,
             green_frac=self.renewable.frac(now) if usable_battery else None,
-            peak_kw=self._peak_so_far(now),
+            peak_kw=self._peak_so_far(now), reserve=self.evening_reserve,
         )  # fmt: skip
         return built, pv
 

@@ -4,8 +4,10 @@ Each car plugged in becomes a firm session (the energy it surely wants by a pess
 departure) and, when it probably takes more, an extra session one tier below on the
 same connector (:data:`EXTRA_PRIORITY`); cars on chargers that take no profiles are
 uncontrolled load. Cars still to come are aggregate expected sessions
-(:func:`megastation.control.needs.expected_sessions`). The site load is the configured
-base load plus, for the first hour, what the site meter sees that nothing explains.
+(:func:`megastation.control.needs.expected_sessions`); under re100 the plan keeps a
+battery reserve for their evening bursts (:mod:`megastation.control.reserve`). The site
+load is the configured base load plus, for the first hour, what the site meter sees that
+nothing explains.
 Powers in kW, energy in kWh, times tz-aware UTC.
 """
 
@@ -30,6 +32,14 @@ from megastation.control.needs import (
     expected_sessions,
 )
 from megastation.control.pv import PvForecast
+from megastation.control.reserve import (
+    Reserve,
+    burst_hours,
+    evening_reserve,
+    keeps_reserve,
+    reserve_floor_kwh,
+    reserve_weight_per_kwh,
+)
 from megastation.core.config import Station
 from megastation.dispatch import (
     BatteryState,
@@ -400,6 +410,7 @@ class BuiltProblem:
     computed_import_kw: float  # net import from known flows [kW] (no site meter)
     unexplained_kw: float  # metered import nothing explains [kW]
     expected_kwh: float  # energy of the cars still to come [kWh]
+    reserve: Reserve | None = None  # the evening reserve kept (None: not sized)
 
 
 def build_problem(
@@ -414,12 +425,14 @@ def build_problem(
     expected: ExpectedDemand | None,
     green_frac: float | None,
     peak_kw: float,
+    reserve: bool = True,
 ) -> BuiltProblem:
     """The dispatch :class:`Problem` of one cycle.
 
     ``ev_kw_total`` is the sum of the cars' latest power samples [kW]; ``green_frac`` the
     battery's renewable share (None: no usable battery reading); ``peak_kw`` the month's
-    demand peak so far [kW].
+    demand peak so far [kW]; ``reserve``: keep the evening reserve
+    (:func:`megastation.control.reserve.evening_reserve`).
     """
     batt = site.battery
     batt_kw = batt.power_kw if batt else 0.0
@@ -444,10 +457,25 @@ def build_problem(
         battery = station_battery(station, soc, green_frac)
     gs = station_grid_state(station, grid, peak_so_far_kw=peak_kw)
     uncontrolled = cars.uncontrolled_kw
+    load = site_load_kw(grid, station.site.base_load_kw, unexplained)
+    held = None
+    floor = None
+    burst_h = burst_hours(expected)
+    if reserve and battery is not None and burst_h > 0 and keeps_reserve(policy):
+        held = evening_reserve(
+            grid, pv.p50_kw, load + uncontrolled, sessions, battery, station.site.timezone,
+            level_kw=peak_kw,
+        )  # fmt: skip
+        weight = reserve_weight_per_kwh(
+            policy.cost_weight_per_krw, gs.demand_charge_krw_per_kw, burst_h
+        )
+        if held.kwh > 0 and weight > 0:  # no demand charge: nothing to keep it for
+            floor = reserve_floor_kwh(grid, held, battery)
+            policy = dataclasses.replace(policy, reserve_short_weight_per_kwh=weight)
     problem = Problem(
         grid=grid,
         pv_kw=pv.p50_kw,
-        site_load_kw=site_load_kw(grid, station.site.base_load_kw, unexplained),
+        site_load_kw=load,
         grid_state=dataclasses.replace(gs, import_limit_kw=site.limit_kw),
         sessions=tuple(sessions),
         battery=battery,
@@ -455,5 +483,6 @@ def build_problem(
         pv_p10_kw=pv.p10_kw,
         uncontrolled_kw=uncontrolled if uncontrolled.any() else None,
         policy=policy,
+        soc_floor_kwh=floor,
     )
-    return BuiltProblem(problem, cars, battery, computed, unexplained, expected_kwh)
+    return BuiltProblem(problem, cars, battery, computed, unexplained, expected_kwh, held)

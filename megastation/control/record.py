@@ -106,6 +106,15 @@ def inputs_record(
         "unexplained_load_kw": built.unexplained_kw,
         "uncontrollable": sorted(set(uncontrollable) | rejected),
         "expected_kwh": round(built.expected_kwh, KW_DECIMALS),
+        # the evening reserve the plan keeps (megastation.control.reserve), if any
+        "reserve": None
+        if built.reserve is None or built.reserve.until is None
+        else {
+            "kwh": round(built.reserve.kwh, KW_DECIMALS),
+            "until": built.reserve.until.isoformat(),
+            "evening_kwh": round(built.reserve.evening_kwh, KW_DECIMALS),
+            "room_kwh": round(built.reserve.room_kwh, KW_DECIMALS),
+        },
         "n_steps": built.problem.grid.n_steps,
         "warnings": warnings,  # bad stored values skipped
     }

@@ -26,7 +26,7 @@ _E_BITS = 32
 _F_SHIFT = _T_BITS + _E_BITS
 _F_MAX = 63
 # column families after the per-step blocks (which take 1 .. len(blocks))
-_PEAK, _PAIR, _CHAT, _U1, _U2 = 50, 51, 52, 53, 54
+_PEAK, _PAIR, _CHAT, _U1, _U2, _SHORT = 50, 51, 52, 53, 54, 55
 _UB_FAMILY0 = 24  # row families: equalities from 0, inequalities from here
 
 
@@ -61,6 +61,7 @@ def column_keys(step_end_min: np.ndarray, session_ids: Sequence[str], layout) ->
         keys[v.i_chat] = _key(_CHAT, ent[v.ps[cp]], step_end_min[v.pt[cp]])
     keys[v.i_u1] = _key(_U1, ent, 0)
     keys[v.i_u2] = _key(_U2, ent, 0)
+    keys[v.i_short] = _key(_SHORT, 0, 0)
     return keys
 
 

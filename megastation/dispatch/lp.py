@@ -180,6 +180,7 @@ class _Inputs:
     ch_max: float
     dis_max: float
     term_val: float  # KRW per stored kWh left at the horizon end
+    floor: np.ndarray | None = None  # soft reserve per step end [kWh] (steps above e_min)
 
 
 def _inputs(problem: Problem, pol: Policy) -> _Inputs:
@@ -211,10 +212,14 @@ def _inputs(problem: Problem, pol: Policy) -> _Inputs:
         if b.terminal_value_krw_per_kwh is not None
         else float(price.mean()) * b.discharge_efficiency
     )
+    floor = None
+    if problem.soc_floor_kwh is not None:
+        floor = np.minimum(np.asarray(problem.soc_floor_kwh, dtype=float), e_max)
+        floor = floor if bool(np.any(floor > e_min)) else None
     return _Inputs(
         **common, cap=cap, e0=e0, e_min=e_min, e_max=e_max, g0=g0, o0=e0 - g0,
         eta_c=b.charge_efficiency, eta_d=b.discharge_efficiency,
-        ch_max=b.max_charge_kw, dis_max=b.max_discharge_kw, term_val=term_val,
+        ch_max=b.max_charge_kw, dis_max=b.max_discharge_kw, term_val=term_val, floor=floor,
     )  # fmt: skip
 
 
@@ -236,6 +241,7 @@ class _Layout:
     i_chat: np.ndarray
     i_u1: np.ndarray
     i_u2: np.ndarray
+    i_short: int  # the largest shortfall below the reserve (Problem.soc_floor_kwh) [kWh]
     n_var: int
     pmax: np.ndarray  # per session [kW]
     want: np.ndarray  # per session [kWh]
@@ -274,7 +280,8 @@ def _layout(problem: Problem, m: _Inputs) -> _Layout:
         col=col, i_peak=i_peak, n_sessions=S, ps=ps, pt=pt, avail=avail, progress=progress,
         chat_pairs=chat_pairs, i_pair=i_peak + 1 + np.arange(P),
         i_chat=i_peak + 1 + P + np.arange(Z), i_u1=i_u1, i_u2=i_u1 + S,
-        n_var=i_peak + 1 + P + Z + 2 * S, pmax=pmax, want=want, must=must,
+        i_short=i_peak + 1 + P + Z + 2 * S, n_var=i_peak + 2 + P + Z + 2 * S,
+        pmax=pmax, want=want, must=must,
         cur=np.array([s.current_power_kw for s in problem.sessions]),
     )  # fmt: skip
 
@@ -300,6 +307,7 @@ def _bounds(problem: Problem, m: _Inputs, v: _Layout) -> np.ndarray:
     ub[v.i_pair] = v.pmax[v.ps] * v.avail[v.ps, v.pt] if v.n_pairs else 0.0
     ub[v.i_u1] = v.must
     ub[v.i_u2] = v.want - v.must
+    ub[v.i_short] = 0.0 if m.floor is None else m.e_max
     return np.column_stack([lb, ub])
 
 
@@ -353,6 +361,7 @@ def _objective(problem: Problem, m: _Inputs, v: _Layout) -> np.ndarray:
     # shortfall: energy needed within the horizon at full weight, the rest discounted
     c[v.i_u1] = pol.unmet_weight_per_kwh * prio
     c[v.i_u2] = pol.beyond_horizon_frac * (w_grid + w_cost * float(m.price.mean())) * prio
+    c[v.i_short] = pol.reserve_short_weight_per_kwh
     return c
 
 
@@ -435,6 +444,11 @@ def _inequalities(problem: Problem, m: _Inputs, v: _Layout) -> _Rows:
     rows.coef(r, col["soc_kwh"], -1.0)
     _chatter_rows(rows, m, v)
     _group_rows(rows, problem, m, v)
+    if m.floor is not None:  # reserve: -soc[t] - short <= -floor[t] where it is above e_min
+        kept = np.flatnonzero(m.floor > m.e_min)
+        r = rows.add(kept.size, -m.floor[kept]) + np.arange(kept.size)
+        rows.coef(r, col["soc_kwh"][kept], -1.0)
+        rows.coef(r, np.full(kept.size, v.i_short), -1.0)
     return rows
 
 
@@ -590,6 +604,7 @@ def _plan(
         "terminal_value_krw": float(m.term_val * (soc[-1] * cap)),
         "load_shed_kwh": float(f["shed"] @ dt),
         "chatter_kw": float(x[v.i_chat].sum()) if v.chat_pairs.size else 0.0,
+        "reserve_short_kwh": float(max(0.0, x[v.i_short])),
         # + the constant of the chatter identity (_chatter_rows)
         "objective": float(res.fun) + m.pol.chatter_weight_per_kw * cur_sum,
     }

@@ -52,6 +52,12 @@ class Policy:
     # Share of the expected energy of cars still to come that the plan counts on
     # (megastation.control.needs.expected_sessions): below 1 hedges against cars that do not come.
     expected_share: float = 1.0
+    # A kWh below the problem's reserve (Problem.soc_floor_kwh, the largest shortfall)
+    # costs this much. The control loop sets it to the demand charge a stored kWh saves
+    # in an evening burst (megastation.control.reserve.reserve_weight_per_kwh); this
+    # default, for other callers, is twice a re100 grid kWh into a car: the reserve then
+    # gives way to cars' energy only.
+    reserve_short_weight_per_kwh: float = 2e4
     name: str = "custom"
 
     @classmethod

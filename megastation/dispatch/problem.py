@@ -283,6 +283,11 @@ class Problem:
     pv_p10_kw: np.ndarray | None = None  # pessimistic forecast; informational for now
     uncontrolled_kw: np.ndarray | None = None  # loads outside control, added to site load
     policy: str | Policy = "re100"
+    # A reserve: stored energy [kWh] the plan keeps at the end of each step (None or values
+    # at or below the battery's floor: none). Soft: going below it costs
+    # ``Policy.reserve_short_weight_per_kwh`` per kWh of the largest shortfall, so it gives
+    # way to any car's energy, never to money or a grid kWh (dispatch.md, "Session 7").
+    soc_floor_kwh: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- plan

@@ -49,6 +49,8 @@ def validate(problem: Problem) -> None:
         _array("pv_p10_kw", problem.pv_p10_kw, n)
     if problem.uncontrolled_kw is not None:
         _array("uncontrolled_kw", problem.uncontrolled_kw, n)
+    if problem.soc_floor_kwh is not None:
+        _array("soc_floor_kwh", problem.soc_floor_kwh, n)
     g = problem.grid_state
     _array("grid_state.import_limit_kw", g.import_limit_kw, n)
     _number("grid_state.export_limit_kw", g.export_limit_kw)

@@ -1193,22 +1193,38 @@ def simulate(
             count_from=utc(count_from) if count_from is not None else None,
         )
         asyncio.run(sim.run(progress))
-        frame = flows.read_flows(store)
-        sessions = pd.DataFrame(sim.finished)
-        kpis = flow_kpis(
-            station,
-            frame,
-            energy_wanted_kwh=sum(v.energy_wanted_kwh for v in visits),
-            sessions=len(visits),
+        frame, kpis, pf = _summarise(
+            store, station, visits, site, (start, end), with_perfect_foresight
         )
-        pf = None
-        if with_perfect_foresight:
-            pf = perfect_foresight(station, start, end, site, visits)
-            store_reference(store, station, "perfect_foresight", pf_frame=pf[1], kpis=pf[0])
-            pf = pf[0]
     finally:
         store.close()
+    sessions = pd.DataFrame(sim.finished)
     return _result(sim, kpis, frame, sessions, db_path, time.perf_counter() - t_wall, pf)
+
+
+def _summarise(
+    store: Store,
+    station: Station,
+    visits: Sequence[CarVisit],
+    site: SiteInputs,
+    span: tuple[datetime, datetime],
+    with_perfect_foresight: bool,
+) -> tuple[pd.DataFrame, Kpis, Kpis | None]:
+    """A finished run's flows and KPIs, and the optimum's KPIs (stored as the daily
+    reference) when asked."""
+    frame = flows.read_flows(store)
+    kpis = flow_kpis(
+        station,
+        frame,
+        energy_wanted_kwh=sum(v.energy_wanted_kwh for v in visits),
+        sessions=len(visits),
+    )
+    pf = None
+    if with_perfect_foresight:
+        pf_kpis, pf_frame = perfect_foresight(station, *span, site, visits)
+        store_reference(store, station, "perfect_foresight", pf_frame=pf_frame, kpis=pf_kpis)
+        pf = pf_kpis
+    return frame, kpis, pf
 
 
 def _preload(
