@@ -63,8 +63,17 @@ def season(times: pd.DatetimeIndex, latitude_deg: float) -> np.ndarray:
     """Season measure of each time [-1 .. 1]: the solar declination over its maximum
     (Cooper's formula, day of the year) times the sign of the latitude, so +1 is the
     local midsummer and -1 midwinter on either hemisphere (0 on the equator)."""
-    doy = pd.DatetimeIndex(times).day_of_year.to_numpy(float)
-    return float(np.sign(latitude_deg)) * np.sin(2 * np.pi * (284.0 + doy) / 365.0)
+    times = pd.DatetimeIndex(times)
+    if times.tz is not None:
+        times = times.tz_localize(None)  # the wall-clock day of the times' own zone
+    return season_ns(times.as_unit("ns").asi8, latitude_deg)
+
+
+def season_ns(wall_ns: np.ndarray, latitude_deg: float) -> np.ndarray:
+    """:func:`season` of wall-clock times given as nanoseconds since 1970-01-01."""
+    t = np.asarray(wall_ns, dtype=np.int64).view("M8[ns]")
+    doy = (t.astype("M8[D]") - t.astype("M8[Y]")).astype(np.int64) + 1
+    return float(np.sign(latitude_deg)) * np.sin(2 * np.pi * (284.0 + doy.astype(float)) / 365.0)
 
 
 def band_class(
@@ -113,6 +122,11 @@ class Bands:
     q10_by_regime_lead: tuple[tuple[float, ...], ...] = ()
     q90_by_regime_lead: tuple[tuple[float, ...], ...] = ()
     season_edges: tuple[float, ...] = ()
+
+    def __deepcopy__(self, memo: dict) -> Bands:
+        # immutable: a forecast frame carries its Bands in ``attrs``, which pandas
+        # deep-copies on every column access and arithmetic (#15)
+        return self
 
     def at(self, lead_h: np.ndarray | None) -> tuple[np.ndarray | float, np.ndarray | float]:
         """Pooled ``(q10, q90)`` at each lead, or the scalars when ``lead_h`` is None."""

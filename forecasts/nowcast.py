@@ -41,14 +41,32 @@ def step_means(measured_kw: pd.Series, index: pd.DatetimeIndex, step: pd.Timedel
     """
     if not isinstance(measured_kw.index, pd.DatetimeIndex) or measured_kw.index.tz is None:
         raise ValueError("measured_kw: index must be timezone-aware timestamps")
-    m = measured_kw.dropna()
     n = len(index)
-    if not len(m) or not n:
+    if not n:
         return np.full(n, np.nan)
-    bins = ((m.index.tz_convert("UTC") - index[0]) // step).to_numpy()
+    return step_means_ns(
+        epoch_ns(measured_kw.index), measured_kw.to_numpy(float), epoch_ns(index[:1])[0],
+        pd.Timedelta(step).value, n,
+    )  # fmt: skip
+
+
+def epoch_ns(times: pd.DatetimeIndex) -> np.ndarray:
+    """Nanoseconds since the epoch (UTC) of tz-aware ``times``, whatever their unit."""
+    return times.as_unit("ns").asi8
+
+
+def step_means_ns(
+    t_ns: np.ndarray, measured_kw: np.ndarray, t0_ns: int, step_ns: int, n: int
+) -> np.ndarray:
+    """:func:`step_means` on arrays: samples at ``t_ns`` (epoch ns) of ``measured_kw``
+    [kW, NaN = none] over the ``n`` intervals of ``step_ns`` from ``t0_ns``."""
+    keep = ~np.isnan(measured_kw)
+    if not keep.any() or not n:
+        return np.full(n, np.nan)
+    bins = (t_ns[keep] - t0_ns) // step_ns
     ok = (bins >= 0) & (bins < n)
     counts = np.bincount(bins[ok], minlength=n)
-    sums = np.bincount(bins[ok], m.to_numpy(float)[ok], minlength=n)
+    sums = np.bincount(bins[ok], measured_kw[keep][ok], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / counts, np.nan)
 

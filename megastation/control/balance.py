@@ -118,8 +118,21 @@ def balance_setpoint_kw(
         max_charge_kw=b.max_charge_kw,
         max_discharge_kw=b.max_discharge_kw,
         may_discharge_more=reserve_ok or import_at_plan > limit_kw,
-        may_export=battery_may_export(plan.problem.policy, plan.problem.grid_state),
+        may_export=_may_export(plan),
     )
+
+
+def _may_export(plan: Plan) -> bool:
+    """:func:`battery_may_export` of ``plan``'s problem; the last plan's answer is kept
+    (the set point follows the balance every second around the same plan, #15)."""
+    last = _last_may_export[0] if _last_may_export else None  # one read: threads may share it
+    if last is None or last[0] is not plan:
+        last = (plan, battery_may_export(plan.problem.policy, plan.problem.grid_state))
+        _last_may_export[:] = [last]
+    return last[1]
+
+
+_last_may_export: list[tuple[Plan, bool]] = []
 
 
 @dataclass

@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -319,15 +320,50 @@ def expected_session_needs(
     demand: ExpectedDemand, grid: TimeGrid, timezone: str, share: float
 ) -> tuple[list[SessionNeed], float]:
     """Cars still to come as aggregate sessions (never in the first step), and their
-    energy [kWh]."""
-    edges_utc = [grid.start + timedelta(seconds=float(x)) for x in grid.edges_s]
-    out, kwh_total = [], 0.0
-    for sid, _k, arr, dep, kwh, kw, prio in expected_sessions(
-        demand, edges_utc, timezone, share=share
-    ):
-        out.append(SessionNeed(sid, sid, 0, arr, dep, kwh, kw, priority=prio))
-        kwh_total += kwh
+    energy [kWh]. One aggregate per kind and local hour: the hours after the one the
+    first step ends in are the same for every plan of that hour, and are made once (#15)."""
+    edges_s = grid.edges_s
+    lo = grid.start + timedelta(seconds=float(edges_s[1]))  # end of the first step
+    hi = grid.start + timedelta(seconds=float(edges_s[-1]))
+    hour = lo.astimezone(ZoneInfo(timezone)).replace(minute=0, second=0, microsecond=0)
+    split = hour + timedelta(hours=1)  # expected_sessions' next hour after lo's
+    if split >= hi:
+        out = _expected_needs(demand, lo, hi, timezone, share)
+    else:
+        out = _expected_needs(demand, lo, split, timezone, share)
+        out += _later_expected_needs(demand, split, hi, timezone, share)
+    kwh_total = 0.0
+    for s in out:  # in expected_sessions' order, as one call over [lo, hi) sums them
+        kwh_total += s.energy_kwh
     return out, kwh_total
+
+
+def _expected_needs(
+    demand: ExpectedDemand, lo: datetime, hi: datetime, timezone: str, share: float
+) -> list[SessionNeed]:
+    """:func:`expected_sessions` of the hours over ``[lo, hi)`` as :class:`SessionNeed`."""
+    return [
+        SessionNeed(sid, sid, 0, arr, dep, kwh, kw, priority=prio)
+        for sid, _k, arr, dep, kwh, kw, prio in expected_sessions(
+            demand, [lo, lo, hi], timezone, share=share
+        )
+    ]
+
+
+def _later_expected_needs(
+    demand: ExpectedDemand, lo: datetime, hi: datetime, timezone: str, share: float
+) -> list[SessionNeed]:
+    """:func:`_expected_needs` from a whole hour ``lo``; the last answer is kept."""
+    key = (lo, hi, timezone, share)
+    last = _last_expected[0] if _last_expected else None  # one read: threads may share it
+    if last is None or last[0] is not demand or last[1] != key:
+        last = (demand, key, tuple(_expected_needs(demand, lo, hi, timezone, share)))
+        _last_expected[:] = [last]
+    return list(last[2])
+
+
+# _later_expected_needs' last answer: [(demand, its key, sessions)]; sessions are frozen
+_last_expected: list[tuple] = []
 
 
 def site_load_kw(grid: TimeGrid, base_load_kw: float, unexplained_kw: float) -> np.ndarray:

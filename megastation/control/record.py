@@ -25,7 +25,7 @@ from megastation.control.problem import BuiltProblem
 from megastation.control.pv import PvForecast
 from megastation.control.setpoints import TxPowers
 from megastation.core.gateway import ApplyOutcome
-from megastation.dispatch import Plan, SetPoints
+from megastation.dispatch import Plan, SetPoints, TimeGrid
 from megastation.store import Store
 from megastation.store import control as cr
 
@@ -61,10 +61,20 @@ def first_step_record(
     }
 
 
+def iso_times(grid: TimeGrid) -> list[str]:
+    """Each step start as ``Timestamp.isoformat`` gives it (UTC), from integer seconds
+    when every start is a whole second (#15: a plan's records in a fraction of the time)."""
+    us = grid.times_us
+    if (us % 1_000_000).any():
+        return [ts.isoformat() for ts in grid.times]
+    text = np.datetime_as_string((us // 1_000_000).view("M8[s]"), unit="s")
+    return [t + "+00:00" for t in text.tolist()]
+
+
 def horizon_record(plan: Plan, p: TxPowers, pv: PvForecast) -> dict[str, Any]:
     """The plan's path per step (times ISO UTC, powers kW, energies kWh)."""
     return {
-        "times": [ts.isoformat() for ts in plan.problem.grid.times],
+        "times": iso_times(plan.problem.grid),
         "pv_kw": _r(pv.p50_kw),
         "grid_import_kw": _r(plan.grid_import_kw),
         "battery_kw": _r(plan.battery_discharge_kw - plan.battery_charge_kw),

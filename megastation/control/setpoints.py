@@ -105,7 +105,7 @@ def connector_setpoints(
     after ``lease_end`` at the charger's fail-safe share. ``p.first`` becomes the capped
     first-step power (what is recorded as sent)."""
     grid = plan.problem.grid
-    starts = tuple(grid.times.to_pydatetime())  # once per cycle, not per car
+    starts = grid.starts  # once per cycle, not per car
     out = []
     for sid, r in controlled.items():
         t = r.tx

@@ -190,8 +190,8 @@ class WarmStart:
         elif extra < 0:  # too few: slacks of nonbasic rows enter
             row[np.flatnonzero(row != _BASIC)[:-extra]] = _BASIC
         b = highspy.HighsBasis()
-        b.col_status = [_CODES[i] for i in col.tolist()]
-        b.row_status = [_CODES[i] for i in row.tolist()]
+        b.col_status = list(map(_CODES.__getitem__, col.tolist()))
+        b.row_status = list(map(_CODES.__getitem__, row.tolist()))
         b.valid = True
         return b
 

@@ -30,11 +30,16 @@ _PEAK, _PAIR, _CHAT, _U1, _U2, _SHORT = 50, 51, 52, 53, 54, 55
 _UB_FAMILY0 = 24  # row families: equalities from 0, inequalities from here
 
 
-def _key(family: int, entity: np.ndarray | int, t_min: np.ndarray | int) -> np.ndarray:
-    f = np.int64(min(family, _F_MAX)) << np.int64(_F_SHIFT)
+def _key(family: np.ndarray | int, entity: np.ndarray | int, t_min: np.ndarray | int) -> np.ndarray:
+    f = np.minimum(np.asarray(family, dtype=np.int64), _F_MAX) << np.int64(_F_SHIFT)
     e = np.asarray(entity, dtype=np.int64) << np.int64(_T_BITS)
     t = np.asarray(t_min, dtype=np.int64) & np.int64((1 << _T_BITS) - 1)
     return f | e | t
+
+
+def _family_bits(family: int) -> np.int64:
+    """The family's part of a key (:func:`_key` with entity and time 0)."""
+    return np.int64(min(family, _F_MAX)) << np.int64(_F_SHIFT)
 
 
 def _entities(session_ids: Sequence[str]) -> np.ndarray:
@@ -45,8 +50,9 @@ def column_keys(step_end_min: np.ndarray, session_ids: Sequence[str], layout) ->
     """One key per LP column of ``layout`` (:class:`megastation.dispatch.lp._Layout`)."""
     v = layout
     keys = np.zeros(v.n_var, dtype=np.int64)
-    for i, cols in enumerate(v.col.values()):
-        keys[cols] = _key(i + 1, 0, step_end_min)
+    blocks = np.concatenate(list(v.col.values()))
+    families = np.repeat(np.arange(1, len(v.col) + 1), step_end_min.size)
+    keys[blocks] = _key(families, 0, np.tile(step_end_min, len(v.col)))  # all blocks at once
     keys[v.i_peak] = _key(_PEAK, 0, 0)
     ent = _entities(session_ids)
     if v.n_pairs:
@@ -73,13 +79,14 @@ def row_keys(
     ent = _entities(session_ids)
     cp = v.chat_pairs
     parts = []
+    by_step = _key(0, 0, step_end_min)  # a family's key is its bits or'ed onto these
     for family0, blocks in ((0, eq_blocks), (_UB_FAMILY0, ub_blocks)):
         for k, n in enumerate(blocks):
             f = family0 + k
             if n == T:
-                parts.append(_key(f, 0, step_end_min))
+                parts.append(by_step | _family_bits(f))
             elif n == T - 1:
-                parts.append(_key(f, 0, step_end_min[1:]))
+                parts.append(by_step[1:] | _family_bits(f))
             elif n == S:
                 parts.append(_key(f, ent, 0))
             elif n == cp.size and v.n_pairs:

@@ -79,6 +79,8 @@ class _Rows:
         self.c.append(np.asarray(cols))
         if isinstance(vals, np.ndarray) and vals.shape == rows.shape:
             self.v.append(vals)
+        elif isinstance(vals, float | int):  # one value for all: spread in triplets()
+            self.v.append(float(vals))
         else:
             self.v.append(np.full(rows.shape, vals, dtype=float))
 
@@ -88,7 +90,14 @@ class _Rows:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, np.zeros(0), np.zeros(0)
         cat = np.concatenate
-        return cat(self.r), cat(self.c), cat(self.v).astype(float, copy=False), cat(self.rhs)
+        sizes = [r.size for r in self.r]
+        # every single value spread in one call, then the arrays copied into their place
+        vals = np.repeat([0.0 if isinstance(v, np.ndarray) else v for v in self.v], sizes)
+        end = np.cumsum(sizes).tolist()
+        for k, v in enumerate(self.v):
+            if isinstance(v, np.ndarray):
+                vals[end[k] - sizes[k] : end[k]] = v
+        return cat(self.r), cat(self.c), vals, cat(self.rhs)
 
 
 def _stack(eq: _Rows, ub: _Rows, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:

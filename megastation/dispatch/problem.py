@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,9 @@ from megastation.core.clock import utc
 
 if TYPE_CHECKING:  # annotation only: policy.py imports ProblemError from here
     from megastation.dispatch.policy import Policy
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ProblemError(ValueError):
@@ -151,9 +154,18 @@ class TimeGrid:
     @cached_property
     def times(self) -> pd.DatetimeIndex:
         """Start of each step (UTC, microseconds)."""
+        return pd.DatetimeIndex(self.times_us.view("M8[us]"), dtype="datetime64[us, UTC]")
+
+    @cached_property
+    def times_us(self) -> np.ndarray:
+        """Start of each step [microseconds since the epoch] (:attr:`times` as integers)."""
         t0_us = pd.Timestamp(self.start).value // 1000
-        us = t0_us + np.round(self.edges_s[:-1] * 1e6).astype(np.int64)
-        return pd.DatetimeIndex(us.view("M8[us]"), dtype="datetime64[us, UTC]")
+        return _frozen(t0_us + np.round(self.edges_s[:-1] * 1e6).astype(np.int64))
+
+    @cached_property
+    def starts(self) -> tuple[datetime, ...]:
+        """:attr:`times` as datetimes (UTC), without pandas."""
+        return tuple(_EPOCH + timedelta(microseconds=us) for us in self.times_us.tolist())
 
     @property
     def end(self) -> datetime:

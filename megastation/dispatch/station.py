@@ -34,15 +34,31 @@ def station_groups(station: Station) -> tuple[PowerGroup, ...]:
     return tuple(groups)
 
 
+_TARIFFS: dict[tuple[int, str], tuple[object, Tariff]] = {}
+_MAX_TARIFFS = 4  # tariffs kept (each remembers up to MEMO_MAX_TIMES prices)
+
+
+def station_tariff(station: Station) -> Tariff:
+    """The station's :class:`Tariff`, made once per tariff table and zone (it remembers
+    the price of each step it was asked for)."""
+    key = (id(station.tariff), station.site.timezone)
+    hit = _TARIFFS.get(key)
+    if hit is None or hit[0] is not station.tariff:  # the config is held: ids stay unique
+        if len(_TARIFFS) >= _MAX_TARIFFS:  # e.g. a study's many stations in one process
+            _TARIFFS.clear()
+        hit = _TARIFFS[key] = (station.tariff, Tariff(station.tariff, station.site.timezone))
+    return hit[1]
+
+
 def station_grid_state(
     station: Station, grid: TimeGrid, *, peak_so_far_kw: float = 0.0
 ) -> GridState:
     """Grid limits, time-of-use prices per step and demand charge from the station."""
-    tariff = Tariff(station.tariff, station.site.timezone)
+    tariff = station_tariff(station)
     return GridState(
         import_limit_kw=station.site.grid_import_limit_kw,
         export_limit_kw=station.site.grid_export_limit_kw,
-        import_price_krw_per_kwh=grid.mean_of_fine(tariff.price_krw_per_kwh(grid.fine().times)),
+        import_price_krw_per_kwh=grid.mean_of_fine(tariff.price_at_us(grid.fine().times_us)),
         export_price_krw_per_kwh=tariff.export_price_krw_per_kwh,
         demand_charge_krw_per_kw=tariff.demand_charge_krw_per_kw_month,
         peak_so_far_kw=peak_so_far_kw,

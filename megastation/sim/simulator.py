@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 from forecasts import nowcast as _nowcast
-from forecasts.forecast import assemble, forecast_pv
+from forecasts.forecast import assemble, assemble_columns, forecast_pv
 from forecasts.pvmodel import (
     inverter_limits_kw,
     pv_power,
@@ -81,6 +81,7 @@ from megastation.control.controller import (
     GUARD_TOLERANCE_KW,
     Controller,
 )
+from megastation.control.pv import ForecastArrays, frame_arrays, measured_arrays, measured_series
 from megastation.control.solve import Solver
 from megastation.core import accounting
 from megastation.core.clock import SimClock, utc
@@ -401,11 +402,14 @@ class _StepForecastCache:
 
         self._key: tuple | None = None
         self._frame: pd.DataFrame | None = None
+        self._arrays_key: tuple | None = None
+        self._arrays: ForecastArrays | None = None
         self._weather = weather
         pvs = station.pv_site()
         arrays = pvs.arrays
         self._step = SITE_STEP
         self._index = pd.DatetimeIndex(weather.index).tz_convert("UTC").as_unit("ns")
+        self._index_ns = self._index.asi8
         self._ok = bool(arrays) and len(self._index) > 1
         if not self._ok:
             return
@@ -424,8 +428,8 @@ class _StepForecastCache:
         self._clear_ext = ref.sum(axis=1)
         self._n_past = n_win
         self._limits = inverter_limits_kw(arrays)
-        self._arrays = tuple(arrays)
-        self._latitude_deg = pvs.latitude
+        self._arrays_of_site = tuple(arrays)
+        self._assemble_kw = dict(with_weather=True, latitude_deg=pvs.latitude)
         self._t0_s = self._index[0].timestamp()
 
     def __call__(
@@ -437,7 +441,7 @@ class _StepForecastCache:
         weather: pd.DataFrame | None = None,
         measured_kw: pd.Series | None = None,
     ) -> pd.DataFrame:
-
+        """The forecast frame (the ``Forecaster`` signature)."""
         step_s = 60 * (step_min or station.site.dispatch_step_min)
         key = (int(pd.Timestamp(start).timestamp()) // step_s, step_s, id(weather))
         if key == self._key and self._frame is not None and len(self._frame) >= n_steps:
@@ -445,25 +449,66 @@ class _StepForecastCache:
         # one step more: a plan made on a step boundary has one step less than the plans
         # made within the step (its first step is not a short one)
         frame = None
-        if self._ok and weather is self._weather and step_s == SITE_STEP_S:
-            frame = self._sliced(start, n_steps + 1, measured_kw)
+        if self._covers(weather, step_s):
+            measured = None
+            if measured_kw is not None and len(measured_kw):
+                if measured_kw.index.tz is None:
+                    raise ValueError("measured_kw: index must be timezone-aware timestamps")
+                measured = (_nowcast.epoch_ns(measured_kw.index), measured_kw.to_numpy(float))
+            parts = self._sliced(start, n_steps + 1, measured)
+            frame = None if parts is None else assemble(*parts, **self._assemble_kw)
         if frame is None:
             frame = forecast_pv(
-                station.pv_site(),
-                start,
-                n_steps + 1,
-                step_min,
-                weather=weather,
+                station.pv_site(), start, n_steps + 1, step_min, weather=weather,
                 measured_kw=measured_kw,
-            )
+            )  # fmt: skip
         self._frame, self._key = frame, key
         return frame
 
-    def _sliced(
-        self, start: datetime | pd.Timestamp, n: int, measured_kw: pd.Series | None
-    ) -> pd.DataFrame | None:
-        """forecast_pv's nowcast and bands on the precomputed PV model (None: not covered)."""
+    def arrays(
+        self,
+        station: Station,
+        start: datetime | pd.Timestamp,
+        n_steps: int,
+        step_min: int | None = None,
+        weather: pd.DataFrame | None = None,
+        history: Sequence[tuple[datetime, float]] = (),
+    ) -> ForecastArrays:
+        """The same forecast as arrays, from the measured ``history`` (what the plan
+        reads: no frame, no Series, :func:`megastation.control.pv.forecast_on_grid`)."""
+        step_s = 60 * (step_min or station.site.dispatch_step_min)
+        key = (int(pd.Timestamp(start).timestamp()) // step_s, step_s, id(weather))
+        got = self._arrays
+        if key == self._arrays_key and got is not None and len(got.index_ns) >= n_steps:
+            return got
+        parts = None
+        if self._covers(weather, step_s):
+            measured = measured_arrays(history) if history else None
+            parts = self._sliced(start, n_steps + 1, measured)
+        if parts is not None:
+            cols, _ = assemble_columns(*parts, **self._assemble_kw)
+            got = ForecastArrays(
+                _nowcast.epoch_ns(parts[1]), cols["pv_ac_kw"], cols["pv_ac_p10_kw"],
+                cols["pv_ac_p90_kw"],
+            )  # fmt: skip
+        else:
+            got = frame_arrays(
+                forecast_pv(
+                    station.pv_site(), start, n_steps + 1, step_min, weather=weather,
+                    measured_kw=measured_series(history),
+                )
+            )  # fmt: skip
+        self._arrays, self._arrays_key = got, key
+        return got
 
+    def _covers(self, weather: pd.DataFrame | None, step_s: int) -> bool:
+        return self._ok and weather is self._weather and step_s == SITE_STEP_S
+
+    def _sliced(
+        self, start: datetime | pd.Timestamp, n: int, measured: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple | None:
+        """forecast_pv's nowcast on the precomputed PV model: :func:`assemble`'s inputs
+        (None: not covered). ``measured``: the measured PV's times [epoch ns] and kW."""
         issued = pd.Timestamp(start).tz_convert("UTC")
         row = int((issued.timestamp() - self._t0_s) // SITE_STEP_S)
         if row < 0 or row + n > len(self._index):
@@ -471,21 +516,23 @@ class _StepForecastCache:
         grid = self._index[row : row + n]
         raw, clear = self._raw[row : row + n], self._clear[row : row + n]
         k_meas = None
-        if measured_kw is not None and len(measured_kw):
+        if measured is not None and len(measured[0]):
             n_win = max(1, round(_nowcast.WINDOW_H * 3600 / SITE_STEP_S))
             if n_win > self._n_past:
                 return None
             lo = row + self._n_past - n_win
-            past = pd.DatetimeIndex(grid[0] - self._step * np.arange(n_win, 0, -1), freq=self._step)
-            before = measured_kw[measured_kw.index < issued]
-            meas = _nowcast.step_means(before, past, self._step)
+            # forecast_pv's step means over the window before the grid, on arrays (#15)
+            t_ns, kw = measured
+            before = t_ns < issued.value
+            step_ns = SITE_STEP_S * 10**9
+            meas = _nowcast.step_means_ns(
+                t_ns[before], kw[before], int(self._index_ns[row]) - n_win * step_ns, step_ns,
+                n_win,
+            )  # fmt: skip
             k_meas = _nowcast.measured_clear_sky_index(
                 meas, self._clear_ext[lo : lo + n_win], self._limits.sum()
             )
-        return assemble(
-            self._arrays, grid, issued, raw, clear, self._limits, k_meas, with_weather=True,
-            latitude_deg=self._latitude_deg,
-        )  # fmt: skip
+        return (self._arrays_of_site, grid, issued, raw, clear, self._limits, k_meas)
 
 
 @dataclass
@@ -597,6 +644,7 @@ class _Simulator:
             )
             self.controller.solve_inline = True  # nothing else runs on this loop
         self.groups = dispatch.station_groups(station)
+        self.group_caps_kw = [float(np.min(g.max_power_kw)) for g in self.groups]
         self.kind = {c.id: c.kind for c in station.chargers}
         self.version = {c.id: c.ocpp_version for c in station.chargers}
         self.pending = sorted(visits, key=lambda v: v.arrival)
@@ -611,7 +659,8 @@ class _Simulator:
         self.battery_export_night_kwh = 0.0  # ... while PV is 0
         self._site_t0_s = self.site.index[0].timestamp()  # epoch seconds of site row 0
         self.bucket: FlowBucket | None = None
-        self.fc_cache: dict[pd.Timestamp, pd.DataFrame] = {}
+        self.fc_days: set[pd.Timestamp] = set()  # days whose day-ahead forecast was made
+        self.fc_steps: dict[int, tuple[float, float, float]] = {}  # their steps (_day_ahead)
         records.register_station_chargers(store, station)
 
     # ---------------------------------------------------------------- helpers
@@ -762,10 +811,9 @@ class _Simulator:
         """Scale requests down pro rata inside every shared power group."""
         by_conn = {(c.visit.charger_id, c.visit.connector_id): k for k, c in self.cars.items()}
         out = dict(want)
-        for g in self.groups:
+        for g, cap in zip(self.groups, self.group_caps_kw, strict=True):
             keys = [by_conn[m] for m in g.members if m in by_conn]
             total = sum(out[k] for k in keys)
-            cap = float(np.min(g.max_power_kw))
             if total > cap + LIMIT_SLACK_KW:
                 f = cap / total
                 for k in keys:
@@ -958,26 +1006,35 @@ class _Simulator:
     def _flow_forecast(self, ts: datetime) -> tuple[float | None, ...]:
         """The day-ahead forecast of a step (issued at local midnight, or at the start of
         a run that starts later in the day), for the plots and the daily scores."""
-        day = pd.Timestamp(ts).tz_convert(self.tz).normalize().tz_convert("UTC")
-        if day not in self.fc_cache:
-            issue = max(day, self.site.index[0])
-            n = max(1, int((day + pd.Timedelta(days=1) - issue) // SITE_STEP))
-            try:
-                self.fc_cache[day] = forecast_pv(
-                    self.station.pv_site(),
-                    issue.to_pydatetime(),
-                    n,
-                    SITE_STEP_S // 60,
-                    self.site.forecast_weather,
-                )
-            except ValueError:
-                self.fc_cache[day] = pd.DataFrame()
-        fc = self.fc_cache[day]
-        t = pd.Timestamp(ts).floor(SITE_STEP)
-        if fc.empty or t not in fc.index:
-            return (None, None, None)
-        r = fc.loc[t]
-        return (float(r["pv_ac_kw"]), float(r["pv_ac_p10_kw"]), float(r["pv_ac_p90_kw"]))
+        step = math.floor(ts.timestamp() / SITE_STEP_S)  # the forecast step of ts
+        if step not in self.fc_steps:
+            day = pd.Timestamp(ts).tz_convert(self.tz).normalize().tz_convert("UTC")
+            if day in self.fc_days:
+                return (None, None, None)  # not in the day's forecast
+            self.fc_days.add(day)
+            self.fc_steps.update(self._day_ahead(day))
+        return self.fc_steps.get(step, (None, None, None))
+
+    def _day_ahead(self, day: pd.Timestamp) -> dict[int, tuple[float, float, float]]:
+        """The forecast issued for ``day`` (local midnight, UTC): (P50, P10, P90) [kW] by
+        forecast step (epoch seconds // SITE_STEP_S); none if it cannot be made."""
+        issue = max(day, self.site.index[0])
+        n = max(1, int((day + pd.Timedelta(days=1) - issue) // SITE_STEP))
+        try:
+            fc = forecast_pv(
+                self.station.pv_site(),
+                issue.to_pydatetime(),
+                n,
+                SITE_STEP_S // 60,
+                self.site.forecast_weather,
+            )
+        except ValueError:
+            return {}
+        steps = fc.index.as_unit("ns").asi8 // (SITE_STEP_S * 10**9)
+        cols = (
+            fc[c].to_numpy(float).tolist() for c in ("pv_ac_kw", "pv_ac_p10_kw", "pv_ac_p90_kw")
+        )
+        return dict(zip(steps.tolist(), zip(*cols, strict=True), strict=True))
 
     # ---------------------------------------------------------------- loop
 

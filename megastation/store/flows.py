@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import weakref
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -43,7 +45,7 @@ import pandas as pd
 
 from megastation.core.accounting import step_hours
 from megastation.store import Store, iso, time_range
-from megastation.store.records import _tx
+from megastation.store.records import _state, _tx
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ def record_flows(store: Store, steps: FlowStep | Iterable[FlowStep] | pd.DataFra
         store.conn.executemany(
             f"INSERT OR REPLACE INTO energy_flows ({cols}) VALUES ({marks})", rows
         )
+        _windows_state(store).written.extend(r[0] for r in rows)
     return len(rows)
 
 
@@ -269,21 +272,138 @@ def peak_window_import_kw(
     steps recorded in ``[start, end)``; None when there are none. Each window's mean is
     its imported energy over the whole window (a window partly recorded counts as such).
     Steps with a non-finite import (:func:`nonfinite_import_steps`) are left out."""
-    return store.conn.execute(
-        "SELECT MAX(kw) FROM (SELECT SUM(grid_import_kw * step_s) / ? AS kw "
-        f"FROM energy_flows WHERE ts >= ? AND ts < ? AND {_FINITE_IMPORT} "
-        "GROUP BY CAST(strftime('%s', ts) AS INTEGER) / ?)",
-        (window_s, iso(start), iso(end), window_s),
-    ).fetchone()[0]
+    return _window_totals(store, start, end, window_s)[0]
 
 
 def nonfinite_import_steps(store: Store, start: datetime, end: datetime) -> int:
     """How many steps in ``[start, end)`` hold a non-finite grid import (a store written
     before values were checked at the edge may hold Inf)."""
-    return store.conn.execute(
-        f"SELECT COUNT(*) FROM energy_flows WHERE ts >= ? AND ts < ? AND NOT ({_FINITE_IMPORT})",
-        (iso(start), iso(end)),
-    ).fetchone()[0]
+    return _window_totals(store, start, end, _COUNT_WINDOW_S)[1]
+
+
+# windows of the non-finite count: any length gives the same total; the demand window's
+# (control.problem.DEMAND_WINDOW_S) lets the peak's memo serve the count too
+_COUNT_WINDOW_S = 900
+_WINDOWS_QUERY = (
+    "SELECT CAST(strftime('%s', ts) AS INTEGER) / ? AS w, "
+    "SUM(CASE WHEN {finite} THEN grid_import_kw * step_s END) / ?, "
+    "SUM(CASE WHEN NOT ({finite}) THEN 1 ELSE 0 END) "
+    "FROM energy_flows WHERE ts >= ? AND ts < ? GROUP BY w"
+)
+
+
+@dataclass
+class _Windows:
+    """Per epoch-aligned window of the rows in ``[start, end)``: (imported energy of the
+    finite rows / window [kW], None without any; rows with a non-finite import)."""
+
+    end: str
+    read: int  # entries of _WindowsState.written taken into account
+    rollbacks: int  # records' rollback count then
+    data_version: int  # PRAGMA data_version then (another connection's commit changes it)
+    sums: dict[int, tuple[float | None, int]] = field(default_factory=dict)
+    # windows before ``folded_before`` (not read again since) folded into one (kW, rows)
+    folded_before: int = -(2**62)
+    folded: tuple[float | None, int] = (None, 0)
+
+
+@dataclass
+class _WindowsState:
+    written: list[str] = field(default_factory=list)  # ts of every row record_flows wrote
+    memos: dict[tuple[str, int], _Windows] = field(default_factory=dict)  # (start, window_s)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the web and the loop read
+
+
+_WINDOWS: weakref.WeakKeyDictionary[Store, _WindowsState] = weakref.WeakKeyDictionary()
+
+
+def forget_windows(store: Store) -> None:
+    """Drop the remembered windows of :func:`peak_window_import_kw`: for code that writes
+    energy_flows other than through :func:`record_flows` (:mod:`megastation.store.merge`)."""
+    st = _windows_state(store)
+    with st.lock:
+        st.memos.clear()
+
+
+def _windows_state(store: Store) -> _WindowsState:
+    st = _WINDOWS.get(store)
+    if st is None:
+        st = _WINDOWS[store] = _WindowsState()
+    return st
+
+
+def _window_totals(
+    store: Store, start: datetime, end: datetime, window_s: int
+) -> tuple[float | None, int]:
+    """Over the windows of ``[start, end)`` (see :class:`_Windows`): the highest mean
+    import [kW] (None: no finite row) and the rows with a non-finite import. The control
+    loop asks on every plan (#15): the windows are remembered and only those that
+    :func:`record_flows` wrote to since, and the new ones up to ``end``, are read again;
+    anything else (another connection's commit, a rollback, an earlier end) reads them
+    afresh. Code that writes energy_flows on this connection other than by
+    :func:`record_flows` calls :func:`forget_windows`."""
+    st = _windows_state(store)
+    with st.lock:
+        memo = _read_windows(store, st, iso(start), iso(end), window_s)
+        return _combined((memo.folded, *memo.sums.values()))
+
+
+def _combined(windows: Iterable[tuple[float | None, int]]) -> tuple[float | None, int]:
+    """The highest kW (None: none) and the sum of rows of ``(kW, rows)`` pairs."""
+    windows = list(windows)
+    kw = [w[0] for w in windows if w[0] is not None]
+    return (max(kw) if kw else None, sum(w[1] for w in windows))
+
+
+def _read_windows(store: Store, st: _WindowsState, lo: str, hi: str, window_s: int) -> _Windows:
+    """The memo of ``(lo, window_s)`` brought up to ``hi`` (under the lock): the windows
+    written to since, and those after its end, are read again; the ones before them are
+    folded into one (a later write to a folded window reads all afresh)."""
+    version = store.conn.execute("PRAGMA data_version").fetchone()[0]
+    rollbacks = _state(store).rollbacks
+    memo = st.memos.get((lo, window_s))
+    fresh = memo is None or (memo.rollbacks, memo.data_version) != (rollbacks, version)
+    if not fresh and hi >= memo.end:
+        touched = [t for t in st.written[memo.read :] if lo <= t < memo.end] + [memo.end]
+        first = max(lo, iso(_window_start(min(touched), window_s)))
+        fresh = _epoch_s(first) // window_s < memo.folded_before
+    if fresh or hi < memo.end:
+        memo = _Windows(lo, 0, rollbacks, version)  # nothing read yet: all from lo
+        if len(st.written) > _MAX_WRITTEN or len(st.memos) >= _MAX_MEMOS:  # start afresh
+            st.written.clear()
+            st.memos.clear()
+        st.memos[(lo, window_s)] = memo
+        first = lo
+    if first < hi:
+        w_first = _epoch_s(first) // window_s  # windows from here on are read again
+        old = [w for w in memo.sums if w < w_first]
+        memo.folded = _combined((memo.folded, *(memo.sums.pop(w) for w in old)))
+        memo.folded_before = max(memo.folded_before, w_first)
+        memo.sums.clear()
+        rows = store.conn.execute(
+            _WINDOWS_QUERY.format(finite=_FINITE_IMPORT), (window_s, window_s, first, hi)
+        ).fetchall()
+        memo.sums.update((w, (kw, bad)) for w, kw, bad in rows)
+    memo.end, memo.read = hi, len(st.written)
+    done = min(m.read for m in st.memos.values())  # rows every memo has taken in
+    if done > _TRIM_WRITTEN:
+        del st.written[:done]
+        for m in st.memos.values():
+            m.read -= done
+    return memo
+
+
+_MAX_WRITTEN = 100_000  # rows remembered as written (~3 years of 15-minute steps)
+_TRIM_WRITTEN = 1_000  # rows every memo has read are dropped past this many
+_MAX_MEMOS = 8  # (start, window) pairs remembered (the loop asks for this month's)
+
+
+def _epoch_s(ts_iso: str) -> int:
+    return int(datetime.fromisoformat(ts_iso).timestamp())
+
+
+def _window_start(ts_iso: str, window_s: int) -> datetime:
+    return datetime.fromtimestamp(_epoch_s(ts_iso) // window_s * window_s, UTC)
 
 
 _FINITE_IMPORT = "grid_import_kw BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"

@@ -15,7 +15,7 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
-from megastation.store import Store, iso
+from megastation.store import Store, flows, iso
 
 # the copied tables' columns (ids left to SQLite, or renumbered below)
 _FLOW_COLS = (
@@ -78,6 +78,7 @@ def append_part(store: Store, part: str | Path, since: datetime, until: datetime
     finally:
         db.execute("DROP TABLE IF EXISTS temp.txmap")
         db.execute("DETACH DATABASE part")
+        flows.forget_windows(store)  # energy_flows written here, not by flows.record_flows
 
 
 def _map_transactions(db: sqlite3.Connection, since: str, until: str) -> None:

@@ -58,6 +58,7 @@ class _StoreState:
     )
     tx_owner: dict[int, str] = field(default_factory=dict)  # transaction id -> charger id
     energy: dict[int, _Energy] = field(default_factory=dict)  # transaction id -> registers
+    rollbacks: int = 0  # writes undone (group_commit, savepoint): other modules' memos restart
 
 
 @dataclass
@@ -128,6 +129,7 @@ def group_commit(store: Store) -> Iterator[None]:
     except BaseException:
         st.batching = False
         conn.rollback()
+        st.rollbacks += 1
         forget_caches(store)
         raise
 
@@ -142,6 +144,7 @@ def savepoint(store: Store) -> Iterator[None]:
     except BaseException:
         conn.execute("ROLLBACK TO ms_write")
         conn.execute("RELEASE ms_write")
+        _state(store).rollbacks += 1
         forget_caches(store)
         raise
     conn.execute("RELEASE ms_write")

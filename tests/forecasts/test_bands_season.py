@@ -200,3 +200,14 @@ def test_a_step_on_a_season_edge_is_fitted_and_applied_in_the_same_bin():
     e = (m - f) / c
     np.testing.assert_allclose((p90 - f)[edge] / c[edge], np.percentile(e[edge], 90))
     np.testing.assert_allclose((p10 - f)[~edge] / c[~edge], np.percentile(e[~edge], 10))
+
+
+def test_season_is_the_day_of_year_where_the_times_are():
+    """Zoned times count their own calendar day (#15: season from nanoseconds)."""
+    utc = pd.DatetimeIndex(["2026-12-31 20:00"], tz="UTC")  # 2027-01-01 05:00 in Seoul
+    seoul = utc.tz_convert("Asia/Seoul")
+    doy = {"utc": 365.0, "seoul": 1.0}
+    want = {k: np.sin(2 * np.pi * (284.0 + d) / 365.0) for k, d in doy.items()}
+    assert season(utc, 35.1)[0] == want["utc"]
+    assert season(seoul, 35.1)[0] == want["seoul"]
+    assert season(utc.tz_localize(None), 35.1)[0] == want["utc"]

@@ -48,7 +48,8 @@ def test_step_means_in_another_zone_and_empty_input():
     np.testing.assert_allclose(step_means(local, IDX, STEP), [np.nan, np.nan, 10.0, np.nan])
     empty = pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float)
     assert np.isnan(step_means(empty, IDX, STEP)).all()
-    assert len(step_means(local, IDX[:0], STEP)) == 0
+    none = step_means(local, IDX[:0], STEP)
+    assert len(none) == 0 and none.dtype == float
     with pytest.raises(ValueError, match=r"^measured_kw: index must be timezone-aware timestamps$"):
         step_means(pd.Series([1.0], index=pd.DatetimeIndex(["2026-06-15"])), IDX, STEP)
 

@@ -267,6 +267,19 @@ def test_simulation_forecaster_matches_forecast_pv(station):
         got = cache(station, t, 97, 15, weather=site.forecast_weather, measured_kw=m)
         pd.testing.assert_frame_equal(got, want, check_freq=False, rtol=1e-9)
         assert got.attrs["k_meas"] == want.attrs["k_meas"]
+        # the arrays the plan reads (#15): the frame's own, bit for bit
+        history = (
+            list(zip(m.index.to_pydatetime(), m.to_numpy(), strict=True)) if m is not None else []
+        )
+        cache._arrays_key = None
+        arr = cache.arrays(station, t, 97, 15, weather=site.forecast_weather, history=history)
+        assert np.array_equal(arr.index_ns, got.index.as_unit("ns").asi8)
+        for col, a in (
+            ("pv_ac_kw", arr.p50_kw),
+            ("pv_ac_p10_kw", arr.p10_kw),
+            ("pv_ac_p90_kw", arr.p90_kw),
+        ):
+            assert np.array_equal(a, got[col].to_numpy())
 
 
 def test_battery_following_the_balance_stores_surplus_instead_of_exporting(seed_station, runs):
