@@ -202,7 +202,7 @@ class Handlers16(_Base):
     def on_start_transaction(
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **kw: Any
     ) -> dict[str, Any]:
-        ts = records.parse_time(timestamp)
+        ts = records.required_time(timestamp)
         meter_start_wh = records.checked(meter_start, "meterStart")
         auth = self._authorize(id_tag)
         res = records.start_transaction(
@@ -238,7 +238,7 @@ class Handlers16(_Base):
         transaction_data: list[dict[str, Any]] | None = None,
         **kw: Any,
     ) -> dict[str, Any]:
-        ts = records.parse_time(timestamp)
+        ts = records.required_time(timestamp)
         meter_stop_wh = records.checked(meter_stop, "meterStop")
         samples = records.normalise_meter_values(transaction_data or [], self.charger_id)
         res = records.stop_transaction(
@@ -356,7 +356,7 @@ class Handlers201(_Base):
         meter_value: list[dict[str, Any]] | None = None,
         **kw: Any,
     ) -> dict[str, Any]:
-        ts = records.parse_time(timestamp)
+        ts = records.required_time(timestamp)
         token = id_token.get("id_token") if id_token else None
         auth = self._authorize(token) if id_token else None
         samples = records.normalise_meter_values(meter_value or [], self.charger_id)

@@ -184,6 +184,15 @@ def parse_time(text: str | None, field: str = "timestamp") -> datetime | None:
         ) from None
 
 
+def required_time(text: str | None, field: str = "timestamp") -> datetime:
+    """:func:`parse_time` of a date-time the message must carry: an empty one is an
+    :class:`InvalidValue` (kind ``"format"``) too (the schemas let ``""`` through)."""
+    ts = parse_time(text, field)
+    if ts is None:
+        raise InvalidValue(field, "empty: a date-time is required", "format")
+    return ts
+
+
 # Largest magnitude of any number the station stores (kW, kWh, Wh, A, V, %): beyond it a
 # value is a charger's bug, not a measurement. 1e12 Wh = 1 TWh.
 MAX_ABS_VALUE = 1e12

@@ -159,6 +159,35 @@ async def test_bad_timestamp_is_a_format_error_not_internal(central, store):
         assert answer[:3] == [4, "t2", "FormatViolation"], answer
 
 
+@pytest.mark.parametrize(
+    ("proto", "frame", "code"),
+    [
+        ("ocpp1.6", [2, "e1", "StartTransaction", {"connectorId": 1, "idTag": "T",
+                                                   "meterStart": 0, "timestamp": ""}],
+         "FormationViolation"),
+        ("ocpp1.6", [2, "e2", "StopTransaction", {"transactionId": 1, "meterStop": 10,
+                                                  "timestamp": ""}], "FormationViolation"),
+        ("ocpp2.0.1", [2, "e3", "TransactionEvent", {
+            "eventType": "Started", "timestamp": "", "triggerReason": "CablePluggedIn",
+            "seqNo": 0, "transactionInfo": {"transactionId": "tx-e3"}, "evse": {"id": 1}}],
+         "FormatViolation"),
+    ],
+)  # fmt: skip
+async def test_empty_required_timestamp_is_a_format_error_not_internal(
+    central, store, proto, frame, code
+):
+    """The schemas let an empty date-time string through; the fuzzer found that
+    StartTransaction then failed inside the store (InternalError)."""
+    ws = await raw(central, "GJDG-AC-01" if proto == "ocpp1.6" else "GJDG-AC-03", proto)
+    async with ws:
+        answer = await ask(ws, frame)
+        assert answer[:3] == [4, frame[1], code], answer
+        assert "timestamp" in answer[3]
+        ok = await ask(ws, [2, "after", "Heartbeat", {}])
+        assert ok[0] == 3
+    assert store.conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0] == 0
+
+
 @pytest.mark.parametrize("depth", [40, 30_000])
 async def test_deeply_nested_json_gets_a_call_error_and_the_connection_stays(central, depth):
     ws = await raw(central, "GJDG-AC-01", "ocpp1.6")
