@@ -43,16 +43,14 @@ from megastation.core.fleet import CarVisit, generate_visits
 from megastation.sim.options import POLICIES, SimulationError
 from megastation.sim.simulator import (
     SimulationResult,
-    flow_kpis,
     fresh_store,
-    perfect_foresight,
     prepare_site,
     read_weather,
     simulate,
-    store_reference,
+    summarise_run,
     weather_start,
 )
-from megastation.store import flows, merge, records
+from megastation.store import merge, records
 
 #: how long each part runs before its month, from the station's initial battery SoC.
 #: Chosen on a year of re100 (seed 1, mixed-week): the 5 days after the 1 August and
@@ -258,22 +256,13 @@ def _merged(
         records.register_station_chargers(target, station)
         for i, (since, until) in enumerate(parts):
             merge.append_part(target, tmp / f"part-{i:03d}.db", since, until)
-        frame = flows.read_flows(target)
         sessions = pd.DataFrame(list(target.db["sim_sessions"].rows))
         if not sessions.empty:
             sessions = sessions.drop(columns="id").sort_values("arrival", ignore_index=True)
-        kpis = flow_kpis(
-            station,
-            frame,
-            energy_wanted_kwh=sum(v.energy_wanted_kwh for v in visits),
-            sessions=len(visits),
+        cut = [v if v.departure <= end else replace(v, departure=end) for v in visits]
+        frame, kpis, pf = summarise_run(
+            target, station, cut, site, (start, end), with_perfect_foresight
         )
-        pf = None
-        if with_perfect_foresight:
-            cut = [v if v.departure <= end else replace(v, departure=end) for v in visits]
-            pf_kpis, pf_frame = perfect_foresight(station, start, end, site, cut)
-            store_reference(target, station, "perfect_foresight", pf_frame=pf_frame, kpis=pf_kpis)
-            pf = pf_kpis
     finally:
         target.close()
     counts = [runs[i] for i in range(len(parts))]

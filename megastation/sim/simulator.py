@@ -1193,7 +1193,7 @@ def simulate(
             count_from=utc(count_from) if count_from is not None else None,
         )
         asyncio.run(sim.run(progress))
-        frame, kpis, pf = _summarise(
+        frame, kpis, pf = summarise_run(
             store, station, visits, site, (start, end), with_perfect_foresight
         )
     finally:
@@ -1202,7 +1202,7 @@ def simulate(
     return _result(sim, kpis, frame, sessions, db_path, time.perf_counter() - t_wall, pf)
 
 
-def _summarise(
+def summarise_run(
     store: Store,
     station: Station,
     visits: Sequence[CarVisit],
@@ -1210,8 +1210,8 @@ def _summarise(
     span: tuple[datetime, datetime],
     with_perfect_foresight: bool,
 ) -> tuple[pd.DataFrame, Kpis, Kpis | None]:
-    """A finished run's flows and KPIs, and the optimum's KPIs (stored as the daily
-    reference) when asked."""
+    """A finished run's flows and KPIs from its ``store``, and the optimum's KPIs over
+    ``span`` (stored as the daily reference) when asked (also :mod:`megastation.sim.parts`)."""
     frame = flows.read_flows(store)
     kpis = flow_kpis(
         station,
@@ -1455,4 +1455,5 @@ __all__ = [
     "prepare_site",
     "read_weather",
     "simulate",
+    "summarise_run",
 ]
