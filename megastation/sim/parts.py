@@ -23,13 +23,13 @@ and in the README (#15); :data:`WARMUP` was chosen there.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import itertools
 import multiprocessing as mp
 import queue as queue_mod
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from megastation.sim.simulator import (
     read_weather,
     simulate,
     summarise_run,
+    truncate_visit,
     weather_start,
 )
 from megastation.store import merge, records
@@ -129,7 +130,7 @@ def simulate_in_parts(
     common["site"] = site if site is not None else prepare_site(station, start, end, wx, seed)
     if visits is None:
         visits = generate_visits(station, start, end, seed)
-    visits = [v for v in visits if start <= v.arrival < end]
+    visits = [truncate_visit(v, end) for v in visits if start <= v.arrival < end]
     with tempfile.TemporaryDirectory(prefix="megastation-parts-") as tmp:
         runs = _run_parts(
             station, policy, parts, visits, list(history or ()), warmup, common, Path(tmp),
@@ -147,12 +148,9 @@ def _part_inputs(
     run_start: datetime,
     until: datetime,
 ) -> tuple[list[CarVisit], list[CarVisit]]:
-    """A part's cars (arriving in its run, cut at its end) and history (left before it)."""
-    cars = [
-        v if v.departure <= until else replace(v, departure=until)
-        for v in visits
-        if run_start <= v.arrival < until
-    ]
+    """A part's cars (arriving in its run; :func:`simulate` cuts their stays at its end)
+    and history (left before it)."""
+    cars = [v for v in visits if run_start <= v.arrival < until]
     past = history + [v for v in visits if v.departure <= run_start]
     return cars, past
 
@@ -200,17 +198,18 @@ def _run_parts(
     progress: Callable[[float], None] | None,
 ) -> dict[int, tuple[int, float, float, float]]:
     """Every part in ``jobs`` worker processes; returns their counts by part index."""
-    first = parts[0][0]
-    span_s = [(u - max(s - warmup, first)).total_seconds() for s, u in parts]
+    run_starts = [max(s - warmup, parts[0][0]) for s, _ in parts]  # no warm-up before the span
+    span_s = [(u - r).total_seconds() for r, (_, u) in zip(run_starts, parts, strict=True)]
     done_frac = [0.0] * len(parts)
     runs: dict[int, tuple[int, float, float, float]] = {}
     ctx = mp.get_context("spawn")  # no fork of a process with threads
-    with ctx.Manager() as manager, cf.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+    manager = ctx.Manager() if progress is not None else contextlib.nullcontext()
+    with manager, cf.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
         q = manager.Queue() if progress is not None else None
         pending = set()
         for i in sorted(range(len(parts)), key=lambda i: -span_s[i]):  # longest first
             since, until = parts[i]
-            run_start = max(since - warmup, parts[0][0])  # no warm-up before the span
+            run_start = run_starts[i]
             cars, past = _part_inputs(visits, history, run_start, until)
             args = (run_start, since, until, cars, past, common, tmp / f"part-{i:03d}.db", i, q)
             pending.add(pool.submit(_run_part, station, policy, *args))
@@ -259,9 +258,8 @@ def _merged(
         sessions = pd.DataFrame(list(target.db["sim_sessions"].rows))
         if not sessions.empty:
             sessions = sessions.drop(columns="id").sort_values("arrival", ignore_index=True)
-        cut = [v if v.departure <= end else replace(v, departure=end) for v in visits]
         frame, kpis, pf = summarise_run(
-            target, station, cut, site, (start, end), with_perfect_foresight
+            target, station, visits, site, (start, end), with_perfect_foresight
         )
     finally:
         target.close()

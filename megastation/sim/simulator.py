@@ -1166,7 +1166,7 @@ def simulate(
         site = prepare_site(station, start, end, wx, seed)
     if visits is None:
         visits = generate_visits(station, start, end, seed)
-    visits = [_truncate(v, end) for v in visits if start <= v.arrival < end]
+    visits = [truncate_visit(v, end) for v in visits if start <= v.arrival < end]
     if plan_interval_s is None:
         plan_interval_s = station.site.dispatch_step_min * 60.0
     clock = SimClock(start)
@@ -1275,7 +1275,8 @@ def fresh_store(db_path: str | Path | None, clock: SimClock | None = None) -> St
     return Store(db_path, clock)
 
 
-def _truncate(v: CarVisit, end: datetime) -> CarVisit:
+def truncate_visit(v: CarVisit, end: datetime) -> CarVisit:
+    """``v``, leaving at ``end`` at the latest (a run's end cuts the stay)."""
     return v if v.departure <= end else replace(v, departure=end)
 
 
@@ -1324,7 +1325,7 @@ def perfect_foresight(
             ((grid.times - site.index[0]) // pd.Timedelta(seconds=step)).to_numpy(),
             len(site.index) - 1,
         )
-        chunk = [_truncate(v, t1) for v in visits if t <= v.arrival < t1]
+        chunk = [truncate_visit(v, t1) for v in visits if t <= v.arrival < t1]
         wanted += sum(v.energy_wanted_kwh for v in chunk)
         battery = dispatch.station_battery(station, soc, renew) if b else None
         out = pf_outcome(
@@ -1456,4 +1457,5 @@ __all__ = [
     "read_weather",
     "simulate",
     "summarise_run",
+    "truncate_visit",
 ]
