@@ -4,9 +4,9 @@ A long simulation runs month by month in parallel, each part in its own store an
 after a warm-up that starts before its month. :func:`append_part` copies what a part
 recorded in its own period ``[since, until)`` into the run's store: flows, sessions
 (transactions, meter samples, charging needs, the simulator's session table), plans and
-set points, and the part's settings (the last part's win). Row ids are renumbered past the run store's; a session that began in the
-previous part and ends in this one (the previous part cut it at its end) keeps its first
-row and takes this part's end of it.
+set points, and the part's settings (the last part's win). Row ids are renumbered past
+the run store's; a session that began in the previous part and ends in this one (the
+previous part cut it at its end) keeps its first row and takes this part's end of it.
 """
 
 from __future__ import annotations
