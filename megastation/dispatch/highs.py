@@ -95,7 +95,7 @@ def _pass(h: highspy.Highs, lp: Lp) -> None:
     h.passModel(
         n_col, n_row, lp.a.nnz, 1, 1, 0.0,  # column-wise, minimise, no offset
         lp.c, lp.col_lo, lp.col_up, lp.row_lo, lp.row_up,
-        lp.a.indptr.astype(np.int32), lp.a.indices.astype(np.int32),
+        lp.a.indptr.astype(np.int32, copy=False), lp.a.indices.astype(np.int32, copy=False),
         np.ascontiguousarray(lp.a.data, dtype=float), np.zeros(n_col, dtype=np.int32),
     )  # fmt: skip
 
@@ -104,7 +104,9 @@ def _result(h: highspy.Highs, warm: bool) -> LpResult:
     status = h.getModelStatus()
     info = h.getInfo()
     sol = h.getSolution()
-    x = np.asarray(sol.col_value, dtype=float) if sol.value_valid else None
+    x = None
+    if sol.value_valid:  # col_value is a list: fromiter is the quickest copy into an array
+        x = np.fromiter(sol.col_value, dtype=float, count=h.getNumCol())
     name = _STATUS.get(status, f"status_{h.modelStatusToString(status)}")
     fun = float(info.objective_function_value)
     return LpResult(x, fun, name, int(info.simplex_iteration_count), warm)
@@ -190,14 +192,16 @@ class WarmStart:
         elif extra < 0:  # too few: slacks of nonbasic rows enter
             row[np.flatnonzero(row != _BASIC)[:-extra]] = _BASIC
         b = highspy.HighsBasis()
-        b.col_status = list(map(_CODES.__getitem__, col.tolist()))
-        b.row_status = list(map(_CODES.__getitem__, row.tolist()))
+        b.col_status = _CODES[col].tolist()
+        b.row_status = _CODES[row].tolist()
         b.valid = True
         return b
 
 
 _LOWER, _BASIC, _UPPER = 0, 1, 2
-_CODES = (_BS.kLower, _BS.kBasic, _BS.kUpper)
+# the HighsBasisStatus of each code, as an object array: indexing it with the int8 codes
+# gives the list HighsBasis wants without a Python call per column (it takes no array)
+_CODES = np.array([_BS.kLower, _BS.kBasic, _BS.kUpper], dtype=object)
 
 
 def _lookup(keys: np.ndarray, status: np.ndarray, new: np.ndarray, default: int) -> np.ndarray:
