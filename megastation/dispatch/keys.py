@@ -37,46 +37,47 @@ def _key(family: np.ndarray | int, entity: np.ndarray | int, t_min: np.ndarray |
     return f | e | t
 
 
-def _family_bits(family: int) -> np.int64:
-    """The family's part of a key (:func:`_key` with entity and time 0)."""
-    return np.int64(min(family, _F_MAX)) << np.int64(_F_SHIFT)
+# The family's part of a key (:func:`_key` with entity and time 0), by family.
+_FAMILY_BITS = _key(np.arange(_F_MAX + 1), 0, 0)
+_PEAK_KEY, _SHORT_KEY = _key(_PEAK, 0, 0), _key(_SHORT, 0, 0)
 
 
-def _entities(session_ids: Sequence[str]) -> np.ndarray:
+def entities(session_ids: Sequence[str]) -> np.ndarray:
+    """The entity part of the sessions' keys (CRC-32 of each id), for :func:`column_keys`
+    and :func:`row_keys`."""
     return np.array([zlib.crc32(s.encode()) for s in session_ids], dtype=np.int64)
 
 
-def column_keys(step_end_min: np.ndarray, session_ids: Sequence[str], layout) -> np.ndarray:
-    """One key per LP column of ``layout`` (:class:`megastation.dispatch.lp._Layout`)."""
+def column_keys(step_end_min: np.ndarray, ent: np.ndarray, layout) -> np.ndarray:
+    """One key per LP column of ``layout`` (:class:`megastation.dispatch.lp._Layout`);
+    ``ent``: the sessions' :func:`entities`."""
     v = layout
     keys = np.zeros(v.n_var, dtype=np.int64)
-    blocks = np.concatenate(list(v.col.values()))
-    families = np.repeat(np.arange(1, len(v.col) + 1), step_end_min.size)
-    keys[blocks] = _key(families, 0, np.tile(step_end_min, len(v.col)))  # all blocks at once
-    keys[v.i_peak] = _key(_PEAK, 0, 0)
-    ent = _entities(session_ids)
+    # the per-step blocks fill the first columns, block by block (lp.BLOCKS): all at once
+    by_step = _key(0, 0, step_end_min)
+    keys[: v.i_peak] = (_FAMILY_BITS[1 : len(v.col) + 1, None] | by_step[None, :]).ravel()
+    keys[v.i_peak] = _PEAK_KEY
     if v.n_pairs:
         keys[v.i_pair] = _key(_PAIR, ent[v.ps], step_end_min[v.pt])
         cp = v.chat_pairs
         keys[v.i_chat] = _key(_CHAT, ent[v.ps[cp]], step_end_min[v.pt[cp]])
     keys[v.i_u1] = _key(_U1, ent, 0)
     keys[v.i_u2] = _key(_U2, ent, 0)
-    keys[v.i_short] = _key(_SHORT, 0, 0)
+    keys[v.i_short] = _SHORT_KEY
     return keys
 
 
 def row_keys(
     step_end_min: np.ndarray,
-    session_ids: Sequence[str],
+    ent: np.ndarray,
     layout,
     eq_blocks: Sequence[int],
     ub_blocks: Sequence[int],
 ) -> np.ndarray:
     """One key per LP row: the equality families' rows (lengths ``eq_blocks``, in the
-    order added), then the inequalities' (``ub_blocks``)."""
+    order added), then the inequalities' (``ub_blocks``); ``ent``: as for :func:`column_keys`."""
     v = layout
     T, S = step_end_min.size, v.n_sessions
-    ent = _entities(session_ids)
     cp = v.chat_pairs
     parts = []
     by_step = _key(0, 0, step_end_min)  # a family's key is its bits or'ed onto these
@@ -84,9 +85,9 @@ def row_keys(
         for k, n in enumerate(blocks):
             f = family0 + k
             if n == T:
-                parts.append(by_step | _family_bits(f))
+                parts.append(by_step | _FAMILY_BITS[min(f, _F_MAX)])
             elif n == T - 1:
-                parts.append(by_step[1:] | _family_bits(f))
+                parts.append(by_step[1:] | _FAMILY_BITS[min(f, _F_MAX)])
             elif n == S:
                 parts.append(_key(f, ent, 0))
             elif n == cp.size and v.n_pairs:

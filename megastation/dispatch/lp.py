@@ -19,12 +19,11 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 from scipy.special import erfc
 
-from megastation.core.clock import utc
 from megastation.dispatch import keys
 from megastation.dispatch.highs import Lp, LpResult, WarmStart, solve_lp
 from megastation.dispatch.policy import Policy, battery_may_export
 from megastation.dispatch.problem import Plan, Problem
-from megastation.dispatch.validate import validate
+from megastation.dispatch.validate import SessionFigures, validate
 
 # PV below this [kW] is float dust (e.g. sin at sunrise) that only slows HiGHS: 0.
 PV_DUST_KW = 1e-9
@@ -65,12 +64,13 @@ class _Rows:
         self.n = 0
         self.blocks: list[int] = []  # rows of each family, in the order added (keys.py)
 
-    def add(self, n_rows: int, rhs: np.ndarray) -> int:
+    def add(self, n_rows: int, rhs: np.ndarray | float) -> int:
         """Reserve ``n_rows`` rows; returns the first row index."""
         first = self.n
         self.n += n_rows
         self.blocks.append(n_rows)
-        self.rhs.append(np.broadcast_to(np.asarray(rhs, dtype=float), (n_rows,)))
+        rhs = np.asarray(rhs, dtype=float)
+        self.rhs.append(np.full(n_rows, rhs) if rhs.ndim == 0 else np.broadcast_to(rhs, (n_rows,)))
         return first
 
     def coef(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray | float) -> None:
@@ -114,14 +114,16 @@ def _stack(eq: _Rows, ub: _Rows, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray
     return a, lo, np.concatenate([b_eq, b_ub])
 
 
-def _session_windows(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _session_windows(
+    problem: Problem, figs: SessionFigures
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Availability (fraction of each step plugged in), progress through the stay at each
-    step's midpoint, and the energy still wanted within the horizon. Dense S x T."""
+    step's midpoint (dense S x T), and each departure [s from the grid start]."""
     grid = problem.grid
     edges = grid.edges_s
     t0 = grid.start.timestamp()
-    arr = np.array([utc(s.arrival).timestamp() - t0 for s in problem.sessions])
-    dep = np.array([utc(s.departure).timestamp() - t0 for s in problem.sessions])
+    arr = figs.arrival_s - t0
+    dep = figs.departure_s - t0
     lo = np.maximum(edges[None, :-1], arr[:, None])
     hi = np.minimum(edges[None, 1:], dep[:, None])
     avail = np.clip(hi - lo, 0.0, None) / grid.durations_s[None, :]
@@ -130,21 +132,22 @@ def _session_windows(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return avail, progress, dep
 
 
-def _leave_risk(problem: Problem, ps: np.ndarray, pt: np.ndarray) -> np.ndarray:
+def _leave_risk(problem: Problem, v: _Layout) -> np.ndarray:
     """Per session pair: the chance that the car has left by the step's midpoint, given
     that it is plugged in at the plan start (0 for sessions with a known departure)."""
+    ps, pt, figs = v.ps, v.pt, v.figures
     risk = np.zeros(ps.size)
-    sessions = problem.sessions
-    unsure = [i for i, s in enumerate(sessions) if s.stay_sigma > 0 and s.stay_median_s]
-    if not unsure:
+    given = ~np.isnan(figs.stay_median_s)  # validated: a given median is >= 1 s
+    unsure = (figs.stay_sigma > 0) & given
+    if not unsure.any():
         return risk
     grid = problem.grid
     t0 = grid.start.timestamp()
     mid = t0 + 0.5 * (grid.edges_s[:-1] + grid.edges_s[1:])
-    arr = np.array([utc(s.arrival).timestamp() for s in sessions])
-    med = np.array([s.stay_median_s or 1.0 for s in sessions])
-    sig = np.array([max(s.stay_sigma, MIN_STAY_SIGMA) for s in sessions])
-    sel = np.isin(ps, unsure)
+    arr = figs.arrival_s
+    med = np.where(given, figs.stay_median_s, 1.0)
+    sig = np.maximum(figs.stay_sigma, MIN_STAY_SIGMA)
+    sel = unsure[ps]
     i, t = ps[sel], pt[sel]
 
     def survival(elapsed_s: np.ndarray) -> np.ndarray:
@@ -247,19 +250,25 @@ class _Layout:
     want: np.ndarray  # per session [kWh]
     must: np.ndarray  # per session: needed within the horizon [kWh]
     cur: np.ndarray  # per session: power before the plan start [kW]
+    figures: SessionFigures  # the sessions' figures as arrays
 
     @property
     def n_pairs(self) -> int:
         return self.ps.size
 
+    def blocks(self, arr: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-step blocks of ``arr`` (one value per column) by name, as views: writing
+        into a block writes into ``arr`` (quicker than indexing ``arr`` with ``col``)."""
+        return dict(zip(BLOCKS, arr[: self.i_peak].reshape(len(BLOCKS), -1), strict=True))
 
-def _layout(problem: Problem, m: _Inputs) -> _Layout:
+
+def _layout(problem: Problem, m: _Inputs, figs: SessionFigures) -> _Layout:
     T = m.n_steps
     steps = np.arange(T)
     col = {name: i * T + steps for i, name in enumerate(BLOCKS)}
     i_peak = len(BLOCKS) * T
     S = len(problem.sessions)
-    avail, progress, dep_s = _session_windows(problem)
+    avail, progress, dep_s = _session_windows(problem, figs)
     ps, pt = np.nonzero(avail > MIN_AVAIL_FRAC)
     P = ps.size
     if m.pol.chatter_weight_per_kw <= 0:
@@ -270,10 +279,10 @@ def _layout(problem: Problem, m: _Inputs) -> _Layout:
         chat_pairs = np.flatnonzero(pt == 0)
     Z = chat_pairs.size
     i_u1 = i_peak + 1 + P + Z + np.arange(S)
-    pmax = np.array([s.max_power_kw for s in problem.sessions])
+    pmax = figs.max_power_kw
     # energy wanted within the horizon: all of it if the car leaves inside, else what
     # cannot be delivered after the horizon end at full power (the rest is optional).
-    want = np.array([s.energy_kwh for s in problem.sessions])
+    want = figs.energy_kwh
     after_h = np.clip(dep_s - problem.grid.edges_s[-1], 0.0, None) / 3600.0
     must = np.clip(want - pmax * after_h, 0.0, None) if S else want
     return _Layout(
@@ -282,28 +291,28 @@ def _layout(problem: Problem, m: _Inputs) -> _Layout:
         i_chat=i_peak + 1 + P + np.arange(Z), i_u1=i_u1, i_u2=i_u1 + S,
         i_short=i_peak + 1 + P + Z + 2 * S, n_var=i_peak + 2 + P + Z + 2 * S,
         pmax=pmax, want=want, must=must,
-        cur=np.array([s.current_power_kw for s in problem.sessions]),
+        cur=figs.current_power_kw, figures=figs,
     )  # fmt: skip
 
 
 def _bounds(problem: Problem, m: _Inputs, v: _Layout) -> np.ndarray:
     """Lower and upper bound of every column (n_var x 2)."""
-    col = v.col
     lb = np.zeros(v.n_var)
     ub = np.full(v.n_var, np.inf)
-    ub[col["curt"]] = m.pv
-    ub[col["shed"]] = m.load
+    lb_blk, ub_blk = v.blocks(lb), v.blocks(ub)
+    ub_blk["curt"][:] = m.pv
+    ub_blk["shed"][:] = m.load
     for name in ("pv_bat", "gr_bat"):
-        ub[col[name]] = m.ch_max
+        ub_blk[name][:] = m.ch_max
     for name in _DISCHARGE:
-        ub[col[name]] = m.dis_max
+        ub_blk[name][:] = m.dis_max
     if not battery_may_export(m.pol, problem.grid_state):
         for name in ("bg_exp", "by_exp", "bo_exp"):  # stored energy is never given away (#11)
-            ub[col[name]] = 0.0
-    lb[col["soc_kwh"]] = m.e_min
-    ub[col["soc_kwh"]] = m.e_max
-    ub[col["green_kwh"]] = m.e_max
-    ub[col["old_kwh"]] = m.e_max
+            ub_blk[name][:] = 0.0
+    lb_blk["soc_kwh"][:] = m.e_min
+    ub_blk["soc_kwh"][:] = m.e_max
+    ub_blk["green_kwh"][:] = m.e_max
+    ub_blk["old_kwh"][:] = m.e_max
     ub[v.i_pair] = v.pmax[v.ps] * v.avail[v.ps, v.pt] if v.n_pairs else 0.0
     ub[v.i_u1] = v.must
     ub[v.i_u2] = v.want - v.must
@@ -313,51 +322,52 @@ def _bounds(problem: Problem, m: _Inputs, v: _Layout) -> np.ndarray:
 
 def _objective(problem: Problem, m: _Inputs, v: _Layout) -> np.ndarray:
     """Cost of every column, in points (the tiers of dispatch.md, "Objective")."""
-    pol, dt, col, gs = m.pol, m.dt, v.col, problem.grid_state
+    pol, dt, gs = m.pol, m.dt, problem.grid_state
     c = np.zeros(v.n_var)
+    c_blk = v.blocks(c)
     w_grid, w_cost = pol.grid_to_ev_weight_per_kwh, pol.cost_weight_per_krw
     # tier 2, "grid energy into cars", is charged where grid energy enters: straight into
     # a car, or into the battery (grey, as the kWh it will give back); grey energy that
     # goes to the site load or export is credited back. So swapping labels (grid into
     # the battery while green leaves it for a car) never pays.
-    c[col["gr_ev"]] += w_grid * dt
-    c[col["gr_bat"]] += w_grid * m.eta_c * m.eta_d * (1.0 + pol.grid_to_battery_premium) * dt
+    c_blk["gr_ev"] += w_grid * dt
+    c_blk["gr_bat"] += w_grid * m.eta_c * m.eta_d * (1.0 + pol.grid_to_battery_premium) * dt
     for name in ("by_load", "by_exp"):
-        c[col[name]] -= w_grid * dt
+        c_blk[name] -= w_grid * dt
     # grey energy stored before the horizon was never charged on entry: it costs what a
     # grid kWh costs when it goes to a car, and earns nothing when it goes to the site
     # load or export (a credit there made dumping it look renewable: dispatch.md).
-    c[col["bo_ev"]] += w_grid * dt
+    c_blk["bo_ev"] += w_grid * dt
     for name in ("gr_ev", "gr_load", "gr_bat"):
-        c[col[name]] += w_cost * m.price * dt
+        c_blk[name] += w_cost * m.price * dt
     for name in _EXPORT:
-        c[col[name]] -= w_cost * gs.export_price_krw_per_kwh * dt
+        c_blk[name] -= w_cost * gs.export_price_krw_per_kwh * dt
     for name in _DISCHARGE:
-        c[col[name]] += (w_cost * pol.battery_wear_krw_per_kwh + pol.chatter_weight_per_kw) * dt
-    c[col["curt"]] += pol.curtail_chatter_frac * pol.chatter_weight_per_kw * dt
-    c[col["shed"]] += pol.shed_unmet_factor * pol.unmet_weight_per_kwh * dt
-    c[col["soc_kwh"][-1]] -= w_cost * m.term_val
-    c[col["green_kwh"][-1]] -= w_grid * pol.green_terminal_frac * m.eta_d
+        c_blk[name] += (w_cost * pol.battery_wear_krw_per_kwh + pol.chatter_weight_per_kw) * dt
+    c_blk["curt"] += pol.curtail_chatter_frac * pol.chatter_weight_per_kw * dt
+    c_blk["shed"] += pol.shed_unmet_factor * pol.unmet_weight_per_kwh * dt
+    c_blk["soc_kwh"][-1] -= w_cost * m.term_val
+    c_blk["green_kwh"][-1] -= w_grid * pol.green_terminal_frac * m.eta_d
     c[v.i_peak] = w_cost * gs.demand_charge_krw_per_kw
-    prio = np.array([s.priority for s in problem.sessions])
+    prio = v.figures.priority
     ps, pt = v.ps, v.pt
     if v.n_pairs:
         c[v.i_pair] = pol.early_weight_per_kwh * dt[pt] * (pol.early_base + v.progress[ps, pt])
         c[v.i_chat] = pol.chatter_weight_per_kw
         # uncertain departures: a kWh is worth its chance that the car is still there
-        risk = _leave_risk(problem, ps, pt)
+        risk = _leave_risk(problem, v)
         c[v.i_pair] += risk * pol.unmet_weight_per_kwh * prio[ps] * dt[pt]
     # tier 5 on the aggregate car and battery power (one-sided rows in _inequalities: 2w
     # on the increases, -w on the last value, +w on the first battery value)
     w_chat = pol.chatter_weight_per_kw
-    c[col["d_ev"]] = 2 * w_chat
-    c[col["d_bat"][1:]] = 2 * w_chat
+    c_blk["d_ev"][:] = 2 * w_chat
+    c_blk["d_bat"][1:] = 2 * w_chat
     for name in _TO_EV:
-        c[col[name][-1]] -= w_chat
+        c_blk[name][-1] -= w_chat
     if m.n_steps > 1:
         for name, w in _BAT_NET:
-            c[col[name][-1]] -= w_chat * w
-            c[col[name][0]] += w_chat * w
+            c_blk[name][-1] -= w_chat * w
+            c_blk[name][0] += w_chat * w
     # shortfall: energy needed within the horizon at full weight, the rest discounted
     c[v.i_u1] = pol.unmet_weight_per_kwh * prio
     c[v.i_u2] = pol.beyond_horizon_frac * (w_grid + w_cost * float(m.price.mean())) * prio
@@ -494,15 +504,16 @@ def _group_rows(rows: _Rows, problem: Problem, m: _Inputs, v: _Layout) -> None:
     """Power groups: the sum of member sessions' power <= the group's limit, per step."""
     if not v.n_pairs:
         return
-    keys = [(s.charger_id, s.connector_id) for s in problem.sessions]
+    at: dict[tuple[str, int], list[int]] = {}  # connector -> its sessions
+    for i, s in enumerate(problem.sessions):
+        at.setdefault((s.charger_id, s.connector_id), []).append(i)
     for grp in problem.groups:
-        members = set(grp.members)
-        in_grp = np.array([k in members for k in keys], dtype=bool)
+        in_grp = np.zeros(v.n_sessions, dtype=bool)
+        in_grp[[i for k in set(grp.members) for i in at.get(k, ())]] = True
         sel = np.flatnonzero(in_grp[v.ps])
         if not sel.size:
             continue
-        lim = np.broadcast_to(np.asarray(grp.max_power_kw, dtype=float), (m.n_steps,))
-        r = rows.add(m.n_steps, lim)
+        r = rows.add(m.n_steps, grp.max_power_kw)
         rows.coef(r + v.pt[sel], v.i_pair[sel], 1.0)
 
 
@@ -526,9 +537,9 @@ def solve(problem: Problem, warm: WarmStart | None = None) -> Plan:
 
 def _build(problem: Problem, *, keyed: bool) -> tuple[Lp, _Inputs, _Layout]:
     """The LP of ``problem`` (with column and row keys for a warm start if ``keyed``)."""
-    validate(problem)
+    figs = validate(problem)
     m = _inputs(problem, Policy.of(problem.policy))
-    v = _layout(problem, m)
+    v = _layout(problem, m, figs)
     bounds = _bounds(problem, m, v)
     c = _objective(problem, m, v)
     eq, ub = _equalities(m, v), _inequalities(problem, m, v)
@@ -537,9 +548,9 @@ def _build(problem: Problem, *, keyed: bool) -> tuple[Lp, _Inputs, _Layout]:
     if keyed:
         grid = problem.grid
         ends = (grid.start.timestamp() + grid.edges_s[1:]) // 60
-        ids = [s.session_id for s in problem.sessions]
-        col_keys = keys.column_keys(ends, ids, v)
-        row_keys = keys.row_keys(ends, ids, v, eq.blocks, ub.blocks)
+        ent = keys.entities([s.session_id for s in problem.sessions])
+        col_keys = keys.column_keys(ends, ent, v)
+        row_keys = keys.row_keys(ends, ent, v, eq.blocks, ub.blocks)
     lp = Lp(
         c=c, a=a, col_lo=bounds[:, 0].copy(), col_up=bounds[:, 1].copy(), row_lo=row_lo,
         row_up=row_up, col_keys=col_keys, row_keys=row_keys,
@@ -574,7 +585,7 @@ def _plan(
     """The :class:`Plan` from the LP's solution ``res`` (flows clipped at 0)."""
     x, T, S, dt = res.x, m.n_steps, v.n_sessions, m.dt
     gs = problem.grid_state
-    f = {name: np.clip(x[v.col[name]], 0.0, None) for name in BLOCKS}
+    f = v.blocks(np.clip(x, 0.0, None))
     session_kw = np.zeros((S, T))
     if v.n_pairs:
         session_kw[v.ps, v.pt] = np.clip(x[v.i_pair], 0.0, None)

@@ -1,10 +1,16 @@
 """Preconditions of a dispatch :class:`~megastation.dispatch.problem.Problem`: arrays
 finite and one value per step, capacities and limits >= 0, state of charge within its
-bounds, every departure after the grid start and after its arrival."""
+bounds, every departure after the grid start and after its arrival.
+
+The sessions are checked as arrays (a plan has tens of them, and the LP needs their
+figures as arrays anyway: :class:`SessionFigures`); only when one fails are they checked
+one by one, so the error names the first bad field as it always has.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +25,8 @@ def _array(name: str, value: object, n: int, *, minimum: float | None = 0.0) -> 
         arr = np.full(n, float(arr))
     if arr.shape != (n,):
         raise ProblemError(f"{name}: must have one value per step ({n}), got shape {arr.shape}")
+    if np.isfinite(arr).all() and (minimum is None or not arr.size or arr.min() >= minimum):
+        return arr
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise ProblemError(f"{name}[{bad[0]}]: must be finite, got {arr[bad[0]]}")
@@ -40,8 +48,23 @@ def _number(name: str, value: float, *, lo: float = 0.0, hi: float | None = None
     return v
 
 
-def validate(problem: Problem) -> None:
-    """Raise :class:`ProblemError` naming the first inconsistent field."""
+@dataclass(frozen=True)
+class SessionFigures:
+    """The sessions' figures, one entry per session in the problem's order."""
+
+    arrival_s: np.ndarray  # POSIX time [s]
+    departure_s: np.ndarray  # POSIX time [s]
+    energy_kwh: np.ndarray
+    max_power_kw: np.ndarray
+    priority: np.ndarray
+    current_power_kw: np.ndarray
+    stay_sigma: np.ndarray
+    stay_median_s: np.ndarray  # NaN where not given
+
+
+def validate(problem: Problem) -> SessionFigures:
+    """Raise :class:`ProblemError` naming the first inconsistent field; else the
+    sessions' figures (checked) as arrays."""
     n = problem.grid.n_steps
     _array("pv_kw", problem.pv_kw, n)
     _array("site_load_kw", problem.site_load_kw, n)
@@ -82,31 +105,78 @@ def validate(problem: Problem) -> None:
             _number(
                 "battery.terminal_value_krw_per_kwh", b.terminal_value_krw_per_kwh, lo=-math.inf
             )
-    start = problem.grid.start
-    seen: set[str] = set()
-    for i, s in enumerate(problem.sessions):
-        where = f"sessions[{i}]"
-        if s.session_id in seen:
-            raise ProblemError(f"{where}.session_id: duplicate {s.session_id!r}")
-        seen.add(s.session_id)
-        try:
-            arr, dep = utc(s.arrival), utc(s.departure)
-        except ValueError as exc:
-            raise ProblemError(f"{where}.arrival/departure: {exc}") from None
-        if dep <= start:
-            raise ProblemError(
-                f"{where}.departure: {dep.isoformat()} is not after the grid start {start.isoformat()}"
-            )
-        if dep <= arr:
-            raise ProblemError(f"{where}.departure: must be after arrival {arr.isoformat()}")
-        _number(f"{where}.energy_kwh", s.energy_kwh)
-        _number(f"{where}.max_power_kw", s.max_power_kw)
-        _number(f"{where}.min_power_kw", s.min_power_kw, hi=s.max_power_kw)
-        _number(f"{where}.priority", s.priority)
-        _number(f"{where}.current_power_kw", s.current_power_kw)
-        _number(f"{where}.stay_sigma", s.stay_sigma)
-        if s.stay_median_s is not None:
-            _number(f"{where}.stay_median_s", s.stay_median_s, lo=1.0)
+    figures, ok = _session_figures(problem)
+    if not ok:
+        for i, s in enumerate(problem.sessions):
+            _check_session(problem, i, s)  # raises at the first bad one
+        if figures is None:
+            raise ProblemError("sessions: every figure must be a number")
     for i, grp in enumerate(problem.groups):
         _array(f"groups[{i}].max_power_kw", grp.max_power_kw, n)
     Policy.of(problem.policy)
+    return figures
+
+
+def _session_figures(problem: Problem) -> tuple[SessionFigures | None, bool]:
+    """The sessions' figures (None if they are not numbers) and whether every session
+    passes :func:`_check_session`. POSIX times order as the datetimes do (a float keeps
+    microseconds apart)."""
+    ss = problem.sessions
+    try:
+        nums = np.array(
+            [
+                (s.arrival.timestamp(), s.departure.timestamp(), s.energy_kwh, s.max_power_kw,
+                 s.priority, s.current_power_kw, s.stay_sigma, s.min_power_kw,
+                 math.nan if s.stay_median_s is None else s.stay_median_s)
+                for s in ss
+            ],
+            dtype=float,
+        ).reshape(len(ss), 9)  # fmt: skip
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None, False
+    arr, dep, energy, pmax, prio, cur, sigma, pmin, median = nums.T
+    figures = SessionFigures(
+        arrival_s=arr, departure_s=dep, energy_kwh=energy, max_power_kw=pmax,
+        priority=prio, current_power_kw=cur, stay_sigma=sigma, stay_median_s=median,
+    )  # fmt: skip
+    if len({s.session_id for s in ss}) < len(ss):
+        return figures, False
+    if any(s.arrival.tzinfo is None or s.departure.tzinfo is None for s in ss):
+        return figures, False
+    given = np.array([s.stay_median_s is not None for s in ss], dtype=bool)
+    with np.errstate(invalid="ignore"):  # NaN compares False: not ok
+        ok = (
+            (dep > problem.grid.start.timestamp())
+            & (dep > arr)
+            & np.isfinite(nums[:, 2:8]).all(axis=1)
+            & (nums[:, 2:8] >= 0.0).all(axis=1)
+            & (pmin <= pmax)
+            & (~given | (np.isfinite(median) & (median >= 1.0)))
+        )
+    return figures, bool(ok.all())
+
+
+def _check_session(problem: Problem, i: int, s) -> None:
+    """Raise :class:`ProblemError` naming the first bad field of ``sessions[i]``."""
+    where = f"sessions[{i}]"
+    if any(o.session_id == s.session_id for o in problem.sessions[:i]):
+        raise ProblemError(f"{where}.session_id: duplicate {s.session_id!r}")
+    try:
+        arr, dep = utc(s.arrival), utc(s.departure)
+    except ValueError as exc:
+        raise ProblemError(f"{where}.arrival/departure: {exc}") from None
+    start = problem.grid.start
+    if dep <= start:
+        raise ProblemError(
+            f"{where}.departure: {dep.isoformat()} is not after the grid start {start.isoformat()}"
+        )
+    if dep <= arr:
+        raise ProblemError(f"{where}.departure: must be after arrival {arr.isoformat()}")
+    _number(f"{where}.energy_kwh", s.energy_kwh)
+    _number(f"{where}.max_power_kw", s.max_power_kw)
+    _number(f"{where}.min_power_kw", s.min_power_kw, hi=s.max_power_kw)
+    _number(f"{where}.priority", s.priority)
+    _number(f"{where}.current_power_kw", s.current_power_kw)
+    _number(f"{where}.stay_sigma", s.stay_sigma)
+    if s.stay_median_s is not None:
+        _number(f"{where}.stay_median_s", s.stay_median_s, lo=1.0)

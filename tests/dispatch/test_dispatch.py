@@ -6,7 +6,7 @@ import dataclasses
 import re
 import time
 import tomllib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -29,6 +29,7 @@ from megastation.dispatch import (
     station_battery,
     station_grid_state,
     station_groups,
+    validate,
 )
 
 T0 = datetime(2026, 6, 15, 0, 0, tzinfo=UTC)
@@ -920,3 +921,28 @@ def test_the_plan_reports_its_flows_and_timings():
     np.testing.assert_allclose(plan.flows_kw["gr_load"], [10.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(plan.flows_kw["pv_load"], [0.0, 10.0], atol=1e-6)
     np.testing.assert_allclose(plan.flows_kw["curt"], [0.0, 20.0], atol=1e-6)
+
+
+def test_validate_returns_the_sessions_figures_in_order():
+    seoul = timezone(timedelta(hours=9))
+    a = car("a", 5.0, 10.0, 1.0, current_power_kw=3.0)
+    b = dataclasses.replace(
+        car(
+            "b", 7.0, 11.0, 2.0, connector_id=2, priority=2.0, stay_median_s=3600.0, stay_sigma=0.5
+        ),
+        arrival=(T0 - H).astimezone(seoul),
+    )
+    figs = validate(_valid(cars=(a, b)))
+    assert figs.arrival_s.tolist() == [T0.timestamp(), (T0 - H).timestamp()]
+    assert figs.departure_s.tolist() == [(T0 + H).timestamp(), (T0 + 2 * H).timestamp()]
+    assert figs.energy_kwh.tolist() == [5.0, 7.0]
+    assert figs.max_power_kw.tolist() == [10.0, 11.0]
+    assert figs.priority.tolist() == [1.0, 2.0]
+    assert figs.current_power_kw.tolist() == [3.0, 0.0]
+    assert figs.stay_sigma.tolist() == [0.0, 0.5]
+    assert np.isnan(figs.stay_median_s[0]) and figs.stay_median_s[1] == 3600.0
+
+
+def test_a_nan_stay_median_is_named():
+    with pytest.raises(ProblemError, match=r"^sessions\[1\]\.stay_median_s: must be finite"):
+        validate(_valid(cars=_bad_car(stay_median_s=NAN)))
