@@ -102,14 +102,15 @@ def _pass(h: highspy.Highs, lp: Lp) -> None:
 
 def _result(h: highspy.Highs, warm: bool) -> LpResult:
     status = h.getModelStatus()
-    info = h.getInfo()
     sol = h.getSolution()
     x = None
     if sol.value_valid:  # col_value is a list: fromiter is the quickest copy into an array
         x = np.fromiter(sol.col_value, dtype=float, count=h.getNumCol())
     name = _STATUS.get(status, f"status_{h.modelStatusToString(status)}")
-    fun = float(info.objective_function_value)
-    return LpResult(x, fun, name, int(info.simplex_iteration_count), warm)
+    # two figures asked for by name: getInfo() copies the whole HighsInfo
+    fun = float(h.getObjectiveValue())
+    iterations = int(h.getInfoValue("simplex_iteration_count")[1])
+    return LpResult(x, fun, name, iterations, warm)
 
 
 def solve_lp(lp: Lp) -> LpResult:
