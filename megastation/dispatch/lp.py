@@ -84,6 +84,15 @@ class _Rows:
         else:
             self.v.append(np.full(rows.shape, vals, dtype=float))
 
+    def coef_each(
+        self, rows: np.ndarray, blocks: list[np.ndarray], vals: np.ndarray | float
+    ) -> None:
+        """:meth:`coef` of ``rows`` with each column block in turn, as one entry."""
+        k = len(blocks)
+        if not isinstance(vals, float | int):
+            vals = np.concatenate([vals] * k)
+        self.coef(np.concatenate([rows] * k), np.concatenate(blocks), vals)
+
     def triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Rows, columns and values of every coefficient, and the right-hand sides."""
         if not self.n:
@@ -297,22 +306,22 @@ def _layout(problem: Problem, m: _Inputs, figs: SessionFigures) -> _Layout:
 
 def _bounds(problem: Problem, m: _Inputs, v: _Layout) -> np.ndarray:
     """Lower and upper bound of every column (n_var x 2)."""
+    col = v.col
     lb = np.zeros(v.n_var)
     ub = np.full(v.n_var, np.inf)
-    lb_blk, ub_blk = v.blocks(lb), v.blocks(ub)
-    ub_blk["curt"][:] = m.pv
-    ub_blk["shed"][:] = m.load
+    ub[col["curt"]] = m.pv
+    ub[col["shed"]] = m.load
     for name in ("pv_bat", "gr_bat"):
-        ub_blk[name][:] = m.ch_max
+        ub[col[name]] = m.ch_max
     for name in _DISCHARGE:
-        ub_blk[name][:] = m.dis_max
+        ub[col[name]] = m.dis_max
     if not battery_may_export(m.pol, problem.grid_state):
         for name in ("bg_exp", "by_exp", "bo_exp"):  # stored energy is never given away (#11)
-            ub_blk[name][:] = 0.0
-    lb_blk["soc_kwh"][:] = m.e_min
-    ub_blk["soc_kwh"][:] = m.e_max
-    ub_blk["green_kwh"][:] = m.e_max
-    ub_blk["old_kwh"][:] = m.e_max
+            ub[col[name]] = 0.0
+    lb[col["soc_kwh"]] = m.e_min
+    ub[col["soc_kwh"]] = m.e_max
+    ub[col["green_kwh"]] = m.e_max
+    ub[col["old_kwh"]] = m.e_max
     ub[v.i_pair] = v.pmax[v.ps] * v.avail[v.ps, v.pt] if v.n_pairs else 0.0
     ub[v.i_u1] = v.must
     ub[v.i_u2] = v.want - v.must
@@ -382,34 +391,29 @@ def _equalities(m: _Inputs, v: _Layout) -> _Rows:
     steps = np.arange(T)
     eq = _Rows()
     r = eq.add(T, m.pv) + steps  # PV: pv_ev + pv_load + pv_bat + pv_exp + curt = pv
-    for name in ("pv_ev", "pv_load", "pv_bat", "pv_exp", "curt"):
-        eq.coef(r, col[name], 1.0)
+    eq.coef_each(r, [col[n] for n in ("pv_ev", "pv_load", "pv_bat", "pv_exp", "curt")], 1.0)
     r = eq.add(T, m.load) + steps  # site load
-    for name in ("pv_load", "gr_load", "bg_load", "by_load", "bo_load", "shed"):
-        eq.coef(r, col[name], 1.0)
+    eq.coef_each(
+        r, [col[n] for n in ("pv_load", "gr_load", "bg_load", "by_load", "bo_load", "shed")], 1.0
+    )
     r = eq.add(T, 0.0) + steps  # cars: sum_s p - supplies = 0
-    for name in _TO_EV:
-        eq.coef(r, col[name], -1.0)
+    eq.coef_each(r, [col[n] for n in _TO_EV], -1.0)
     eq.coef(r[v.pt], v.i_pair, 1.0)
     # stored energy: E_t - E_{t-1} - eta_c dt (pv_bat + gr_bat) + dt/eta_d (discharge) = 0
     r = eq.add(T, _first(T, m.e0)) + steps
     eq.coef(r, col["soc_kwh"], 1.0)
     eq.coef(r[1:], col["soc_kwh"][:-1], -1.0)
-    for name in ("pv_bat", "gr_bat"):
-        eq.coef(r, col[name], -m.eta_c * dt)
-    for name in _DISCHARGE:
-        eq.coef(r, col[name], dt / m.eta_d)
+    eq.coef_each(r, [col[n] for n in ("pv_bat", "gr_bat")], -m.eta_c * dt)
+    eq.coef_each(r, [col[n] for n in _DISCHARGE], dt / m.eta_d)
     r = eq.add(T, _first(T, m.g0)) + steps  # renewable content, charged only by PV
     eq.coef(r, col["green_kwh"], 1.0)
     eq.coef(r[1:], col["green_kwh"][:-1], -1.0)
     eq.coef(r, col["pv_bat"], -m.eta_c * dt)
-    for name in ("bg_ev", "bg_load", "bg_exp"):
-        eq.coef(r, col[name], dt / m.eta_d)
+    eq.coef_each(r, [col[n] for n in ("bg_ev", "bg_load", "bg_exp")], dt / m.eta_d)
     r = eq.add(T, _first(T, m.o0)) + steps  # grey energy from before the horizon, only leaves
     eq.coef(r, col["old_kwh"], 1.0)
     eq.coef(r[1:], col["old_kwh"][:-1], -1.0)
-    for name in ("bo_ev", "bo_load", "bo_exp"):
-        eq.coef(r, col[name], dt / m.eta_d)
+    eq.coef_each(r, [col[n] for n in ("bo_ev", "bo_load", "bo_exp")], dt / m.eta_d)
     S = v.n_sessions
     if S:  # per session: delivered + unmet = wanted
         r = eq.add(S, v.want)
@@ -433,21 +437,16 @@ def _inequalities(problem: Problem, m: _Inputs, v: _Layout) -> _Rows:
     steps = np.arange(T)
     rows = _Rows()
     r = rows.add(T, m.imp_lim) + steps
-    for name in ("gr_ev", "gr_load", "gr_bat"):
-        rows.coef(r, col[name], 1.0)
+    rows.coef_each(r, [col[n] for n in ("gr_ev", "gr_load", "gr_bat")], 1.0)
     r = rows.add(T, gs.peak_so_far_kw) + steps  # import - peak_excess <= peak so far
-    for name in ("gr_ev", "gr_load", "gr_bat"):
-        rows.coef(r, col[name], 1.0)
+    rows.coef_each(r, [col[n] for n in ("gr_ev", "gr_load", "gr_bat")], 1.0)
     rows.coef(r, np.full(T, v.i_peak), -1.0)
     r = rows.add(T, gs.export_limit_kw) + steps
-    for name in _EXPORT:
-        rows.coef(r, col[name], 1.0)
+    rows.coef_each(r, [col[n] for n in _EXPORT], 1.0)
     r = rows.add(T, m.ch_max) + steps
-    for name in ("pv_bat", "gr_bat"):
-        rows.coef(r, col[name], 1.0)
+    rows.coef_each(r, [col[n] for n in ("pv_bat", "gr_bat")], 1.0)
     r = rows.add(T, m.dis_max) + steps
-    for name in _DISCHARGE:
-        rows.coef(r, col[name], 1.0)
+    rows.coef_each(r, [col[n] for n in _DISCHARGE], 1.0)
     r = rows.add(T, 0.0) + steps  # green + old grey <= stored (new grey >= 0)
     rows.coef(r, col["green_kwh"], 1.0)
     rows.coef(r, col["old_kwh"], 1.0)
