@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 
 def iso(ts: datetime) -> str:
     """A timestamp as stored: ISO 8601 in UTC with microseconds, so text order is time order."""
-    if ts.tzinfo is None:
+    tz = ts.tzinfo
+    if tz is None:
         raise ValueError(f"naive datetime {ts.isoformat()}: give a time zone")
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+    return (ts if tz is UTC else ts.astimezone(UTC)).isoformat(timespec="microseconds")
 
 
 def time_range(
