@@ -1506,8 +1506,11 @@ def first_soc_frac(store: Store, transaction_id: int) -> float | None:
 def closed_sessions(store: Store, *, limit: int) -> list[tuple[str, datetime, datetime, float]]:
     """The latest ``limit`` closed transactions with an end and a finite energy, newest
     first: ``(charger_id, start UTC, stop UTC, energy_kwh)``."""
+    # the partial index gives them in order (the planner would sort every closed one):
+    # 17,000 closed, limit 5,000 / 20,000: 25 / 42 -> 5 / 16 ms (#15)
     rows = store.conn.execute(
         "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
+        "INDEXED BY ix_tx_closed_start "
         "WHERE state = 'closed' AND stop_time IS NOT NULL "
         "AND energy_kwh BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 "
         "ORDER BY start_time DESC LIMIT ?",
