@@ -10,6 +10,7 @@ keeps the plan being followed and the last set point sent. Powers in kW, battery
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -100,7 +101,8 @@ def balance_setpoint_kw(
     edges = plan.problem.grid.edges_s
     if el < 0 or el >= edges[-1]:
         return None
-    k = int(np.searchsorted(edges, el, side="right") - 1)
+    may_export, edges_list = _followed(plan)
+    k = bisect.bisect_right(edges_list, el) - 1  # np.searchsorted(edges, el, "right") - 1
     planned = float(plan.battery_discharge_kw[k] - plan.battery_charge_kw[k])
     if net_import_kw is not None:
         import_at_plan = net_import_kw + battery_kw - planned
@@ -118,21 +120,24 @@ def balance_setpoint_kw(
         max_charge_kw=b.max_charge_kw,
         max_discharge_kw=b.max_discharge_kw,
         may_discharge_more=reserve_ok or import_at_plan > limit_kw,
-        may_export=_may_export(plan),
+        may_export=may_export,
     )
 
 
-def _may_export(plan: Plan) -> bool:
-    """:func:`battery_may_export` of ``plan``'s problem; the last plan's answer is kept
-    (the set point follows the balance every second around the same plan, #15)."""
-    last = _last_may_export[0] if _last_may_export else None  # one read: threads may share it
+def _followed(plan: Plan) -> tuple[bool, list[float]]:
+    """:func:`battery_may_export` of ``plan``'s problem and its step edges [s] as a list
+    (bisected without numpy's call overhead), kept for the last plan: the set point
+    follows the balance every second (every substep in the simulator) around the same
+    plan (#15)."""
+    last = _last_followed[0] if _last_followed else None  # one read: threads may share it
     if last is None or last[0] is not plan:
-        last = (plan, battery_may_export(plan.problem.policy, plan.problem.grid_state))
-        _last_may_export[:] = [last]
+        may_export = battery_may_export(plan.problem.policy, plan.problem.grid_state)
+        last = (plan, (may_export, plan.problem.grid.edges_s.tolist()))
+        _last_followed[:] = [last]
     return last[1]
 
 
-_last_may_export: list[tuple[Plan, bool]] = []
+_last_followed: list[tuple[Plan, tuple[bool, list[float]]]] = []
 
 
 @dataclass

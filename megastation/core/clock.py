@@ -49,7 +49,10 @@ def _asyncio():
 
 def utc(ts: datetime) -> datetime:
     """Return ``ts`` in UTC; naive datetimes are refused, not guessed."""
-    if ts.tzinfo is None:
+    tz = ts.tzinfo
+    if tz is UTC:  # already UTC (most calls): astimezone would return ts itself
+        return ts
+    if tz is None:
         raise ValueError(f"naive datetime {ts.isoformat()}: give a time zone")
     return ts.astimezone(UTC)
 

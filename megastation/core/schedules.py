@@ -6,6 +6,7 @@ Protocol-free: :mod:`ocpp_central.profiles` turns these into OCPP charging profi
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ class KwSchedule:
     def __post_init__(self) -> None:
         if len(self.starts) != len(self.limits_kw) or not self.starts:
             raise ValueError("KwSchedule: starts and limits_kw must be non-empty and equal length")
-        if any(b <= a for a, b in zip(self.starts, self.starts[1:], strict=False)):
+        if not all(map(operator.lt, self.starts, self.starts[1:])):
             raise ValueError("KwSchedule: starts must increase")
         if self.end <= self.starts[-1]:
             raise ValueError("KwSchedule: end must be after the last start")
@@ -48,16 +49,16 @@ class KwSchedule:
         return self.limits_kw[bisect.bisect_right(self.starts, ts) - 1]
 
     def capped_after(self, ts: datetime, cap_kw: float) -> KwSchedule:
-        """The schedule with every limit from ``ts`` on capped at ``cap_kw``."""
-        starts, limits = [], []
-        for i, s in enumerate(self.starts):
-            nxt = self.starts[i + 1] if i + 1 < len(self.starts) else self.end
-            if s < ts < nxt:  # split the period at ts
-                starts += [s, ts]
-                limits += [self.limits_kw[i], min(self.limits_kw[i], cap_kw)]
-            else:
-                starts.append(s)
-                limits.append(self.limits_kw[i] if s < ts else min(self.limits_kw[i], cap_kw))
+        """The schedule with every limit from ``ts`` on capped at ``cap_kw`` (the period
+        holding ``ts`` is split there; found by bisection: every plan caps each car's)."""
+        k = bisect.bisect_left(self.starts, ts)  # the periods from k on start at ts or later
+        starts = list(self.starts)
+        # min(x, cap_kw) without a call per period
+        limits = [*self.limits_kw[:k], *[cap_kw if cap_kw < x else x for x in self.limits_kw[k:]]]
+        nxt = self.starts[k] if k < len(self.starts) else self.end
+        if k > 0 and ts < nxt:  # period k - 1 starts before ts and ends after it
+            starts.insert(k, ts)
+            limits.insert(k, min(self.limits_kw[k - 1], cap_kw))
         return KwSchedule(tuple(starts), tuple(limits), self.end)
 
     def to_json(self) -> dict[str, Any]:

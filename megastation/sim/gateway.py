@@ -28,6 +28,10 @@ class DirectGateway:
         self.tx: dict[tuple[str, int], tuple[int, KwSchedule]] = {}  # (charger, connector) -> tx
         self.failsafe: dict[str, FailSafe] = {}
         self.sent = 0  # profiles "sent"
+        # each charger's connector rating [kW] (Station.charger: the first of an id)
+        self._connector_kw: dict[str, float] = {}
+        for c in station.chargers:
+            self._connector_kw.setdefault(c.id, c.connector_power_kw)
 
     async def apply(self, setpoints: Sequence[ConnectorSetpoint]) -> list[ApplyOutcome]:
         out = []
@@ -56,8 +60,7 @@ class DirectGateway:
     def limit_kw(
         self, charger_id: str, connector_id: int, transaction_id: int | None, t: datetime
     ) -> float:
-        ch = self.station.charger(charger_id)
-        limit = ch.connector_power_kw if ch else math.inf
+        limit = self._connector_kw.get(charger_id, math.inf)
         fs = self.failsafe.get(charger_id)
         if fs is not None:
             limit = min(limit, fs.max_kw)

@@ -1021,34 +1021,21 @@ def preload_history(store: Any, station: Station, visits: Iterable[CarVisit]) ->
     from megastation.store import records
 
     register: dict[tuple[str, int], float] = {}
-    n = 0
-    with records.group_commit(store):
-        for v in sorted(visits, key=lambda v: v.arrival):
-            if station.charger(v.charger_id) is None:
-                continue
-            conn = (v.charger_id, v.connector_id)
-            wh = register.get(conn, 0.0)
-            tx = records.start_transaction(
-                store,
-                v.charger_id,
-                connector_id=v.connector_id,
-                id_token=v.id_token,
-                auth_status="Accepted",
-                meter_start_wh=round(wh, 1),
-                ts=v.arrival,
+    txs = []
+    for v in sorted(visits, key=lambda v: v.arrival):
+        if station.charger(v.charger_id) is None:
+            continue
+        conn = (v.charger_id, v.connector_id)
+        wh = register.get(conn, 0.0)
+        register[conn] = wh + 1000.0 * v.energy_wanted_kwh
+        txs.append(
+            records.ClosedTransaction(
+                v.charger_id, v.connector_id, v.id_token, v.arrival, round(wh, 1), v.departure,
+                round(register[conn], 1), "EVDisconnected",
             )
-            wh += 1000.0 * v.energy_wanted_kwh
-            records.stop_transaction(
-                store,
-                v.charger_id,
-                tx.transaction_id,
-                meter_stop_wh=round(wh, 1),
-                ts=v.departure,
-                reason="EVDisconnected",
-            )
-            register[conn] = wh
-            n += 1
-    return n
+        )  # fmt: skip
+    # one executemany, not a start and a stop per visit (~17,000 visits late in a year)
+    return records.insert_closed_transactions(store, txs)
 
 
 __all__ = [

@@ -25,9 +25,21 @@ if TYPE_CHECKING:
 
 def iso(ts: datetime) -> str:
     """A timestamp as stored: ISO 8601 in UTC with microseconds, so text order is time order."""
-    if ts.tzinfo is None:
+    last = _last_iso[0]  # one read: threads may share it
+    if last[0] is ts:
+        return last[1]
+    tz = ts.tzinfo
+    if tz is None:
         raise ValueError(f"naive datetime {ts.isoformat()}: give a time zone")
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+    text = (ts if tz is UTC else ts.astimezone(UTC)).isoformat(timespec="microseconds")
+    _last_iso[0] = (ts, text)
+    return text
+
+
+# the last time written and its text: a simulated clock's one ``now`` object stamps every
+# row of a substep (a meter sample's time, received_at, updated_at, ...): datetimes are
+# immutable, so the same object has the same text
+_last_iso: list[tuple[datetime | None, str]] = [(None, "")]
 
 
 def time_range(

@@ -36,7 +36,7 @@ import math
 import threading
 import weakref
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,8 +108,8 @@ def _finite(v: Any) -> bool:
 
 
 def _flow_row(step: FlowStep) -> tuple:
-    d = asdict(step)
-    return (iso(step.ts), float(step.step_s), *[d[f] for f in FLOW_FIELDS])
+    # the fields themselves (dataclasses.asdict deep-copies every value: 20 us a step)
+    return (iso(step.ts), float(step.step_s), *[getattr(step, f) for f in FLOW_FIELDS])
 
 
 def record_flows(store: Store, steps: FlowStep | Iterable[FlowStep] | pd.DataFrame) -> int:

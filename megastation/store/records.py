@@ -1009,6 +1009,92 @@ def stop_transaction(
     return TxResult(transaction_id, created=False, changed=True)
 
 
+@dataclass(frozen=True)
+class ClosedTransaction:
+    """A finished 1.6 session to store at once (:func:`insert_closed_transactions`)."""
+
+    charger_id: str
+    connector_id: int
+    id_token: str | None
+    start: datetime
+    meter_start_wh: float
+    stop: datetime
+    meter_stop_wh: float
+    reason: str | None
+
+
+def insert_closed_transactions(
+    store: Store, txs: Iterable[ClosedTransaction], *, auth_status: str | None = "Accepted"
+) -> int:
+    """Store finished sessions (a history): the rows :func:`start_transaction` then
+    :func:`stop_transaction` store for each in turn, in one executemany. Returns how many.
+
+    The same rows: ids in order from the largest stored id on (SQLite's own choice for an
+    INTEGER PRIMARY KEY), a replay of a stored start (same charger, connector, start and
+    meterStart) is not inserted again, and samples stored without a transaction are
+    claimed as start_transaction claims them. The store's clock is read once (the
+    simulator's clock stands still meanwhile; a live clock would stamp each row apart).
+    """
+    conn = store.conn
+    now = iso(store.now())
+    seen: dict[tuple, tuple[int, str]] = {
+        (r[0], r[1], r[2], r[3]): (r[4], r[5])
+        for r in conn.execute(
+            "SELECT charger_id, connector_id, start_time, meter_start_wh, id, state "
+            "FROM transactions WHERE ocpp_version = '1.6'"
+        )
+    }
+    next_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM transactions").fetchone()[0] + 1
+    rows, replays, n = [], [], 0
+    # start_transaction gives a new transaction the connector's unclaimed samples from its
+    # start on: after an earlier start only those before it are left, so only a start
+    # earlier than all before it on its connector claims any (once per connector in order)
+    earliest: dict[tuple[str, int], str] = {}
+    claims = []
+    for t in txs:
+        n += 1
+        start = iso(t.start)
+        key = (t.charger_id, t.connector_id, start, t.meter_start_wh)
+        if key in seen:  # start_transaction returns the stored one; stop closes it if open
+            if seen[key][1] != "closed":
+                replays.append((seen[key][0], t))
+            continue
+        seen[key] = (next_id, "closed")
+        rows.append(
+            (
+                next_id, t.charger_id, str(next_id), t.connector_id, t.id_token, auth_status,
+                start, iso(t.stop), t.meter_start_wh, t.meter_stop_wh, t.meter_stop_wh,
+                t.meter_start_wh, t.reason or "Local", now, now,
+            )
+        )  # fmt: skip
+        connector = (t.charger_id, t.connector_id)
+        if connector not in earliest or start < earliest[connector]:
+            earliest[connector] = start
+            claims.append((next_id, *connector, start))
+        next_id += 1
+    for charger_id in {r[1] for r in rows} | {t.charger_id for _, t in replays}:
+        forget_caches(store, charger_id)
+    with _tx(store):
+        conn.executemany(
+            "INSERT INTO transactions (id, charger_id, ocpp_tx_id, ocpp_version, connector_id, "
+            "id_token, auth_status, start_time, stop_time, meter_start_wh, meter_stop_wh, "
+            "energy_kwh, stop_reason, state, created_at, updated_at) "
+            "VALUES (?, ?, ?, '1.6', ?, ?, ?, ?, ?, ?, ?, MAX(0, (? - ?) / 1000.0), ?, 'closed', "
+            "?, ?)",
+            rows,
+        )
+        conn.executemany(
+            "UPDATE meter_samples SET transaction_id = ? WHERE charger_id = ? AND "
+            "connector_id = ? AND transaction_id IS NULL AND ts >= ?",
+            claims,
+        )
+    for tx_id, t in replays:
+        stop_transaction(
+            store, t.charger_id, tx_id, meter_stop_wh=t.meter_stop_wh, ts=t.stop, reason=t.reason
+        )
+    return n
+
+
 def transaction_event(
     store: Store,
     charger_id: str,
@@ -1420,8 +1506,11 @@ def first_soc_frac(store: Store, transaction_id: int) -> float | None:
 def closed_sessions(store: Store, *, limit: int) -> list[tuple[str, datetime, datetime, float]]:
     """The latest ``limit`` closed transactions with an end and a finite energy, newest
     first: ``(charger_id, start UTC, stop UTC, energy_kwh)``."""
+    # the partial index gives them in order (the planner would sort every closed one):
+    # 17,000 closed, limit 5,000 / 20,000: 25 / 42 -> 5 / 16 ms (#15)
     rows = store.conn.execute(
         "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
+        "INDEXED BY ix_tx_closed_start "
         "WHERE state = 'closed' AND stop_time IS NOT NULL "
         "AND energy_kwh BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 "
         "ORDER BY start_time DESC LIMIT ?",

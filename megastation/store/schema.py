@@ -371,6 +371,17 @@ def _auto_charger_ratings(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE chargers ADD COLUMN connectors INTEGER")  # NULL: the kind's default
 
 
+@migration("0106_closed_sessions_index")
+def _closed_sessions_index(db: sqlite3.Connection) -> None:
+    """The closed transactions newest first, for records.closed_sessions (the controller's
+    history, re-read every relearn): without it every read sorted all of them (#15). Ties
+    in start time come in charger, connector, id order: the order that sort gave them."""
+    db.execute(
+        "CREATE INDEX ix_tx_closed_start ON transactions (start_time DESC, charger_id, "
+        "connector_id) WHERE state = 'closed'"
+    )
+
+
 # --------------------------------------------------------------------------- 06xx site devices
 
 

@@ -53,3 +53,29 @@ def test_capped_after_on_a_period_start_does_not_split():
     assert c.limits_kw == (10.0, 10.0, 10.0)
     c = s.capped_after(s.end, 10.0)  # from the end on: nothing changes
     assert c == s
+
+
+def _capped_after_period_by_period(s: KwSchedule, ts, cap_kw: float) -> KwSchedule:
+    """capped_after as it was written first: one pass over the periods."""
+    starts, limits = [], []
+    for i, a in enumerate(s.starts):
+        nxt = s.starts[i + 1] if i + 1 < len(s.starts) else s.end
+        if a < ts < nxt:
+            starts += [a, ts]
+            limits += [s.limits_kw[i], min(s.limits_kw[i], cap_kw)]
+        else:
+            starts.append(a)
+            limits.append(s.limits_kw[i] if a < ts else min(s.limits_kw[i], cap_kw))
+    return KwSchedule(tuple(starts), tuple(limits), s.end)
+
+
+def test_capped_after_by_bisection_is_the_period_by_period_schedule():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(300):
+        n = rng.randint(1, 8)
+        s = KwSchedule.regular(T0, 600, [rng.choice([0.0, 7.4, 22.0, 50.0]) for _ in range(n)])
+        ts = T0 + rng.randint(-2, 6 * n + 2) * 2 * M  # before, on, inside, at and after the end
+        cap = rng.choice([0.0, 10.0, 40.0])
+        assert s.capped_after(ts, cap) == _capped_after_period_by_period(s, ts, cap)

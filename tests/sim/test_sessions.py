@@ -333,6 +333,72 @@ def test_preload_history_and_history_alignment(tmp_path, st):
     store.close()
 
 
+def _preload_one_by_one(store, st, visits):
+    """preload_history as it was: a start and a stop per visit (the rows to match)."""
+    register = {}
+    with records.group_commit(store):
+        for v in sorted(visits, key=lambda v: v.arrival):
+            if st.charger(v.charger_id) is None:
+                continue
+            conn = (v.charger_id, v.connector_id)
+            wh = register.get(conn, 0.0)
+            tx = records.start_transaction(
+                store, v.charger_id, connector_id=v.connector_id, id_token=v.id_token,
+                auth_status="Accepted", meter_start_wh=round(wh, 1), ts=v.arrival,
+            )  # fmt: skip
+            wh += 1000.0 * v.energy_wanted_kwh
+            records.stop_transaction(
+                store, v.charger_id, tx.transaction_id, meter_stop_wh=round(wh, 1),
+                ts=v.departure, reason="EVDisconnected",
+            )  # fmt: skip
+            register[conn] = wh
+
+
+def test_preload_history_stores_the_rows_of_a_start_and_stop_per_visit(tmp_path, st):
+    """The bulk insert stores exactly the rows the per-visit start and stop stored: ids,
+    texts, floats, a replayed start (same connector, time and meterStart), an open stored
+    transaction the history closes, samples left without a transaction."""
+    from dataclasses import replace
+
+    from megastation.core.fleet import generate_visits
+
+    t0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+    visits = generate_visits(st, t0, t0 + timedelta(days=3), 1)
+    a = visits[5]
+    zero = replace(a, energy_wanted_kwh=0.0)  # before a, same time: a's start replays it
+    first = min(visits, key=lambda v: v.arrival)
+    elsewhere = replace(a, charger_id="NOT-A-CHARGER")
+    history = [elsewhere, zero, *visits[::-1]]  # unsorted, as given
+
+    def rows(method):
+        store = Store(tmp_path / f"{method.__name__}.db", SimClock(t0 + timedelta(days=3)))
+        records.register_station_chargers(store, st)
+        # stored before: an open transaction the history replays, two loose samples
+        records.start_transaction(
+            store, first.charger_id, connector_id=first.connector_id, id_token="X",
+            auth_status="Accepted", meter_start_wh=0.0, ts=first.arrival,
+        )  # fmt: skip
+        for dt in (timedelta(hours=-1), timedelta(days=2)):
+            records.record_meter_values(
+                store, a.charger_id, a.connector_id,
+                [records.Sample(a.arrival + dt, records.ENERGY_REGISTER, 1.0, "kWh")],
+            )  # fmt: skip
+        method(store, st, history)
+        got = [
+            store.conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+            for table in ("transactions", "meter_samples")
+        ]
+        store.close()
+        return got
+
+    new, old = rows(ss.preload_history), rows(_preload_one_by_one)
+    # the open one closed by first, a not stored again, zero stored
+    assert len(new[0]) == len(visits) and new[0][0][13] == "closed"  # state
+    assert len(new[1]) == 2
+    assert any(r[3] is not None for r in new[1])  # a sample was claimed
+    assert new == old
+
+
 # --------------------------------------------------------------------------- simulator and CLI
 
 
