@@ -52,6 +52,7 @@ from megastation.store import Store, records
 
 MIN_HISTORY = 20  # finished sessions a (kind, hour) cell needs before it is trusted
 MIN_HISTORY_KIND = 8  # ... and a whole charger kind (the fallback when the cell is thin)
+DEFAULTS_HISTORY_LIMIT = 5000  # the latest closed sessions the defaults are learned from
 TARGET_SOC = {"ac": 1.0, "dc": 0.8}  # firm: what a car surely charges to, by charger kind
 FULL_SOC = {"ac": 1.0, "dc": 1.0}  # extra: up to this (the car stops itself when done)
 DEFAULT_EV_BATTERY_KWH = 64.0  # a typical Korean EV battery when nothing better is known
@@ -297,7 +298,7 @@ def estimate_need(
 
 
 def learn_defaults_from_store(
-    store: Store, kind_of: Mapping[str, str], timezone: str, *, limit: int = 5000
+    store: Store, kind_of: Mapping[str, str], timezone: str, *, limit: int = DEFAULTS_HISTORY_LIMIT
 ) -> LearnedDefaults:
     """:func:`learn_defaults` over the latest ``limit`` closed transactions in the store.
 

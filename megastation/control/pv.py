@@ -80,8 +80,12 @@ def _positions(index: pd.DatetimeIndex, times: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _values_at(vals: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    out = np.where(pos >= 0, vals[np.clip(pos, 0, len(vals) - 1)], 0.0)
-    return np.nan_to_num(np.maximum(out, 0.0))
+    return _clean(np.where(pos >= 0, vals[np.clip(pos, 0, len(vals) - 1)], 0.0))
+
+
+def _clean(kw: np.ndarray) -> np.ndarray:
+    """``kw`` with NaN and negative values as 0."""
+    return np.nan_to_num(np.maximum(kw, 0.0))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,8 +152,10 @@ class ForecastArrays:
     def clean(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """P50, P10, P90 with NaN and negative values as 0 (:func:`_values_at`'s cleaning,
         done once: a per-step forecaster serves one ForecastArrays to several plans)."""
-        return tuple(None if c is None else _values_at(c, np.arange(len(c))) for c in (
-            self.p50_kw, self.p10_kw, self.p90_kw))  # fmt: skip
+        return tuple(
+            None if c is None else _clean(np.asarray(c, dtype=float))
+            for c in (self.p50_kw, self.p10_kw, self.p90_kw)
+        )
 
 
 _last_frame: list[ForecastArrays] = []  # the last frame read (a per-step forecaster repeats it)

@@ -260,6 +260,30 @@ def record_setpoints(
         )
 
 
+def newest_closed_sessions(
+    store: Store, *, limit: int
+) -> list[tuple[str, datetime, datetime, float]]:
+    """The rows of :func:`megastation.store.records.closed_sessions` (the same set, newest
+    first), read along the start-time index instead of sorting every closed transaction
+    (a year of history: ~34 -> ~17 ms, re-read by the loop on every relearn, #15).
+
+    Transactions that started at the same time may come in another order. When
+    ``limit`` cuts through such a tie, which of them make the cut is
+    ``records.closed_sessions``' choice: those are then read as it reads them."""
+    rows = store.conn.execute(
+        "SELECT charger_id, start_time, stop_time, energy_kwh FROM transactions "
+        "WHERE +state = 'closed' AND stop_time IS NOT NULL "  # +: order by ix_tx_start
+        "AND energy_kwh BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 "
+        "ORDER BY start_time DESC LIMIT ?",
+        [limit + 1],
+    ).fetchall()
+    if len(rows) > limit:
+        if rows[limit - 1][1] == rows[limit][1]:
+            return _records.closed_sessions(store, limit=limit)
+        del rows[limit:]
+    return [(c, parse_iso(a), parse_iso(b), float(e)) for c, a, b, e in rows]
+
+
 def max_planned_import_kw(store: Store, since: datetime) -> float | None:
     """The highest finite grid import [kW] recorded with a plan made at or after ``since``."""
     row = store.conn.execute(
