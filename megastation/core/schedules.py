@@ -49,16 +49,13 @@ class KwSchedule:
 
     def capped_after(self, ts: datetime, cap_kw: float) -> KwSchedule:
         """The schedule with every limit from ``ts`` on capped at ``cap_kw``."""
-        starts, limits = [], []
-        for i, s in enumerate(self.starts):
-            nxt = self.starts[i + 1] if i + 1 < len(self.starts) else self.end
-            if s < ts < nxt:  # split the period at ts
-                starts += [s, ts]
-                limits += [self.limits_kw[i], min(self.limits_kw[i], cap_kw)]
-            else:
-                starts.append(s)
-                limits.append(self.limits_kw[i] if s < ts else min(self.limits_kw[i], cap_kw))
-        return KwSchedule(tuple(starts), tuple(limits), self.end)
+        k = bisect.bisect_left(self.starts, ts)  # periods before k start before ts
+        nxt = self.starts[k] if k < len(self.starts) else self.end
+        split = k > 0 and ts < nxt  # ts falls inside period k - 1: split it there
+        starts = self.starts[:k] + ((ts,) if split else ()) + self.starts[k:]
+        capped = self.limits_kw[k - 1 if split else k :]  # the split period's second part too
+        limits = self.limits_kw[:k] + tuple(min(x, cap_kw) for x in capped)
+        return KwSchedule(starts, limits, self.end)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -438,6 +438,15 @@ def charger_config_keys(store: Store, charger_id: str) -> dict[str, str] | None:
     return json.loads(row[0]) if row and row[0] else None
 
 
+def open_ocpp_tx_ids(store: Store) -> dict[int, str | None]:
+    """The charger's transaction id of each open transaction (id -> ``ocpp_tx_id``): one
+    query for the loop's whole gather, not a row per transaction (#15)."""
+    rows = store.conn.execute(
+        "SELECT id, ocpp_tx_id FROM transactions WHERE state = 'open'"
+    ).fetchall()
+    return dict(rows)
+
+
 def uncontrollable_chargers(store: Store) -> dict[str, str]:
     """Chargers that reject profiles: id -> reason."""
     rows = store.conn.execute(
