@@ -234,6 +234,7 @@ class SetpointRecord:
 def record_setpoints(
     store: Store, plan_id: int | None, records: Iterable[SetpointRecord], now: datetime
 ) -> None:
+    created_at = iso(now)
     rows = [
         (
             plan_id,
@@ -245,7 +246,7 @@ def record_setpoints(
             dumps(r.payload) if r.payload is not None else None,
             r.status,
             r.detail,
-            iso(now),
+            created_at,
         )
         for r in records
     ]
