@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -64,15 +64,32 @@ def cars_mean_kw(grid: TimeGrid, sessions: Sequence[SessionNeed]) -> np.ndarray:
     return out
 
 
+_LOCAL_DATES: dict[tuple[ZoneInfo, int], date] = {}  # (zone, epoch us) -> local date
+_MAX_LOCAL_DATES = 100_000
+
+
+def _local_dates(grid: TimeGrid, tz: ZoneInfo) -> list[date]:
+    """The local date of each step start, remembered per time (the steps after the first
+    recur in every plan of the next hours, #15)."""
+    if len(_LOCAL_DATES) >= _MAX_LOCAL_DATES:
+        _LOCAL_DATES.clear()
+    out = []
+    for us, t in zip(grid.times_us.tolist(), grid.starts, strict=True):
+        d = _LOCAL_DATES.get((tz, us))
+        if d is None:
+            d = _LOCAL_DATES[(tz, us)] = t.astimezone(tz).date()
+        out.append(d)
+    return out
+
+
 def evening_start_s(
     grid: TimeGrid, pv_kw: np.ndarray, load_kw: np.ndarray, tz: ZoneInfo
 ) -> float | None:
     """Seconds after the plan start at which today's (the plan start's local day) last
     step with PV above the site load ends; None when no such step is left."""
     day = grid.start.astimezone(tz).date()
-    # grid.starts (datetimes, made once per grid and used for the set points too), not
-    # grid.times: a pandas index per plan cost more than the rest of the reserve (#15)
-    local_day = np.array([t.astimezone(tz).date() == day for t in grid.starts])
+    # not from grid.times: a pandas index per plan cost more than the rest of the reserve
+    local_day = np.array([d == day for d in _local_dates(grid, tz)])
     sunny = np.flatnonzero(local_day & (np.asarray(pv_kw) > np.asarray(load_kw)))
     return float(grid.edges_s[sunny[-1] + 1]) if sunny.size else None
 
