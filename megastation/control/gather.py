@@ -146,7 +146,9 @@ def read_sessions(store: Store, caps: CarCaps) -> tuple[dict[str, str], list[TxR
         out.append(
             TxReading(
                 tx=t,
-                needs=records.latest_charging_needs(store, t.transaction_id),
+                needs=records.charging_needs_of(
+                    store, t.transaction_id, t.charger_id, t.connector_id, t.start_time
+                ),
                 first_soc_frac=records.first_soc_frac(store, t.transaction_id)
                 if t.soc_frac is not None
                 else None,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # annotation only: policy.py imports ProblemError from here
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
 
 _DATETIMES: dict[int, datetime] = {}  # _utc_at's memo: epoch us -> datetime (UTC)
@@ -174,7 +175,7 @@ class TimeGrid:
     @cached_property
     def times_us(self) -> np.ndarray:
         """Start of each step [microseconds since the epoch] (:attr:`times` as integers)."""
-        t0_us = pd.Timestamp(self.start).value // 1000
+        t0_us = (self.start - _EPOCH) // _US  # exact (datetimes hold microseconds)
         return _frozen(t0_us + np.round(self.edges_s[:-1] * 1e6).astype(np.int64))
 
     @cached_property
