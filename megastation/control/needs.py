@@ -39,6 +39,7 @@ and :func:`expected_demand_for_station`, which read the store (operator override
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -158,6 +159,12 @@ def learn_defaults(
     )
 
 
+@functools.cache
+def _normal_quantile(q: float) -> float:
+    """The standard normal's ``q`` quantile (once: every car of every plan asks for it)."""
+    return statistics.NormalDist().inv_cdf(q)
+
+
 def _typical_stay(
     kind: str,
     started_at: datetime,
@@ -170,7 +177,7 @@ def _typical_stay(
     base = defaults[kind]
     source = "default"
     hour = started_at.astimezone(ZoneInfo(timezone)).hour
-    z = statistics.NormalDist().inv_cdf(FIRM_DWELL_QUANTILE)
+    z = _normal_quantile(FIRM_DWELL_QUANTILE)
     early_min = base.dwell_min * math.exp(z * DWELL_SIGMA.get(kind, DEFAULT_DWELL_SIGMA))
     if learned is not None and (got := learned.get(kind, hour)) is not None:
         base, source = got, "history"
