@@ -49,12 +49,13 @@ class KwSchedule:
 
     def capped_after(self, ts: datetime, cap_kw: float) -> KwSchedule:
         """The schedule with every limit from ``ts`` on capped at ``cap_kw``."""
-        k = bisect.bisect_left(self.starts, ts)  # periods before k start before ts
-        nxt = self.starts[k] if k < len(self.starts) else self.end
+        own_starts, own_limits = tuple(self.starts), tuple(self.limits_kw)
+        k = bisect.bisect_left(own_starts, ts)  # periods before k start before ts
+        nxt = own_starts[k] if k < len(own_starts) else self.end
         split = k > 0 and ts < nxt  # ts falls inside period k - 1: split it there
-        starts = self.starts[:k] + ((ts,) if split else ()) + self.starts[k:]
-        capped = self.limits_kw[k - 1 if split else k :]  # the split period's second part too
-        limits = self.limits_kw[:k] + tuple(min(x, cap_kw) for x in capped)
+        starts = own_starts[:k] + ((ts,) if split else ()) + own_starts[k:]
+        capped = own_limits[k - 1 if split else k :]  # the split period's second part too
+        limits = own_limits[:k] + tuple(min(x, cap_kw) for x in capped)
         return KwSchedule(starts, limits, self.end)
 
     def to_json(self) -> dict[str, Any]:
