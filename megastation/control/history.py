@@ -144,9 +144,10 @@ def closed_sessions(
 def newest(
     rows: Sequence[tuple[str, datetime, datetime, float]], n: int
 ) -> Sequence[tuple[str, datetime, datetime, float]] | None:
-    """The newest ``n`` of ``rows`` (newest first, as :func:`closed_sessions` reads them):
-    the set ``records.closed_sessions(store, limit=n)`` gives, or None when ``n`` cuts
-    through sessions that started at the same time (then the store chooses)."""
+    """The newest ``n`` of ``rows`` (``(charger_id, start, stop, energy_kwh)`` newest first,
+    as :func:`megastation.store.control.newest_closed_sessions` reads them): the set
+    ``records.closed_sessions(store, limit=n)`` gives, or None when ``n`` cuts through
+    sessions that started at the same time (then the store chooses)."""
     if len(rows) > n and rows[n - 1][1] == rows[n][1]:
         return None
     return rows[:n]

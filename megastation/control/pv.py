@@ -153,8 +153,7 @@ class ForecastArrays:
         """P50, P10, P90 with NaN and negative values as 0 (:func:`_values_at`'s cleaning,
         done once: a per-step forecaster serves one ForecastArrays to several plans)."""
         return tuple(
-            None if c is None else _clean(np.asarray(c, dtype=float))
-            for c in (self.p50_kw, self.p10_kw, self.p90_kw)
+            None if c is None else _clean(c) for c in (self.p50_kw, self.p10_kw, self.p90_kw)
         )
 
 
