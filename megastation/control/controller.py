@@ -88,7 +88,7 @@ from megastation.core.devices import (
     SiteMeter,
 )
 from megastation.core.gateway import ApplyOutcome, ChargerGateway, ConnectorSetpoint
-from megastation.core.schedules import failsafe_limits_kw
+from megastation.core.schedules import FailSafe, failsafe_limits_kw
 from megastation.dispatch import Plan, SetPoints, TimeGrid, WarmStart, solve
 from megastation.store import Store, records
 from megastation.store import control as cr
@@ -195,6 +195,7 @@ class Controller:
         self.warnings: list[str] = []  # bad stored values the last cycle skipped
         self._pv_key: tuple | None = None  # the last forecast, for a per_step forecaster
         self._pv: PvForecast | None = None
+        self._failsafe_shares_of: tuple[tuple, dict[str, FailSafe]] | None = None
 
     # the devices (settable: the composition root shares them between restarts)
 
@@ -605,9 +606,7 @@ class Controller:
         trip; the fail-safe share after the lease)."""
         powers = tx_powers(plan, first)
         fit_headroom(powers, plan, first, site.limit_kw)
-        failsafe = failsafe_limits_kw(
-            self.station.chargers, site.limit_kw, self.station.site.base_load_kw
-        )
+        failsafe = self._failsafe_shares(site.limit_kw)
         setpoints = connector_setpoints(
             powers,
             plan,
@@ -618,6 +617,15 @@ class Controller:
             force="over_limit" in reason,
         )
         return powers, setpoints
+
+    def _failsafe_shares(self, limit_kw: float) -> dict[str, FailSafe]:
+        """Each charger's fail-safe share under ``limit_kw`` (made again only when the
+        limit moves: the same for every plan otherwise)."""
+        key = (limit_kw, self.station.chargers, self.station.site.base_load_kw)
+        if self._failsafe_shares_of is None or self._failsafe_shares_of[0] != key:
+            shares = failsafe_limits_kw(self.station.chargers, limit_kw, key[2])
+            self._failsafe_shares_of = (key, shares)
+        return self._failsafe_shares_of[1]
 
     def _peak_so_far(self, now: datetime) -> float:
         """This month's demand peak [kW] (:func:`megastation.control.problem.peak_so_far_kw`)."""

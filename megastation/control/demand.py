@@ -13,13 +13,14 @@ from datetime import datetime, timedelta
 
 from megastation.control import history
 from megastation.control.needs import (
+    DEFAULTS_HISTORY_LIMIT,
     ExpectedDemand,
     LearnedDefaults,
-    learn_defaults_from_store,
+    learn_defaults,
     profile_demand,
 )
 from megastation.core.config import Station
-from megastation.store import Store
+from megastation.store import Store, records
 
 RELEARN_INTERVAL = timedelta(hours=1)
 
@@ -38,14 +39,21 @@ class Demand:
         self._learned_at: datetime | None = None
         self._expected: ExpectedDemand | None = None
         self._profile: tuple[ExpectedDemand | None] | None = None  # computed once
+        # the history read by the last relearn and when: the expected cars of the same
+        # cycle are learned from it too (one read of the store, not two, #15)
+        self._history: tuple[datetime, list] | None = None
 
     def learned(self, now: datetime) -> LearnedDefaults | None:
         """Session defaults learned from history (re-learned after ``relearn_interval``,
         default :data:`RELEARN_INTERVAL`, and with them the expected cars)."""
         if self._learned_at is None or now - self._learned_at > self.relearn_interval:
-            self._learned = learn_defaults_from_store(
-                self.store, self.kind, self.station.site.timezone
-            )
+            # newest first along the store's start-time index: the defaults' newest
+            # DEFAULTS_HISTORY_LIMIT are the first rows of the longer read (one read, #15)
+            rows = records.closed_sessions(self.store, limit=history.HISTORY_LIMIT)
+            self._history = (now, rows)
+            newest = rows[:DEFAULTS_HISTORY_LIMIT]
+            sessions = [(self.kind[c], a, b, e) for c, a, b, e in newest if c in self.kind]
+            self._learned = learn_defaults(sessions, self.station.site.timezone)
             self._expected = None
             self._learned_at = now
         return self._learned
@@ -53,9 +61,12 @@ class Demand:
     def expected(self, now: datetime) -> ExpectedDemand | None:
         """Cars still to come (re-learned with the defaults)."""
         if self._expected is None:
+            read = self._history
+            self._history = None
             self._expected = history.expected_demand_for_station(
-                self.store, self.station, now, fallback=self._profile_demand
-            )
+                self.store, self.station, now, fallback=self._profile_demand,
+                rows=read[1] if read is not None and read[0] == now else None,
+            )  # fmt: skip
         return self._expected
 
     def _profile_demand(self) -> ExpectedDemand | None:

@@ -138,21 +138,26 @@ def read_sessions(store: Store, caps: CarCaps) -> tuple[dict[str, str], list[TxR
     connector, oldest first."""
     uncontrollable = cr.uncontrollable_chargers(store)
     out = []
-    for t in records.open_transactions(store):
+    open_txs = records.open_transactions(store)
+    ocpp_ids = cr.open_ocpp_tx_ids(store) if open_txs else {}
+    for t in open_txs:
         if not t.connector_id:
             continue
-        row = records.get_transaction(store, t.transaction_id)
         out.append(
             TxReading(
                 tx=t,
-                needs=records.latest_charging_needs(store, t.transaction_id),
+                needs=records.charging_needs_of(
+                    store, t.transaction_id, t.charger_id, t.connector_id, t.start_time
+                ),
                 first_soc_frac=records.first_soc_frac(store, t.transaction_id)
                 if t.soc_frac is not None
                 else None,
                 sample_at=records.latest_sample_at(store, t.transaction_id)
                 if t.transaction_id in caps.sent
                 else None,
-                ocpp_tx_id=str(row["ocpp_tx_id"]) if row else str(t.transaction_id),
+                ocpp_tx_id=str(ocpp_ids[t.transaction_id])
+                if t.transaction_id in ocpp_ids
+                else str(t.transaction_id),
             )
         )
     return uncontrollable, out

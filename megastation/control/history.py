@@ -122,16 +122,22 @@ def learn_expected_demand_by_daytype(
 
 
 def closed_sessions(
-    store: Store, station: Station, *, limit: int = HISTORY_LIMIT
+    store: Store,
+    station: Station,
+    *,
+    limit: int = HISTORY_LIMIT,
+    rows: Sequence[tuple[str, datetime, datetime, float]] | None = None,
 ) -> list[tuple[str, datetime, datetime, float]]:
     """The store's closed sessions on the station's chargers as ``(kind, start, stop,
     energy_kwh)`` (the latest ``limit`` with an end and a finite energy, oldest first).
 
     Read with :func:`megastation.store.records.closed_sessions` (four columns, the limit in
-    SQL): re-read every hour by the loop, a year of history cost ~0.15 s per read as whole
-    rows (#15)."""
+    SQL, along a partial index): re-read by the loop on every relearn, a year of history
+    cost ~0.15 s per read as whole rows (#15). ``rows``: that read's answer, when the caller
+    has it."""
     kind_of = {c.id: c.kind.lower() for c in station.chargers}
-    rows = records.closed_sessions(store, limit=limit)
+    if rows is None:
+        rows = records.closed_sessions(store, limit=limit)
     return [(kind_of[c], a, b, e) for c, a, b, e in reversed(rows) if c in kind_of]
 
 
@@ -141,10 +147,14 @@ def expected_demand_for_station(
     now: datetime,
     *,
     fallback: Callable[[], ExpectedDemand | None] | None = None,
+    rows: Sequence[tuple[str, datetime, datetime, float]] | None = None,
 ) -> ExpectedDemand | None:
     """Expected cars from the store's history (:func:`learn_expected_demand_by_daytype`),
-    else ``fallback()`` (default: the fleet profile, :func:`needs.profile_demand`)."""
-    got = learn_expected_demand_by_daytype(closed_sessions(store, station), station, now)
+    else ``fallback()`` (default: the fleet profile, :func:`needs.profile_demand`).
+    ``rows``: :func:`megastation.store.records.closed_sessions` of :data:`HISTORY_LIMIT`
+    read now, when the caller has them."""
+    sessions = closed_sessions(store, station, rows=rows)
+    got = learn_expected_demand_by_daytype(sessions, station, now)
     if got is not None:
         return got
     return fallback() if fallback is not None else profile_demand(station)

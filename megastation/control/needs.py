@@ -39,6 +39,7 @@ and :func:`expected_demand_for_station`, which read the store (operator override
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +53,7 @@ from megastation.store import Store, records
 
 MIN_HISTORY = 20  # finished sessions a (kind, hour) cell needs before it is trusted
 MIN_HISTORY_KIND = 8  # ... and a whole charger kind (the fallback when the cell is thin)
+DEFAULTS_HISTORY_LIMIT = 5000  # the latest closed sessions the defaults are learned from
 TARGET_SOC = {"ac": 1.0, "dc": 0.8}  # firm: what a car surely charges to, by charger kind
 FULL_SOC = {"ac": 1.0, "dc": 1.0}  # extra: up to this (the car stops itself when done)
 DEFAULT_EV_BATTERY_KWH = 64.0  # a typical Korean EV battery when nothing better is known
@@ -157,6 +159,12 @@ def learn_defaults(
     )
 
 
+@functools.cache
+def _normal_quantile(q: float) -> float:
+    """The standard normal's ``q`` quantile (once: every car of every plan asks for it)."""
+    return statistics.NormalDist().inv_cdf(q)
+
+
 def _typical_stay(
     kind: str,
     started_at: datetime,
@@ -169,7 +177,7 @@ def _typical_stay(
     base = defaults[kind]
     source = "default"
     hour = started_at.astimezone(ZoneInfo(timezone)).hour
-    z = statistics.NormalDist().inv_cdf(FIRM_DWELL_QUANTILE)
+    z = _normal_quantile(FIRM_DWELL_QUANTILE)
     early_min = base.dwell_min * math.exp(z * DWELL_SIGMA.get(kind, DEFAULT_DWELL_SIGMA))
     if learned is not None and (got := learned.get(kind, hour)) is not None:
         base, source = got, "history"
@@ -297,7 +305,7 @@ def estimate_need(
 
 
 def learn_defaults_from_store(
-    store: Store, kind_of: Mapping[str, str], timezone: str, *, limit: int = 5000
+    store: Store, kind_of: Mapping[str, str], timezone: str, *, limit: int = DEFAULTS_HISTORY_LIMIT
 ) -> LearnedDefaults:
     """:func:`learn_defaults` over the latest ``limit`` closed transactions in the store.
 

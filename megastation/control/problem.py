@@ -14,6 +14,7 @@ Powers in kW, energy in kWh, times tz-aware UTC.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ def plan_grid(
     )
 
 
+@functools.cache  # the same every plan (policies are frozen)
 def controller_policy(name: str) -> Policy:
     """The named policy with the live loop's chatter and early-charging weights."""
     pol = Policy.of(name)

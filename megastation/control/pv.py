@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -79,8 +80,12 @@ def _positions(index: pd.DatetimeIndex, times: pd.DatetimeIndex) -> np.ndarray:
 
 
 def _values_at(vals: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    out = np.where(pos >= 0, vals[np.clip(pos, 0, len(vals) - 1)], 0.0)
-    return np.nan_to_num(np.maximum(out, 0.0))
+    return _clean(np.where(pos >= 0, vals[np.clip(pos, 0, len(vals) - 1)], 0.0))
+
+
+def _clean(kw: np.ndarray) -> np.ndarray:
+    """``kw`` with NaN and negative values as 0."""
+    return np.nan_to_num(np.maximum(kw, 0.0))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -142,6 +147,14 @@ class ForecastArrays:
     p10_kw: np.ndarray | None
     p90_kw: np.ndarray | None
     frame: pd.DataFrame | None = None  # read from (held: no other frame takes its id)
+
+    @cached_property
+    def clean(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """P50, P10, P90 with NaN and negative values as 0 (:func:`_values_at`'s cleaning,
+        done once: a per-step forecaster serves one ForecastArrays to several plans)."""
+        return tuple(
+            None if c is None else _clean(c) for c in (self.p50_kw, self.p10_kw, self.p90_kw)
+        )
 
 
 _last_frame: list[ForecastArrays] = []  # the last frame read (a per-step forecaster repeats it)
@@ -209,13 +222,15 @@ def forecast_on_grid(
         return PvForecast(np.zeros(grid.n_steps), None, None)
     # once for every column; grid times in ns as the index's (fine.times_us, exact)
     pos = np.searchsorted(cols.index_ns, fine.times_us * 1000, side="right") - 1
-    p50, p10, p90 = cols.p50_kw, cols.p10_kw, cols.p90_kw
+    p50, p10, p90 = cols.clean  # as _values_at(column, pos): cleaned, then picked
+    before = pos < 0  # times before the forecast: 0
+    rows = np.maximum(pos, 0)
 
     def at(col: np.ndarray) -> np.ndarray:
-        return _values_at(col, pos)
+        return np.where(before, 0.0, col[rows]) if before.any() else col[rows]
 
     return PvForecast(
         p50_kw=grid.mean_of_fine(at(p50)) if p50 is not None else np.zeros(grid.n_steps),
         p10_kw=grid.mean_of_fine(at(p10)) if p10 is not None else None,
-        p90_first_kw=float(at(p90)[0]) if p90 is not None else None,
+        p90_first_kw=(0.0 if before[0] else float(p90[rows[0]])) if p90 is not None else None,
     )

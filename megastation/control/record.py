@@ -160,11 +160,11 @@ def record_cycle(
         first_step=first_step,
         horizon=horizon,
     )
-    cr.record_setpoints(store, plan_id, [setpoint_record(o) for o in applied.outcomes], now)
+    rows = [setpoint_record(o) for o in applied.outcomes]
     if applied.battery is not None:
         status, detail = applied.battery
-        row = cr.SetpointRecord(
-            None, None, None, "battery", applied.battery_kw, None, status, detail
+        rows.append(
+            cr.SetpointRecord(None, None, None, "battery", applied.battery_kw, None, status, detail)
         )
-        cr.record_setpoints(store, plan_id, [row], now)
+    cr.record_setpoints(store, plan_id, rows, now)  # the cars', then the battery's
     return plan_id, cycle_s

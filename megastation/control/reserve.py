@@ -27,9 +27,10 @@ Pure: arrays in, arrays out. Powers in kW, energy in kWh, times tz-aware UTC.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -63,13 +64,32 @@ def cars_mean_kw(grid: TimeGrid, sessions: Sequence[SessionNeed]) -> np.ndarray:
     return out
 
 
+_LOCAL_DATES: dict[tuple[ZoneInfo, int], date] = {}  # (zone, epoch us) -> local date
+_MAX_LOCAL_DATES = 100_000
+
+
+def _local_dates(grid: TimeGrid, tz: ZoneInfo) -> list[date]:
+    """The local date of each step start, remembered per time (the steps after the first
+    recur in every plan of the next hours, #15)."""
+    if len(_LOCAL_DATES) >= _MAX_LOCAL_DATES:
+        _LOCAL_DATES.clear()
+    out = []
+    for us, t in zip(grid.times_us.tolist(), grid.starts, strict=True):
+        d = _LOCAL_DATES.get((tz, us))
+        if d is None:
+            d = _LOCAL_DATES[(tz, us)] = t.astimezone(tz).date()
+        out.append(d)
+    return out
+
+
 def evening_start_s(
     grid: TimeGrid, pv_kw: np.ndarray, load_kw: np.ndarray, tz: ZoneInfo
 ) -> float | None:
     """Seconds after the plan start at which today's (the plan start's local day) last
     step with PV above the site load ends; None when no such step is left."""
     day = grid.start.astimezone(tz).date()
-    local_day = np.array([t.astimezone(tz).date() == day for t in grid.times.to_pydatetime()])
+    # not from grid.times: a pandas index per plan cost more than the rest of the reserve
+    local_day = np.array([d == day for d in _local_dates(grid, tz)])
     sunny = np.flatnonzero(local_day & (np.asarray(pv_kw) > np.asarray(load_kw)))
     return float(grid.edges_s[sunny[-1] + 1]) if sunny.size else None
 
@@ -127,13 +147,16 @@ def burst_energy_above_kwh(
     at least one whole car), on top of ``other_kw`` (site load less PV) in that step.
     A burst at ``p`` kW above the level for its energy ``e`` needs ``e x (1 - level /
     p)`` from the battery to be held at the level."""
-    starts = grid.edges_s[:-1]
+    # Python lists and bisect: a plan has ~50 sessions, and numpy's per-call overhead on
+    # one value was most of this function's time (#15)
+    starts = grid.edges_s[:-1].tolist()
+    in_window = window.tolist()
     power: dict[int, float] = {}
     energy: dict[int, float] = {}
     for s in sessions:
         a = (s.arrival - grid.start).total_seconds()
-        t = int(np.searchsorted(starts, a, side="right")) - 1
-        if a < 0 or t < 0 or not window[t] or s.energy_kwh <= 0:
+        t = bisect.bisect_right(starts, a) - 1  # as np.searchsorted(side="right")
+        if a < 0 or t < 0 or not in_window[t] or s.energy_kwh <= 0:
             continue
         power[t] = power.get(t, 0.0) + s.max_power_kw
         energy[t] = energy.get(t, 0.0) + s.energy_kwh

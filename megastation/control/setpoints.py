@@ -46,23 +46,25 @@ def tx_powers(plan: Plan, first: SetPoints) -> TxPowers:
     grid = problem.grid
     edges = grid.edges_s
     out = TxPowers()
-    for i, pid in enumerate(plan.session_ids):
-        if pid.startswith(EXPECTED_PREFIX):
-            continue
+    cars = [i for i, pid in enumerate(plan.session_ids) if not pid.startswith(EXPECTED_PREFIX)]
+    if not cars:
+        return out
+    sessions = [problem.sessions[i] for i in cars]
+    # the plan's powers are step averages; a car that leaves within a step gets the power
+    # while it is there (average / share of the step plugged in): one row per session
+    dep_s = np.array([(s.departure - grid.start).total_seconds() for s in sessions])
+    share = np.clip((dep_s[:, None] - edges[:-1]) / np.diff(edges), 0.0, 1.0)
+    avg = plan.session_kw[cars]
+    kw = np.divide(avg, share, out=np.zeros(avg.shape), where=share > MIN_SHARE)
+    kw = np.minimum(kw, np.array([s.max_power_kw for s in sessions])[:, None])
+    for j, (i, s) in enumerate(zip(cars, sessions, strict=True)):
+        pid = plan.session_ids[i]
         sid = pid.removesuffix(EXTRA_SUFFIX)
-        s = problem.sessions[i]
-        # the plan's powers are step averages; a car that leaves within a step gets
-        # the power while it is there (average / share of the step plugged in)
-        dep_s = (s.departure - grid.start).total_seconds()
-        share = np.clip((dep_s - edges[:-1]) / np.diff(edges), 0.0, 1.0)
-        kw = np.divide(
-            plan.session_kw[i], share, out=np.zeros(grid.n_steps), where=share > MIN_SHARE
-        )
-        kw = np.minimum(kw, s.max_power_kw)
-        out.kw[sid] = out.kw.get(sid, 0.0) + kw
-        out.avg[sid] = out.avg.get(sid, 0.0) + plan.session_kw[i]
+        out.kw[sid] = out.kw.get(sid, 0.0) + kw[j]
+        out.avg[sid] = out.avg.get(sid, 0.0) + avg[j]
+        share0 = share[j, 0]
         out.first[sid] = out.first.get(sid, 0.0) + float(
-            min(first.session_kw[pid] / share[0], s.max_power_kw) if share[0] > MIN_SHARE else 0.0
+            min(first.session_kw[pid] / share0, s.max_power_kw) if share0 > MIN_SHARE else 0.0
         )
         out.delivered[sid] = out.delivered.get(sid, 0.0) + float(plan.delivered_kwh[i])
         if not pid.endswith(EXTRA_SUFFIX):

@@ -23,6 +23,22 @@ if TYPE_CHECKING:  # annotation only: policy.py imports ProblemError from here
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+_DATETIMES: dict[int, datetime] = {}  # _utc_at's memo: epoch us -> datetime (UTC)
+_MAX_DATETIMES = 100_000  # a year of 15-minute steps is 35,040
+
+
+def _utc_at(us: int) -> datetime:
+    """The UTC datetime ``us`` microseconds after the epoch, made once per time: a plan's
+    step starts recur in every plan of the next hours (#15)."""
+    got = _DATETIMES.get(us)
+    if got is None:
+        if len(_DATETIMES) >= _MAX_DATETIMES:  # a long-running loop: start afresh
+            _DATETIMES.clear()
+        got = _DATETIMES[us] = _EPOCH + timedelta(microseconds=us)
+    return got
 
 
 class ProblemError(ValueError):
@@ -159,13 +175,13 @@ class TimeGrid:
     @cached_property
     def times_us(self) -> np.ndarray:
         """Start of each step [microseconds since the epoch] (:attr:`times` as integers)."""
-        t0_us = pd.Timestamp(self.start).value // 1000
+        t0_us = (self.start - _EPOCH) // _US  # exact (datetimes hold microseconds)
         return _frozen(t0_us + np.round(self.edges_s[:-1] * 1e6).astype(np.int64))
 
     @cached_property
     def starts(self) -> tuple[datetime, ...]:
         """:attr:`times` as datetimes (UTC), without pandas."""
-        return tuple(_EPOCH + timedelta(microseconds=us) for us in self.times_us.tolist())
+        return tuple(_utc_at(us) for us in self.times_us.tolist())
 
     @property
     def end(self) -> datetime:

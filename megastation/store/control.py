@@ -234,6 +234,7 @@ class SetpointRecord:
 def record_setpoints(
     store: Store, plan_id: int | None, records: Iterable[SetpointRecord], now: datetime
 ) -> None:
+    created_at = iso(now)
     rows = [
         (
             plan_id,
@@ -245,7 +246,7 @@ def record_setpoints(
             dumps(r.payload) if r.payload is not None else None,
             r.status,
             r.detail,
-            iso(now),
+            created_at,
         )
         for r in records
     ]
@@ -412,6 +413,15 @@ def charger_config_keys(store: Store, charger_id: str) -> dict[str, str] | None:
         "SELECT config_keys FROM control_chargers WHERE charger_id = ?", (charger_id,)
     ).fetchone()
     return json.loads(row[0]) if row and row[0] else None
+
+
+def open_ocpp_tx_ids(store: Store) -> dict[int, str | None]:
+    """The charger's transaction id of each open transaction (id -> ``ocpp_tx_id``): one
+    query for the loop's whole gather, not a row per transaction (#15)."""
+    rows = store.conn.execute(
+        "SELECT id, ocpp_tx_id FROM transactions WHERE state = 'open'"
+    ).fetchall()
+    return dict(rows)
 
 
 def uncontrollable_chargers(store: Store) -> dict[str, str]:

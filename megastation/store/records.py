@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import weakref
@@ -1441,13 +1442,27 @@ def latest_charging_needs(store: Store, transaction_id: int) -> ChargingNeeds | 
     ).fetchone()
     if tx is None:
         return None
+    return charging_needs_of(store, transaction_id, tx[0], tx[1], parse_iso(tx[2]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _needs_since(start_time: datetime) -> str:
+    """EVSE-wide ChargingNeeds count for a transaction from this (stored) time on."""
+    return iso(start_time - timedelta(minutes=15))
+
+
+def charging_needs_of(
+    store: Store, transaction_id: int, charger_id: str, connector_id: int, start_time: datetime
+) -> ChargingNeeds | None:
+    """:func:`latest_charging_needs` of a transaction whose charger, connector and start
+    the caller has read (the control loop, every plan: one query less per car, #15)."""
     row = store.conn.execute(
         "SELECT charger_id, connector_id, transaction_id, requested_energy_kwh, departure_time, "
         "max_power_kw, energy_transfer_mode, received_at FROM charging_needs "
         "WHERE transaction_id = ? OR (transaction_id IS NULL AND charger_id = ? AND "
         "connector_id = ? AND received_at >= ?) "
         "ORDER BY received_at DESC, id DESC LIMIT 1",
-        (transaction_id, tx[0], tx[1], iso(parse_iso(tx[2]) - timedelta(minutes=15))),
+        (transaction_id, charger_id, connector_id, _needs_since(start_time)),
     ).fetchone()
     if row is None:
         return None

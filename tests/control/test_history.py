@@ -87,3 +87,45 @@ def test_too_little_history_falls_back(station, tmp_path):
     )
     store.close()
     assert got.source == "history" and got.kinds["dc"].energy_kwh == pytest.approx(30.0)
+
+
+def _stored(store, sessions):
+    for charger, a, b, e in sessions:
+        tx = records.start_transaction(
+            store, charger, connector_id=1, id_token="T", auth_status="Accepted",
+            meter_start_wh=0.0, ts=a,
+        )  # fmt: skip
+        records.stop_transaction(
+            store, charger, tx.transaction_id, meter_stop_wh=e * 1000, ts=b, reason="Local"
+        )
+
+
+def test_one_read_of_history_learns_what_two_did(station, tmp_path):
+    """Demand reads the history once per relearn (records.closed_sessions, along its
+    partial index) and learns the same defaults and expected cars as two reads did: the
+    newest n of a longer read are the read of n, also where n cuts through sessions that
+    started at the same time."""
+    from megastation.control.demand import Demand
+    from megastation.control.needs import learn_defaults_from_store
+
+    store = Store(tmp_path / "h.db", SimClock(MONDAY + 14 * D))
+    records.register_station_chargers(store, station)
+    rng = np.random.default_rng(5)
+    chargers = [c.id for c in station.chargers]
+    sessions = []
+    for i in range(300):
+        a = MONDAY + timedelta(minutes=int(rng.integers(0, 14 * 24 * 60)))
+        stay = timedelta(minutes=int(rng.integers(10, 300)))
+        sessions.append((chargers[i % len(chargers)], a, a + stay, float(rng.uniform(2, 60))))
+    sessions.append((chargers[0], sessions[7][1], sessions[7][2], 11.0))  # a tie in start
+    _stored(store, sessions)
+    newest = records.closed_sessions(store, limit=1000)
+    tie = next(i for i in range(len(newest) - 1) if newest[i][1] == newest[i + 1][1])
+    for limit in (1, 50, tie + 1, 299, 301, 400):
+        assert newest[:limit] == records.closed_sessions(store, limit=limit)
+    now = MONDAY + 14 * D
+    kind = {c.id: c.kind.lower() for c in station.chargers}
+    demand = Demand(store, station)
+    assert demand.learned(now) == learn_defaults_from_store(store, kind, TZ)
+    assert demand.expected(now) == history.expected_demand_for_station(store, station, now)
+    store.close()
