@@ -18,7 +18,7 @@ own time is then measured in its worker.
 
 ``--year``: for each controlled policy (default ``re100,cost``), 14 days on the solve
 path as it was before #15 (scipy's ``linprog``, cold, ``dispatch.solve_reference``;
-expected cars re-learned hourly) and on the current one, their KPI differences, then a
+expected cars re-learned hourly; a plan on every departure) and on the current one, their KPI differences, then a
 whole year (365 days from the weather's first day) as ``megastation simulate`` runs it:
 month by month in ``--jobs`` processes (:mod:`megastation.sim.parts`), one policy at a
 time: wall time, CPU time of all processes (steadier than wall time on a shared machine)
@@ -102,9 +102,10 @@ def _timed(station, pol, days, before, common):  # in a worker process
     end = start + timedelta(days=days)
     site = prepare_site(station, start, end, common["weather"], common["seed"])
     kwargs = dict(common, days=days, site=site)
-    if before:  # as before #15: scipy's linprog, cold; expected cars re-learned hourly
-        kwargs["solver"] = solve_reference
+    if before:  # as before #15: scipy's linprog, cold; expected cars re-learned hourly;
+        kwargs["solver"] = solve_reference  # a plan on every departure
         kwargs["relearn_interval"] = RELEARN_INTERVAL
+        kwargs["replan_on_departure"] = "always"
     cpu, wall = time.process_time(), time.perf_counter()
     shown = [0]
 

@@ -239,8 +239,9 @@ class Controller:
         elif isinstance(event, ev.TransactionStarted):
             self.trigger("car_plugged_in")
         elif isinstance(event, ev.TransactionEnded):
-            self._ev_kw.pop((event.charger_id, event.connector_id or 0), None)
-            self.trigger("car_left")
+            last_kw = self._ev_kw.pop((event.charger_id, event.connector_id or 0), None)
+            if last_kw is None or last_kw > 0.0:  # a car drawing nothing frees nothing now
+                self.trigger("car_left")
         elif isinstance(event, ev.ChargingNeedsReceived):
             self.trigger("charging_needs")
         elif isinstance(event, ev.OperatorChanged):

@@ -120,6 +120,23 @@ LIMIT_SLACK_KW = 1e-9
 # of history), and 14 days with 200 days of history moved every KPI by < 0.01 % (re100,
 # seed 1, mixed-week; README, "Simulate and analyse") while saving 1.9 s CPU per day.
 SIM_RELEARN_INTERVAL = timedelta(days=1)
+# Which departures trigger a plan: "drawing" (a car that leaves while it draws power:
+# its share is free for the others now; one that draws nothing frees nothing a plan can
+# use before the next 15-minute plan), "always" (before #15), "never".
+DEPARTURE_REPLANS = ("drawing", "always", "never")
+
+
+def departure_replans(value: bool | str) -> str:
+    """``replan_on_departure`` as one of :data:`DEPARTURE_REPLANS` (True: "drawing",
+    False: "never")."""
+    if value is True or value is False:
+        return "drawing" if value else "never"
+    if value not in DEPARTURE_REPLANS:
+        raise SimulationError(
+            f"replan_on_departure: must be True, False or one of {', '.join(DEPARTURE_REPLANS)};"
+            f" got {value!r}"
+        )
+    return value
 
 
 # --------------------------------------------------------------------------- inputs
@@ -597,7 +614,7 @@ class _Simulator:
         plan_interval_s: float,
         run: str,
         keep_plan_horizons: bool = False,
-        replan_on_departure: bool = True,
+        replan_on_departure: bool | str = True,
         follow_balance: bool = True,
         solver: Solver | None = None,
         relearn_interval: timedelta = SIM_RELEARN_INTERVAL,
@@ -613,7 +630,7 @@ class _Simulator:
         self.step_s = step_s
         self.plan_interval_s = plan_interval_s
         self.run_name = run
-        self.replan_on_departure = replan_on_departure
+        self.departure_replans = departure_replans(replan_on_departure)
         self.follow_balance = follow_balance  # battery follows the site balance between plans
         self.flow_step_s = station.site.dispatch_step_min * 60
         self.tz = station.site.timezone
@@ -1067,7 +1084,9 @@ class _Simulator:
         reasons = []
         for car in [c for c in self.cars.values() if c.visit.departure <= now]:
             self._unplug(car, car.visit.departure)
-            if self.replan_on_departure:
+            if self.departure_replans == "always" or (
+                self.departure_replans == "drawing" and car.power_kw > 0.0
+            ):
                 reasons.append("car_left")
         while self.pending and self.pending[0].arrival <= now:
             v = self.pending.pop(0)
@@ -1123,7 +1142,7 @@ def simulate(
     with_perfect_foresight: bool = True,
     progress: Callable[[float], None] | None = None,
     keep_plan_horizons: bool = False,
-    replan_on_departure: bool = True,
+    replan_on_departure: bool | str = True,
     follow_balance: bool = True,
     history: Sequence[CarVisit] | None = None,
     solver: Solver | None = None,
@@ -1135,12 +1154,12 @@ def simulate(
     ``start`` defaults to the weather file's first local midnight; the period is
     ``hours`` if given, else ``days``. ``db_path`` None keeps the store in memory.
     ``plan_interval_s`` (None: the station's dispatch step) is the controller's re-plan
-    interval; it also re-plans on every arrival (and departure).
+    interval; it also re-plans on every arrival and when a car that draws power leaves.
     ``keep_plan_horizons`` keeps every plan's per-step horizon in ``control_plans``
     (several kB each, ~230 plans a day); by default only the latest plan keeps it.
-    ``replan_on_departure`` False: a car leaving does not trigger a plan (the live
-    controller re-plans; skipping it saves about a quarter of the LP solves of the
-    controlled policies and moves their KPIs by well under 2 %, see the README).
+    ``replan_on_departure``: True (``"drawing"``) re-plans when a car that draws power
+    leaves, as the live loop does; ``"always"`` on every departure (as before #15: ~20 %
+    more plans, README "A year in parts"); False (``"never"``) on none.
     ``follow_balance`` (default, as the live guard loop): between plans the battery
     follows the metered site balance around the plan; False holds the plan's set point.
     ``history``: visits stored as closed transactions before ``start`` (the controller

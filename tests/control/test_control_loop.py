@@ -295,3 +295,23 @@ async def test_cycles_start_warm_from_the_last_plan(station, store, clock):
     await ctl.cycle("interval")
     assert ctl.warm_start.solves == 2
     assert ctl.warm_start.iterations - first_iters < first_iters
+
+
+def test_a_departure_re_plans_only_when_the_car_was_drawing(station, store, clock):
+    """TransactionEnded asks for a plan when the car's last metered power was above zero
+    or never metered; a car that drew nothing frees nothing a plan can use (#15)."""
+    from megastation.core import events as ev
+
+    ctl = Controller(station, store, clock, gateway=DirectGateway(station, store, clock))
+    now = clock.now()
+
+    def ended(charger: str, kw: float | None) -> set[str]:
+        ctl._reasons.clear()
+        if kw is not None:
+            ctl.notify(ev.MeterSampleReceived(charger, now, 1, 7, kw, 10.0, None))
+        ctl.notify(ev.TransactionEnded(charger, now, 7, 1, 10.0, "EVDisconnected"))
+        return set(ctl._reasons)
+
+    assert ended("GJDG-DC-01", 0.0) == set()
+    assert ended("GJDG-DC-02", 42.0) == {"car_left"}
+    assert ended("GJDG-DC-03", None) == {"car_left"}

@@ -6,6 +6,7 @@ whole module; the invariants are checked on what the runs recorded.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -336,3 +337,40 @@ def test_renewable_energy_left_in_the_battery_is_reported(seed_station):
     stored_end = stored_after_charge - 19.0 / 0.95  # 118 kWh
     assert k.battery_renewable_end_kwh == pytest.approx(stored_end * green_frac, rel=1e-6)
     assert k.renewable_frac == pytest.approx(green_frac, rel=1e-6)  # what the car got
+
+
+@pytest.mark.parametrize(("rule", "left"), [("drawing", 1), (True, 1), ("always", 2), (False, 0)])
+def test_a_car_that_leaves_while_drawing_nothing_triggers_no_plan(
+    seed_station, tmp_path, rule, left
+):
+    """Re-plan on departure only for a car still drawing power: its share is free now; a
+    full car's departure frees nothing a plan can use (#15: ~19 % fewer plans)."""
+    from megastation.core.fleet import CarVisit
+
+    def car(charger: str, energy_kwh: float, stay_min: int) -> CarVisit:
+        arrival = START + timedelta(minutes=5)
+        return CarVisit(
+            charger, 1, arrival, arrival + timedelta(minutes=stay_min), energy_kwh, "test",
+            battery_kwh=80.0, car_max_power_kw=100.0, soc_arrival_frac=0.2,
+            sends_charging_needs=False, id_token=f"T-{charger}",
+        )  # fmt: skip
+
+    visits = [car("GJDG-DC-01", 4.0, 60), car("GJDG-DC-02", 60.0, 50)]  # full / charging
+    db = tmp_path / "r.db"
+    r = simulate(
+        seed_station, start=START, hours=2.0, policy="re100", weather=WEATHER, seed=SEED,
+        visits=visits, plan_interval_s=4 * 3600, with_perfect_foresight=False,
+        replan_on_departure=rule, db_path=db,
+    )  # fmt: skip
+    got = r.sessions.set_index("charger_id")["energy_kwh"]
+    assert got["GJDG-DC-01"] == pytest.approx(4.0, abs=0.01)  # full before it left
+    assert got["GJDG-DC-02"] < 59.0  # still charging when it left
+    with sqlite3.connect(db) as con:
+        reasons = [x for (x,) in con.execute("SELECT reason FROM control_plans ORDER BY id")]
+    assert sum("car_left" in x for x in reasons) == left
+    assert sum("car_plugged_in" in x for x in reasons) == 1  # both arrived in one substep
+
+
+def test_a_bad_departure_rule_is_named(seed_station):
+    with pytest.raises(SimulationError, match="replan_on_departure"):
+        simulate(seed_station, hours=1, replan_on_departure="sometimes")
