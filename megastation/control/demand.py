@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 
 from megastation.control import history
 from megastation.control.needs import (
-    DEFAULTS_HISTORY_LIMIT,
     ExpectedDemand,
     LearnedDefaults,
-    learn_defaults,
+    learn_defaults_from_store,
     profile_demand,
 )
 from megastation.core.config import Station
@@ -47,13 +46,12 @@ class Demand:
         """Session defaults learned from history (re-learned after ``relearn_interval``,
         default :data:`RELEARN_INTERVAL`, and with them the expected cars)."""
         if self._learned_at is None or now - self._learned_at > self.relearn_interval:
-            # newest first along the store's start-time index: the defaults' newest
-            # DEFAULTS_HISTORY_LIMIT are the first rows of the longer read (one read, #15)
+            # one read of the store for the defaults and the expected cars (#15)
             rows = records.closed_sessions(self.store, limit=history.HISTORY_LIMIT)
             self._history = (now, rows)
-            newest = rows[:DEFAULTS_HISTORY_LIMIT]
-            sessions = [(self.kind[c], a, b, e) for c, a, b, e in newest if c in self.kind]
-            self._learned = learn_defaults(sessions, self.station.site.timezone)
+            self._learned = learn_defaults_from_store(
+                self.store, self.kind, self.station.site.timezone, rows=rows
+            )
             self._expected = None
             self._learned_at = now
         return self._learned

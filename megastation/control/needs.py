@@ -305,25 +305,33 @@ def estimate_need(
 
 
 def learn_defaults_from_store(
-    store: Store, kind_of: Mapping[str, str], timezone: str, *, limit: int = DEFAULTS_HISTORY_LIMIT
+    store: Store,
+    kind_of: Mapping[str, str],
+    timezone: str,
+    *,
+    limit: int = DEFAULTS_HISTORY_LIMIT,
+    rows: Sequence[tuple[str, datetime, datetime, float]] | None = None,
 ) -> LearnedDefaults:
     """:func:`learn_defaults` over the latest ``limit`` closed transactions in the store.
 
-    ``kind_of`` maps charger id to 'ac' / 'dc'; unknown chargers are skipped.
+    ``kind_of`` maps charger id to 'ac' / 'dc'; unknown chargers are skipped. ``rows``: a
+    longer read of :func:`megastation.store.records.closed_sessions` the caller has (its
+    newest ``limit`` are the read of ``limit``: the store returns them in one order).
     """
-    return learn_defaults(_closed_sessions_by_kind(store, kind_of, limit), timezone)
+    return learn_defaults(_closed_sessions_by_kind(store, kind_of, limit, rows), timezone)
 
 
 def _closed_sessions_by_kind(
-    store: Store, kind_of: Mapping[str, str], limit: int
+    store: Store,
+    kind_of: Mapping[str, str],
+    limit: int,
+    rows: Sequence[tuple[str, datetime, datetime, float]] | None = None,
 ) -> list[tuple[str, datetime, datetime, float]]:
     """The latest ``limit`` closed sessions as ``(kind, start, stop, energy_kwh)``, on
-    chargers in ``kind_of`` (charger id -> 'ac' / 'dc')."""
-    return [
-        (kind_of[c], a, b, e)
-        for c, a, b, e in records.closed_sessions(store, limit=limit)
-        if c in kind_of
-    ]
+    chargers in ``kind_of`` (charger id -> 'ac' / 'dc'); from ``rows`` (newest first)
+    when given, else read."""
+    newest = rows[:limit] if rows is not None else records.closed_sessions(store, limit=limit)
+    return [(kind_of[c], a, b, e) for c, a, b, e in newest if c in kind_of]
 
 
 # --------------------------------------------------------------------------- expected cars

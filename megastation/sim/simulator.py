@@ -117,8 +117,9 @@ OVER_LIMIT_TOL_KW = 1e-6
 LIMIT_SLACK_KW = 1e-9
 # The simulated controller re-learns expected cars and session defaults from history
 # daily, not hourly as live: a relearn reads up to 20,000 sessions (~0.1 s with 300 days
-# of history before #15's indexed single read, ~0.06 s after), and 14 days with 200 days of history moved every KPI by < 0.01 % (re100,
-# seed 1, mixed-week; README, "Simulate and analyse") while saving 1.9 s CPU per day.
+# of history before #15's one indexed read, ~0.06 s after), and 14 days with 200 days of
+# history moved every KPI by < 0.01 % (re100, seed 1, mixed-week; README, "Simulate and
+# analyse") while saving 1.9 s CPU per day.
 SIM_RELEARN_INTERVAL = timedelta(days=1)
 # Which departures trigger a plan: "drawing" (a car that leaves while it draws power:
 # its share is free for the others now; one that draws nothing frees nothing a plan can
