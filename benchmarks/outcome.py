@@ -17,7 +17,8 @@ the socket-free simulator (:func:`megastation.sim.simulator.simulate`):
   arrivals and departures (``--plan-interval-s``; live every minute), knowing of each car
   only what a station knows (the SoC of DC cars, stated needs where the data has them,
   otherwise its own estimate), the PV forecast from degraded weather (``--forecast perfect``:
-  from the actual weather);
+  from the actual weather; ``--drivers truthful``: every driver states the true departure
+  and energy on arrival, a bound on what knowing the cars plugged in is worth);
 - ``uncontrolled`` (cars at full power, battery in self-consumption) and
   ``uncontrolled-idle`` (battery idle), and ``greedy`` (PV surplus, no departures);
 - the perfect-foresight optimum (re100 tiers, every car and the PV known).
@@ -153,6 +154,11 @@ def run_cell(cell: dict) -> dict:
         notes = f"{len(visits)} cars, {len(history)} in history"
     else:
         visits = generate_visits(station, start, start + timedelta(days=days), cell["seed"])
+    if cell.get("drivers") == "truthful":  # a bound: every driver states the truth on arrival
+        visits = [
+            replace(v, stated_departure=v.departure, stated_energy_kwh=v.energy_wanted_kwh)
+            for v in visits
+        ]
     end = start + timedelta(days=days)
     site = prepare_site(station, start, end, wx, cell.get("seed", 1))
     if cell["forecast"] == "perfect":
@@ -209,7 +215,7 @@ def run_cell(cell: dict) -> dict:
 def cells(args: argparse.Namespace) -> list[dict]:
     out = []
     common = {"days": args.days, "forecast": args.forecast, "policies": args.policies,
-              "plan_interval_s": args.plan_interval_s}  # fmt: skip
+              "plan_interval_s": args.plan_interval_s, "drivers": args.drivers}  # fmt: skip
     for scale in args.scales:
         for weather in args.weathers:
             for seed in args.seeds:
@@ -340,6 +346,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--policies", default="re100")
     ap.add_argument("--forecast", choices=("pvlib", "perfect"), default="pvlib")
     ap.add_argument(
+        "--drivers",
+        choices=("station", "truthful"),
+        default="station",
+        help="truthful: every driver states the true departure and energy on arrival (a "
+        "bound on what knowing the cars plugged in is worth; future cars stay unknown)",
+    )
+    ap.add_argument(
         "--plan-interval-s",
         type=float,
         default=300.0,
@@ -372,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     todo = cells(args)
     print(
         f"{len(todo)} cells, {args.days:g} day(s) each ({args.file_days:g} for the files), "
-        f"forecast {args.forecast}, policies {','.join(args.policies)}",
+        f"forecast {args.forecast}, drivers {args.drivers}, policies {','.join(args.policies)}",
         flush=True,
     )
     print(HEADER, flush=True)

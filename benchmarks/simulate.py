@@ -20,7 +20,7 @@ own time is then measured in its worker.
 path as it was before #15 (scipy's ``linprog``, cold, ``dispatch.solve_reference``;
 expected cars re-learned hourly; a plan on every departure) and on the current one, their KPI differences, then a
 whole year (365 days from the weather's first day) as ``megastation simulate`` runs it:
-month by month in ``--jobs`` processes (:mod:`megastation.sim.parts`), one policy at a
+cut at month starts into ``--jobs`` parts in as many processes (:mod:`megastation.sim.parts`), one policy at a
 time: wall time, CPU time of all processes (steadier than wall time on a shared machine)
 per simulated day, plans, KPIs. ``--serial-year`` also runs each year in one process
 and prints how far the year in parts is from it. Not a test.
@@ -147,7 +147,7 @@ def _year(args, station, wx, start) -> None:
 
 
 def _year_in_parts(station, pol, common, jobs):
-    """A year of ``pol`` month by month in ``jobs`` processes: (wall s, CPU s of this
+    """A year of ``pol`` in ``jobs`` parts of whole months in as many processes: (wall s, CPU s of this
     process and its workers, plans, KPIs)."""
 
     def cpu_s() -> float:

@@ -1,6 +1,6 @@
 """Several policies on the same simulated site and cars, side by side (``megastation
 simulate``): :func:`run_policies` runs them (in worker processes when ``jobs`` > 1; a span
-over months month by month, :mod:`megastation.sim.parts`) and
+over months in parts of whole months, :mod:`megastation.sim.parts`) and
 writes one database and three CSVs per policy and ``summary.csv``; :func:`kpi_table`
 renders KPIs side by side with rich (also the demo's summary).
 """
@@ -105,7 +105,7 @@ def _run_policy(
     progress: Callable[[float], None] | None = None,
     jobs: int = 1,
 ) -> tuple[str, Kpis, Kpis | None]:
-    """One policy's run (month by month in ``jobs`` processes when it spans months:
+    """One policy's run (in ``jobs`` parts of whole months when it spans months:
     :mod:`megastation.sim.parts`), its CSVs; returns (policy, KPIs, perfect-foresight
     KPIs or None)."""
     r = simulate_in_parts(
@@ -187,8 +187,8 @@ def run_policies(
 ) -> tuple[dict[str, Kpis], Kpis]:
     """Run each policy on the same site and cars, ``jobs`` of them at a time in worker
     processes (policies are independent, the results are the same as one at a time);
-    a span over more than one calendar month instead runs each policy month by month in
-    ``jobs`` processes (:mod:`megastation.sim.parts`, close to but not the same as one
+    a span over more than one calendar month instead runs each policy in ``jobs`` parts of
+    whole months in as many processes (:mod:`megastation.sim.parts`, close to but not the same as one
     run); write DBs, CSVs and ``summary.csv``. Returns the KPIs by policy and the
     perfect-foresight optimum's. ``visits`` replace the generated cars (real sessions,
     :mod:`megastation.sim.sessions`); ``history`` is preloaded into every store."""
@@ -210,7 +210,7 @@ def run_policies(
     }
     order = sorted(policies, key=lambda p: p not in CONTROLLED)
     pf_policy = order[-1]  # the perfect foresight goes with a quick run
-    # a span over months runs each policy month by month on all the jobs, one policy
+    # a span over months runs each policy in parts of whole months on all the jobs, one policy
     # after the other; a shorter one runs the policies side by side
     by_month = jobs > 1 and len(month_parts(t0, end, station.site.timezone)) > 1
     with Progress(console=console, transient=True, disable=console is None) as prog:

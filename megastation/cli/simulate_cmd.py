@@ -75,8 +75,8 @@ def parse_policies(text: str) -> list[str]:
     type=click.IntRange(min=1),
     default=None,
     help="Worker processes [default: one per CPU]: policies side by side, or, for a span "
-    "over more than one calendar month, each policy month by month in parallel (each month "
-    "after a 1-day warm-up; see the README).",
+    "over more than one calendar month, each policy cut at month starts into one part per "
+    "worker, run in parallel (each part after a 1-day warm-up; see the README).",
 )
 @click.option(
     "--keep-plans",

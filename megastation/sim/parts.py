@@ -1,23 +1,29 @@
-"""A long simulation run month by month in parallel worker processes.
+"""A long simulation cut at month starts and run in parallel worker processes.
 
-One process simulates a controlled policy at about a day per second or two (some 200
+One process simulates a controlled policy at about a day per second or two (some 160
 plans a day), so a year takes several minutes even on the fast path. Its months are
 nearly independent: the demand charge is billed per month, the battery forgets its
 state within a day or two, and the cars are drawn in advance. So :func:`simulate_in_parts`
-cuts the span at the station's local month starts and simulates each month in its own
-worker process and store:
+cuts the span at the station's local month starts into one part per worker, each a run of
+whole months about as long as the others (:func:`balanced_parts`: a year on 2 workers is
+two halves of six months, on 12 workers twelve months), and simulates each part in its
+own worker process and store:
 
-- each part starts :data:`WARMUP` before its month (not before the span), with the battery at the station's
-  initial SoC, and runs to its month's end; it keeps only its month (flows, sessions,
-  plans: :func:`megastation.store.merge.append_part`), the warm-up is thrown away;
+- each part starts :data:`WARMUP` before its first month (not before the span), with the
+  battery at the station's initial SoC, and runs to its last month's end; it keeps only
+  its months (flows, sessions, plans: :func:`megastation.store.merge.append_part`), the
+  warm-up is thrown away;
 - its store holds, as history, every car that left before its warm-up began: what the
   controller of one long run would have learned expected cars from (there, what each
   car got; here, what it wanted, which differs by the unmet energy, ~1 %);
 - the site (weather, PV, base load) and the cars are drawn once for the whole span, as
   one long run draws them; the KPIs are computed from the merged flows as there.
 
-How close that comes to one long run is measured in ``benchmarks/simulate.py --year``
-and in the README (#15); :data:`WARMUP` was chosen there.
+Fewer, longer parts are closer to one long run (fewer warm-ups, fewer boundaries) and
+cheaper: a year of re100 on 2 workers took 535 s of CPU in two halves against 590 s in
+twelve months (same machine, same hour; ``benchmarks/simulate.py --year``, README
+"A year in parts"). How close the parts come to one long run is measured there too;
+:data:`WARMUP` was chosen there.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import itertools
+import math
 import multiprocessing as mp
 import queue as queue_mod
 import tempfile
@@ -81,6 +88,40 @@ def month_parts(start: datetime, end: datetime, tz: str) -> list[tuple[datetime,
     return list(itertools.pairwise(cuts))
 
 
+def balanced_parts(
+    months: Sequence[tuple[datetime, datetime]], n: int
+) -> list[tuple[datetime, datetime]]:
+    """Consecutive ``months`` joined into at most ``n`` consecutive parts, the longest of
+    them as short as it can be (ties: the earlier cut)."""
+    if n >= len(months):
+        return list(months)
+    if n <= 1:
+        return [(months[0][0], months[-1][1])]
+    secs = [(b - a).total_seconds() for a, b in months]
+    ends = list(itertools.accumulate(secs))
+
+    def span(i: int, j: int) -> float:  # months i .. j-1
+        return ends[j - 1] - (ends[i - 1] if i else 0.0)
+
+    m = len(months)
+    # best[k][j]: the longest part, months 0 .. j-1 in k parts; cut[k][j]: its last cut
+    best = [[math.inf] * (m + 1) for _ in range(n + 1)]
+    cut = [[0] * (m + 1) for _ in range(n + 1)]
+    best[0][0] = 0.0
+    for k in range(1, n + 1):
+        for j in range(k, m + 1):
+            for i in range(k - 1, j):
+                worst = max(best[k - 1][i], span(i, j))
+                if worst < best[k][j]:
+                    best[k][j], cut[k][j] = worst, i
+    bounds, j = [m], m
+    for k in range(n, 0, -1):
+        j = cut[k][j]
+        bounds.append(j)
+    bounds.reverse()
+    return [(months[i][0], months[j - 1][1]) for i, j in itertools.pairwise(bounds)]
+
+
 def simulate_in_parts(
     station: Station,
     *,
@@ -99,9 +140,9 @@ def simulate_in_parts(
     progress: Callable[[float], None] | None = None,
     **options: Any,
 ) -> SimulationResult:
-    """:func:`megastation.sim.simulator.simulate` of ``days`` from ``start``, month by
-    month in ``jobs`` worker processes (see the module docstring). A span within one
-    month, or ``jobs`` 1, is one ordinary run. ``options`` go to every part's
+    """:func:`megastation.sim.simulator.simulate` of ``days`` from ``start``, in up to
+    ``jobs`` parts of whole months in as many worker processes (see the module
+    docstring). A span within one month, or ``jobs`` 1, is one ordinary run. ``options`` go to every part's
     :func:`simulate` (``plan_interval_s``, ``keep_plan_horizons``, ...)."""
     if policy not in POLICIES:
         raise SimulationError(f"policy: must be one of {', '.join(POLICIES)}; got {policy!r}")
@@ -112,7 +153,7 @@ def simulate_in_parts(
     start = utc(start) if start is not None else weather_start(wx, station.site.timezone)
     end = start + timedelta(days=days)
     common = dict(weather=wx, seed=seed, **options)
-    parts = month_parts(start, end, station.site.timezone)
+    parts = balanced_parts(month_parts(start, end, station.site.timezone), jobs)
     if jobs <= 1 or len(parts) == 1:
         return simulate(
             station,
@@ -281,4 +322,4 @@ def _merged(
     )
 
 
-__all__ = ["WARMUP", "month_parts", "simulate_in_parts"]
+__all__ = ["WARMUP", "balanced_parts", "month_parts", "simulate_in_parts"]

@@ -1,7 +1,7 @@
 """One store from the stores of a run simulated in parts (:mod:`megastation.sim.parts`).
 
-A long simulation runs month by month in parallel, each part in its own store and each
-after a warm-up that starts before its month. :func:`append_part` copies what a part
+A long simulation runs in parts of whole months in parallel, each part in its own store
+and each after a warm-up that starts before its first month. :func:`append_part` copies what a part
 recorded in its own period ``[since, until)`` into the run's store: flows, sessions
 (transactions, meter samples, charging needs, the simulator's session table), plans and
 set points, and the part's settings (the last part's win). Row ids are renumbered past

@@ -15,7 +15,7 @@ from megastation.cli import main
 from megastation.core.config import Station, load_station, seeds_dir
 from megastation.core.fleet import CarVisit
 from megastation.reports import exports
-from megastation.sim.parts import month_parts, simulate_in_parts
+from megastation.sim.parts import balanced_parts, month_parts, simulate_in_parts
 from megastation.sim.simulator import simulate
 from megastation.store import Store
 
@@ -82,6 +82,24 @@ def test_month_parts_cut_at_local_month_starts():
     local = pd.DatetimeIndex([s for s, _ in year]).tz_convert(tz)
     assert (local.day == 1).all() and (local.hour == 0).all()
     assert all(a[1] == b[0] for a, b in itertools.pairwise(year))
+
+
+def test_balanced_parts_join_whole_months_one_part_per_worker():
+    year = month_parts(BOUNDARY, BOUNDARY + timedelta(days=365), "Asia/Seoul")
+
+    def days(parts):
+        return [round((b - a) / timedelta(days=1)) for a, b in parts]
+
+    assert days(balanced_parts(year, 2)) == [184, 181]  # July-December, January-June
+    assert days(balanced_parts(year, 4)) == [92, 92, 90, 91]
+    assert balanced_parts(year, 1) == [(year[0][0], year[-1][1])]
+    assert balanced_parts(year, 12) == balanced_parts(year, 30) == year
+    for n in range(1, 13):
+        parts = balanced_parts(year, n)
+        assert len(parts) == n and parts[0][0] == year[0][0] and parts[-1][1] == year[-1][1]
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+        assert {s for s, _ in parts} <= {s for s, _ in year}  # cut at month starts only
+        assert max(days(parts)) <= -(-365 // n) + 31  # no part longer than a month too many
 
 
 def test_merged_store_reads_as_one_run(runs, seed_station):
