@@ -129,6 +129,31 @@ def capture(
     return (green(online) - green(base)) / gain, True
 
 
+def _future_oracle(station: Station, visits: list, end) -> None:
+    """``--future oracle`` (in this worker process): the controller's cars still to come
+    are the cell's real future cars (arrival, departure, energy, power, connector) instead
+    of what it learned; a bound on what knowing the future cars is worth."""
+    from megastation.control import problem
+    from megastation.dispatch.problem import SessionNeed
+
+    power = {c.id: c.connector_power_kw for c in station.chargers}
+
+    def oracle(demand, grid, timezone, share):
+        lo = grid.start + timedelta(seconds=float(grid.edges_s[1]))
+        hi = grid.start + timedelta(seconds=float(grid.edges_s[-1]))
+        out = []
+        for v in visits:
+            if lo <= v.arrival < hi:
+                dep = min(v.departure, end)
+                kw = min(v.car_max_power_kw, power[v.charger_id])
+                kwh = min(v.energy_wanted_kwh, kw * (dep - v.arrival).total_seconds() / 3600)
+                sid = f"oracle:{v.charger_id}:{v.connector_id}:{v.arrival.isoformat()}"
+                out.append(SessionNeed(sid, v.charger_id, v.connector_id, v.arrival, dep, kwh, kw))
+        return out, sum(s.energy_kwh for s in out)
+
+    problem.expected_session_needs = oracle
+
+
 def run_cell(cell: dict) -> dict:
     """One cell of the matrix (in a worker process): every policy on the same sun and cars."""
     t_wall = time.perf_counter()
@@ -154,15 +179,19 @@ def run_cell(cell: dict) -> dict:
         notes = f"{len(visits)} cars, {len(history)} in history"
     else:
         visits = generate_visits(station, start, start + timedelta(days=days), cell["seed"])
+    end = start + timedelta(days=days)
     if cell.get("drivers") == "truthful":  # a bound: every driver states the truth on arrival
-        visits = [
-            replace(v, stated_departure=v.departure, stated_energy_kwh=v.energy_wanted_kwh)
+        visits = [  # the departure as the cell has it: a car still there at the end leaves then
+            replace(
+                v, stated_departure=min(v.departure, end), stated_energy_kwh=v.energy_wanted_kwh
+            )
             for v in visits
         ]
-    end = start + timedelta(days=days)
     site = prepare_site(station, start, end, wx, cell.get("seed", 1))
     if cell["forecast"] == "perfect":
         site = replace(site, forecast_weather=site.weather)
+    if cell.get("future") == "oracle":
+        _future_oracle(station, visits, end)
     kw = {"start": start, "days": days, "site": site, "visits": visits, "history": history,
           "plan_interval_s": cell.get("plan_interval_s")}  # fmt: skip
     runs = {}
@@ -215,7 +244,8 @@ def run_cell(cell: dict) -> dict:
 def cells(args: argparse.Namespace) -> list[dict]:
     out = []
     common = {"days": args.days, "forecast": args.forecast, "policies": args.policies,
-              "plan_interval_s": args.plan_interval_s, "drivers": args.drivers}  # fmt: skip
+              "plan_interval_s": args.plan_interval_s, "drivers": args.drivers,
+              "future": args.future}  # fmt: skip
     for scale in args.scales:
         for weather in args.weathers:
             for seed in args.seeds:
@@ -353,6 +383,13 @@ def main(argv: list[str] | None = None) -> None:
         "bound on what knowing the cars plugged in is worth; future cars stay unknown)",
     )
     ap.add_argument(
+        "--future",
+        choices=("learned", "oracle"),
+        default="learned",
+        help="oracle: the controller's cars still to come are the real future cars (a bound "
+        "on what knowing them is worth)",
+    )
+    ap.add_argument(
         "--plan-interval-s",
         type=float,
         default=300.0,
@@ -385,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     todo = cells(args)
     print(
         f"{len(todo)} cells, {args.days:g} day(s) each ({args.file_days:g} for the files), "
-        f"forecast {args.forecast}, drivers {args.drivers}, policies {','.join(args.policies)}",
+        f"forecast {args.forecast}, drivers {args.drivers}, future {args.future}, policies {','.join(args.policies)}",
         flush=True,
     )
     print(HEADER, flush=True)
