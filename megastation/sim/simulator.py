@@ -934,7 +934,7 @@ class _Simulator:
         ev = {}
         for k, p in f["ev"].items():
             car = self.cars[k]
-            got = car.sim.step(now, dt_s, p + LIMIT_SLACK_KW)
+            got = car.sim.step(now, dt_s, _step_limit_kw(car, p, dt_h) + LIMIT_SLACK_KW)
             ev[k] = got
             conn = (car.visit.charger_id, car.visit.connector_id)
             self.meter_wh[conn] = self.meter_wh.get(conn, 0.0) + got * dt_h * 1000.0
@@ -1124,6 +1124,17 @@ class _Simulator:
         if self.battery is not None:
             _ = self.battery.power_kw  # integrate SoC to the new time
         return nxt
+
+
+def _step_limit_kw(car: _Car, power_kw: float, dt_h: float) -> float:
+    """The limit a car is stepped with [kW]: ``power_kw``, its mean power this substep.
+    An AC car whose last energy is less than a substep at its 6 A minimum (so its mean
+    power is below the minimum, which the car refuses) charges at the minimum until it
+    is full, as it does under any limit at or above the minimum."""
+    low = car.sim.min_power_kw
+    if 0.0 < power_kw < low <= car.limit_kw and power_kw >= car.wanted_left_kwh / dt_h - 1e-9:
+        return low
+    return power_kw
 
 
 def simulate(

@@ -374,3 +374,34 @@ def test_a_car_that_leaves_while_drawing_nothing_triggers_no_plan(
 def test_a_bad_departure_rule_is_named(seed_station):
     with pytest.raises(SimulationError, match="replan_on_departure"):
         simulate(seed_station, hours=1, replan_on_departure="sometimes")
+
+
+@pytest.mark.parametrize("policy", ["uncontrolled", "re100"])
+def test_an_ac_car_takes_its_last_energy_below_its_6_a_minimum_on_average(seed_station, policy):
+    """A car's last few Wh need less than a minute at the AC 6 A minimum: it charges at the
+    minimum until full (the simulator used to ask it for the mean power, which an AC car
+    refuses, so it never finished); and a battery covering that car's draw never sends
+    stored energy to the grid."""
+    from megastation.core.fleet import CarVisit
+
+    start = START + timedelta(hours=10)  # 19:00 Seoul
+    car = CarVisit(
+        charger_id="GJDG-AC-01",
+        connector_id=1,
+        arrival=start,
+        departure=start + timedelta(hours=1),
+        energy_wanted_kwh=0.015,  # 15 Wh: 39 s at 6 A (1.38 kW), 0.9 kW over a minute
+        car_model="test",
+        battery_kwh=64.0,
+        car_max_power_kw=11.0,
+        soc_arrival_frac=0.5,
+        sends_charging_needs=False,
+        id_token="T1",
+    )
+    r = simulate(
+        seed_station, policy=policy, start=start, hours=0.5, weather=WEATHER, visits=[car],
+        with_perfect_foresight=False,
+    )  # fmt: skip
+    assert r.kpis.energy_delivered_kwh == pytest.approx(0.015, abs=1e-6)
+    assert r.kpis.unmet_kwh == pytest.approx(0.0, abs=1e-6)
+    assert r.battery_export_kwh == 0.0
