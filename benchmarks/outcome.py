@@ -18,7 +18,9 @@ the socket-free simulator (:func:`megastation.sim.simulator.simulate`):
   only what a station knows (the SoC of DC cars, stated needs where the data has them,
   otherwise its own estimate), the PV forecast from degraded weather (``--forecast perfect``:
   from the actual weather; ``--drivers truthful``: every driver states the true departure
-  and energy on arrival, a bound on what knowing the cars plugged in is worth);
+  and energy on arrival, a bound on what knowing the cars plugged in is worth;
+  ``--future oracle``: the cars still to come are the real future cars, not the learned
+  expected cars; ``--horizon-h``: another planning horizon);
 - ``uncontrolled`` (cars at full power, battery in self-consumption) and
   ``uncontrolled-idle`` (battery idle), and ``greedy`` (PV surplus, no departures);
 - the perfect-foresight optimum (re100 tiers, every car and the PV known).
@@ -159,6 +161,8 @@ def run_cell(cell: dict) -> dict:
     t_wall = time.perf_counter()
     base = load_station(seeds_dir() / "gwangju-donggu.toml")
     station = scaled_station(base, cell["scale"])
+    if cell.get("horizon_h"):
+        station = replace(station, site=replace(station.site, horizon_h=cell["horizon_h"]))
     wx = read_weather(cell["weather"])
     start = weather_start(wx, station.site.timezone)
     days = cell["days"]
@@ -245,7 +249,7 @@ def cells(args: argparse.Namespace) -> list[dict]:
     out = []
     common = {"days": args.days, "forecast": args.forecast, "policies": args.policies,
               "plan_interval_s": args.plan_interval_s, "drivers": args.drivers,
-              "future": args.future}  # fmt: skip
+              "future": args.future, "horizon_h": args.horizon_h}  # fmt: skip
     for scale in args.scales:
         for weather in args.weathers:
             for seed in args.seeds:
@@ -395,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
         default=300.0,
         help="the controller's re-plan interval [s] (live: site.dispatch_interval_s, 60 s "
         "on the seed station; `simulate`'s default is the dispatch step, 900 s)",
+    )
+    ap.add_argument(
+        "--horizon-h", type=int, default=None, help="the controller's horizon [h] (station's)"
     )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="CSV of every figure per cell")
