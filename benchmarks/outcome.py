@@ -20,7 +20,8 @@ the socket-free simulator (:func:`megastation.sim.simulator.simulate`):
   from the actual weather; ``--drivers truthful``: every driver states the true departure
   and energy on arrival, a bound on what knowing the cars plugged in is worth;
   ``--future oracle``: the cars still to come are the real future cars, not the learned
-  expected cars; ``--horizon-h``: another planning horizon);
+  expected cars; ``--horizon-h``: another planning horizon; ``--patch MODULE.NAME=VALUE``:
+  a module constant set in every worker, to measure a candidate value on the matrix);
 - ``uncontrolled`` (cars at full power, battery in self-consumption) and
   ``uncontrolled-idle`` (battery idle), and ``greedy`` (PV surplus, no departures);
 - the perfect-foresight optimum (re100 tiers, every car and the PV known).
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import csv
+import importlib
 import math
 import multiprocessing as mp
 import sys
@@ -156,8 +158,21 @@ def _future_oracle(station: Station, visits: list, end) -> None:
     problem.expected_session_needs = oracle
 
 
+def apply_patches(patches: list[str]) -> None:
+    """``--patch module.NAME=value`` (in this worker process): a module constant set for a
+    matrix run, to measure a candidate value on the whole matrix before changing it."""
+    for item in patches:
+        target, _, value = item.partition("=")
+        module, _, name = target.rpartition(".")
+        mod = importlib.import_module(module)
+        if not hasattr(mod, name):
+            raise SystemExit(f"--patch: {module} has no {name}")
+        setattr(mod, name, type(getattr(mod, name))(value))
+
+
 def run_cell(cell: dict) -> dict:
     """One cell of the matrix (in a worker process): every policy on the same sun and cars."""
+    apply_patches(cell.get("patches", []))
     t_wall = time.perf_counter()
     base = load_station(seeds_dir() / "gwangju-donggu.toml")
     station = scaled_station(base, cell["scale"])
@@ -249,7 +264,8 @@ def cells(args: argparse.Namespace) -> list[dict]:
     out = []
     common = {"days": args.days, "forecast": args.forecast, "policies": args.policies,
               "plan_interval_s": args.plan_interval_s, "drivers": args.drivers,
-              "future": args.future, "horizon_h": args.horizon_h}  # fmt: skip
+              "future": args.future, "horizon_h": args.horizon_h,
+              "patches": args.patch}  # fmt: skip
     for scale in args.scales:
         for weather in args.weathers:
             for seed in args.seeds:
@@ -402,6 +418,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--horizon-h", type=int, default=None, help="the controller's horizon [h] (station's)"
+    )
+    ap.add_argument(
+        "--patch",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME=VALUE",
+        help="set a module constant in every worker, e.g. "
+        "megastation.dispatch.policy.RE100_EXPECTED_SHARE=1.0 (repeatable)",
     )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="CSV of every figure per cell")
