@@ -41,6 +41,7 @@ against the issue's targets. Not a test; slow (a controlled day is ~10-20 s of C
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures as cf
 import csv
 import importlib
@@ -60,6 +61,7 @@ from megastation.sim.simulator import (
     prepare_site,
     read_weather,
     simulate,
+    truncate_visit,
     weather_start,
 )
 
@@ -148,7 +150,7 @@ def _future_oracle(station: Station, visits: list, end) -> None:
         out = []
         for v in visits:
             if lo <= v.arrival < hi:
-                dep = min(v.departure, end)
+                dep = truncate_visit(v, end).departure
                 kw = min(v.car_max_power_kw, power[v.charger_id])
                 kwh = min(v.energy_wanted_kwh, kw * (dep - v.arrival).total_seconds() / 3600)
                 sid = f"oracle:{v.charger_id}:{v.connector_id}:{v.arrival.isoformat()}"
@@ -167,7 +169,11 @@ def apply_patches(patches: list[str]) -> None:
         mod = importlib.import_module(module)
         if not hasattr(mod, name):
             raise SystemExit(f"--patch: {module} has no {name}")
-        setattr(mod, name, type(getattr(mod, name))(value))
+        old = getattr(mod, name)
+        # a Python literal ("False", "0.2", "3"), made the constant's type (bool("False") is
+        # True: the text alone would not do)
+        new = value if isinstance(old, str) else ast.literal_eval(value)
+        setattr(mod, name, type(old)(new))
 
 
 def run_cell(cell: dict) -> dict:
@@ -202,7 +208,9 @@ def run_cell(cell: dict) -> dict:
     if cell.get("drivers") == "truthful":  # a bound: every driver states the truth on arrival
         visits = [  # the departure as the cell has it: a car still there at the end leaves then
             replace(
-                v, stated_departure=min(v.departure, end), stated_energy_kwh=v.energy_wanted_kwh
+                v,
+                stated_departure=truncate_visit(v, end).departure,
+                stated_energy_kwh=v.energy_wanted_kwh,
             )
             for v in visits
         ]
@@ -453,7 +461,8 @@ def main(argv: list[str] | None = None) -> None:
     todo = cells(args)
     print(
         f"{len(todo)} cells, {args.days:g} day(s) each ({args.file_days:g} for the files), "
-        f"forecast {args.forecast}, drivers {args.drivers}, future {args.future}, policies {','.join(args.policies)}",
+        f"forecast {args.forecast}, drivers {args.drivers}, future {args.future}, "
+        f"policies {','.join(args.policies)}",
         flush=True,
     )
     print(HEADER, flush=True)

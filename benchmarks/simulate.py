@@ -18,11 +18,12 @@ own time is then measured in its worker.
 
 ``--year``: for each controlled policy (default ``re100,cost``), 14 days on the solve
 path as it was before #15 (scipy's ``linprog``, cold, ``dispatch.solve_reference``;
-expected cars re-learned hourly; a plan on every departure) and on the current one, their KPI differences, then a
-whole year (365 days from the weather's first day) as ``megastation simulate`` runs it:
-cut at month starts into ``--jobs`` parts in as many processes (:mod:`megastation.sim.parts`), one policy at a
-time: wall time, CPU time of all processes (steadier than wall time on a shared machine)
-per simulated day, plans, KPIs. ``--serial-year`` also runs each year in one process
+expected cars re-learned hourly; a plan on every departure) and on the current one,
+their KPI differences, then a whole year (365 days from the weather's first day) as
+``megastation simulate`` runs it: cut at month starts into ``--jobs`` parts in as many
+processes (:mod:`megastation.sim.parts`), one policy at a time: wall time, CPU time of
+all processes (steadier than wall time on a shared machine) per simulated day, plans,
+KPIs. ``--serial-year`` also runs each year in one process
 and prints how far the year in parts is from it. Not a test.
 
 ``--warmup``: how long a month's warm-up must be (:data:`megastation.sim.parts.WARMUP`).
@@ -147,8 +148,8 @@ def _year(args, station, wx, start) -> None:
 
 
 def _year_in_parts(station, pol, common, jobs):
-    """A year of ``pol`` in ``jobs`` parts of whole months in as many processes: (wall s, CPU s of this
-    process and its workers, plans, KPIs)."""
+    """A year of ``pol`` in ``jobs`` parts of whole months in as many processes: (wall s,
+    CPU s of this process and its workers, plans, KPIs)."""
 
     def cpu_s() -> float:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)

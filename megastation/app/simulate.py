@@ -188,8 +188,8 @@ def run_policies(
     """Run each policy on the same site and cars, ``jobs`` of them at a time in worker
     processes (policies are independent, the results are the same as one at a time);
     a span over more than one calendar month instead runs each policy in ``jobs`` parts of
-    whole months in as many processes (:mod:`megastation.sim.parts`, close to but not the same as one
-    run); write DBs, CSVs and ``summary.csv``. Returns the KPIs by policy and the
+    whole months in as many processes (:mod:`megastation.sim.parts`, close to but not the
+    same as one run); write DBs, CSVs and ``summary.csv``. Returns the KPIs by policy and the
     perfect-foresight optimum's. ``visits`` replace the generated cars (real sessions,
     :mod:`megastation.sim.sessions`); ``history`` is preloaded into every store."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,8 +210,8 @@ def run_policies(
     }
     order = sorted(policies, key=lambda p: p not in CONTROLLED)
     pf_policy = order[-1]  # the perfect foresight goes with a quick run
-    # a span over months runs each policy in parts of whole months on all the jobs, one policy
-    # after the other; a shorter one runs the policies side by side
+    # a span over months runs each policy in parts of whole months on all the jobs, one
+    # policy after the other; a shorter one runs the policies side by side
     by_month = jobs > 1 and len(month_parts(t0, end, station.site.timezone)) > 1
     with Progress(console=console, transient=True, disable=console is None) as prog:
         tasks = {p: prog.add_task(p, total=1.0) for p in order}

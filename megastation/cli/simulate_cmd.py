@@ -87,7 +87,8 @@ def parse_policies(text: str) -> list[str]:
     "--departure-replans/--no-departure-replans",
     default=True,
     show_default=True,
-    help="Re-plan when a car that draws power leaves, as the live controller does (off: ~8 % fewer LPs).",
+    help="Re-plan when a car that draws power leaves, as the live controller does "
+    "(off: ~8 % fewer LPs).",
 )
 @click.option(
     "--sessions",

@@ -20,9 +20,9 @@ own worker process and store:
   one long run draws them; the KPIs are computed from the merged flows as there.
 
 Fewer, longer parts are closer to one long run (fewer warm-ups, fewer boundaries) and
-cheaper: a year of re100 on 2 workers took 535 s of CPU in two halves against 590 s in
-twelve months (same machine, same hour; ``benchmarks/simulate.py --year``, README
-"A year in parts"). How close the parts come to one long run is measured there too;
+cheaper: a year of re100 on 2 workers took 547 s of CPU (291 s wall) in two halves
+against 579 s (300 s) in twelve months, the same afternoon (``benchmarks/simulate.py
+--year``, README "A year in parts"). How close the parts come to one long run is measured there too;
 :data:`WARMUP` was chosen there.
 """
 
@@ -142,8 +142,8 @@ def simulate_in_parts(
 ) -> SimulationResult:
     """:func:`megastation.sim.simulator.simulate` of ``days`` from ``start``, in up to
     ``jobs`` parts of whole months in as many worker processes (see the module
-    docstring). A span within one month, or ``jobs`` 1, is one ordinary run. ``options`` go to every part's
-    :func:`simulate` (``plan_interval_s``, ``keep_plan_horizons``, ...)."""
+    docstring). A span within one month, or ``jobs`` 1, is one ordinary run. ``options``
+    go to every part's :func:`simulate` (``plan_interval_s``, ``keep_plan_horizons``, ...)."""
     if policy not in POLICIES:
         raise SimulationError(f"policy: must be one of {', '.join(POLICIES)}; got {policy!r}")
     if days <= 0:

@@ -1,11 +1,11 @@
 """One store from the stores of a run simulated in parts (:mod:`megastation.sim.parts`).
 
 A long simulation runs in parts of whole months in parallel, each part in its own store
-and each after a warm-up that starts before its first month. :func:`append_part` copies what a part
-recorded in its own period ``[since, until)`` into the run's store: flows, sessions
-(transactions, meter samples, charging needs, the simulator's session table), plans and
-set points, and the part's settings (the last part's win). Row ids are renumbered past
-the run store's; a session that began in the previous part and ends in this one (the
+and each after a warm-up that starts before its first month. :func:`append_part` copies
+what a part recorded in its own period ``[since, until)`` into the run's store: flows,
+sessions (transactions, meter samples, charging needs, the simulator's session table),
+plans and set points, and the part's settings (the last part's win). Row ids are
+renumbered past the run store's; a session that began in the previous part and ends in this one (the
 previous part cut it at its end) keeps its first row and takes this part's end of it.
 """
 
