@@ -24,7 +24,8 @@ the socket-free simulator (:func:`megastation.sim.simulator.simulate`):
   a module constant set in every worker, to measure a candidate value on the matrix);
 - ``uncontrolled`` (cars at full power, battery in self-consumption) and
   ``uncontrolled-idle`` (battery idle), and ``greedy`` (PV surplus, no departures);
-- the perfect-foresight optimum (re100 tiers, every car and the PV known).
+- the perfect-foresight optimum (re100 tiers, every car and the PV known), and with
+  ``cost`` in ``--policies`` the optimum under cost tiers too.
 
 Per cell it prints: energy delivered, unmet energy against uncontrolled (kWh), the share
 of the optimum's gain in renewable energy into cars over uncontrolled that the online
@@ -34,7 +35,11 @@ optimum's, in % of the energy delivered), the same capture counting the renewabl
 energy each run leaves stored in the battery at the end (x the discharge efficiency:
 a one-day cell cuts it off, though the next day's cars get it), battery energy exported to the grid (all of
 it: the seed tariff pays 0 for export) and the part of it at night (no PV), peak import
-(online / optimum / uncontrolled) and cost (online / optimum). Then a summary line
+(online / optimum / uncontrolled), cost (online / optimum, KPI cost: the demand charge
+pro rata) and "bill": how far the online run's cost is above its own policy's optimum's,
+both as the LP prices money (:func:`megastation.sim.simulator.bill_krw`: a whole month's
+demand charge on the run's peak, the stored energy gained or used valued at the span's
+mean price). Then a summary line
 against the issue's targets. Not a test; slow (a controlled day is ~10-20 s of CPU).
 """
 
@@ -58,9 +63,12 @@ from megastation.core.fleet import generate_visits
 from megastation.sim.simulator import (
     Kpis,
     SimulationResult,
+    bill_krw,
+    perfect_foresight,
     prepare_site,
     read_weather,
     simulate,
+    stored_energy_value_krw_per_kwh,
     truncate_visit,
     weather_start,
 )
@@ -253,8 +261,16 @@ def run_cell(cell: dict) -> dict:
     out["unc_green_end_kwh"] = unc.battery_renewable_end_kwh
     out["pf_green_end_kwh"] = pf.battery_renewable_end_kwh
     out["greedy_unmet_kwh"] = g.unmet_kwh
+    # each policy against the optimum of its own tiers, in money as the LP prices it
+    value = stored_energy_value_krw_per_kwh(station, start, end)
+    optima = {"re100": pf}
+    if "cost" in cell["policies"]:
+        cars = [truncate_visit(v, end) for v in visits if start <= v.arrival < end]
+        optima["cost"], _ = perfect_foresight(station, start, end, site, cars, policy="cost")
     for pol in cell["policies"]:
         k = runs[pol].kpis
+        out[f"{pol}_bill_krw"] = bill_krw(k, station, value)
+        out[f"{pol}_pf_bill_krw"] = bill_krw(optima[pol], station, value)
         out[f"{pol}_delivered_kwh"] = k.energy_delivered_kwh
         out[f"{pol}_unmet_kwh"] = k.unmet_kwh
         out[f"{pol}_renewable_kwh"] = renewable_kwh(k)
@@ -304,6 +320,7 @@ def print_row(r: dict, policies: list[str]) -> None:
             f"{r[f'{pol}_bat_export_kwh']:6.1f} {r[f'{pol}_night_export_kwh']:6.1f} "
             f"{r[f'{pol}_peak_kw']:4.0f}/{r['pf_peak_kw']:4.0f}/{r['unc_peak_kw']:4.0f} "
             f"{r[f'{pol}_cost_krw'] / 1000:6.0f}/{r['pf_cost_krw'] / 1000:6.0f} "
+            f"{100 * bill_gap(r, pol):+6.1f}% "
             f"{r['wall_s']:6.0f}s {r['notes']}",
             flush=True,
         )
@@ -312,8 +329,17 @@ def print_row(r: dict, policies: list[str]) -> None:
 HEADER = (
     f"{'cell':30s} {'pol':5s} {'deliv':>7s} {'unmet vs unc':>16s} {'capture':>7s} "
     f"{'greedy':>7s} {'kept':>7s} {'greedy':>7s} {'bat>gr':>6s} {'night':>6s} {'peak on/pf/unc':>14s} "
-    f"{'cost on/pf kKRW':>13s} {'wall':>7s}"
+    f"{'cost on/pf kKRW':>13s} {'bill':>7s} {'wall':>7s}"
 )
+
+
+def bill_gap(r: dict, pol: str) -> float:
+    """How far the online run's bill is above its own policy's optimum's (0.05: 5 %);
+    NaN for rows written before the bill was recorded."""
+    got, best = r.get(f"{pol}_bill_krw"), r.get(f"{pol}_pf_bill_krw")
+    if got is None or best is None or not best:
+        return math.nan
+    return float(got) / float(best) - 1.0
 
 
 def _capture_summary(rows: list[dict], pol: str, kept: bool) -> str:
@@ -337,6 +363,17 @@ def _capture_summary(rows: list[dict], pol: str, kept: bool) -> str:
     )
 
 
+def _bill_summary(rows: list[dict], pol: str) -> str:
+    gaps = sorted(g for g in (bill_gap(r, pol) for r in rows) if not math.isnan(g))
+    if not gaps:
+        return "bill not recorded"
+    ok = sum(g <= 0.05 for g in gaps)
+    return (
+        f"bill within 5 % of the {pol} optimum's: {ok}/{len(gaps)} (median "
+        f"{100 * gaps[len(gaps) // 2]:+.1f} %, max {100 * gaps[-1]:+.1f} %)"
+    )
+
+
 def summary(rows: list[dict], policies: list[str]) -> None:
     for pol in policies:
         n = len(rows)
@@ -347,7 +384,7 @@ def summary(rows: list[dict], policies: list[str]) -> None:
         print(
             f"SUMMARY {pol}: {n} cells; unmet <= uncontrolled + 0.5 %: {unmet_ok}/{n}; "
             f"no battery export: {export_ok}/{n}; {_capture_summary(rows, pol, False)}; "
-            f"{_capture_summary(rows, pol, True)}; "
+            f"{_capture_summary(rows, pol, True)}; {_bill_summary(rows, pol)}; "
             f"battery export {sum(r[f'{pol}_bat_export_kwh'] for r in rows):.0f} kWh in all",
             flush=True,
         )

@@ -298,6 +298,9 @@ class Kpis:
     # renewable energy left in the battery at the end [kWh stored, pro rata]: a run that
     # ends with more of it has not lost it (a fixed-length period cuts it off)
     battery_renewable_end_kwh: float = 0.0
+    # stored energy at the end minus at the start [kWh stored]: what a run's cost leaves in
+    # (or took from) the battery, to value when comparing the costs of runs
+    battery_stored_change_kwh: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -361,7 +364,7 @@ def flow_kpis(
     )
     demand = tariff.demand_charge_krw_per_kw_month * peak * days / DAYS_PER_BILLING_MONTH
     delivered = float((frame["ev_kw"].to_numpy(float) * h).sum())
-    green_end_kwh = 0.0
+    green_end_kwh = stored_change_kwh = 0.0
     if b is not None and len(alloc):
         stored_kwh = soc0 * b.capacity_kwh + float(
             (
@@ -371,6 +374,7 @@ def flow_kpis(
             @ h
         )
         green_end_kwh = max(0.0, stored_kwh) * float(alloc["battery_renewable_frac"].iloc[-1])
+        stored_change_kwh = stored_kwh - soc0 * b.capacity_kwh
     return Kpis(
         energy_delivered_kwh=delivered,
         energy_wanted_kwh=float(energy_wanted_kwh),
@@ -390,6 +394,7 @@ def flow_kpis(
         cost_krw=float(energy_cost + demand),
         sessions=int(sessions),
         battery_renewable_end_kwh=green_end_kwh,
+        battery_stored_change_kwh=stored_change_kwh,
     )
 
 
@@ -1322,8 +1327,9 @@ def perfect_foresight(
     visits: Sequence[CarVisit],
     *,
     chunk_days: int = 7,
+    policy: str = "re100",
 ) -> tuple[Kpis, pd.DataFrame]:
-    """The perfect-foresight optimum of ``[start, end)`` under the ``re100`` policy.
+    """The perfect-foresight optimum of ``[start, end)`` under ``policy`` (default re100).
 
     :func:`megastation.evaluation.baselines.perfect_foresight` (the dispatch LP with the actual
     PV and site load and every car's true arrival, departure and energy, played out
@@ -1332,6 +1338,9 @@ def perfect_foresight(
     car's power is bounded by ``min(car, connector)`` without the taper near full (so
     the optimum is, if anything, slightly optimistic). Cars still plugged in at a
     chunk's end are cut there; the battery's SoC and renewable content carry over.
+    Each chunk's LP values the energy left stored at its end at the chunk's mean import
+    price x discharge efficiency (``Scenario.resolved_battery``), so it may end with more
+    stored than it started with: compare its cost with :func:`bill_krw`.
     Returns the KPIs (same accounting as the online runs) and the energy-flow frame.
     """
 
@@ -1369,7 +1378,7 @@ def perfect_foresight(
                 battery=battery,
                 groups=groups,
                 connector_limit_kw=limits,
-                policy="re100",
+                policy=policy,
             )
         )
         frame = pd.DataFrame(
@@ -1403,6 +1412,28 @@ def perfect_foresight(
         initial_soc_frac=b.initial_soc_frac if b else None,
     )
     return kpis, frame
+
+
+def stored_energy_value_krw_per_kwh(station: Station, start: datetime, end: datetime) -> float:
+    """What a stored kWh left at the end of ``[start, end)`` is worth [KRW]: the mean import
+    price over its dispatch steps x the battery's discharge efficiency, as the optimum's
+    LP values it (``Scenario.resolved_battery``)."""
+    step = pd.Timedelta(minutes=station.site.dispatch_step_min)
+    times = pd.date_range(utc(start), utc(end), freq=step, inclusive="left")
+    price = Tariff(station.tariff, station.site.timezone).price_krw_per_kwh(times)
+    eff = station.battery.discharge_efficiency if station.battery else 1.0
+    return float(np.mean(price)) * eff if len(times) else 0.0
+
+
+def bill_krw(k: Kpis, station: Station, stored_value_krw_per_kwh: float) -> float:
+    """The cost of a run as the dispatch LP prices it [KRW], to compare a run with the
+    optimum of the same policy: its energy cost, a whole month's demand charge on its peak
+    (a new peak is billed for the month, where ``cost_krw`` counts the run's days pro rata),
+    less the stored energy it gained (``battery_stored_change_kwh``) at
+    ``stored_value_krw_per_kwh`` (:func:`stored_energy_value_krw_per_kwh`): a run that
+    empties the battery pays for refilling it."""
+    demand = station.tariff.demand_charge_krw_per_kw_month * k.peak_import_kw
+    return k.energy_cost_krw + demand - k.battery_stored_change_kwh * stored_value_krw_per_kwh
 
 
 def daily_kpis(

@@ -20,9 +20,12 @@ from megastation.core.fleet import generate_visits
 from megastation.sim.simulator import (
     SimulationError,
     SimulationResult,
+    bill_krw,
+    perfect_foresight,
     prepare_site,
     read_weather,
     simulate,
+    stored_energy_value_krw_per_kwh,
     weather_start,
 )
 
@@ -137,6 +140,30 @@ def test_perfect_foresight_is_the_limit_on_its_own_tiers(runs):
         pf_green = pf.renewable_frac * pf.energy_delivered_kwh
         assert pf_green >= k.renewable_frac * k.energy_delivered_kwh - 1e-6, policy
     assert pf.steps_over_limit == 0
+
+
+@pytest.mark.parametrize("start_h", [0.0, 9.0])  # 08:00-14:00 and 17:00-23:00 local
+def test_the_cost_optimum_has_the_lowest_bill(seed_station, start_h):
+    """The optimum under cost tiers is the reference for the cost policy (#11): on the
+    LP's money (a month's demand charge on the peak, stored energy gained valued at the
+    mean price) it is no dearer than the re100-tier optimum or uncontrolled charging,
+    and delivers as much as the re100-tier one."""
+    start = START + timedelta(hours=start_h)
+    end = start + timedelta(hours=HOURS)
+    site = prepare_site(seed_station, start, end, WEATHER, SEED)
+    visits = generate_visits(seed_station, start, end, SEED)
+    value = stored_energy_value_krw_per_kwh(seed_station, start, end)
+    assert 50.0 < value < 200.0  # KRW per stored kWh: the seed tariff's mean x 0.95
+    pf_re100, _ = perfect_foresight(seed_station, start, end, site, visits)
+    pf_cost, _ = perfect_foresight(seed_station, start, end, site, visits, policy="cost")
+    unc = simulate(
+        seed_station, start=start, hours=HOURS, policy="uncontrolled", weather=WEATHER,
+        seed=SEED, site=site, visits=visits, with_perfect_foresight=False,
+    ).kpis  # fmt: skip
+    assert pf_cost.energy_delivered_kwh == pytest.approx(pf_re100.energy_delivered_kwh, abs=0.1)
+    best = bill_krw(pf_cost, seed_station, value)
+    assert best <= bill_krw(pf_re100, seed_station, value) * 1.001
+    assert best < bill_krw(unc, seed_station, value)
 
 
 def test_same_seed_same_totals(seed_station):
