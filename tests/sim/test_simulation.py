@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from megastation.cli import main
 from megastation.core.config import Station, load_station, seeds_dir
-from megastation.core.fleet import generate_visits
+from megastation.core.fleet import CarVisit, generate_visits
 from megastation.sim.simulator import (
     SimulationError,
     SimulationResult,
@@ -67,6 +67,21 @@ def runs(seed_station: Station) -> dict[str, SimulationResult]:
 
 
 POLICIES_RUN = ("re100", "uncontrolled", "greedy")
+
+
+def car_visit(
+    charger_id: str, arrival: datetime, stay_min: float, energy_kwh: float, **kw
+) -> CarVisit:
+    """One car on connector 1 of ``charger_id`` (a test car: 80 kWh, 100 kW, 20 % SoC,
+    no ChargingNeeds; ``kw`` overrides)."""
+    base = dict(
+        connector_id=1, car_model="test", battery_kwh=80.0, car_max_power_kw=100.0,
+        soc_arrival_frac=0.2, sends_charging_needs=False, id_token=f"T-{charger_id}",
+    )  # fmt: skip
+    return CarVisit(
+        charger_id=charger_id, arrival=arrival, departure=arrival + timedelta(minutes=stay_min),
+        energy_wanted_kwh=energy_kwh, **{**base, **kw},
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("policy", POLICIES_RUN)
@@ -372,17 +387,11 @@ def test_a_car_that_leaves_while_drawing_nothing_triggers_no_plan(
 ):
     """Re-plan on departure only for a car still drawing power: its share is free now; a
     full car's departure frees nothing a plan can use (#15: ~19 % fewer plans)."""
-    from megastation.core.fleet import CarVisit
-
-    def car(charger: str, energy_kwh: float, stay_min: int) -> CarVisit:
-        arrival = START + timedelta(minutes=5)
-        return CarVisit(
-            charger, 1, arrival, arrival + timedelta(minutes=stay_min), energy_kwh, "test",
-            battery_kwh=80.0, car_max_power_kw=100.0, soc_arrival_frac=0.2,
-            sends_charging_needs=False, id_token=f"T-{charger}",
-        )  # fmt: skip
-
-    visits = [car("GJDG-DC-01", 4.0, 60), car("GJDG-DC-02", 60.0, 50)]  # full / charging
+    arrival = START + timedelta(minutes=5)
+    visits = [
+        car_visit("GJDG-DC-01", arrival, 60, 4.0),  # full before it leaves
+        car_visit("GJDG-DC-02", arrival, 50, 60.0),  # still charging
+    ]
     db = tmp_path / "r.db"
     r = simulate(
         seed_station, start=START, hours=2.0, policy="re100", weather=WEATHER, seed=SEED,
@@ -409,22 +418,12 @@ def test_an_ac_car_takes_its_last_energy_below_its_6_a_minimum_on_average(seed_s
     minimum until full (the simulator used to ask it for the mean power, which an AC car
     refuses, so it never finished); and a battery covering that car's draw never sends
     stored energy to the grid."""
-    from megastation.core.fleet import CarVisit
-
     start = START + timedelta(hours=10)  # 19:00 Seoul
-    car = CarVisit(
-        charger_id="GJDG-AC-01",
-        connector_id=1,
-        arrival=start,
-        departure=start + timedelta(hours=1),
-        energy_wanted_kwh=0.015,  # 15 Wh: 39 s at 6 A (1.38 kW), 0.9 kW over a minute
-        car_model="test",
-        battery_kwh=64.0,
-        car_max_power_kw=11.0,
+    # 15 Wh: 39 s at 6 A (1.38 kW), 0.9 kW over a minute
+    car = car_visit(
+        "GJDG-AC-01", start, 60, 0.015, battery_kwh=64.0, car_max_power_kw=11.0,
         soc_arrival_frac=0.5,
-        sends_charging_needs=False,
-        id_token="T1",
-    )
+    )  # fmt: skip
     r = simulate(
         seed_station, policy=policy, start=start, hours=0.5, weather=WEATHER, visits=[car],
         with_perfect_foresight=False,
