@@ -26,8 +26,10 @@ from megastation.sim.parts import month_parts, simulate_in_parts
 from megastation.sim.simulator import (
     Kpis,
     SimulationResult,
+    perfect_foresight,
     prepare_site,
     read_weather,
+    truncate_visit,
     weather_start,
 )
 from megastation.store import Store
@@ -52,11 +54,15 @@ _ROWS = (
 )
 
 
-def kpi_table(results: dict[str, Kpis], pf: Kpis | None = None, *, title: str = "") -> Table:
-    """A rich Table: one column per run (and the perfect-foresight optimum)."""
+def kpi_table(
+    results: dict[str, Kpis], pf: Kpis | dict[str, Kpis] | None = None, *, title: str = ""
+) -> Table:
+    """A rich Table: one column per run (and the perfect-foresight optimum; ``pf`` by policy
+    tiers gives one column each, "perfect foresight" for re100's)."""
     cols = dict(results)
-    if pf is not None:
-        cols["perfect foresight"] = pf
+    for tiers, k in (pf if isinstance(pf, dict) else {"re100": pf}).items():
+        if k is not None:
+            cols["perfect foresight" if tiers == "re100" else f"perfect foresight ({tiers})"] = k
     t = Table(title=title or None)
     t.add_column("")
     for name in cols:
@@ -184,13 +190,13 @@ def run_policies(
     console: Any = None,
     visits: Sequence[CarVisit] | None = None,
     history: Sequence[CarVisit] | None = None,
-) -> tuple[dict[str, Kpis], Kpis]:
+) -> tuple[dict[str, Kpis], dict[str, Kpis]]:
     """Run each policy on the same site and cars, ``jobs`` of them at a time in worker
     processes (policies are independent, the results are the same as one at a time);
     a span over more than one calendar month instead runs each policy in ``jobs`` parts of
     whole months in as many processes (:mod:`megastation.sim.parts`, close to but not the
     same as one run); write DBs, CSVs and ``summary.csv``. Returns the KPIs by policy and the
-    perfect-foresight optimum's. ``visits`` replace the generated cars (real sessions,
+    perfect-foresight optima's by tiers: re100's always, cost's too when ``cost`` is run. ``visits`` replace the generated cars (real sessions,
     :mod:`megastation.sim.sessions`); ``history`` is preloaded into every store."""
     out_dir.mkdir(parents=True, exist_ok=True)
     wx = read_weather(weather)
@@ -239,8 +245,14 @@ def run_policies(
                 lambda p, x: prog.update(tasks[p], completed=x),
             )
     results = {p: done[p][0] for p in policies}
-    pf = done[pf_policy][1]
+    optima = {"re100": done[pf_policy][1]}
+    if "cost" in policies:  # the cost policy's own reference (dispatch.md, "The cost
+        # policy against its own optimum"), on the cars the runs had
+        cars = [truncate_visit(v, end) for v in kwargs["visits"] if t0 <= v.arrival < end]
+        optima["cost"], _ = perfect_foresight(station, t0, end, kwargs["site"], cars, policy="cost")
     rows = [{"run": k, **v.as_dict()} for k, v in results.items()]
-    rows.append({"run": "perfect_foresight", **pf.as_dict()})
+    for tiers, k in optima.items():
+        run = "perfect_foresight" if tiers == "re100" else f"perfect_foresight_{tiers}"
+        rows.append({"run": run, **k.as_dict()})
     exports.write_frame(pd.DataFrame(rows), out_dir / "summary.csv")
-    return results, pf
+    return results, optima

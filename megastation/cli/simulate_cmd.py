@@ -200,7 +200,7 @@ def simulate_cmd(
             console=console,
         )
     try:
-        results, pf = run_policies(
+        results, optima = run_policies(
             station,
             policies,
             days=days,
@@ -218,7 +218,9 @@ def simulate_cmd(
         )
     except (SimulationError, ValueError) as exc:  # e.g. a weather file with bad columns
         raise click.ClickException(str(exc)) from None
-    console.print(kpi_table(results, pf, title=f"{station.site.name}: {days:g} day(s), {weather}"))
+    console.print(
+        kpi_table(results, optima, title=f"{station.site.name}: {days:g} day(s), {weather}")
+    )
     console.print(f"CSVs and databases in {out_dir}/")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -239,6 +240,31 @@ def test_simulate_cli_prints_the_comparison_and_writes_files(tmp_path):
     flows = pd.read_csv(out / "re100-energy-flows.csv")
     assert len(flows) == 3 * 4
     assert not (tmp_path / "unused.db").exists()
+
+
+def test_simulate_cli_with_cost_adds_the_cost_tier_optimum(tmp_path, seed_station):
+    """With ``cost`` among the policies the cost policy gets its own reference: the optimum
+    under cost tiers, in the table and in summary.csv, no dearer on the LP's money than
+    the cost run."""
+    out = tmp_path / "sim"
+    res = _simulate(
+        tmp_path, "--days", "0.25", "--start", "2026-06-30T17:00", "--policy", "cost",
+        "--weather", WEATHER, "--out", str(out), "--jobs", "1",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "perfect foresight (cost)" in res.output
+    summary = pd.read_csv(out / "summary.csv").set_index("run")
+    assert list(summary.index) == ["cost", "perfect_foresight", "perfect_foresight_cost"]
+    start = datetime(2026, 6, 30, 8, 0, tzinfo=UTC)  # 17:00 Seoul
+    value = stored_energy_value_krw_per_kwh(seed_station, start, start + timedelta(hours=6))
+
+    def bill(run: str) -> float:
+        row = summary.loc[run]
+        k = SimpleNamespace(**row.to_dict())
+        return bill_krw(k, seed_station, value)
+
+    assert bill("perfect_foresight_cost") <= bill("perfect_foresight") * 1.001
+    assert bill("perfect_foresight_cost") < bill("cost")
 
 
 @pytest.mark.parametrize(
