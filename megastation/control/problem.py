@@ -37,7 +37,6 @@ from megastation.control.reserve import (
     Reserve,
     burst_hours,
     evening_reserve,
-    keeps_reserve,
     reserve_floor_kwh,
     reserve_weight_per_kwh,
 )
@@ -463,7 +462,7 @@ def build_problem(
     held = None
     floor = None
     burst_h = burst_hours(expected)
-    if reserve and battery is not None and burst_h > 0 and keeps_reserve(policy):
+    if reserve and battery is not None and burst_h > 0:
         held = evening_reserve(
             grid, pv.p50_kw, load + uncontrolled, sessions, battery, station.site.timezone,
             level_kw=peak_kw,

@@ -186,4 +186,10 @@ def test_a_plan_keeps_the_reserve_only_where_the_forecast_surplus_leaves_room(st
     assert held.size and held.min() >= floor_kwh + r.kwh - 1e-6
     sunny = built(station, "re100", 200.0)  # a surplus that fills the battery
     assert sunny.reserve.kwh == 0.0 and sunny.problem.soc_floor_kwh is None
-    assert built(station, "cost", 40.0).problem.soc_floor_kwh is None  # re100 only
+    cost = built(station, "cost", 40.0).problem  # both policies keep it (session 8)
+    assert cost.soc_floor_kwh is not None and cost.soc_floor_kwh.max() == pytest.approx(floor.max())
+    # a stored kWh for the burst weighs what it saves in demand charge, in each policy's
+    # points: 10 x re100's under cost (1 point per KRW against 0.1)
+    assert cost.policy.reserve_short_weight_per_kwh == pytest.approx(
+        10.0 * pol.reserve_short_weight_per_kwh
+    )
