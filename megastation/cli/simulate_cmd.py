@@ -171,7 +171,11 @@ def simulate_cmd(
     stated: bool,
     skip_bad_rows: bool,
 ) -> None:
-    """Simulate the station for --days under each --policy and compare them."""
+    """Simulate the station for --days under each --policy and compare them.
+
+    The table ends with the perfect-foresight optimum of the same cars and sun (re100
+    tiers; with cost among the policies, the cost-tier optimum too).
+    """
     # lazy: the simulator pulls in scipy, pandas and pvlib; only this command needs them
     from rich.console import Console
 
