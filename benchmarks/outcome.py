@@ -64,6 +64,7 @@ from megastation.sim.simulator import (
     Kpis,
     SimulationResult,
     bill_krw,
+    energy_net_krw,
     perfect_foresight,
     prepare_site,
     read_weather,
@@ -265,19 +266,14 @@ def run_cell(cell: dict) -> dict:
     value = stored_energy_value_krw_per_kwh(station, start, end)
     optima = {"re100": pf}
     if "cost" in cell["policies"]:
-        cars = [truncate_visit(v, end) for v in visits if start <= v.arrival < end]
-        optima["cost"], _ = perfect_foresight(station, start, end, site, cars, policy="cost")
+        optima["cost"], _ = perfect_foresight(station, start, end, site, visits, policy="cost")
     for pol in cell["policies"]:
         k = runs[pol].kpis
         out[f"{pol}_bill_krw"] = bill_krw(k, station, value)
         out[f"{pol}_pf_bill_krw"] = bill_krw(optima[pol], station, value)
         out[f"{pol}_pf_peak_kw"] = optima[pol].peak_import_kw
-        # the bill without its demand charge: energy bought, net of the stored energy gained
-        demand = station.tariff.demand_charge_krw_per_kw_month
-        out[f"{pol}_energy_net_krw"] = out[f"{pol}_bill_krw"] - demand * k.peak_import_kw
-        out[f"{pol}_pf_energy_net_krw"] = (
-            out[f"{pol}_pf_bill_krw"] - demand * optima[pol].peak_import_kw
-        )
+        out[f"{pol}_energy_net_krw"] = energy_net_krw(k, value)
+        out[f"{pol}_pf_energy_net_krw"] = energy_net_krw(optima[pol], value)
         out[f"{pol}_delivered_kwh"] = k.energy_delivered_kwh
         out[f"{pol}_unmet_kwh"] = k.unmet_kwh
         out[f"{pol}_renewable_kwh"] = renewable_kwh(k)

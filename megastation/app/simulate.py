@@ -29,7 +29,6 @@ from megastation.sim.simulator import (
     perfect_foresight,
     prepare_site,
     read_weather,
-    truncate_visit,
     weather_start,
 )
 from megastation.store import Store
@@ -196,8 +195,9 @@ def run_policies(
     a span over more than one calendar month instead runs each policy in ``jobs`` parts of
     whole months in as many processes (:mod:`megastation.sim.parts`, close to but not the
     same as one run); write DBs, CSVs and ``summary.csv``. Returns the KPIs by policy and the
-    perfect-foresight optima's by tiers: re100's always, cost's too when ``cost`` is run. ``visits`` replace the generated cars (real sessions,
-    :mod:`megastation.sim.sessions`); ``history`` is preloaded into every store."""
+    perfect-foresight optima's by tiers: re100's always, cost's too when ``cost`` is run.
+    ``visits`` replace the generated cars (real sessions, :mod:`megastation.sim.sessions`);
+    ``history`` is preloaded into every store."""
     out_dir.mkdir(parents=True, exist_ok=True)
     wx = read_weather(weather)
     t0 = start or weather_start(wx, station.site.timezone)
@@ -246,10 +246,11 @@ def run_policies(
             )
     results = {p: done[p][0] for p in policies}
     optima = {"re100": done[pf_policy][1]}
-    if "cost" in policies:  # the cost policy's own reference (dispatch.md, "The cost
-        # policy against its own optimum"), on the cars the runs had
-        cars = [truncate_visit(v, end) for v in kwargs["visits"] if t0 <= v.arrival < end]
-        optima["cost"], _ = perfect_foresight(station, t0, end, kwargs["site"], cars, policy="cost")
+    if "cost" in policies:  # the cost policy's own reference, on the cars the runs had
+        # (dispatch.md, "The cost policy against its own optimum")
+        optima["cost"], _ = perfect_foresight(
+            station, t0, end, kwargs["site"], kwargs["visits"], policy="cost"
+        )
     rows = [{"run": k, **v.as_dict()} for k, v in results.items()]
     for tiers, k in optima.items():
         run = "perfect_foresight" if tiers == "re100" else f"perfect_foresight_{tiers}"

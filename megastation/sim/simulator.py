@@ -1334,7 +1334,8 @@ def perfect_foresight(
     :func:`megastation.evaluation.baselines.perfect_foresight` (the dispatch LP with the actual
     PV and site load and every car's true arrival, departure and energy, played out
     against the actuals) on one :class:`~megastation.evaluation.scenario.Scenario` per
-    chunk of ``chunk_days``, so a month or a year stays a series of week-long LPs. A
+    chunk of ``chunk_days``, so a month or a year stays a series of week-long LPs, on the
+    ``visits`` that arrive in ``[start, end)`` (any others are left out). A
     car's power is bounded by ``min(car, connector)`` without the taper near full (so
     the optimum is, if anything, slightly optimistic). Cars still plugged in at a
     chunk's end are cut there; the battery's SoC and renewable content carry over.
@@ -1349,6 +1350,7 @@ def perfect_foresight(
     renew = 0.0
     parts = []
     wanted = 0.0
+    cars = 0  # arriving in the span
     t = start
     step = station.site.dispatch_step_min * 60
     limits = {
@@ -1367,6 +1369,7 @@ def perfect_foresight(
         )
         chunk = [truncate_visit(v, t1) for v in visits if t <= v.arrival < t1]
         wanted += sum(v.energy_wanted_kwh for v in chunk)
+        cars += len(chunk)
         battery = dispatch.station_battery(station, soc, renew) if b else None
         out = pf_outcome(
             Scenario(
@@ -1408,7 +1411,7 @@ def perfect_foresight(
         station,
         frame,
         energy_wanted_kwh=wanted,
-        sessions=len(visits),
+        sessions=cars,
         initial_soc_frac=b.initial_soc_frac if b else None,
     )
     return kpis, frame
@@ -1425,6 +1428,13 @@ def stored_energy_value_krw_per_kwh(station: Station, start: datetime, end: date
     return float(np.mean(price)) * eff if len(times) else 0.0
 
 
+def energy_net_krw(k: Kpis, stored_value_krw_per_kwh: float) -> float:
+    """A run's energy cost [KRW] less the stored energy it gained
+    (``battery_stored_change_kwh``) at ``stored_value_krw_per_kwh``: :func:`bill_krw`
+    without the demand charge."""
+    return k.energy_cost_krw - k.battery_stored_change_kwh * stored_value_krw_per_kwh
+
+
 def bill_krw(k: Kpis, station: Station, stored_value_krw_per_kwh: float) -> float:
     """The cost of a run as the dispatch LP prices it [KRW], to compare a run with the
     optimum of the same policy: its energy cost, a whole month's demand charge on its peak
@@ -1433,7 +1443,7 @@ def bill_krw(k: Kpis, station: Station, stored_value_krw_per_kwh: float) -> floa
     ``stored_value_krw_per_kwh`` (:func:`stored_energy_value_krw_per_kwh`): a run that
     empties the battery pays for refilling it."""
     demand = station.tariff.demand_charge_krw_per_kw_month * k.peak_import_kw
-    return k.energy_cost_krw + demand - k.battery_stored_change_kwh * stored_value_krw_per_kwh
+    return energy_net_krw(k, stored_value_krw_per_kwh) + demand
 
 
 def daily_kpis(
