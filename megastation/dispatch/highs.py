@@ -22,6 +22,8 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
+from megastation.dispatch.keys import TIME_BITS
+
 _BS = highspy.HighsBasisStatus
 _MS = highspy.HighsModelStatus
 # Model statuses under the names the plans have always carried (scipy's linprog's).
@@ -45,7 +47,7 @@ AT_BOUND_TOL = 1e-9
 
 @dataclass(frozen=True)
 class Lp:
-    """min c'x s.t. row_lo <= A x <= row_up, col_lo <= x <= col_up. ``col_keys`` and
+    """min c'x + offset s.t. row_lo <= A x <= row_up, col_lo <= x <= col_up. ``col_keys`` and
     ``row_keys`` (int64, optional) name each column and row for a warm start; equal keys
     across two LPs mean the same thing."""
 
@@ -57,6 +59,7 @@ class Lp:
     row_up: np.ndarray
     col_keys: np.ndarray | None = None
     row_keys: np.ndarray | None = None
+    offset: float = 0.0  # added to c'x: the objective of columns left out of the model
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,14 @@ def _new_highs() -> highspy.Highs:
 
 def _pass(h: highspy.Highs, lp: Lp) -> None:
     n_row, n_col = lp.a.shape
-    h.passModel(
-        n_col, n_row, lp.a.nnz, 1, 1, 0.0,  # column-wise, minimise, no offset
+    status = h.passModel(
+        n_col, n_row, lp.a.nnz, 1, 1, lp.offset,  # column-wise, minimise
         lp.c, lp.col_lo, lp.col_up, lp.row_lo, lp.row_up,
         lp.a.indptr.astype(np.int32, copy=False), lp.a.indices.astype(np.int32, copy=False),
         np.ascontiguousarray(lp.a.data, dtype=float), np.zeros(n_col, dtype=np.int32),
     )  # fmt: skip
+    if status == highspy.HighsStatus.kError:  # e.g. a repeated entry: never solve a stale model
+        raise ValueError("HiGHS refused the LP (passModel)")
 
 
 def _result(h: highspy.Highs, warm: bool) -> LpResult:
@@ -213,8 +218,13 @@ _CODES = np.array([_BS.kLower, _BS.kBasic, _BS.kUpper], dtype=object)
 
 
 def _lookup(keys: np.ndarray, status: np.ndarray, new: np.ndarray, default: int) -> np.ndarray:
-    """Status of each ``new`` key in the sorted ``keys`` (``default`` where absent)."""
+    """Status of each ``new`` key in the sorted ``keys``. A key not there takes the status
+    of the next key that differs from it only in its time bits (the same flow or row in
+    the step that held it: a fine step of this plan in the last plan's coarse step), else
+    ``default``. Measured on a recorded day's LPs: 8-12 % fewer simplex iterations than
+    ``default`` alone (dispatch.md, "Solver")."""
     if not keys.size:
         return np.full(new.size, default, dtype=np.int8)
     pos = np.minimum(np.searchsorted(keys, new), keys.size - 1)
-    return np.where(keys[pos] == new, status[pos], default).astype(np.int8)
+    same = (keys[pos] >> TIME_BITS) == (new >> TIME_BITS)  # exact, or the same in a later step
+    return np.where(same, status[pos], default).astype(np.int8)

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_T_BITS = 25
+TIME_BITS = 25  # the low bits of a key: its step's end (WarmStart looks up later steps)
 _E_BITS = 32
-_F_SHIFT = _T_BITS + _E_BITS
+_F_SHIFT = TIME_BITS + _E_BITS
 _F_MAX = 63
 # column families after the per-step blocks (which take 1 .. len(blocks))
 _PEAK, _PAIR, _CHAT, _U1, _U2, _SHORT = 50, 51, 52, 53, 54, 55
@@ -32,8 +32,8 @@ _UB_FAMILY0 = 24  # row families: equalities from 0, inequalities from here
 
 def _key(family: np.ndarray | int, entity: np.ndarray | int, t_min: np.ndarray | int) -> np.ndarray:
     f = np.minimum(np.asarray(family, dtype=np.int64), _F_MAX) << np.int64(_F_SHIFT)
-    e = np.asarray(entity, dtype=np.int64) << np.int64(_T_BITS)
-    t = np.asarray(t_min, dtype=np.int64) & np.int64((1 << _T_BITS) - 1)
+    e = np.asarray(entity, dtype=np.int64) << np.int64(TIME_BITS)
+    t = np.asarray(t_min, dtype=np.int64) & np.int64((1 << TIME_BITS) - 1)
     return f | e | t
 
 

@@ -10,6 +10,7 @@ it was solved before highspy, for tests and benchmarks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -109,18 +110,65 @@ class _Rows:
         return cat(self.r), cat(self.c), vals, cat(self.rhs)
 
 
-def _stack(eq: _Rows, ub: _Rows, n_cols: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
-    """One column-wise matrix of the equalities then the inequalities, with row bounds
-    (``lo = up = rhs`` for an equality, ``-inf <= rhs`` for an inequality)."""
+@dataclass(frozen=True)
+class _Kept:
+    """Which columns and rows of the full LP the solver sees: a column fixed by its bounds
+    (e.g. the battery's export blocks where it may not export, PV flows in the dark) is
+    left out with its value moved into the row bounds, and so is a row left with no
+    coefficient. HiGHS then works on ~15 % fewer columns and rows (its warm solves
+    ~14 % quicker on a recorded day's LPs; dispatch.md, "Solver"); the optimum is the
+    same, the objective carries the fixed columns' cost as an offset."""
+
+    cols: np.ndarray  # bool, one per full column
+    rows: np.ndarray  # bool, one per full row
+    fixed_x: np.ndarray  # every full column's value where it is fixed (0 elsewhere)
+
+    def expand(self, x: np.ndarray | None) -> np.ndarray | None:
+        """The full column vector of the solver's solution ``x`` (None stays None)."""
+        if x is None:
+            return None
+        full = self.fixed_x.copy()
+        full[self.cols] = x
+        return full
+
+
+def _stack(eq: _Rows, ub: _Rows, c: np.ndarray, bounds: np.ndarray) -> tuple[Lp, _Kept]:
+    """The LP of the equalities then the inequalities (``lo = up = rhs`` for an equality,
+    ``-inf <= rhs`` for an inequality) over the columns of cost ``c`` and ``bounds``,
+    fixed columns and empty rows left out (:class:`_Kept`); without keys."""
     r_eq, c_eq, v_eq, b_eq = eq.triplets()
     r_ub, c_ub, v_ub, b_ub = ub.triplets()
     rows = np.concatenate([r_eq, r_ub + eq.n])
-    a = sp.csc_matrix(
-        (np.concatenate([v_eq, v_ub]), (rows, np.concatenate([c_eq, c_ub]))),
-        shape=(eq.n + ub.n, n_cols),
-    )
+    cols = np.concatenate([c_eq, c_ub])
+    vals = np.concatenate([v_eq, v_ub])
+    n_rows = eq.n + ub.n
     lo = np.concatenate([b_eq, np.full(ub.n, -np.inf)])
-    return a, lo, np.concatenate([b_eq, b_ub])
+    up = np.concatenate([b_eq, b_ub])
+    col_lo, col_up = bounds[:, 0], bounds[:, 1]
+    fixed = col_lo == col_up
+    fixed_x = np.where(fixed, col_lo, 0.0)
+    if fixed_x.any():  # a column fixed off zero moves its coefficients into the bounds
+        shift = np.bincount(rows, vals * fixed_x[cols], n_rows)
+        lo, up = lo - shift, up - shift
+    free = ~fixed[cols]
+    rows, cols, vals = rows[free], cols[free], vals[free]
+    keep_c = ~fixed
+    # an empty row stays only if it cannot hold (0 outside its bounds): HiGHS says so
+    keep_r = (np.bincount(rows, minlength=n_rows) > 0) | (lo > 0.0) | (up < 0.0)
+    new_r = np.cumsum(keep_r, dtype=np.int32) - 1
+    cols = (np.cumsum(keep_c) - 1)[cols]
+    n_c, n_r = int(keep_c.sum()), int(keep_r.sum())
+    # column-wise by a stable counting sort of the column numbers (radix on 16 bits,
+    # ~4x quicker than scipy's COO -> CSC here); the entries are unique by construction
+    order = np.argsort(cols.astype(np.uint16) if n_c <= 1 << 16 else cols, kind="stable")
+    indptr = np.zeros(n_c + 1, dtype=np.int32)
+    np.cumsum(np.bincount(cols, minlength=n_c), out=indptr[1:])
+    a = sp.csc_matrix((vals[order], new_r[rows[order]], indptr), shape=(n_r, n_c))
+    lp = Lp(
+        c=c[keep_c], a=a, col_lo=col_lo[keep_c], col_up=col_up[keep_c], row_lo=lo[keep_r],
+        row_up=up[keep_r], offset=float(c @ fixed_x),
+    )  # fmt: skip
+    return lp, _Kept(keep_c, keep_r, fixed_x)
 
 
 def _session_windows(
@@ -310,6 +358,9 @@ def _bounds(problem: Problem, m: _Inputs, v: _Layout) -> np.ndarray:
     lb = np.zeros(v.n_var)
     ub = np.full(v.n_var, np.inf)
     ub[col["curt"]] = m.pv
+    dark = m.pv == 0.0  # what the PV balance implies, said as bounds: these columns drop out
+    for name in ("pv_ev", "pv_load", "pv_bat", "pv_exp"):
+        ub[col[name][dark]] = 0.0
     ub[col["shed"]] = m.load
     for name in ("pv_bat", "gr_bat"):
         ub[col[name]] = m.ch_max
@@ -524,44 +575,42 @@ def solve(problem: Problem, warm: WarmStart | None = None) -> Plan:
     iterations); None solves cold.
     """
     t_build = time.perf_counter()
-    lp, m, v = _build(problem, keyed=warm is not None)
+    lp, kept, m, v = _build(problem, keyed=warm is not None)
     build_s = time.perf_counter() - t_build
     t_solve = time.perf_counter()
     res = warm.solve(lp) if warm is not None else solve_lp(lp)
     solve_s = time.perf_counter() - t_solve
+    res = dataclasses.replace(res, x=kept.expand(res.x))
     if res.x is None:  # cannot happen for a validated problem: every slack is free
         raise RuntimeError(f"dispatch LP failed: {res.status}")
     return _plan(problem, m, v, res, build_s, solve_s)
 
 
-def _build(problem: Problem, *, keyed: bool) -> tuple[Lp, _Inputs, _Layout]:
-    """The LP of ``problem`` (with column and row keys for a warm start if ``keyed``)."""
+def _build(problem: Problem, *, keyed: bool) -> tuple[Lp, _Kept, _Inputs, _Layout]:
+    """The LP of ``problem`` as HiGHS sees it (with column and row keys for a warm start
+    if ``keyed``), and which of the full LP's columns and rows it holds."""
     figs = validate(problem)
     m = _inputs(problem, Policy.of(problem.policy))
     v = _layout(problem, m, figs)
     bounds = _bounds(problem, m, v)
     c = _objective(problem, m, v)
     eq, ub = _equalities(m, v), _inequalities(problem, m, v)
-    a, row_lo, row_up = _stack(eq, ub, v.n_var)
-    col_keys = row_keys = None
+    lp, kept = _stack(eq, ub, c, bounds)
     if keyed:
         grid = problem.grid
         ends = (grid.start.timestamp() + grid.edges_s[1:]) // 60
         ent = keys.entities([s.session_id for s in problem.sessions])
-        col_keys = keys.column_keys(ends, ent, v)
-        row_keys = keys.row_keys(ends, ent, v, eq.blocks, ub.blocks)
-    lp = Lp(
-        c=c, a=a, col_lo=bounds[:, 0].copy(), col_up=bounds[:, 1].copy(), row_lo=row_lo,
-        row_up=row_up, col_keys=col_keys, row_keys=row_keys,
-    )  # fmt: skip
-    return lp, m, v
+        col_keys = keys.column_keys(ends, ent, v)[kept.cols]
+        row_keys = keys.row_keys(ends, ent, v, eq.blocks, ub.blocks)[kept.rows]
+        lp = dataclasses.replace(lp, col_keys=col_keys, row_keys=row_keys)
+    return lp, kept, m, v
 
 
 def solve_reference(problem: Problem) -> Plan:
     """:func:`solve` through :func:`scipy.optimize.linprog` (HiGHS, cold), as before
     highspy: the reference the tests and ``benchmarks/simulate.py`` compare with."""
     t_build = time.perf_counter()
-    lp, m, v = _build(problem, keyed=False)
+    lp, kept, m, v = _build(problem, keyed=False)
     eq = np.isfinite(lp.row_lo)  # equalities have both sides, inequalities only <=
     a = lp.a.tocsr()
     build_s = time.perf_counter() - t_build
@@ -574,7 +623,8 @@ def solve_reference(problem: Problem) -> Plan:
     if r.x is None:
         raise RuntimeError(f"dispatch LP failed: {r.status} {r.message}")
     status = _STATUS.get(r.status, f"status_{r.status}")
-    res = LpResult(r.x, float(r.fun), status, int(getattr(r, "nit", 0)), False)
+    fun = float(r.fun) + lp.offset
+    res = LpResult(kept.expand(r.x), fun, status, int(getattr(r, "nit", 0)), False)
     return _plan(problem, m, v, res, build_s, solve_s)
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,61 @@ def test_a_later_plan_of_the_same_cars_starts_warm_and_agrees(problem, later_s):
     warm = solve(nxt, ws)
     _same_optimum(warm, solve_reference(nxt))
     assert ws.solves == 2
+
+
+def _full_lp_objective(problem) -> float:
+    """The optimum of the whole LP, every column and row kept (what solve() hands HiGHS
+    leaves fixed columns and empty rows out), through scipy's linprog."""
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    from megastation.dispatch import lp
+    from megastation.dispatch.policy import Policy
+    from megastation.dispatch.validate import validate
+
+    m = lp._inputs(problem, Policy.of(problem.policy))
+    v = lp._layout(problem, m, validate(problem))
+    bounds, c = lp._bounds(problem, m, v), lp._objective(problem, m, v)
+    eq, ub = lp._equalities(m, v), lp._inequalities(problem, m, v)
+    r_eq, c_eq, v_eq, b_eq = eq.triplets()
+    r_ub, c_ub, v_ub, b_ub = ub.triplets()
+    a_eq = sp.csr_matrix((v_eq, (r_eq, c_eq)), shape=(eq.n, c.size))
+    a_ub = sp.csr_matrix((v_ub, (r_ub, c_ub)), shape=(ub.n, c.size))
+    r = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+    assert r.status == 0, r.message
+    cur = sum(s.current_power_kw for s in problem.sessions)
+    return float(r.fun) + m.pol.chatter_weight_per_kw * cur  # as _plan adds it
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.booleans())
+def test_leaving_fixed_columns_and_empty_rows_out_keeps_the_optimum(problem, pinned):
+    """``pinned``: the battery's SOC window closed to one point, so its stored energy is a
+    column fixed off zero (its coefficients move into the row bounds)."""
+    b = problem.battery
+    if pinned and b is not None:
+        soc = b.soc_frac
+        problem = replace(problem, battery=replace(b, soc_min_frac=soc, soc_max_frac=soc))
+    plan = solve(problem)
+    fa, fb = plan.objective_parts["objective"], _full_lp_objective(problem)
+    assert abs(fa - fb) <= ABS_TOL + REL_TOL * abs(fb), (fa, fb)
+    check(plan)
+
+
+def test_a_model_highs_refuses_is_an_error_not_a_stale_solve():
+    """A repeated matrix entry makes HiGHS refuse the model: solving whatever it held
+    before would hand back another LP's plan."""
+    import scipy.sparse as sp
+
+    from megastation.dispatch.highs import Lp, solve_lp
+
+    twice = sp.csc_matrix(
+        (np.array([1.0, 2.0]), np.array([0, 0], dtype=np.int32), np.array([0, 2], dtype=np.int32)),
+        shape=(1, 1),
+    )
+    lp = Lp(np.ones(1), twice, np.zeros(1), np.ones(1), np.zeros(1), np.ones(1))
+    with pytest.raises(ValueError, match="refused"):
+        solve_lp(lp)
 
 
 def test_the_same_problem_again_needs_no_iterations():
