@@ -230,7 +230,7 @@ def estimate_need(
     total_high = EXTRA_ENERGY_FACTOR * base.energy_kwh - delivered_kwh
     # a car that took all we guessed may want more (an AC car does not say its SoC): keep
     # a top-up on offer; a full car shows it by drawing nothing (the controller caps it)
-    topup_kwh = EXTRA_TOPUP_FRAC * base.energy_kwh
+    topup_kwh: float | None = EXTRA_TOPUP_FRAC * base.energy_kwh
     total_high = max(total_high, topup_kwh)
 
     if soc_frac is not None:
@@ -238,7 +238,7 @@ def estimate_need(
         energy = (TARGET_SOC.get(kind, 1.0) - soc_frac) * capacity
         total_high = (FULL_SOC.get(kind, 1.0) - soc_frac) * capacity
         source = "soc"
-        topup_kwh = -1.0  # the SoC says how much more: no top-up
+        topup_kwh = None  # the SoC says how much more: no top-up
 
     departure_known = False
     # What the car said, then what the operator said: each later source wins.
@@ -283,7 +283,7 @@ def estimate_need(
         tail = timedelta(minutes=max(2 * MIN_DWELL_LEFT_MIN, EXTRA_TAIL_FRAC * base.dwell_min))
         expected = max(q95, now + tail)
     expected = max(expected, departure)
-    if energy <= 0.0 and total_high <= topup_kwh:
+    if topup_kwh is not None and energy <= 0.0 and total_high <= topup_kwh:
         # only the top-up is left: it is due now. Due at the (stated or expected)
         # departure it was a small amount the plan spread over hours, re-offered after
         # each plan, so a car that still drew was held to a trickle (#11: workplace file
