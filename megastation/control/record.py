@@ -140,7 +140,6 @@ def record_cycle(
     ``started_s``, a :func:`time.perf_counter` value)."""
     inputs = inputs_record(site, built, uncontrollable, applied.rejected, warnings)
     first_step = first_step_record(powers, first, applied.battery_kw, pv, built)
-    horizon = horizon_record(plan, powers, pv)
     batt = site.battery
     cycle_s = time.perf_counter() - started_s
     plan_id = cr.record_plan(
@@ -158,7 +157,9 @@ def record_cycle(
         battery_kw=batt.power_kw if batt else None,
         inputs=inputs,
         first_step=first_step,
-        horizon=horizon,
+        # built when written: a simulation that keeps only the latest plan's horizon
+        # builds none of the others (store.control.keep_plan_horizons)
+        horizon=lambda: horizon_record(plan, powers, pv),
     )
     rows = [setpoint_record(o) for o in applied.outcomes]
     if applied.battery is not None:

@@ -1084,6 +1084,7 @@ class _Simulator:
             self._flush()
             if self.finished:
                 self.store.db["sim_sessions"].insert_all(self.finished)
+            cr.write_latest_horizon(self.store)
 
     async def _substep(self, now: datetime, limit: float) -> datetime:
         """Events, a plan if due, then the flows up to the next boundary; returns it."""

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -147,23 +147,37 @@ def cycle_error(store: Store) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- plans and set points
 
-# stores that keep only the latest plan's horizon: store -> id of the plan that has it
-_LATEST_HORIZON_ONLY: weakref.WeakKeyDictionary[Store, list[int | None]] = (
-    weakref.WeakKeyDictionary()
-)
+# stores that keep only the latest plan's horizon: store -> [id of the latest plan, its
+# horizon not yet written (a callable) or None]
+_LATEST_HORIZON_ONLY: weakref.WeakKeyDictionary[Store, list[Any]] = weakref.WeakKeyDictionary()
 
 
 def keep_plan_horizons(store: Store, keep: bool) -> None:
     """Keep every plan's per-step horizon (True, the default) or only the latest one's.
 
     A simulated year makes ~80,000 plans; their horizons (a few kB of JSON each) are
-    most of the store. With ``keep=False`` an older plan's ``horizon`` becomes ``{}``
-    when the next plan is recorded; inputs, first step and set points stay.
+    most of the store. With ``keep=False`` a plan's ``horizon`` is ``{}`` except the
+    latest plan's, which :func:`write_latest_horizon` writes (a simulation, at its end:
+    a horizon that the next plan would blank is never built); inputs, first step and set
+    points are written with every plan.
     """
     if keep:
         _LATEST_HORIZON_ONLY.pop(store, None)
     else:
-        _LATEST_HORIZON_ONLY.setdefault(store, [None])
+        _LATEST_HORIZON_ONLY.setdefault(store, [None, None])
+
+
+def write_latest_horizon(store: Store) -> None:
+    """Write the latest plan's horizon where only the latest is kept (nothing otherwise)."""
+    latest = _LATEST_HORIZON_ONLY.get(store)
+    if latest is None or latest[1] is None:
+        return
+    plan_id, horizon = latest
+    latest[1] = None
+    with _records._tx(store):
+        store.conn.execute(
+            "UPDATE control_plans SET horizon = ? WHERE id = ?", (dumps(horizon()), plan_id)
+        )
 
 
 def record_plan(
@@ -182,9 +196,14 @@ def record_plan(
     battery_kw: float | None,
     inputs: dict[str, Any],
     first_step: dict[str, Any],
-    horizon: dict[str, Any],
+    horizon: dict[str, Any] | Callable[[], dict[str, Any]],
 ) -> int:
+    """Insert one plan; returns its id. ``horizon`` may be a callable that builds it:
+    where only the latest horizon is kept (:func:`keep_plan_horizons`) it is called by
+    :func:`write_latest_horizon`, if no later plan came, else never."""
     latest = _LATEST_HORIZON_ONLY.get(store)
+    built = horizon() if callable(horizon) and latest is None else horizon
+    stored = "{}" if latest is not None else dumps(built)
     with _records._tx(store):
         cur = store.conn.execute(
             "INSERT INTO control_plans (created_at, reason, policy, grid_limit_kw, status, "
@@ -204,16 +223,13 @@ def record_plan(
                 battery_kw,
                 dumps(inputs),
                 dumps(first_step),
-                dumps(horizon),
+                stored,
             ),
         )
         plan_id = int(cur.lastrowid)
         if latest is not None:
-            if latest[0] is not None:
-                store.conn.execute(
-                    "UPDATE control_plans SET horizon = '{}' WHERE id = ?", (latest[0],)
-                )
             latest[0] = plan_id
+            latest[1] = horizon if callable(horizon) else (lambda: horizon)
     return plan_id
 
 
