@@ -42,9 +42,9 @@ _STATUS = {
 DUAL_EDGE_WEIGHT_STRATEGY = 1
 # HiGHS perturbs the costs in its dual simplex (multiplier 1) against stalling on
 # degenerate LPs; from a carried-over basis the dispatch LP needs fewer iterations without
-# it: 4 recorded sets of re100 LPs (984 warm solves) -25 % HiGHS CPU in sum (-7 to -32 %
-# per set), mean iterations 101 -> 67, no cold retries, the same objectives to 1e-10; a
-# set of cost LPs no faster, no slower; cold solves alike (dispatch.md, "Solver").
+# it: 3 recorded sets of re100 LPs (811 warm solves) -29 % HiGHS CPU in sum (-19 to -32 %
+# per set), mean iterations 101 -> 60, no cold retries, the same objectives to 1e-10; two
+# sets of cost LPs (508) -2 %; cold solves alike (dispatch.md, "Solver").
 DUAL_COST_PERTURBATION = 0.0
 # Basic-variable code from getBasicVariables: col >= 0, row r is -(r + 1).
 # A nonbasic column at its upper bound is told by its value within this [kW, kWh].

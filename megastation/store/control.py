@@ -201,9 +201,9 @@ def record_plan(
     """Insert one plan; returns its id. ``horizon`` may be a callable that builds it:
     where only the latest horizon is kept (:func:`keep_plan_horizons`) it is called by
     :func:`write_latest_horizon`, if no later plan came, else never."""
+    build = horizon if callable(horizon) else (lambda: horizon)
     latest = _LATEST_HORIZON_ONLY.get(store)
-    built = horizon() if callable(horizon) and latest is None else horizon
-    stored = "{}" if latest is not None else dumps(built)
+    stored = "{}" if latest is not None else dumps(build())
     with _records._tx(store):
         cur = store.conn.execute(
             "INSERT INTO control_plans (created_at, reason, policy, grid_limit_kw, status, "
@@ -229,7 +229,7 @@ def record_plan(
         plan_id = int(cur.lastrowid)
         if latest is not None:
             latest[0] = plan_id
-            latest[1] = horizon if callable(horizon) else (lambda: horizon)
+            latest[1] = build
     return plan_id
 
 
