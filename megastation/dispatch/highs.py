@@ -136,8 +136,24 @@ def solve_lp(lp: Lp) -> LpResult:
     """Solve ``lp`` cold on a fresh HiGHS instance."""
     h = _new_highs()
     _pass(h, lp)
+    return _run_cold(h)
+
+
+def _run_cold(h: highspy.Highs) -> LpResult:
+    """Run the model passed to ``h`` from no basis; if that does not end optimal, once more
+    without presolve (HiGHS's presolve called a feasible LP infeasible: a car wanting
+    6e-8 kWh, below its tolerances; found by the random problems of the tests)."""
     h.run()
-    return _result(h, False)
+    res = _result(h, False)
+    if res.status == "optimal":
+        return res
+    h.setOptionValue("presolve", "off")
+    try:
+        h.clearSolver()
+        h.run()
+        return _result(h, False)
+    finally:
+        h.setOptionValue("presolve", "choose")
 
 
 class WarmStart:
@@ -168,14 +184,16 @@ class WarmStart:
         warm = False
         if self._basis is not None and lp.col_keys is not None and lp.row_keys is not None:
             warm = h.setBasis(self._carried_basis(lp)) == highspy.HighsStatus.kOk
-        h.run()
-        res = _result(h, warm)
-        if warm and res.status != "optimal":  # e.g. "Unknown" after the start: again, cold
-            self.iterations += res.iterations
-            self.cold_retries += 1
-            h.clearSolver()
+        if not warm:
+            res = _run_cold(h)
+        else:
             h.run()
-            res = _result(h, False)
+            res = _result(h, True)
+            if res.status != "optimal":  # e.g. "Unknown" after the start: again, cold
+                self.iterations += res.iterations
+                self.cold_retries += 1
+                h.clearSolver()
+                res = _run_cold(h)
         self.solves += 1
         self.iterations += res.iterations
         self._basis = None

@@ -124,6 +124,19 @@ def test_a_model_highs_refuses_is_an_error_not_a_stale_solve():
         solve_lp(lp)
 
 
+def test_a_need_below_the_solver_tolerance_is_still_solved():
+    """HiGHS's presolve called this LP infeasible (a car wanting 6e-8 kWh, no grid, no PV,
+    no battery; found by the random problems): cold and warm paths answer optimal."""
+    from megastation.dispatch import GridState, Problem, SessionNeed
+
+    car = SessionNeed("s0", "C0", 1, T0, T0 + timedelta(minutes=1), 5.960464477539063e-08, 1.0)
+    gs = GridState(0.0, 0.0, np.full(5, 40.0), 0.0, 0.0, 0.0)
+    problem = Problem(TimeGrid(T0, 5, 900), np.zeros(5), np.zeros(5), gs, (car,), None, ())
+    for plan in (solve(problem), solve(problem, WarmStart()), solve_reference(problem)):
+        assert plan.status == "optimal"
+        check(plan)
+
+
 def test_the_same_problem_again_needs_no_iterations():
     problem = _example()
     ws = WarmStart()
